@@ -1,0 +1,108 @@
+//! Typed errors. Every refusal names what was wrong so that an operator can act on it.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::types::{BackendName, ShareId, TerminalName};
+
+/// A value that failed validation. Nothing was changed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("invalid {what} `{value}`: {why}")]
+pub struct InvalidInput {
+    pub what: String,
+    pub value: String,
+    pub why: String,
+}
+
+impl InvalidInput {
+    pub fn new(what: &str, value: &str, why: &str) -> Self {
+        // Cap the echoed value: hostile input should not flood an error line.
+        let value: String = value.chars().take(80).collect();
+        InvalidInput {
+            what: what.to_owned(),
+            value,
+            why: why.to_owned(),
+        }
+    }
+}
+
+/// Errors a backend reports when starting or running a worker.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The backend cannot be used here: binary missing, configuration incomplete.
+    #[error("backend {backend} is unavailable: {reason}")]
+    Unavailable { backend: String, reason: String },
+    /// No link arrived in time; nothing of the worker is left running.
+    #[error("backend {backend} gave no link within {after:?}: {detail}")]
+    LinkTimeout {
+        backend: String,
+        after: Duration,
+        detail: String,
+    },
+    /// The worker process could not be started or died before giving a link.
+    #[error("backend {backend} failed to start: {detail}")]
+    StartFailed { backend: String, detail: String },
+    /// The share request cannot be expressed for this backend.
+    #[error("backend {backend} cannot serve this share: {detail}")]
+    Unsupported { backend: String, detail: String },
+}
+
+/// Errors of the share API. Each maps to a distinct CLI exit code.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ShareError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("denied: {reason}")]
+    Denied {
+        rule_id: Option<String>,
+        reason: String,
+    },
+    #[error("requested ttl {requested} is above the policy maximum {max} (rule {rule_id})")]
+    TtlAboveMax {
+        requested: String,
+        max: String,
+        rule_id: String,
+    },
+    #[error("terminal {terminal} already has {limit} live share(s), its limit")]
+    LimitReached { terminal: TerminalName, limit: u32 },
+    #[error("unknown backend `{0}`")]
+    UnknownBackend(BackendName),
+    #[error("unknown terminal `{terminal}`: {detail}")]
+    UnknownTerminal {
+        terminal: TerminalName,
+        detail: String,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("no live share {0}")]
+    NotFound(ShareId),
+    #[error("share {0} has expired")]
+    ShareExpired(ShareId),
+    #[error("share {0} is ending")]
+    ShareEnding(ShareId),
+    #[error("share {share_id}: extending by {by} would end it {total} after its start, above the policy maximum {max}")]
+    ExtendAboveMax {
+        share_id: ShareId,
+        by: String,
+        total: String,
+        max: String,
+    },
+    #[error("the audit log refused the event: {0}")]
+    AuditUnavailable(String),
+    #[error("the share service is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ShareError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ShareError::Internal(e.to_string())
+    }
+}
+
+/// Format a duration the way the policy and config files write them.
+pub fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

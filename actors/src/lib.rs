@@ -1,0 +1,38 @@
+//! termshare's supervision tree, over traits.
+//!
+//! ```text
+//! RootSupervisor                 share table, admission (policy, TTL bound, limits)
+//!  ├── AuditActor                (spawned beside the root) every lifecycle event
+//!  └── ShareSession × N          one per share, the single writer of its state
+//!        ├── BackendWorker       owns one worker; reports link, exit; stops it
+//!        └── TtlTimer            grace warnings and expiry, by generation
+//! ```
+//!
+//! This crate starts no OS process: the real world comes in through [`traits`], which
+//! the `termshare` crate implements over tmux, tty-share, tmate and upterm. That keeps
+//! every timer here testable under tokio's paused clock.
+
+pub mod audit;
+pub mod error;
+pub mod root;
+pub mod service;
+pub mod session;
+pub mod settings;
+pub mod testing;
+pub mod traits;
+pub mod ttl;
+pub mod types;
+pub mod worker;
+
+pub use audit::{AuditEvent, AuditKind};
+pub use error::{BackendError, InvalidInput, ShareError};
+pub use service::{ServiceDeps, ShareService};
+pub use settings::Settings;
+pub use traits::{
+    AuditSink, Backend, Grant, PolicyDecision, PolicyGate, PolicyQuery, Probe, StartedWorker,
+    TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
+};
+pub use types::{
+    fingerprint, AccessMode, BackendName, EndReason, Links, Principal, RevokeReport, ShareId,
+    ShareInfo, ShareRequest, TerminalName,
+};

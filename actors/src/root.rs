@@ -1,0 +1,541 @@
+//! RootSupervisor: owns the share table and the per-terminal limits.
+//!
+//! Admission (policy, TTL bound, limit) happens here, in one mailbox, so two racing
+//! requests for one terminal cannot both pass the limit. Nothing is spawned for a
+//! request that is refused. Each admitted share gets a ShareSession, linked here: a
+//! session that crashes is audited as failed and its children (and so its worker
+//! process) are killed, while every other share carries on.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::task::JoinSet;
+
+use crate::audit::{record, record_acked, AuditEvent, AuditKind, AuditMsg};
+use crate::error::{human, ShareError};
+use crate::session::{EndReply, ServiceCtx, SessionArgs, SessionMsg, ShareReply, ShareSession};
+use crate::settings::Settings;
+use crate::traits::{Backend, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
+use crate::types::{
+    BackendName, EndReason, Links, Principal, RevokeReport, ShareId, ShareInfo, ShareRequest,
+    TerminalName,
+};
+
+/// How many ended shares the root remembers, to answer "expired" rather than "unknown".
+const ENDED_MEMORY: usize = 4096;
+
+pub enum RootMsg {
+    Share(ShareRequest, ShareReply),
+    Extend {
+        share_id: ShareId,
+        by: Duration,
+        principal: Principal,
+        reply: ShareReply,
+    },
+    Revoke {
+        share_id: ShareId,
+        principal: Principal,
+        reply: EndReply,
+    },
+    Switch {
+        share_id: ShareId,
+        backend: BackendName,
+        principal: Principal,
+        reply: ShareReply,
+    },
+    List(RpcReplyPort<Result<Vec<ShareInfo>, ShareError>>),
+    /// End every share (as `stopped`), then stop the root.
+    Shutdown(RpcReplyPort<Vec<RevokeReport>>),
+    /// From a session: its link arrived or its info changed.
+    Activated(ShareInfo),
+    /// From a session: it has ended and is draining.
+    Ended {
+        share_id: ShareId,
+        reason: EndReason,
+    },
+}
+
+pub struct RootSupervisor;
+
+pub struct RootArgs {
+    pub backends: HashMap<BackendName, Arc<dyn Backend>>,
+    pub policy: Arc<dyn PolicyGate>,
+    pub host: Arc<dyn TerminalHost>,
+    pub audit: ActorRef<AuditMsg>,
+    pub settings: Settings,
+}
+
+struct Admitted {
+    ttl: Duration,
+    grant: crate::traits::Grant,
+    backend: Arc<dyn Backend>,
+}
+
+struct Entry {
+    session: ActorRef<SessionMsg>,
+    info: ShareInfo,
+    ended: Arc<OnceLock<EndReason>>,
+}
+
+pub struct RootState {
+    backends: HashMap<BackendName, Arc<dyn Backend>>,
+    policy: Arc<dyn PolicyGate>,
+    ctx: Arc<ServiceCtx>,
+    shares: HashMap<ShareId, Entry>,
+    per_terminal: HashMap<TerminalName, u32>,
+    ended: HashMap<ShareId, EndReason>,
+    ended_order: VecDeque<ShareId>,
+    shutting_down: bool,
+}
+
+impl RootState {
+    fn remember_end(&mut self, id: ShareId, reason: EndReason) {
+        if let Some(entry) = self.shares.remove(&id) {
+            if let Some(n) = self.per_terminal.get_mut(&entry.info.terminal) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_terminal.remove(&entry.info.terminal);
+                }
+            }
+        }
+        if self.ended.insert(id, reason).is_none() {
+            self.ended_order.push_back(id);
+            if self.ended_order.len() > ENDED_MEMORY {
+                if let Some(old) = self.ended_order.pop_front() {
+                    self.ended.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The error for an operation on a share that is not live.
+    fn gone(&self, id: ShareId) -> ShareError {
+        match self.ended.get(&id) {
+            Some(EndReason::Expired) => ShareError::ShareExpired(id),
+            Some(_) => ShareError::ShareEnding(id),
+            None => ShareError::NotFound(id),
+        }
+    }
+
+    fn denied_event(
+        &self,
+        req: &ShareRequest,
+        id: ShareId,
+        err: &ShareError,
+        rule_id: Option<&str>,
+    ) -> AuditEvent {
+        let mut e = AuditEvent::new(AuditKind::ShareDenied, id)
+            .principal(&req.principal)
+            .terminal(&req.terminal)
+            .backend(&req.backend)
+            .detail("access", req.access.as_str())
+            .detail("reason", err.to_string());
+        if let Some(rule) = rule_id {
+            e = e.detail("rule_id", rule);
+        }
+        e
+    }
+
+    /// Admission: everything that can refuse a share, before anything is spawned.
+    /// Returns (ttl, grant) or the refusal to audit and answer.
+    fn admit(&self, req: &ShareRequest) -> Result<Admitted, (ShareError, Option<String>)> {
+        if self.shutting_down {
+            return Err((ShareError::ShuttingDown, None));
+        }
+        let backend = self
+            .backends
+            .get(&req.backend)
+            .cloned()
+            .ok_or_else(|| (ShareError::UnknownBackend(req.backend.clone()), None))?;
+        let grant = match self.policy.evaluate(&PolicyQuery {
+            principal: &req.principal,
+            terminal: &req.terminal,
+            backend: &req.backend,
+            access: req.access,
+        }) {
+            PolicyDecision::Allow(g) => g,
+            PolicyDecision::Deny { rule_id, reason } => {
+                return Err((
+                    ShareError::Denied {
+                        rule_id: rule_id.clone(),
+                        reason,
+                    },
+                    rule_id,
+                ))
+            }
+        };
+        let ttl = req.ttl.unwrap_or(self.ctx.settings.default_ttl);
+        if ttl.is_zero() {
+            return Err((
+                crate::error::InvalidInput::new("ttl", "0s", "must be positive").into(),
+                Some(grant.rule_id),
+            ));
+        }
+        if let Some(max) = grant.max_ttl {
+            if ttl > max {
+                return Err((
+                    ShareError::TtlAboveMax {
+                        requested: human(ttl),
+                        max: human(max),
+                        rule_id: grant.rule_id.clone(),
+                    },
+                    Some(grant.rule_id),
+                ));
+            }
+        }
+        let limit = grant
+            .max_concurrent
+            .map_or(self.ctx.settings.per_terminal_limit, |m| {
+                m.min(self.ctx.settings.per_terminal_limit)
+            });
+        let live = self.per_terminal.get(&req.terminal).copied().unwrap_or(0);
+        if live >= limit {
+            return Err((
+                ShareError::LimitReached {
+                    terminal: req.terminal.clone(),
+                    limit,
+                },
+                Some(grant.rule_id),
+            ));
+        }
+        backend
+            .check()
+            .map_err(|e| (ShareError::Backend(e), Some(grant.rule_id.clone())))?;
+        Ok(Admitted {
+            ttl,
+            grant,
+            backend,
+        })
+    }
+}
+
+impl Actor for RootSupervisor {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = RootArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RootArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(RootState {
+            backends: args.backends,
+            policy: args.policy,
+            ctx: Arc::new(ServiceCtx {
+                host: args.host,
+                audit: args.audit,
+                root: myself,
+                settings: args.settings,
+            }),
+            shares: HashMap::new(),
+            per_terminal: HashMap::new(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            shutting_down: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RootMsg::Share(req, reply) => {
+                let id = ShareId::new();
+                record(
+                    &state.ctx.audit,
+                    AuditEvent::new(AuditKind::ShareRequested, id)
+                        .principal(&req.principal)
+                        .terminal(&req.terminal)
+                        .backend(&req.backend)
+                        .detail("access", req.access.as_str())
+                        .detail(
+                            "ttl_ms",
+                            serde_json::json!(req.ttl.map(|t| t.as_millis() as u64)),
+                        ),
+                );
+                let Admitted {
+                    ttl,
+                    grant,
+                    backend,
+                } = match state.admit(&req) {
+                    Ok(admitted) => admitted,
+                    Err((err, rule_id)) => {
+                        let event = state.denied_event(&req, id, &err, rule_id.as_deref());
+                        let audited =
+                            record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout)
+                                .await;
+                        let _ = reply.send(Err(match audited {
+                            Ok(()) => err,
+                            Err(e) => ShareError::AuditUnavailable(e),
+                        }));
+                        return Ok(());
+                    }
+                };
+                let now = SystemTime::now();
+                let info = ShareInfo {
+                    share_id: id,
+                    terminal: req.terminal.clone(),
+                    backend: req.backend.clone(),
+                    access: req.access,
+                    principal: req.principal.clone(),
+                    links: Links::default(),
+                    started_at: now,
+                    expires_at: now + ttl,
+                    rule_id: grant.rule_id.clone(),
+                };
+                let ended = Arc::new(OnceLock::new());
+                let args = SessionArgs {
+                    info: info.clone(),
+                    ttl,
+                    max_ttl: grant.max_ttl,
+                    grace: req
+                        .grace
+                        .clone()
+                        .unwrap_or_else(|| state.ctx.settings.grace.clone()),
+                    backend,
+                    ctx: state.ctx.clone(),
+                    reply,
+                    ended: ended.clone(),
+                };
+                // Registered before anything starts, so the next request sees it.
+                *state.per_terminal.entry(req.terminal.clone()).or_insert(0) += 1;
+                match Actor::spawn_linked(None, ShareSession, args, myself.get_cell()).await {
+                    Ok((session, _)) => {
+                        state.shares.insert(
+                            id,
+                            Entry {
+                                session,
+                                info,
+                                ended,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        // The reply port went down with the failed spawn: the caller
+                        // sees the session gone. Undo the registration.
+                        tracing::error!(error = %e, "could not spawn a share session");
+                        if let Some(n) = state.per_terminal.get_mut(&req.terminal) {
+                            *n = n.saturating_sub(1);
+                        }
+                        record(
+                            &state.ctx.audit,
+                            AuditEvent::new(AuditKind::ShareFailed, id)
+                                .principal(&req.principal)
+                                .terminal(&req.terminal)
+                                .backend(&req.backend)
+                                .detail("cause", format!("session did not start: {e}")),
+                        );
+                    }
+                }
+            }
+            RootMsg::Extend {
+                share_id,
+                by,
+                principal,
+                reply,
+            } => match state.shares.get(&share_id) {
+                Some(entry) => {
+                    let ended = entry.ended.clone();
+                    if let Err(ractor::MessagingErr::SendErr(SessionMsg::Extend {
+                        reply, ..
+                    })) = entry.session.cast(SessionMsg::Extend {
+                        by,
+                        principal,
+                        reply,
+                    }) {
+                        let _ = reply.send(Err(ended_error(share_id, ended.get())));
+                    }
+                }
+                None => {
+                    let _ = reply.send(Err(state.gone(share_id)));
+                }
+            },
+            RootMsg::Revoke {
+                share_id,
+                principal,
+                reply,
+            } => match state.shares.get(&share_id) {
+                Some(entry) => {
+                    let ended = entry.ended.clone();
+                    if let Err(ractor::MessagingErr::SendErr(SessionMsg::End {
+                        reply: Some(reply),
+                        ..
+                    })) = entry.session.cast(SessionMsg::End {
+                        reason: EndReason::Revoked,
+                        principal: Some(principal),
+                        reply: Some(reply),
+                    }) {
+                        let _ = reply.send(Err(ended_error(share_id, ended.get())));
+                    }
+                }
+                None => {
+                    let _ = reply.send(Err(state.gone(share_id)));
+                }
+            },
+            RootMsg::Switch {
+                share_id,
+                backend,
+                principal,
+                reply,
+            } => {
+                let Some(entry) = state.shares.get(&share_id) else {
+                    let _ = reply.send(Err(state.gone(share_id)));
+                    return Ok(());
+                };
+                let Some(new_backend) = state.backends.get(&backend).cloned() else {
+                    let _ = reply.send(Err(ShareError::UnknownBackend(backend)));
+                    return Ok(());
+                };
+                // The new backend needs the policy's consent like a new share does.
+                let decision = state.policy.evaluate(&PolicyQuery {
+                    principal: &principal,
+                    terminal: &entry.info.terminal,
+                    backend: &backend,
+                    access: entry.info.access,
+                });
+                let grant = match decision {
+                    PolicyDecision::Allow(g) => g,
+                    PolicyDecision::Deny { rule_id, reason } => {
+                        let err = ShareError::Denied { rule_id, reason };
+                        record(
+                            &state.ctx.audit,
+                            AuditEvent::new(AuditKind::ShareDenied, share_id)
+                                .principal(&principal)
+                                .terminal(&entry.info.terminal)
+                                .backend(&backend)
+                                .detail("action", "switch")
+                                .detail("reason", err.to_string()),
+                        );
+                        let _ = reply.send(Err(err));
+                        return Ok(());
+                    }
+                };
+                if let Err(e) = new_backend.check() {
+                    let _ = reply.send(Err(ShareError::Backend(e)));
+                    return Ok(());
+                }
+                let ended = entry.ended.clone();
+                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Switch { reply, .. })) =
+                    entry.session.cast(SessionMsg::Switch {
+                        backend: new_backend,
+                        rule_id: grant.rule_id,
+                        max_ttl: grant.max_ttl,
+                        principal,
+                        reply,
+                    })
+                {
+                    let _ = reply.send(Err(ended_error(share_id, ended.get())));
+                }
+            }
+            RootMsg::List(reply) => {
+                let mut list: Vec<ShareInfo> =
+                    state.shares.values().map(|e| e.info.clone()).collect();
+                list.sort_by_key(|i| i.share_id);
+                let _ = reply.send(Ok(list));
+            }
+            RootMsg::Activated(info) => {
+                if let Some(entry) = state.shares.get_mut(&info.share_id) {
+                    entry.info = info;
+                }
+            }
+            RootMsg::Ended { share_id, reason } => {
+                state.remember_end(share_id, reason);
+            }
+            RootMsg::Shutdown(reply) => {
+                state.shutting_down = true;
+                let deadline = state.ctx.settings.revoke_deadline + Duration::from_secs(1);
+                let mut set = JoinSet::new();
+                for entry in state.shares.values() {
+                    let session = entry.session.clone();
+                    set.spawn(async move {
+                        let result = session
+                            .call(
+                                |tx| SessionMsg::End {
+                                    reason: EndReason::Stopped,
+                                    principal: None,
+                                    reply: Some(tx),
+                                },
+                                Some(deadline),
+                            )
+                            .await;
+                        match result {
+                            Ok(ractor::rpc::CallResult::Success(Ok(report))) => Some(report),
+                            _ => {
+                                // It did not answer in time: kill it; the kill reaches
+                                // its worker, whose Drop guard kills the process group.
+                                session.kill();
+                                None
+                            }
+                        }
+                    });
+                }
+                let mut reports = Vec::new();
+                while let Some(done) = set.join_next().await {
+                    if let Ok(Some(report)) = done {
+                        reports.push(report);
+                    }
+                }
+                let _ = reply.send(reports);
+                myself.stop(Some("shutdown".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The default would stop the root when any share ends: handle it here instead.
+        let (cell, cause) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("session crashed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!(
+                    "session ended without reporting ({})",
+                    reason.unwrap_or_else(|| "no reason".into())
+                ),
+            ),
+            _ => return Ok(()),
+        };
+        let found = state
+            .shares
+            .iter()
+            .find(|(_, e)| e.session.get_id() == cell.get_id())
+            .map(|(id, e)| (*id, e.info.clone(), e.ended.get().is_some()));
+        if let Some((id, info, reported)) = found {
+            if reported {
+                // Normal end; `Ended` may still be in the mailbox. Nothing to audit.
+                return Ok(());
+            }
+            // A session that died without ending its share: the supervision tree has
+            // already killed its children (and so its worker's process group).
+            tracing::error!(share = %id, %cause, "share session failed");
+            record(
+                &state.ctx.audit,
+                AuditEvent::new(AuditKind::ShareFailed, id)
+                    .principal(&info.principal)
+                    .terminal(&info.terminal)
+                    .backend(&info.backend)
+                    .detail("cause", cause.clone()),
+            );
+            state.remember_end(id, EndReason::Failed(cause));
+        }
+        Ok(())
+    }
+}
+
+fn ended_error(id: ShareId, reason: Option<&EndReason>) -> ShareError {
+    match reason {
+        Some(EndReason::Expired) => ShareError::ShareExpired(id),
+        _ => ShareError::ShareEnding(id),
+    }
+}

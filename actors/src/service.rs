@@ -1,0 +1,188 @@
+//! `ShareService`: the handle a runtime holds. It starts the tree (AuditActor, then
+//! RootSupervisor), turns every operation into a bounded call, and shuts the tree down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::audit::{AuditActor, AuditArgs, AuditEvent, AuditMsg};
+use crate::error::ShareError;
+use crate::root::{RootArgs, RootMsg, RootSupervisor};
+use crate::settings::Settings;
+use crate::traits::{AuditSink, Backend, PolicyGate, TerminalHost};
+use crate::types::{BackendName, Principal, RevokeReport, ShareId, ShareInfo, ShareRequest};
+
+/// Everything the tree needs from the outside world.
+pub struct ServiceDeps {
+    pub backends: Vec<Arc<dyn Backend>>,
+    pub policy: Arc<dyn PolicyGate>,
+    pub host: Arc<dyn TerminalHost>,
+    pub audit_sink: Box<dyn AuditSink>,
+}
+
+pub struct ShareService {
+    root: ActorRef<RootMsg>,
+    root_task: JoinHandle<()>,
+    audit: ActorRef<AuditMsg>,
+    audit_task: JoinHandle<()>,
+    events: broadcast::Sender<AuditEvent>,
+    settings: Settings,
+}
+
+/// Slack on top of the operation's own deadline before a call is declared lost.
+const CALL_SLACK: Duration = Duration::from_secs(2);
+
+impl ShareService {
+    pub async fn start(deps: ServiceDeps, settings: Settings) -> Result<Self, ShareError> {
+        let (events, _) = broadcast::channel(1024);
+        let (audit, audit_task) = Actor::spawn(
+            None,
+            AuditActor,
+            AuditArgs {
+                sink: deps.audit_sink,
+                subscribers: events.clone(),
+            },
+        )
+        .await
+        .map_err(ShareError::internal)?;
+        let backends: HashMap<BackendName, Arc<dyn Backend>> =
+            deps.backends.into_iter().map(|b| (b.name(), b)).collect();
+        let (root, root_task) = Actor::spawn(
+            None,
+            RootSupervisor,
+            RootArgs {
+                backends,
+                policy: deps.policy,
+                host: deps.host,
+                audit: audit.clone(),
+                settings: settings.clone(),
+            },
+        )
+        .await
+        .map_err(ShareError::internal)?;
+        Ok(ShareService {
+            root,
+            root_task,
+            audit,
+            audit_task,
+            events,
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Every audit event as it is kept. A subscriber that lags loses events here (the
+    /// audit file does not): this stream is for display, not for the record.
+    pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
+        self.events.subscribe()
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        msg: impl FnOnce(RpcReplyPort<Result<T, ShareError>>) -> RootMsg,
+    ) -> Result<T, ShareError> {
+        match self.root.call(msg, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::Internal(format!(
+                "no answer within {timeout:?}"
+            ))),
+            Ok(ractor::rpc::CallResult::SenderError) => Err(ShareError::Internal(
+                "the share's session ended before answering".into(),
+            )),
+            Err(_) => Err(ShareError::ShuttingDown),
+        }
+    }
+
+    /// Start a share; returns once its link is known (or the start failed).
+    pub async fn share(&self, request: ShareRequest) -> Result<ShareInfo, ShareError> {
+        let t = self.settings.link_timeout + self.settings.revoke_deadline + CALL_SLACK * 2;
+        self.ask(t, |tx| RootMsg::Share(request, tx)).await
+    }
+
+    pub async fn extend(
+        &self,
+        share_id: ShareId,
+        by: Duration,
+        principal: Principal,
+    ) -> Result<ShareInfo, ShareError> {
+        self.ask(self.settings.audit_timeout + CALL_SLACK, |reply| {
+            RootMsg::Extend {
+                share_id,
+                by,
+                principal,
+                reply,
+            }
+        })
+        .await
+    }
+
+    /// End a share now; the report says how long it took and whether it escalated.
+    pub async fn revoke(
+        &self,
+        share_id: ShareId,
+        principal: Principal,
+    ) -> Result<RevokeReport, ShareError> {
+        let t = self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK;
+        self.ask(t, |reply| RootMsg::Revoke {
+            share_id,
+            principal,
+            reply,
+        })
+        .await
+    }
+
+    /// Move a live share to another backend: the old worker is reaped first.
+    pub async fn switch(
+        &self,
+        share_id: ShareId,
+        backend: BackendName,
+        principal: Principal,
+    ) -> Result<ShareInfo, ShareError> {
+        let t = self.settings.revoke_deadline
+            + self.settings.link_timeout
+            + self.settings.audit_timeout
+            + CALL_SLACK * 2;
+        self.ask(t, |reply| RootMsg::Switch {
+            share_id,
+            backend,
+            principal,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<ShareInfo>, ShareError> {
+        self.ask(CALL_SLACK, RootMsg::List).await
+    }
+
+    /// End every share (as `stopped`), wait for every worker to be reaped, flush the
+    /// audit log, and stop the tree.
+    pub async fn shutdown(self) -> Vec<RevokeReport> {
+        let t = self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK * 2;
+        let reports = match self.root.call(RootMsg::Shutdown, Some(t)).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => {
+                // Killing the root kills every session and worker actor; their Drop
+                // guards kill the process groups.
+                self.root.kill();
+                Vec::new()
+            }
+        };
+        let _ = self.root_task.await;
+        let _ = self
+            .audit
+            .call(AuditMsg::Flush, Some(self.settings.audit_timeout))
+            .await;
+        self.audit.stop(None);
+        let _ = self.audit_task.await;
+        reports
+    }
+}

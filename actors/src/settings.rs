@@ -1,0 +1,38 @@
+//! Service-wide settings the tree needs (the config file maps onto these).
+
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// TTL of a share that asks for none.
+    pub default_ttl: Duration,
+    /// Grace warnings: this long before expiry (a threshold above the TTL is skipped).
+    pub grace: Vec<Duration>,
+    /// Live shares per terminal; a policy rule's `max_concurrent` may lower it.
+    pub per_terminal_limit: u32,
+    /// How long a backend may take to produce its link.
+    pub link_timeout: Duration,
+    /// A revoke must have disconnected everyone within this.
+    pub revoke_deadline: Duration,
+    /// Graceful stop period before SIGKILL of the worker's process group.
+    pub terminate_grace: Duration,
+    /// How long an action waits for its audit event to be kept.
+    pub audit_timeout: Duration,
+    /// How often each worker is probed (heartbeat).
+    pub probe_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_ttl: Duration::from_secs(30 * 60),
+            grace: vec![Duration::from_secs(5 * 60), Duration::from_secs(60)],
+            per_terminal_limit: 1,
+            link_timeout: Duration::from_secs(10),
+            revoke_deadline: Duration::from_secs(5),
+            terminate_grace: Duration::from_secs(1),
+            audit_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(1),
+        }
+    }
+}

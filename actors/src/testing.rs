@@ -1,0 +1,239 @@
+//! In-process stand-ins for the real world, for tests of the tree, scale runs and the
+//! chaos harness. They start no OS process. Never the only test of a real adapter.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::error::BackendError;
+use crate::traits::{
+    Backend, Grant, PolicyDecision, PolicyGate, PolicyQuery, StartedWorker, TerminalHost,
+    TerminateOutcome, Worker, WorkerExit, WorkerSpec,
+};
+use crate::types::{AccessMode, BackendName, Links, ShareId, TerminalName};
+
+/// What the fake backend's workers are doing, shared with the test.
+#[derive(Default)]
+pub struct FakeWorld {
+    /// Workers alive now (dropped or terminated ones are removed): the stand-in for
+    /// "a process exists".
+    live: Mutex<HashMap<ShareId, watch::Sender<Option<WorkerExit>>>>,
+    pub starts: AtomicU64,
+    /// The next start fails with this error.
+    pub fail_next_start: Mutex<Option<BackendError>>,
+    /// Starts never produce a link (a relay that does not answer).
+    pub never_link: Mutex<bool>,
+    /// Terminate does not finish (a hung worker): only a kill ends it.
+    pub hang_on_terminate: Mutex<bool>,
+    /// The next heartbeat probe panics inside the BackendWorker actor.
+    pub panic_on_probe: Mutex<bool>,
+}
+
+impl FakeWorld {
+    pub fn live(&self) -> HashSet<ShareId> {
+        self.live.lock().keys().copied().collect()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    /// The worker of `share` exits by itself, as a crashed process would.
+    pub fn crash(&self, share: ShareId) -> bool {
+        match self.live.lock().remove(&share) {
+            Some(tx) => {
+                let _ = tx.send(Some(WorkerExit {
+                    description: "killed by SIGKILL (fake)".into(),
+                    success: false,
+                }));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A backend whose workers are tokio-side objects. The link is `fake://NAME/SHARE_ID`.
+pub struct FakeBackend {
+    name: BackendName,
+    pub link_delay: Duration,
+    pub world: Arc<FakeWorld>,
+}
+
+impl FakeBackend {
+    pub fn new(name: &str, world: Arc<FakeWorld>) -> Self {
+        FakeBackend {
+            name: BackendName::new(name),
+            link_delay: Duration::from_millis(10),
+            world,
+        }
+    }
+}
+
+struct FakeWorker {
+    share: ShareId,
+    world: Arc<FakeWorld>,
+    exit: watch::Receiver<Option<WorkerExit>>,
+}
+
+impl Drop for FakeWorker {
+    fn drop(&mut self) {
+        // The Drop guard of a real worker kills its process group; here it goes away.
+        self.world.live.lock().remove(&self.share);
+    }
+}
+
+#[async_trait]
+impl Worker for FakeWorker {
+    async fn probe(&mut self) -> crate::traits::Probe {
+        if std::mem::take(&mut *self.world.panic_on_probe.lock()) {
+            panic!("injected: worker probe panicked");
+        }
+        if self.exit.borrow().is_some() {
+            crate::traits::Probe::Gone
+        } else {
+            crate::traits::Probe::Alive
+        }
+    }
+
+    fn exit_watch(&self) -> watch::Receiver<Option<WorkerExit>> {
+        self.exit.clone()
+    }
+
+    async fn terminate(&mut self, _grace: Duration) -> TerminateOutcome {
+        if *self.world.hang_on_terminate.lock() {
+            std::future::pending::<()>().await;
+        }
+        let sender = self.world.live.lock().remove(&self.share);
+        match sender {
+            Some(tx) => {
+                let _ = tx.send(Some(WorkerExit {
+                    description: "terminated".into(),
+                    success: true,
+                }));
+                TerminateOutcome::default()
+            }
+            None => TerminateOutcome {
+                escalated: false,
+                already_gone: true,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    fn name(&self) -> BackendName {
+        self.name.clone()
+    }
+
+    async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
+        self.world.starts.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.world.fail_next_start.lock().take() {
+            return Err(e);
+        }
+        let (tx, rx) = watch::channel(None);
+        self.world.live.lock().insert(spec.share_id, tx);
+        // From here on the worker "exists"; dropping this future must remove it.
+        let worker = FakeWorker {
+            share: spec.share_id,
+            world: self.world.clone(),
+            exit: rx,
+        };
+        if *self.world.never_link.lock() {
+            tokio::time::sleep(spec.link_timeout).await;
+            return Err(BackendError::LinkTimeout {
+                backend: self.name.to_string(),
+                after: spec.link_timeout,
+                detail: "the relay was not reachable (fake)".into(),
+            });
+        }
+        tokio::time::sleep(self.link_delay).await;
+        Ok(StartedWorker {
+            links: Links::new(format!("fake://{}/{}", self.name, spec.share_id)),
+            worker: Box::new(worker),
+        })
+    }
+}
+
+/// A host with a fixed set of terminals that records every notification.
+#[derive(Default)]
+pub struct FakeHost {
+    pub terminals: Mutex<HashSet<String>>,
+    pub notices: Mutex<Vec<(String, String)>>,
+    /// The next notify panics (inside the ShareSession that calls it).
+    pub panic_on_notify: Mutex<bool>,
+}
+
+impl FakeHost {
+    pub fn with(terminals: &[&str]) -> Self {
+        FakeHost {
+            terminals: Mutex::new(terminals.iter().map(|s| s.to_string()).collect()),
+            notices: Mutex::new(Vec::new()),
+            panic_on_notify: Mutex::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl TerminalHost for FakeHost {
+    async fn check(&self, terminal: &TerminalName) -> Result<(), String> {
+        if self.terminals.lock().contains(terminal.as_str()) {
+            Ok(())
+        } else {
+            Err(format!("no terminal named {terminal}"))
+        }
+    }
+
+    fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String> {
+        let mut argv = vec!["attach".to_string()];
+        if access == AccessMode::ReadOnly {
+            argv.push("-r".into());
+        }
+        argv.push(terminal.to_string());
+        argv
+    }
+
+    async fn notify(&self, terminal: &TerminalName, message: &str) -> Result<(), String> {
+        if std::mem::take(&mut *self.panic_on_notify.lock()) {
+            panic!("injected: notify panicked");
+        }
+        self.notices
+            .lock()
+            .push((terminal.to_string(), message.to_string()));
+        Ok(())
+    }
+}
+
+/// A policy of one rule that allows everything, with optional bounds.
+pub struct AllowAll {
+    pub max_ttl: Option<Duration>,
+    pub max_concurrent: Option<u32>,
+}
+
+impl PolicyGate for AllowAll {
+    fn evaluate(&self, _q: &PolicyQuery<'_>) -> PolicyDecision {
+        PolicyDecision::Allow(Grant {
+            rule_id: "allow-all".into(),
+            max_ttl: self.max_ttl,
+            max_concurrent: self.max_concurrent,
+        })
+    }
+}
+
+/// A policy with no rules: denies everything.
+pub struct DenyAll;
+
+impl PolicyGate for DenyAll {
+    fn evaluate(&self, _q: &PolicyQuery<'_>) -> PolicyDecision {
+        PolicyDecision::Deny {
+            rule_id: None,
+            reason: "no rule allows this share".into(),
+        }
+    }
+}

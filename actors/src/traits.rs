@@ -1,0 +1,160 @@
+//! The seams between the supervision tree and the real world. `termshare` implements
+//! them over OS processes and tmux; tests and the chaos harness implement them in
+//! process. The actors never touch an OS process directly.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::audit::AuditEvent;
+use crate::error::BackendError;
+use crate::types::{AccessMode, BackendName, Links, Principal, ShareId, TerminalName};
+
+/// What a backend needs to start a worker for one share.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    pub share_id: ShareId,
+    pub terminal: TerminalName,
+    pub access: AccessMode,
+    /// The argv that attaches a client to the host terminal (read-only variant when the
+    /// share is read-only): the second lock on access.
+    pub attach: Vec<String>,
+    /// The host terminal's size, when known, so headless backends can match it.
+    pub size: Option<(u16, u16)>,
+    /// How long the backend may take to produce its link.
+    pub link_timeout: Duration,
+}
+
+/// A backend started a worker: its links and the handle that owns it.
+pub struct StartedWorker {
+    pub links: Links,
+    pub worker: Box<dyn Worker>,
+}
+
+/// A relay backend (tty-share, tmate, upterm, or an in-process fake).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn name(&self) -> BackendName;
+
+    /// Checks, without starting anything, that the backend can be used here (binary
+    /// present, configuration complete). Runs before the policy's decision is acted on.
+    fn check(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Starts a worker and returns once its link is known. Must enforce
+    /// `spec.link_timeout` itself; on any error nothing of the worker may be left
+    /// running. Dropping the future must also leave nothing running (guards).
+    async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError>;
+}
+
+/// How a worker ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerExit {
+    /// `exited with status 0`, `killed by SIGKILL`, ...
+    pub description: String,
+    pub success: bool,
+}
+
+/// How a stop went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateOutcome {
+    pub escalated: bool,
+    pub already_gone: bool,
+}
+
+/// What a heartbeat probe saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Alive,
+    Gone,
+}
+
+/// A running worker. Dropping it must kill everything it started (a `Drop` guard):
+/// ractor skips `post_stop` when an actor is killed, so `Drop` is the only cleanup
+/// that always runs.
+#[async_trait]
+pub trait Worker: Send + 'static {
+    /// The OS process id, when there is one (for reports and tests).
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+
+    /// Becomes `Some` once the worker has exited and been reaped.
+    fn exit_watch(&self) -> watch::Receiver<Option<WorkerExit>>;
+
+    /// Stop the worker: graceful first, then forced once `grace` has passed, then reap.
+    /// A worker that is already gone counts as stopped.
+    async fn terminate(&mut self, grace: Duration) -> TerminateOutcome;
+
+    /// A cheap liveness check for the heartbeat.
+    async fn probe(&mut self) -> Probe {
+        if self.exit_watch().borrow().is_some() {
+            Probe::Gone
+        } else {
+            Probe::Alive
+        }
+    }
+
+    /// Participants connected now, when the backend can tell.
+    async fn participants(&mut self) -> Option<u32> {
+        None
+    }
+}
+
+/// What the policy is asked.
+#[derive(Clone, Debug)]
+pub struct PolicyQuery<'a> {
+    pub principal: &'a Principal,
+    pub terminal: &'a TerminalName,
+    pub backend: &'a BackendName,
+    pub access: AccessMode,
+}
+
+/// What an allowing rule grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub rule_id: String,
+    pub max_ttl: Option<Duration>,
+    pub max_concurrent: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyDecision {
+    Allow(Grant),
+    Deny {
+        rule_id: Option<String>,
+        reason: String,
+    },
+}
+
+/// Decides whether a share may start. Deny by default: no matching rule denies.
+pub trait PolicyGate: Send + Sync + 'static {
+    fn evaluate(&self, query: &PolicyQuery<'_>) -> PolicyDecision;
+}
+
+/// Where audit events go to be kept.
+pub trait AuditSink: Send + 'static {
+    /// Append a batch; return only once it is as durable as the sink promises.
+    fn append(&mut self, events: &[AuditEvent]) -> Result<(), String>;
+}
+
+/// The host side: the terminal that is shared.
+#[async_trait]
+pub trait TerminalHost: Send + Sync + 'static {
+    /// Is there such a terminal? The error says why not.
+    async fn check(&self, terminal: &TerminalName) -> Result<(), String>;
+
+    /// The argv that attaches a new client to the terminal.
+    fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String>;
+
+    /// The terminal's size (cols, rows), when known.
+    async fn size(&self, _terminal: &TerminalName) -> Option<(u16, u16)> {
+        None
+    }
+
+    /// Show a message to everyone attached to the terminal (grace warnings).
+    async fn notify(&self, terminal: &TerminalName, message: &str) -> Result<(), String>;
+}

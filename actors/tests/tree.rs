@@ -1,0 +1,561 @@
+//! The supervision tree with in-process fakes, under tokio's paused clock: admission,
+//! lifecycle, TTL, revoke, switch, and containment of crashes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use termshare_actors::audit::MemorySink;
+use termshare_actors::testing::{AllowAll, DenyAll, FakeBackend, FakeHost, FakeWorld};
+use termshare_actors::{
+    AccessMode, AuditEvent, AuditKind, BackendError, BackendName, EndReason, PolicyGate,
+    ServiceDeps, Settings, ShareError, ShareId, ShareRequest, ShareService,
+};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+struct Harness {
+    svc: ShareService,
+    world: Arc<FakeWorld>,
+    host: Arc<FakeHost>,
+    audit: MemorySink,
+}
+
+async fn harness(policy: impl PolicyGate, settings: Settings) -> Harness {
+    let world = Arc::new(FakeWorld::default());
+    let host = Arc::new(FakeHost::with(&["dev", "ops"]));
+    let audit = MemorySink::default();
+    let svc = ShareService::start(
+        ServiceDeps {
+            backends: vec![
+                Arc::new(FakeBackend::new("fake", world.clone())),
+                Arc::new(FakeBackend::new("fake-b", world.clone())),
+            ],
+            policy: Arc::new(policy),
+            host: host.clone(),
+            audit_sink: Box::new(audit.clone()),
+        },
+        settings,
+    )
+    .await
+    .unwrap();
+    Harness {
+        svc,
+        world,
+        host,
+        audit,
+    }
+}
+
+fn allow() -> AllowAll {
+    AllowAll {
+        max_ttl: None,
+        max_concurrent: None,
+    }
+}
+
+fn req(terminal: &str) -> ShareRequest {
+    ShareRequest {
+        terminal: terminal.parse().unwrap(),
+        backend: BackendName::new("fake"),
+        access: AccessMode::ReadWrite,
+        principal: "human:alice".parse().unwrap(),
+        ttl: Some(Duration::from_secs(60)),
+        grace: Some(vec![]),
+    }
+}
+
+fn kinds_of(audit: &MemorySink, id: ShareId) -> Vec<AuditKind> {
+    audit
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.correlation_id == id)
+        .map(|e| e.kind)
+        .collect()
+}
+
+async fn wait_for(
+    rx: &mut broadcast::Receiver<AuditEvent>,
+    id: ShareId,
+    kind: AuditKind,
+) -> AuditEvent {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            let e = rx.recv().await.expect("audit stream closed");
+            if e.correlation_id == id && e.kind == kind {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind:?} event for {id}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn share_starts_a_worker_and_audits_it_under_one_correlation_id() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    assert_eq!(info.links.link, format!("fake://fake/{}", info.share_id));
+    assert!(h.world.live().contains(&info.share_id));
+    assert_eq!(
+        kinds_of(&h.audit, info.share_id),
+        vec![AuditKind::ShareRequested, AuditKind::ShareStarted]
+    );
+    let started = h.audit.events.lock()[1].clone();
+    // The link is a secret: only its fingerprint is in the record.
+    let line = serde_json::to_string(&started).unwrap();
+    assert!(!line.contains(&info.links.link));
+    assert_eq!(
+        started.details["link_fp"],
+        termshare_actors::fingerprint(&info.links.link)
+    );
+    assert_eq!(h.svc.list().await.unwrap(), vec![info]);
+    h.svc.shutdown().await;
+    assert_eq!(h.world.live_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_share_starts_nothing_and_is_audited() {
+    let h = harness(DenyAll, Settings::default()).await;
+    let err = h.svc.share(req("dev")).await.unwrap_err();
+    assert!(matches!(err, ShareError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("no rule allows"));
+    assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let kinds: Vec<_> = h.audit.events.lock().iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![AuditKind::ShareRequested, AuditKind::ShareDenied]
+    );
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ttl_above_the_policy_maximum_is_refused_with_both_values() {
+    let h = harness(
+        AllowAll {
+            max_ttl: Some(Duration::from_secs(30)),
+            max_concurrent: None,
+        },
+        Settings::default(),
+    )
+    .await;
+    let err = h.svc.share(req("dev")).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ShareError::TtlAboveMax { .. }));
+    assert!(msg.contains("1m") && msg.contains("30s"), "{msg}");
+    assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_terminal_fails_before_any_worker_starts() {
+    let h = harness(allow(), Settings::default()).await;
+    let err = h.svc.share(req("nosuch")).await.unwrap_err();
+    assert!(matches!(err, ShareError::UnknownTerminal { .. }), "{err}");
+    assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn racing_requests_for_one_terminal_admit_exactly_the_limit() {
+    let h = harness(allow(), Settings::default()).await;
+    let svc = Arc::new(h.svc);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move { svc.share(req("dev")).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(ShareError::LimitReached { terminal, limit }) => {
+                assert_eq!((terminal.as_str(), limit), ("dev", 1));
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(h.world.live_count(), 1);
+    // Another terminal is unaffected.
+    svc.share(req("ops")).await.unwrap();
+    Arc::into_inner(svc).unwrap().shutdown().await;
+    assert_eq!(h.world.live_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_stops_the_worker_and_reports() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let report = h
+        .svc
+        .revoke(info.share_id, "human:bob".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.reason, EndReason::Revoked);
+    assert!(report.deadline_met && !report.escalated);
+    assert_eq!(h.world.live_count(), 0);
+    let kinds = kinds_of(&h.audit, info.share_id);
+    assert_eq!(kinds.last(), Some(&AuditKind::ShareRevoked));
+    let revoked = h.audit.events.lock().last().unwrap().clone();
+    assert_eq!(revoked.details["by"], "human:bob");
+    // The share is gone: a second revoke says so.
+    let again = h
+        .svc
+        .revoke(info.share_id, "human:bob".parse().unwrap())
+        .await;
+    assert!(
+        matches!(again, Err(ShareError::ShareEnding(_))),
+        "{again:?}"
+    );
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_worker_misses_the_deadline_is_killed_and_the_miss_is_audited() {
+    let settings = Settings {
+        revoke_deadline: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let h = harness(allow(), settings).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    *h.world.hang_on_terminate.lock() = true;
+    let t0 = Instant::now();
+    let report = h
+        .svc
+        .revoke(info.share_id, "human:bob".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(!report.deadline_met && report.escalated);
+    assert_eq!(h.world.live_count(), 0, "the kill dropped the worker");
+    let last = h.audit.events.lock().last().unwrap().clone();
+    assert_eq!(last.kind, AuditKind::ShareRevoked);
+    assert_eq!(last.details["deadline_met"], false);
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn grace_warnings_then_expiry_on_the_paused_clock() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut rx = h.svc.subscribe();
+    let mut r = req("dev");
+    r.ttl = Some(Duration::from_secs(6));
+    r.grace = Some(vec![Duration::from_secs(3), Duration::from_secs(10)]);
+    let t0 = Instant::now();
+    let info = h.svc.share(r).await.unwrap();
+    let grace = wait_for(&mut rx, info.share_id, AuditKind::ShareGraceWarning).await;
+    assert_eq!(grace.details["remaining_ms"], 3000);
+    let at = t0.elapsed();
+    assert!(
+        at >= Duration::from_secs(3) && at < Duration::from_millis(3100),
+        "{at:?}"
+    );
+    wait_for(&mut rx, info.share_id, AuditKind::ShareExpired).await;
+    let at = t0.elapsed();
+    assert!(
+        at >= Duration::from_secs(6) && at < Duration::from_millis(6100),
+        "{at:?}"
+    );
+    assert_eq!(h.world.live_count(), 0);
+    // One warning (the 10 s threshold is beyond the TTL and skipped), shown on the host.
+    assert_eq!(
+        kinds_of(&h.audit, info.share_id),
+        vec![
+            AuditKind::ShareRequested,
+            AuditKind::ShareStarted,
+            AuditKind::ShareGraceWarning,
+            AuditKind::ShareExpired
+        ]
+    );
+    let notices = h.host.notices.lock().clone();
+    assert_eq!(notices.len(), 1);
+    assert!(notices[0].1.contains("ends in 3s"), "{notices:?}");
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn extension_moves_the_deadline_and_a_stale_expiry_is_ignored() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut rx = h.svc.subscribe();
+    let t0 = Instant::now();
+    let info = h.svc.share(req("dev")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    let who = "human:alice".parse().unwrap();
+    let extended = h
+        .svc
+        .extend(info.share_id, Duration::from_secs(30), who)
+        .await
+        .unwrap();
+    assert_eq!(
+        extended.expires_at.duration_since(info.expires_at).unwrap(),
+        Duration::from_secs(30)
+    );
+    // The tick armed for 60 s is stale now; the share lives on to 90 s.
+    wait_for(&mut rx, info.share_id, AuditKind::ShareExpired).await;
+    let at = t0.elapsed();
+    assert!(
+        at >= Duration::from_secs(90) && at < Duration::from_millis(90_100),
+        "{at:?}"
+    );
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn extend_after_expiry_is_share_expired() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut rx = h.svc.subscribe();
+    let info = h.svc.share(req("dev")).await.unwrap();
+    wait_for(&mut rx, info.share_id, AuditKind::ShareExpired).await;
+    let who = "human:alice".parse().unwrap();
+    let err = h
+        .svc
+        .extend(info.share_id, Duration::from_secs(30), who)
+        .await
+        .unwrap_err();
+    assert_eq!(err, ShareError::ShareExpired(info.share_id));
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn extension_and_expiry_racing_at_the_deadline_resolve_one_way() {
+    // Extend lands exactly at the deadline: either it wins (and the share lives on) or
+    // the expiry wins (and the extension is ShareExpired). Never both, never neither.
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    tokio::time::sleep_until(Instant::now() + Duration::from_secs(60)).await;
+    let who = "human:alice".parse().unwrap();
+    let result = h
+        .svc
+        .extend(info.share_id, Duration::from_secs(30), who)
+        .await;
+    let live = h.svc.list().await.unwrap();
+    match result {
+        Ok(_) => assert_eq!(live.len(), 1),
+        Err(ShareError::ShareExpired(_)) => {
+            assert!(live.is_empty());
+            assert_eq!(h.world.live_count(), 0);
+        }
+        Err(e) => panic!("unexpected {e}"),
+    }
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn extension_is_bounded_by_max_ttl_from_the_start() {
+    let h = harness(
+        AllowAll {
+            max_ttl: Some(Duration::from_secs(90)),
+            max_concurrent: None,
+        },
+        Settings::default(),
+    )
+    .await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let who: termshare_actors::Principal = "human:alice".parse().unwrap();
+    let err = h
+        .svc
+        .extend(info.share_id, Duration::from_secs(31), who.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::ExtendAboveMax { .. }), "{err}");
+    h.svc
+        .extend(info.share_id, Duration::from_secs(30), who)
+        .await
+        .unwrap();
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_exits_ends_its_share_as_failed_and_others_carry_on() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut rx = h.svc.subscribe();
+    let a = h.svc.share(req("dev")).await.unwrap();
+    let b = h.svc.share(req("ops")).await.unwrap();
+    assert!(h.world.crash(a.share_id));
+    let failed = wait_for(&mut rx, a.share_id, AuditKind::ShareFailed).await;
+    assert!(
+        failed.details["cause"]
+            .as_str()
+            .unwrap()
+            .contains("SIGKILL"),
+        "{failed:?}"
+    );
+    let live = h.svc.list().await.unwrap();
+    assert_eq!(
+        live.iter().map(|i| i.share_id).collect::<Vec<_>>(),
+        vec![b.share_id]
+    );
+    assert!(h.world.live().contains(&b.share_id));
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_worker_actor_is_contained() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut rx = h.svc.subscribe();
+    let a = h.svc.share(req("dev")).await.unwrap();
+    let b = h.svc.share(req("ops")).await.unwrap();
+    *h.world.panic_on_probe.lock() = true; // the next heartbeat panics in one worker
+    let failed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = rx.recv().await.unwrap();
+            if e.kind == AuditKind::ShareFailed {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let cause = failed.details["cause"].as_str().unwrap().to_owned();
+    assert!(
+        cause.contains("worker crashed") && cause.contains("injected"),
+        "{cause}"
+    );
+    let dead = failed.correlation_id;
+    let alive = if dead == a.share_id {
+        b.share_id
+    } else {
+        a.share_id
+    };
+    assert_eq!(
+        h.world.live(),
+        [alive].into_iter().collect(),
+        "the crashed worker is gone"
+    );
+    assert_eq!(h.svc.list().await.unwrap().len(), 1);
+    h.svc.shutdown().await;
+    assert_eq!(h.world.live_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_session_is_contained_and_its_worker_killed() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut rx = h.svc.subscribe();
+    let mut r = req("dev");
+    r.grace = Some(vec![Duration::from_secs(30)]);
+    let a = h.svc.share(r).await.unwrap();
+    let b = h.svc.share(req("ops")).await.unwrap();
+    *h.host.panic_on_notify.lock() = true; // the grace warning panics inside session a
+    let failed = wait_for(&mut rx, a.share_id, AuditKind::ShareFailed).await;
+    assert!(failed.details["cause"]
+        .as_str()
+        .unwrap()
+        .contains("session crashed"));
+    // Killing the session killed its worker (its Drop guard ran).
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while h.world.live().contains(&a.share_id) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("worker of the crashed session still alive");
+    assert!(h.world.live().contains(&b.share_id));
+    assert_eq!(h.svc.list().await.unwrap().len(), 1);
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_link_in_time_fails_with_link_timeout_and_leaves_nothing() {
+    let settings = Settings {
+        link_timeout: Duration::from_secs(3),
+        ..Settings::default()
+    };
+    let h = harness(allow(), settings).await;
+    *h.world.never_link.lock() = true;
+    let err = h.svc.share(req("dev")).await.unwrap_err();
+    assert!(
+        matches!(err, ShareError::Backend(BackendError::LinkTimeout { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not reachable"));
+    assert_eq!(h.world.live_count(), 0);
+    let kinds: Vec<_> = h.audit.events.lock().iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![AuditKind::ShareRequested, AuditKind::ShareFailed]
+    );
+    // The terminal's slot is free again.
+    *h.world.never_link.lock() = false;
+    h.svc.share(req("dev")).await.unwrap();
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_during_start_kills_the_starting_worker() {
+    let settings = Settings {
+        link_timeout: Duration::from_secs(8),
+        ..Settings::default()
+    };
+    let h = harness(allow(), settings).await;
+    *h.world.never_link.lock() = true;
+    let svc = Arc::new(h.svc);
+    let starting = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.share(req("dev")).await })
+    };
+    let id = loop {
+        if let Some(id) = h.world.live().into_iter().next() {
+            break id;
+        }
+        tokio::task::yield_now().await;
+    };
+    let report = svc.revoke(id, "human:bob".parse().unwrap()).await.unwrap();
+    assert!(report.deadline_met);
+    assert_eq!(h.world.live_count(), 0);
+    assert!(starting.await.unwrap().is_err());
+    Arc::into_inner(svc).unwrap().shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn switch_reaps_the_old_worker_before_the_new_one_starts() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let starts_before = h.world.starts.load(std::sync::atomic::Ordering::SeqCst);
+    let switched = h
+        .svc
+        .switch(
+            info.share_id,
+            BackendName::new("fake-b"),
+            "human:alice".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(switched.share_id, info.share_id);
+    assert_eq!(switched.expires_at, info.expires_at, "the TTL is kept");
+    assert_eq!(
+        switched.links.link,
+        format!("fake://fake-b/{}", info.share_id)
+    );
+    assert_eq!(
+        h.world.starts.load(std::sync::atomic::Ordering::SeqCst),
+        starts_before + 1
+    );
+    assert_eq!(h.world.live_count(), 1);
+    let last = h.audit.events.lock().last().unwrap().clone();
+    assert_eq!(last.kind, AuditKind::ShareSwitched);
+    assert_eq!(
+        (last.details["from"].as_str(), last.details["to"].as_str()),
+        (Some("fake"), Some("fake-b"))
+    );
+    assert_eq!(last.details["old_worker_stopped"], true);
+    h.svc.shutdown().await;
+    assert_eq!(h.world.live_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_every_share() {
+    let h = harness(allow(), Settings::default()).await;
+    let a = h.svc.share(req("dev")).await.unwrap();
+    let b = h.svc.share(req("ops")).await.unwrap();
+    let reports = h.svc.shutdown().await;
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r.reason == EndReason::Stopped));
+    assert_eq!(h.world.live_count(), 0);
+    for id in [a.share_id, b.share_id] {
+        assert_eq!(
+            kinds_of(&h.audit, id).last(),
+            Some(&AuditKind::ShareStopped)
+        );
+    }
+}
