@@ -1,1 +1,123 @@
+//! termshare: share a live terminal safely.
+//!
+//! The supervision tree lives in [`termshare_actors`] (re-exported as [`actors`]); this
+//! crate is the real-world side: backend adapters over OS processes ([`backends`],
+//! [`process`]), the host terminal ([`terminal`]), the policy file ([`policy`]), the
+//! config file ([`config`]), the audit file ([`audit_file`]), and [`Termshare`], which
+//! wires them into a running service.
 
+pub mod audit_file;
+pub mod backends;
+pub mod config;
+pub mod exit;
+pub mod policy;
+pub mod process;
+pub mod terminal;
+
+use std::sync::Arc;
+
+pub use termshare_actors as actors;
+use termshare_actors::{Backend, RevokeReport, ServiceDeps, ShareService};
+use thiserror::Error;
+
+use crate::audit_file::JsonlFileSink;
+use crate::backends::tmate::TmateBackend;
+use crate::backends::tty_share::TtyShareBackend;
+use crate::backends::upterm::UptermBackend;
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::process::ProcessSpawner;
+use crate::terminal::TmuxHost;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the process spawner: {0}")]
+    Spawner(std::io::Error),
+    #[error(transparent)]
+    Service(#[from] termshare_actors::ShareError),
+}
+
+/// A running termshare subsystem: the supervision tree with the real backends.
+pub struct Termshare {
+    service: ShareService,
+    spawner: Arc<ProcessSpawner>,
+}
+
+impl Termshare {
+    /// Start from a config and a policy. Must run inside a multi-threaded tokio runtime.
+    pub async fn start(config: &Config, policy: Policy) -> Result<Self, StartError> {
+        let settings = config.settings().map_err(StartError::Config)?;
+        let spawner = ProcessSpawner::new().map_err(StartError::Spawner)?;
+        let listen = config
+            .backends
+            .tty_share
+            .listen
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let backends: Vec<Arc<dyn Backend>> = vec![
+            Arc::new(TtyShareBackend::new(spawner.clone(), listen)),
+            Arc::new(TmateBackend::new(spawner.clone(), config.tmate())),
+            Arc::new(UptermBackend::new(spawner.clone(), config.upterm())),
+        ];
+        let mut host = TmuxHost::new(
+            config
+                .terminal
+                .tmux_socket
+                .as_deref()
+                .map(|p| config.resolve(p)),
+        );
+        if let Some(a) = &config.terminal.attach {
+            host.attach = a.clone();
+        }
+        if let Some(a) = &config.terminal.attach_read_only {
+            host.attach_read_only = a.clone();
+        }
+        let audit_path = config.audit_path();
+        let sink = JsonlFileSink::open(&audit_path, config.audit.durability.unwrap_or_default())
+            .map_err(|source| StartError::Audit {
+                path: audit_path.display().to_string(),
+                source,
+            })?;
+        let service = ShareService::start(
+            ServiceDeps {
+                backends,
+                policy: Arc::new(policy),
+                host: Arc::new(host),
+                audit_sink: Box::new(sink),
+            },
+            settings,
+        )
+        .await?;
+        Ok(Termshare { service, spawner })
+    }
+
+    pub fn service(&self) -> &ShareService {
+        &self.service
+    }
+
+    /// Process groups of live workers (for operators and tests).
+    pub fn live_process_groups(&self) -> Vec<i32> {
+        self.spawner.registry().live()
+    }
+
+    /// Stop every share, reap every worker, flush the audit log. Any worker group still
+    /// registered afterwards is killed as a backstop.
+    pub async fn shutdown(self) -> Vec<RevokeReport> {
+        let reports = self.service.shutdown().await;
+        self.spawner.registry().kill_all();
+        reports
+    }
+}
+
+impl std::ops::Deref for Termshare {
+    type Target = ShareService;
+    fn deref(&self) -> &ShareService {
+        &self.service
+    }
+}

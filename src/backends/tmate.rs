@@ -1,0 +1,259 @@
+//! tmate: an ssh relay. Started in the foreground (`-F`) so the process we supervise is
+//! the one that holds the relay connection (tmate's server would daemonize otherwise,
+//! out of reach of PR_SET_PDEATHSIG), with its own socket and config file in a private
+//! 0700 directory, and `tmate-foreground-restart 0` so it exits instead of restarting.
+//!
+//! Under `-F` tmate prints the relay's notifications on stdout, among them
+//! `ssh session read only: ssh …` and then `ssh session: ssh …`. A relay that cannot be
+//! reached yields `Connecting to HOST...`, `Error connecting: …`, `Reconnecting...`
+//! forever: tmate never gives up, so the link timeout is ours to enforce.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use termshare_actors::{AccessMode, BackendError, BackendName, Links, StartedWorker, WorkerSpec};
+
+use crate::backends::{require_program, shell_join};
+use crate::process::{GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, WorkerCommand};
+
+pub const NAME: &str = "tmate";
+
+/// Self-hosted relay settings (`[backends.tmate]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TmateSettings {
+    pub server_host: Option<String>,
+    pub server_port: Option<u16>,
+    pub server_rsa_fingerprint: Option<String>,
+    pub server_ed25519_fingerprint: Option<String>,
+    pub authorized_keys: Option<PathBuf>,
+}
+
+pub struct TmateBackend {
+    spawner: Arc<ProcessSpawner>,
+    program: String,
+    settings: TmateSettings,
+}
+
+impl TmateBackend {
+    pub fn new(spawner: Arc<ProcessSpawner>, settings: TmateSettings) -> Self {
+        TmateBackend {
+            spawner,
+            program: "tmate".into(),
+            settings,
+        }
+    }
+
+    fn relay(&self) -> String {
+        format!(
+            "{}:{}",
+            self.settings
+                .server_host
+                .as_deref()
+                .unwrap_or("the default tmate.io relay"),
+            self.settings.server_port.unwrap_or(22)
+        )
+    }
+
+    /// The config file tmate reads with `-f`.
+    pub fn config_text(&self) -> String {
+        let s = &self.settings;
+        let mut out = String::from("set -g tmate-foreground-restart 0\n");
+        let q = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Some(h) = &s.server_host {
+            out += &format!("set -g tmate-server-host {}\n", q(h));
+        }
+        if let Some(p) = s.server_port {
+            out += &format!("set -g tmate-server-port {p}\n");
+        }
+        if let Some(f) = &s.server_rsa_fingerprint {
+            out += &format!("set -g tmate-server-rsa-fingerprint {}\n", q(f));
+        }
+        if let Some(f) = &s.server_ed25519_fingerprint {
+            out += &format!("set -g tmate-server-ed25519-fingerprint {}\n", q(f));
+        }
+        if let Some(k) = &s.authorized_keys {
+            out += &format!("set -g tmate-authorized-keys {}\n", q(&k.to_string_lossy()));
+        }
+        out
+    }
+
+    fn err_start(detail: String) -> BackendError {
+        BackendError::StartFailed {
+            backend: NAME.into(),
+            detail,
+        }
+    }
+}
+
+/// Collects tmate's link lines; `Some` once both have arrived (the read-only one is
+/// sent first by the relay).
+#[derive(Default)]
+pub struct TmateLinkParser {
+    rw: Option<String>,
+    ro: Option<String>,
+    /// The last line that was not a link, for the timeout message.
+    pub last_other: String,
+}
+
+impl TmateLinkParser {
+    pub fn feed(&mut self, line: &str) -> Option<(String, String)> {
+        let line = line.trim();
+        if let Some(ro) = line.strip_prefix("ssh session read only: ") {
+            self.ro = Some(ro.trim().to_owned());
+        } else if let Some(rw) = line.strip_prefix("ssh session: ") {
+            self.rw = Some(rw.trim().to_owned());
+        } else if !line.is_empty() {
+            self.last_other = line.chars().take(200).collect();
+        }
+        match (&self.rw, &self.ro) {
+            (Some(rw), Some(ro)) => Some((rw.clone(), ro.clone())),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl termshare_actors::Backend for TmateBackend {
+    fn name(&self) -> BackendName {
+        BackendName::new(NAME)
+    }
+
+    fn check(&self) -> Result<(), BackendError> {
+        if let Some(keys) = &self.settings.authorized_keys {
+            if !keys.is_file() {
+                return Err(BackendError::Unavailable {
+                    backend: NAME.into(),
+                    reason: format!("authorized_keys file {} does not exist", keys.display()),
+                });
+            }
+        }
+        require_program(NAME, &self.program, "apt-get install tmate").map(|_| ())
+    }
+
+    async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("termshare-tmate-")
+            .tempdir()
+            .map_err(|e| Self::err_start(format!("no private directory: {e}")))?;
+        let conf = scratch.path().join("tmate.conf");
+        let sock = scratch.path().join("tmate.sock");
+        std::fs::File::create(&conf)
+            .and_then(|mut f| f.write_all(self.config_text().as_bytes()))
+            .map_err(|e| Self::err_start(format!("cannot write {}: {e}", conf.display())))?;
+        // The pane runs the attach command with TMUX unset: tmux refuses to nest.
+        let mut pane = vec!["env".to_string(), "-u".into(), "TMUX".into()];
+        pane.extend(spec.attach.iter().cloned());
+        let sock_s = sock.to_string_lossy().into_owned();
+        let mut cmd = WorkerCommand::new(&self.program)
+            .arg("-F")
+            .args(["-f".to_string(), conf.to_string_lossy().into_owned()])
+            .args(["-S".to_string(), sock_s.clone()])
+            .arg("new-session")
+            .arg(shell_join(&pane));
+        cmd.env_remove.push("TMUX".into());
+        let mut process = self
+            .spawner
+            .spawn(&cmd)
+            .await
+            .map_err(|e| Self::err_start(format!("cannot run tmate: {e}")))?;
+        let mut parser = TmateLinkParser::default();
+        let (rw, ro) = match process
+            .read_until(spec.link_timeout, |l| parser.feed(l))
+            .await
+        {
+            Ok(links) => links,
+            Err(LinkWait::TimedOut) => {
+                // `process` drops here: its guard kills tmate's process group.
+                return Err(BackendError::LinkTimeout {
+                    backend: NAME.into(),
+                    after: spec.link_timeout,
+                    detail: format!(
+                        "the tmate relay {} was not reachable (tmate said: {:?})",
+                        self.relay(),
+                        parser.last_other
+                    ),
+                });
+            }
+            Err(LinkWait::Exited(how)) => {
+                return Err(Self::err_start(format!(
+                    "tmate {how} before giving a link: {} {}",
+                    parser.last_other,
+                    process.stderr_tail()
+                )))
+            }
+        };
+        let links = match spec.access {
+            // A read-only share hands out only the read-only link.
+            AccessMode::ReadOnly => Links::new(ro),
+            AccessMode::ReadWrite => Links {
+                link: rw,
+                read_only_link: Some(ro),
+            },
+        };
+        let mut kill = WorkerCommand::new(&self.program).args(["-S", &sock_s, "kill-server"]);
+        kill.env_remove.push("TMUX".into());
+        Ok(StartedWorker {
+            links,
+            worker: Box::new(ProcessWorker::new(
+                process,
+                GracefulStop::Command(kill),
+                Some(scratch),
+            )),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_arrive_read_only_first() {
+        let mut p = TmateLinkParser::default();
+        assert_eq!(
+            p.feed("To connect to the session locally, run: tmate -S /x attach"),
+            None
+        );
+        assert_eq!(
+            p.feed("Note: clear your terminal before sharing readonly access"),
+            None
+        );
+        assert_eq!(
+            p.feed("ssh session read only: ssh -p2222 ro-AbC@127.0.0.1"),
+            None
+        );
+        assert_eq!(
+            p.feed("ssh session: ssh -p2222 AbC@127.0.0.1"),
+            Some((
+                "ssh -p2222 AbC@127.0.0.1".into(),
+                "ssh -p2222 ro-AbC@127.0.0.1".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn config_names_the_self_hosted_relay() {
+        let spawner_free = TmateSettings {
+            server_host: Some("relay.example".into()),
+            server_port: Some(2200),
+            server_rsa_fingerprint: None,
+            server_ed25519_fingerprint: Some("SHA256:abc".into()),
+            authorized_keys: Some("/k".into()),
+        };
+        let text = {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _g = rt.enter();
+            TmateBackend::new(ProcessSpawner::new().unwrap(), spawner_free).config_text()
+        };
+        assert!(text.contains("set -g tmate-foreground-restart 0"));
+        assert!(text.contains("set -g tmate-server-host \"relay.example\""));
+        assert!(text.contains("set -g tmate-server-port 2200"));
+        assert!(text.contains("set -g tmate-server-ed25519-fingerprint \"SHA256:abc\""));
+        assert!(text.contains("set -g tmate-authorized-keys \"/k\""));
+    }
+}

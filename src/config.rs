@@ -1,0 +1,338 @@
+//! The config file (TOML, every key optional). Defaults need no file at all for
+//! tty-share on loopback. Relative paths are taken from the config file's directory.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use termshare_actors::Settings;
+use thiserror::Error;
+
+use crate::backends::tmate::TmateSettings;
+use crate::backends::upterm::UptermSettings;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub link_timeout: Option<String>,
+    pub policy: Option<PathBuf>,
+    #[serde(default)]
+    pub ttl: TtlSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub revoke: RevokeSection,
+    #[serde(default)]
+    pub terminal: TerminalSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+    #[serde(default)]
+    pub service: ServiceSection,
+    #[serde(default)]
+    pub backends: BackendsSection,
+    /// The directory relative paths are resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlSection {
+    pub default: Option<String>,
+    pub grace: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub per_terminal: Option<u32>,
+}
+
+/// `[revoke]`: `deadline` (default 5s, at most 5s) and `grace` before SIGKILL (1s).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeSection {
+    pub deadline: Option<String>,
+    pub grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalSection {
+    pub tmux_socket: Option<PathBuf>,
+    pub attach: Option<Vec<String>>,
+    pub attach_read_only: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    pub path: Option<PathBuf>,
+    pub durability: Option<Durability>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Durable,
+    Batched,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub socket: Option<PathBuf>,
+    pub metrics: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsSection {
+    #[serde(default)]
+    pub tty_share: TtyShareSection,
+    #[serde(default)]
+    pub tmate: TmateSection,
+    #[serde(default)]
+    pub upterm: UptermSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtyShareSection {
+    pub listen: Option<IpAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TmateSection {
+    pub server_host: Option<String>,
+    pub server_port: Option<u16>,
+    pub server_rsa_fingerprint: Option<String>,
+    pub server_ed25519_fingerprint: Option<String>,
+    pub authorized_keys: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UptermSection {
+    pub program: Option<String>,
+    pub server: Option<String>,
+    pub known_hosts: Option<PathBuf>,
+    pub authorized_keys: Option<PathBuf>,
+    #[serde(default)]
+    pub github_users: Vec<String>,
+}
+
+fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
+    match v {
+        None => Ok(default),
+        Some(s) => {
+            let d = humantime::parse_duration(s).map_err(|e| format!("{key} = \"{s}\": {e}"))?;
+            if d.is_zero() {
+                return Err(format!("{key} must be positive"));
+            }
+            Ok(d)
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: p.clone(),
+            message,
+        })?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(config)
+    }
+
+    /// Parse and validate (every duration and value is checked here, not at use).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.settings()?;
+        Ok(config)
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn settings(&self) -> Result<Settings, String> {
+        let d = Settings::default();
+        let grace = match &self.ttl.grace {
+            None => d.grace.clone(),
+            Some(list) => list
+                .iter()
+                .map(|g| duration("ttl.grace", &Some(g.clone()), Duration::ZERO))
+                .collect::<Result<_, _>>()?,
+        };
+        let revoke_deadline =
+            duration("revoke.deadline", &self.revoke.deadline, d.revoke_deadline)?;
+        if revoke_deadline > Duration::from_secs(5) {
+            return Err("revoke.deadline may be at most 5s".into());
+        }
+        let per_terminal_limit = self.limits.per_terminal.unwrap_or(d.per_terminal_limit);
+        if per_terminal_limit == 0 {
+            return Err("limits.per_terminal must be at least 1".into());
+        }
+        for (key, argv) in [
+            ("terminal.attach", &self.terminal.attach),
+            ("terminal.attach_read_only", &self.terminal.attach_read_only),
+        ] {
+            if let Some(argv) = argv {
+                if argv.is_empty() || argv[0].is_empty() {
+                    return Err(format!("{key} must name a program"));
+                }
+            }
+        }
+        if let Some(s) = &self.backends.upterm.server {
+            if !(s.starts_with("ssh://") || s.starts_with("ws://") || s.starts_with("wss://")) {
+                return Err(format!(
+                    "backends.upterm.server `{s}` must be an ssh://, ws:// or wss:// URL"
+                ));
+            }
+        }
+        Ok(Settings {
+            default_ttl: duration("ttl.default", &self.ttl.default, d.default_ttl)?,
+            grace,
+            per_terminal_limit,
+            link_timeout: duration("link_timeout", &self.link_timeout, d.link_timeout)?,
+            revoke_deadline,
+            terminate_grace: duration("revoke.grace", &self.revoke.grace, d.terminate_grace)?,
+            ..d
+        })
+    }
+
+    pub fn tmate(&self) -> TmateSettings {
+        let t = &self.backends.tmate;
+        TmateSettings {
+            server_host: t.server_host.clone(),
+            server_port: t.server_port,
+            server_rsa_fingerprint: t.server_rsa_fingerprint.clone(),
+            server_ed25519_fingerprint: t.server_ed25519_fingerprint.clone(),
+            authorized_keys: t.authorized_keys.as_deref().map(|p| self.resolve(p)),
+        }
+    }
+
+    pub fn upterm(&self) -> UptermSettings {
+        let u = &self.backends.upterm;
+        let d = UptermSettings::default();
+        UptermSettings {
+            program: u.program.clone().unwrap_or(d.program),
+            server: u.server.clone().unwrap_or(d.server),
+            known_hosts: u.known_hosts.as_deref().map(|p| self.resolve(p)),
+            authorized_keys: u.authorized_keys.as_deref().map(|p| self.resolve(p)),
+            github_users: u.github_users.clone(),
+        }
+    }
+
+    /// `[audit] path`, else `$XDG_STATE_HOME/termshare/audit.jsonl`, else
+    /// `~/.local/state/termshare/audit.jsonl`.
+    pub fn audit_path(&self) -> PathBuf {
+        if let Some(p) = &self.audit.path {
+            return self.resolve(p);
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        state.join("termshare").join("audit.jsonl")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.settings().unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let c = Config::parse(
+            r#"
+link_timeout = "10s"
+policy = "policy.toml"
+[ttl]
+default = "30m"
+grace = ["5m", "1m"]
+[limits]
+per_terminal = 1
+[terminal]
+tmux_socket = "/path/to/tmux.sock"
+attach = ["tmux", "attach-session", "-t", "{terminal}"]
+attach_read_only = ["tmux", "attach-session", "-r", "-t", "{terminal}"]
+[audit]
+path = "audit.jsonl"
+durability = "durable"
+[service]
+socket = "/run/user/1000/termshare.sock"
+metrics = "127.0.0.1:9464"
+[backends.tty_share]
+listen = "127.0.0.1"
+[backends.tmate]
+server_host = "ssh.example.org"
+server_port = 22
+server_rsa_fingerprint = "SHA256:x"
+server_ed25519_fingerprint = "SHA256:y"
+authorized_keys = "/path/authorized_keys"
+[backends.upterm]
+server = "ssh://uptermd.example.org:22"
+known_hosts = "/path/known_hosts"
+authorized_keys = "/path/authorized_keys"
+github_users = ["octocat"]
+"#,
+        )
+        .unwrap();
+        let s = c.settings().unwrap();
+        assert_eq!(
+            s.grace,
+            vec![Duration::from_secs(300), Duration::from_secs(60)]
+        );
+        assert_eq!(c.tmate().server_port, Some(22));
+        assert_eq!(c.upterm().github_users, vec!["octocat".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for bad in [
+            "link_timeout = \"soon\"",
+            "link_timeout = 10",
+            "[ttl]\ndefault = \"0s\"",
+            "[limits]\nper_terminal = 0",
+            "[revoke]\ndeadline = \"10s\"",
+            "[backends.tty_share]\nlisten = \"localhost\"",
+            "[backends.upterm]\nserver = \"http://x\"",
+            "[terminal]\nattach = []",
+            "unknown_key = 1",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The CLI's exit codes: one per kind of failure, so scripts can tell them apart.
+
+use termshare_actors::{BackendError, ShareError};
+
+/// Success.
+pub const OK: i32 = 0;
+/// Internal error (a bug, or the service went away).
+pub const INTERNAL: i32 = 1;
+/// Invalid input: a bad flag, config file or policy file. (clap uses 2 as well.)
+pub const INVALID: i32 = 2;
+/// The policy denied the share (including a TTL above the rule's maximum).
+pub const DENIED: i32 = 3;
+/// The backend cannot be used or failed to start (binary missing, start failed).
+pub const BACKEND_UNAVAILABLE: i32 = 4;
+/// The backend gave no link in time (relay unreachable).
+pub const LINK_TIMEOUT: i32 = 5;
+/// No such terminal, share or backend.
+pub const NOT_FOUND: i32 = 6;
+/// The terminal already has as many live shares as its limit.
+pub const LIMIT_REACHED: i32 = 7;
+/// The share has expired (e.g. extend after expiry).
+pub const EXPIRED: i32 = 8;
+/// The audit log cannot keep events: nothing is acknowledged (fail closed).
+pub const AUDIT_UNAVAILABLE: i32 = 9;
+
+pub fn code(e: &ShareError) -> i32 {
+    match e {
+        ShareError::Invalid(_) => INVALID,
+        ShareError::Denied { .. }
+        | ShareError::TtlAboveMax { .. }
+        | ShareError::ExtendAboveMax { .. } => DENIED,
+        ShareError::LimitReached { .. } => LIMIT_REACHED,
+        ShareError::UnknownBackend(_)
+        | ShareError::UnknownTerminal { .. }
+        | ShareError::NotFound(_) => NOT_FOUND,
+        ShareError::Backend(BackendError::LinkTimeout { .. }) => LINK_TIMEOUT,
+        ShareError::Backend(BackendError::Unsupported { .. }) => INVALID,
+        ShareError::Backend(_) => BACKEND_UNAVAILABLE,
+        ShareError::ShareExpired(_) | ShareError::ShareEnding(_) => EXPIRED,
+        ShareError::AuditUnavailable(_) => AUDIT_UNAVAILABLE,
+        ShareError::ShuttingDown | ShareError::Internal(_) => INTERNAL,
+    }
+}

@@ -1,0 +1,325 @@
+//! The policy file: ordered rules, first match decides, no match denies.
+//!
+//! ```toml
+//! [[rule]]
+//! id = "team-shares"
+//! effect = "allow"                      # or "deny"
+//! principals = ["human:*"]
+//! terminals = ["*"]
+//! backends = ["tty-share", "tmate", "upterm"]
+//! access = ["read-only", "read-write"]
+//! max_ttl = "2h"
+//! max_concurrent = 1
+//! ```
+//! A rule without a matcher list matches nothing on that dimension: every list must be
+//! written out, so that a rule cannot allow more than it says.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use termshare_actors::{AccessMode, Grant, PolicyDecision, PolicyGate, PolicyQuery};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("policy file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    /// Handoff rules are read by the handoff feature; accepted here so one file serves.
+    #[serde(default)]
+    handoff: Vec<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    effect: Effect,
+    principals: Vec<String>,
+    terminals: Vec<String>,
+    backends: Vec<String>,
+    access: Vec<AccessMode>,
+    max_ttl: Option<String>,
+    max_concurrent: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub id: String,
+    allow: bool,
+    principals: Vec<String>,
+    terminals: Vec<String>,
+    backends: Vec<String>,
+    access: Vec<AccessMode>,
+    pub max_ttl: Option<Duration>,
+    pub max_concurrent: Option<u32>,
+}
+
+/// A parsed policy. `Policy::default()` has no rules and denies everything.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+    /// Where it came from, for denial messages.
+    pub source: Option<String>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let mut policy = Self::parse(&text).map_err(|message| PolicyError::Parse {
+            path: p.clone(),
+            message,
+        })?;
+        policy.source = Some(p);
+        Ok(policy)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let _ = file.handoff;
+        let mut rules = Vec::with_capacity(file.rule.len());
+        let mut seen = std::collections::HashSet::new();
+        for r in file.rule {
+            if r.id.trim().is_empty() {
+                return Err("a rule has an empty id".into());
+            }
+            if !seen.insert(r.id.clone()) {
+                return Err(format!("rule id `{}` is used twice", r.id));
+            }
+            let max_ttl = match &r.max_ttl {
+                Some(s) => Some(
+                    humantime::parse_duration(s)
+                        .map_err(|e| format!("rule `{}`: max_ttl `{s}`: {e}", r.id))?,
+                ),
+                None => None,
+            };
+            if max_ttl.is_some_and(|d| d.is_zero()) {
+                return Err(format!("rule `{}`: max_ttl must be positive", r.id));
+            }
+            if r.max_concurrent == Some(0) && r.effect == Effect::Allow {
+                return Err(format!(
+                    "rule `{}`: max_concurrent 0 would allow nothing; use effect = \"deny\"",
+                    r.id
+                ));
+            }
+            rules.push(Rule {
+                id: r.id,
+                allow: r.effect == Effect::Allow,
+                principals: r.principals,
+                terminals: r.terminals,
+                backends: r.backends,
+                access: r.access,
+                max_ttl,
+                max_concurrent: r.max_concurrent,
+            });
+        }
+        Ok(Policy {
+            rules,
+            source: None,
+        })
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+fn any_match(patterns: &[String], text: &str) -> bool {
+    patterns.iter().any(|p| glob_match(p, text))
+}
+
+impl PolicyGate for Policy {
+    fn evaluate(&self, q: &PolicyQuery<'_>) -> PolicyDecision {
+        for rule in &self.rules {
+            let matches = any_match(&rule.principals, q.principal.as_str())
+                && any_match(&rule.terminals, q.terminal.as_str())
+                && any_match(&rule.backends, q.backend.as_str())
+                && rule.access.contains(&q.access);
+            if !matches {
+                continue;
+            }
+            return if rule.allow {
+                PolicyDecision::Allow(Grant {
+                    rule_id: rule.id.clone(),
+                    max_ttl: rule.max_ttl,
+                    max_concurrent: rule.max_concurrent,
+                })
+            } else {
+                PolicyDecision::Deny {
+                    rule_id: Some(rule.id.clone()),
+                    reason: format!("rule `{}` denies this share", rule.id),
+                }
+            };
+        }
+        PolicyDecision::Deny {
+            rule_id: None,
+            reason: format!(
+                "no policy rule allows {} to share terminal {} over {} {} ({})",
+                q.principal,
+                q.terminal,
+                q.backend,
+                q.access,
+                match &self.source {
+                    Some(s) if !self.rules.is_empty() =>
+                        format!("{} rule(s) in {s} checked", self.rules.len()),
+                    Some(s) => format!("{s} has no rules"),
+                    None => "no policy file was given".into(),
+                }
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use termshare_actors::{BackendName, Principal, TerminalName};
+
+    fn ask(p: &Policy, who: &str, term: &str, backend: &str, access: AccessMode) -> PolicyDecision {
+        let (who, term, backend): (Principal, TerminalName, BackendName) = (
+            who.parse().unwrap(),
+            term.parse().unwrap(),
+            BackendName::new(backend),
+        );
+        p.evaluate(&PolicyQuery {
+            principal: &who,
+            terminal: &term,
+            backend: &backend,
+            access,
+        })
+    }
+
+    const POLICY: &str = r#"
+[[rule]]
+id = "no-agent-writes"
+effect = "deny"
+principals = ["agent:*"]
+terminals = ["*"]
+backends = ["*"]
+access = ["read-write"]
+
+[[rule]]
+id = "team"
+effect = "allow"
+principals = ["human:*", "agent:*"]
+terminals = ["dev-*"]
+backends = ["tty-share", "tmate"]
+access = ["read-only", "read-write"]
+max_ttl = "2h"
+max_concurrent = 1
+"#;
+
+    #[test]
+    fn first_match_decides_and_no_match_denies() {
+        let p = Policy::parse(POLICY).unwrap();
+        use AccessMode::*;
+        match ask(&p, "human:alice", "dev-1", "tty-share", ReadWrite) {
+            PolicyDecision::Allow(g) => {
+                assert_eq!(g.rule_id, "team");
+                assert_eq!(g.max_ttl, Some(Duration::from_secs(7200)));
+                assert_eq!(g.max_concurrent, Some(1));
+            }
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(
+            ask(&p, "agent:bot", "dev-1", "tty-share", ReadWrite),
+            PolicyDecision::Deny { rule_id: Some(r), .. } if r == "no-agent-writes"
+        ));
+        assert!(matches!(
+            ask(&p, "agent:bot", "dev-1", "tty-share", ReadOnly),
+            PolicyDecision::Allow(_)
+        ));
+        // Not covered: terminal, backend.
+        for (t, b) in [("prod", "tty-share"), ("dev-1", "upterm")] {
+            match ask(&p, "human:alice", t, b, ReadOnly) {
+                PolicyDecision::Deny {
+                    rule_id: None,
+                    reason,
+                } => {
+                    assert!(reason.contains("no policy rule allows"), "{reason}")
+                }
+                d => panic!("{d:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn empty_policy_denies() {
+        assert!(matches!(
+            ask(
+                &Policy::default(),
+                "human:a",
+                "x",
+                "tmate",
+                AccessMode::ReadOnly
+            ),
+            PolicyDecision::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_files_are_typed_errors() {
+        for bad in [
+            "[[rule]]\nid = \"a\"",                                 // missing lists
+            "[[rule]]\nid=\"a\"\neffect=\"maybe\"\nprincipals=[]\nterminals=[]\nbackends=[]\naccess=[]",
+            "[[rule]]\nid=\"a\"\neffect=\"allow\"\nprincipals=[]\nterminals=[]\nbackends=[]\naccess=[\"rw\"]",
+            "[[rule]]\nid=\"a\"\neffect=\"allow\"\nprincipals=[]\nterminals=[]\nbackends=[]\naccess=[]\nmax_ttl=\"soon\"",
+            "[[rule]]\nid=\"a\"\neffect=\"allow\"\nprincipals=[]\nterminals=[]\nbackends=[]\naccess=[]\ncolour=1",
+            "not toml at all [",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("human:*", "human:alice"));
+        assert!(glob_match("a*c*e", "abcde"));
+        assert!(!glob_match("a*c", "abd"));
+        assert!(!glob_match("human:al", "human:alice"));
+    }
+}

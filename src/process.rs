@@ -1,0 +1,439 @@
+//! Worker processes: spawned in their own process group, tied to the life of the
+//! termshare process, killed by a `Drop` guard, and reaped.
+//!
+//! Three layers make "no orphan processes" hold:
+//! 1. Every worker runs in a new process group, so one `killpg` reaches everything it
+//!    forks into that group (pueue and process-wrap do the same).
+//! 2. `PR_SET_PDEATHSIG(SIGKILL)` kills the worker when termshare dies, even by
+//!    `kill -9`. The signal fires when the *thread* that forked exits, so all forks
+//!    happen on one dedicated spawner thread that lives as long as the
+//!    [`ProcessSpawner`] (never on `spawn_blocking` threads, which tokio retires).
+//! 3. [`ProcessGroupGuard`] kills the group when dropped, which is the one cleanup
+//!    that runs however the owning actor ends (ractor skips `post_stop` on a kill).
+//!
+//! Backends run in the foreground (`tmate -F`), so the process we supervise is the one
+//! holding the relay connection; pane processes run in sessions of their own and get
+//! SIGHUP from the kernel when the backend's pty closes.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use parking_lot::Mutex;
+use termshare_actors::{Probe, TerminateOutcome, Worker, WorkerExit};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Every live worker process group, so that shutdown can kill them all as a backstop.
+#[derive(Default)]
+pub struct GroupRegistry {
+    groups: Mutex<HashSet<i32>>,
+}
+
+impl GroupRegistry {
+    pub fn live(&self) -> Vec<i32> {
+        self.groups.lock().iter().copied().collect()
+    }
+
+    /// SIGKILL every registered group. "Already gone" counts as success.
+    pub fn kill_all(&self) {
+        for pgid in self.groups.lock().drain() {
+            let _ = kill_group(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Signal a process group; a group that no longer exists is not an error.
+pub fn kill_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Kills its process group when dropped.
+pub struct ProcessGroupGuard {
+    pgid: i32,
+    registry: Arc<GroupRegistry>,
+}
+
+impl ProcessGroupGuard {
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+}
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Err(e) = kill_group(self.pgid, Signal::SIGKILL) {
+            tracing::error!(pgid = self.pgid, error = %e, "could not kill worker group");
+        }
+        self.registry.groups.lock().remove(&self.pgid);
+    }
+}
+
+/// A command line for a worker.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerCommand {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Variables removed from the inherited environment (e.g. `TMUX`, `UPTERM_*`).
+    pub env_remove: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl WorkerCommand {
+    pub fn new(program: impl Into<String>) -> Self {
+        WorkerCommand {
+            program: program.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+}
+
+type Job = (Command, oneshot::Sender<io::Result<Child>>);
+
+/// Forks every worker from one long-lived thread (see the module docs for why).
+pub struct ProcessSpawner {
+    jobs: std::sync::mpsc::Sender<Job>,
+    registry: Arc<GroupRegistry>,
+}
+
+impl ProcessSpawner {
+    /// Must be called inside a tokio runtime: the children are reaped by it.
+    pub fn new() -> io::Result<Arc<Self>> {
+        let handle = tokio::runtime::Handle::current();
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("termshare-spawner".into())
+            .spawn(move || {
+                let _runtime = handle.enter();
+                // Ends when the last ProcessSpawner handle is dropped; the kernel then
+                // sends PDEATHSIG to any child still alive.
+                while let Ok((mut cmd, reply)) = rx.recv() {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })?;
+        Ok(Arc::new(ProcessSpawner {
+            jobs,
+            registry: Arc::new(GroupRegistry::default()),
+        }))
+    }
+
+    pub fn registry(&self) -> &Arc<GroupRegistry> {
+        &self.registry
+    }
+
+    /// Start `wc` in a new process group with stdin closed and stdout/stderr piped.
+    pub async fn spawn(&self, wc: &WorkerCommand) -> io::Result<SpawnedProcess> {
+        let mut cmd = Command::new(&wc.program);
+        cmd.args(&wc.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        for k in &wc.env_remove {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &wc.env {
+            cmd.env(k, v);
+        }
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent died before prctl took effect: do not run orphaned.
+                if libc::getppid() != parent {
+                    return Err(io::Error::other("parent exited during spawn"));
+                }
+                Ok(())
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send((cmd, tx))
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+        let mut child = rx
+            .await
+            .map_err(|_| io::Error::other("the spawner thread is gone"))??;
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("child has no pid"))?;
+        let guard = ProcessGroupGuard {
+            pgid: pid as i32,
+            registry: self.registry.clone(),
+        };
+        self.registry.groups.lock().insert(pid as i32);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (exit_tx, exit) = watch::channel(None);
+        let reaper = tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = exit_tx.send(Some(describe_exit(status)));
+        });
+        let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        let tail = stderr_tail.clone();
+        let stderr_task = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut t = tail.lock();
+                if t.len() == 20 {
+                    t.remove(0);
+                }
+                t.push(line);
+            }
+        });
+        Ok(SpawnedProcess {
+            pid,
+            stdout: Some(BufReader::new(stdout).lines()),
+            exit,
+            guard,
+            stderr_tail,
+            tasks: vec![AbortOnDrop(stderr_task)],
+            _reaper: reaper,
+        })
+    }
+}
+
+fn describe_exit(status: io::Result<ExitStatus>) -> WorkerExit {
+    match status {
+        Ok(s) => WorkerExit {
+            description: match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exited with status {c}"),
+                (None, Some(sig)) => format!(
+                    "killed by {}",
+                    Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string())
+                ),
+                _ => "ended".into(),
+            },
+            success: s.success(),
+        },
+        Err(e) => WorkerExit {
+            description: format!("could not be waited for: {e}"),
+            success: false,
+        },
+    }
+}
+
+/// Aborts its task when dropped.
+pub struct AbortOnDrop(pub JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A freshly spawned worker process. Dropping it kills its group.
+pub struct SpawnedProcess {
+    pub pid: u32,
+    pub stdout: Option<Lines<BufReader<ChildStdout>>>,
+    pub exit: watch::Receiver<Option<WorkerExit>>,
+    pub guard: ProcessGroupGuard,
+    stderr_tail: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<AbortOnDrop>,
+    // Not aborted on drop: it must go on to reap the killed child.
+    _reaper: JoinHandle<()>,
+}
+
+/// Why no link was read.
+#[derive(Debug)]
+pub enum LinkWait {
+    TimedOut,
+    Exited(String),
+}
+
+impl SpawnedProcess {
+    /// The last lines the process wrote to stderr, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr_tail.lock().join(" | ")
+    }
+
+    /// Read stdout lines until `parse` returns the value, the process exits, or
+    /// `timeout` passes. Afterwards stdout keeps being drained so the process never
+    /// blocks on a full pipe.
+    pub async fn read_until<T>(
+        &mut self,
+        timeout: Duration,
+        mut parse: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T, LinkWait> {
+        let mut lines = self.stdout.take().expect("stdout read once");
+        let deadline = Instant::now() + timeout;
+        let result = loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        if let Some(v) = parse(&line) {
+                            break Ok(v);
+                        }
+                    }
+                    Ok(None) | Err(_) => break Err(LinkWait::Exited(self.wait_exit().await)),
+                },
+                _ = tokio::time::sleep_until(deadline) => break Err(LinkWait::TimedOut),
+            }
+        };
+        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
+            while let Ok(Some(_)) = lines.next_line().await {}
+        })));
+        result
+    }
+
+    /// Waits (briefly) for the exit status after stdout closed.
+    async fn wait_exit(&mut self) -> String {
+        let mut exit = self.exit.clone();
+        let waited = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
+            .await
+            .ok()
+            .and_then(|r| {
+                r.ok()
+                    .and_then(|e| e.as_ref().map(|e| e.description.clone()))
+            });
+        waited.unwrap_or_else(|| "closed its output".into())
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}
+
+/// How a worker is asked to stop before it is killed.
+pub enum GracefulStop {
+    /// SIGTERM to the process group.
+    SigTerm,
+    /// Run this command (e.g. `tmate -S SOCK kill-server`), then SIGTERM the group.
+    Command(WorkerCommand),
+}
+
+/// A [`Worker`] over one OS process group.
+pub struct ProcessWorker {
+    process: SpawnedProcess,
+    graceful: GracefulStop,
+    /// Files the worker needs while it runs (tmate's socket and config); removed with it.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl ProcessWorker {
+    pub fn new(
+        process: SpawnedProcess,
+        graceful: GracefulStop,
+        scratch: Option<tempfile::TempDir>,
+    ) -> Self {
+        ProcessWorker {
+            process,
+            graceful,
+            _scratch: scratch,
+        }
+    }
+
+    async fn exited_within(&self, d: Duration) -> bool {
+        let mut exit = self.process.exit.clone();
+        let exited = matches!(
+            tokio::time::timeout(d, exit.wait_for(|e| e.is_some())).await,
+            Ok(Ok(_))
+        );
+        exited
+    }
+}
+
+#[async_trait]
+impl Worker for ProcessWorker {
+    fn pid(&self) -> Option<u32> {
+        Some(self.process.pid)
+    }
+
+    fn exit_watch(&self) -> watch::Receiver<Option<WorkerExit>> {
+        self.process.exit.clone()
+    }
+
+    async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {
+        if self.process.has_exited() {
+            // The leader is gone; make sure nothing of its group is left either.
+            let _ = kill_group(self.process.guard.pgid(), Signal::SIGKILL);
+            return TerminateOutcome {
+                escalated: false,
+                already_gone: true,
+            };
+        }
+        let pgid = self.process.guard.pgid();
+        let started = Instant::now();
+        if let GracefulStop::Command(cmd) = &self.graceful {
+            let mut c = Command::new(&cmd.program);
+            c.args(&cmd.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            for k in &cmd.env_remove {
+                c.env_remove(k);
+            }
+            if let Ok(mut child) = c.spawn() {
+                let _ = tokio::time::timeout(grace, child.wait()).await;
+            }
+        }
+        let _ = kill_group(pgid, Signal::SIGTERM);
+        let left = grace.saturating_sub(started.elapsed());
+        if self.exited_within(left).await {
+            let _ = kill_group(pgid, Signal::SIGKILL); // stragglers in the group
+            return TerminateOutcome::default();
+        }
+        let _ = kill_group(pgid, Signal::SIGKILL);
+        if !self.exited_within(Duration::from_secs(2)).await {
+            tracing::error!(pid = self.process.pid, "worker not reaped 2s after SIGKILL");
+        }
+        TerminateOutcome {
+            escalated: true,
+            already_gone: false,
+        }
+    }
+
+    async fn probe(&mut self) -> Probe {
+        if self.process.has_exited() {
+            Probe::Gone
+        } else {
+            Probe::Alive
+        }
+    }
+}
+
+/// Is any process of group `pgid` still alive? (Zombies do not count.) For tests and
+/// the chaos harness: reads /proc.
+pub fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...; comm may contain spaces: split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}

@@ -1,0 +1,313 @@
+//! Test support: private tmux servers, real participants, process checks. Every guard
+//! cleans up in `Drop`, so a failing test leaves nothing running.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tmux server of the test's own (never the user's), with one session.
+pub struct Tmux {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub session: String,
+}
+
+impl Tmux {
+    pub fn new(session: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tmux.sock");
+        let t = Tmux {
+            dir,
+            socket,
+            session: session.to_string(),
+        };
+        // A shell with a known prompt, so tests can wait for it instead of sleeping.
+        let shell = "env PS1='host$ ' bash --norc --noprofile -i";
+        let ok = t
+            .cmd(&[
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "120",
+                "-y",
+                "30",
+                shell,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session failed");
+        t.run(&["set-option", "-g", "status", "off"]);
+        let ready = wait_until(Duration::from_secs(10), || t.screen().contains("host$"));
+        assert!(ready.is_some(), "the host shell never showed its prompt");
+        t
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket).args(args).env_remove("TMUX");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn alive(&self) -> bool {
+        self.cmd(&["has-session", "-t", &format!("={}", self.session)])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    pub fn type_line(&self, text: &str) {
+        self.run(&[
+            "send-keys",
+            "-t",
+            &format!("={}:", self.session),
+            "C-u",
+            text,
+            "Enter",
+        ]);
+    }
+
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", &format!("={}:", self.session)])
+    }
+
+    /// A config file that points termshare at this server and an audit file beside it.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n{extra}\n",
+                self.socket.display(),
+                self.audit_path().display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]).stderr(Stdio::null()).status();
+    }
+}
+
+/// A participant program running in a tmux server of its own, big enough that
+/// tty-share's "your window is smaller" screen never shows.
+pub struct Participant {
+    pub tmux: Tmux,
+    pub pid: i32,
+}
+
+impl Participant {
+    pub fn start(argv: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("p.sock");
+        let tmux = Tmux {
+            dir,
+            socket,
+            session: "p".into(),
+        };
+        let mut args = vec![
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "p",
+            "-x",
+            "200",
+            "-y",
+            "60",
+        ];
+        args.extend_from_slice(argv);
+        assert!(tmux.cmd(&args).status().unwrap().success());
+        tmux.run(&["set-option", "-g", "status", "off"]);
+        let pid = tmux
+            .run(&["display-message", "-p", "-t", "=p:", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .unwrap();
+        Participant { tmux, pid }
+    }
+
+    pub fn screen(&self) -> String {
+        self.tmux.screen()
+    }
+
+    pub fn alive(&self) -> bool {
+        pid_alive(self.pid)
+    }
+}
+
+/// Is `pid` a live (non-zombie) process?
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Poll `cond` until it holds or `limit` passes; returns the time it took.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond().then(|| t0.elapsed())
+}
+
+/// Processes whose argv[0] ends with `name` and whose environment or argv mentions
+/// `marker` (e.g. a private tmux socket path), live ones only.
+pub fn processes_mentioning(name: &str, marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        if argv.first().is_some_and(|a| a.ends_with(name))
+            && argv.iter().any(|a| a.contains(marker))
+            && pid_alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A policy file allowing `backends` to everyone on every terminal.
+pub fn policy(dir: &Path, backends: &[&str], max_ttl: &str) -> PathBuf {
+    let path = dir.join("policy.toml");
+    let list = backends
+        .iter()
+        .map(|b| format!("\"{b}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &path,
+        format!(
+            "[[rule]]\nid = \"test\"\neffect = \"allow\"\nprincipals = [\"human:*\", \"agent:*\"]\nterminals = [\"*\"]\nbackends = [{list}]\naccess = [\"read-only\", \"read-write\"]\nmax_ttl = \"{max_ttl}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The termshare CLI as a child; killed (SIGKILL) if the test ends first.
+pub struct Cli {
+    pub child: Child,
+}
+
+impl Cli {
+    pub fn spawn(args: &[&str], path_prefix: Option<&Path>) -> Self {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_termshare"));
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("USER", "tester")
+            .env_remove("TMUX");
+        if let Some(dir) = path_prefix {
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        Cli {
+            child: c.spawn().unwrap(),
+        }
+    }
+
+    /// Wait for exit; returns (status, stdout, stderr).
+    pub fn finish(&mut self) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(mut o) = self.child.stdout.take() {
+            o.read_to_string(&mut out).unwrap();
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (self.child.wait().unwrap(), out, err)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Read one line from a child's stdout, giving up after `limit`.
+pub fn read_line_within(rx: &std::sync::mpsc::Receiver<String>, limit: Duration) -> Option<String> {
+    rx.recv_timeout(limit).ok()
+}
+
+/// Stream a child's stdout lines into a channel (so reads can time out).
+pub fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The worker pid from the audit file's `share.started` event.
+pub fn started_worker_pid(tmux: &Tmux) -> Option<i32> {
+    tmux.audit()
+        .iter()
+        .find(|e| e["kind"] == "share.started")
+        .and_then(|e| e["details"]["worker_pid"].as_i64())
+        .map(|p| p as i32)
+}
