@@ -65,16 +65,28 @@ pub fn kill_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
 pub struct ProcessGroupGuard {
     pgid: i32,
     registry: Arc<GroupRegistry>,
+    released: bool,
 }
 
 impl ProcessGroupGuard {
     pub fn pgid(&self) -> i32 {
         self.pgid
     }
+
+    /// The group was killed and its leader reaped: forget it, so that a later drop
+    /// cannot signal a new group that reuses the id.
+    fn release(&mut self) {
+        let _ = kill_group(self.pgid, Signal::SIGKILL); // stragglers
+        self.released = true;
+        self.registry.groups.lock().remove(&self.pgid);
+    }
 }
 
 impl Drop for ProcessGroupGuard {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         if let Err(e) = kill_group(self.pgid, Signal::SIGKILL) {
             tracing::error!(pgid = self.pgid, error = %e, "could not kill worker group");
         }
@@ -186,6 +198,7 @@ impl ProcessSpawner {
         let guard = ProcessGroupGuard {
             pgid: pid as i32,
             registry: self.registry.clone(),
+            released: false,
         };
         self.registry.groups.lock().insert(pid as i32);
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -372,7 +385,7 @@ impl Worker for ProcessWorker {
     async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {
         if self.process.has_exited() {
             // The leader is gone; make sure nothing of its group is left either.
-            let _ = kill_group(self.process.guard.pgid(), Signal::SIGKILL);
+            self.process.guard.release();
             return TerminateOutcome {
                 escalated: false,
                 already_gone: true,
@@ -397,11 +410,13 @@ impl Worker for ProcessWorker {
         let _ = kill_group(pgid, Signal::SIGTERM);
         let left = grace.saturating_sub(started.elapsed());
         if self.exited_within(left).await {
-            let _ = kill_group(pgid, Signal::SIGKILL); // stragglers in the group
+            self.process.guard.release();
             return TerminateOutcome::default();
         }
         let _ = kill_group(pgid, Signal::SIGKILL);
-        if !self.exited_within(Duration::from_secs(2)).await {
+        if self.exited_within(Duration::from_secs(2)).await {
+            self.process.guard.release();
+        } else {
             tracing::error!(pid = self.process.pid, "worker not reaped 2s after SIGKILL");
         }
         TerminateOutcome {

@@ -88,9 +88,8 @@ impl UptermBackend {
 /// Reads upterm's session block, line by line.
 #[derive(Default)]
 pub struct UptermLinkParser {
+    /// The value being read; continuation lines are indented (to the value column).
     value: Option<String>,
-    /// Column where values start (continuation lines are indented to it).
-    value_col: usize,
 }
 
 impl UptermLinkParser {
@@ -99,7 +98,7 @@ impl UptermLinkParser {
         if let Some(v) = &mut self.value {
             // A continuation is indented to the value column and carries no label.
             let indent = line.len() - line.trim_start().len();
-            if indent >= self.value_col.max(8) && !line.trim().is_empty() && !line.contains(": ") {
+            if indent >= 8 && !line.trim().is_empty() && !line.contains(": ") {
                 v.push_str(line.trim());
                 return None;
             }
@@ -114,9 +113,6 @@ impl UptermLinkParser {
             if let Some(rest) = trimmed.strip_prefix(label) {
                 let value = rest.trim();
                 if value.starts_with("ssh ") {
-                    self.value_col = line.len() - line[line.find(label).unwrap_or(0)..].len()
-                        + label.len()
-                        + (rest.len() - rest.trim_start().len());
                     self.value = Some(value.to_owned());
                 }
             }

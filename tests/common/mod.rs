@@ -89,7 +89,7 @@ impl Tmux {
         std::fs::write(
             &path,
             format!(
-                "[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n{extra}\n",
+                "{extra}\n[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n",
                 self.socket.display(),
                 self.audit_path().display()
             ),

@@ -1,0 +1,294 @@
+//! The backend adapters through the library API, with real processes: tty-share and
+//! tmate are the Debian binaries; upterm is the stand-in in tests/bin/upterm (upterm is
+//! not packaged here).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use termshare::actors::{AccessMode, BackendError, BackendName, ShareError, ShareRequest};
+use termshare::config::Config;
+use termshare::policy::Policy;
+use termshare::Termshare;
+
+fn request(terminal: &str, backend: &str, access: AccessMode) -> ShareRequest {
+    ShareRequest {
+        terminal: terminal.parse().unwrap(),
+        backend: BackendName::new(backend),
+        access,
+        principal: "human:tester".parse().unwrap(),
+        ttl: Some(Duration::from_secs(120)),
+        grace: Some(vec![]),
+    }
+}
+
+async fn start(host: &Tmux, extra_config: &str) -> Termshare {
+    let config = Config::load(&host.config(extra_config)).unwrap();
+    let policy = Policy::load(&policy(
+        host.dir.path(),
+        &["tty-share", "tmate", "upterm"],
+        "1h",
+    ))
+    .unwrap();
+    Termshare::start(&config, policy).await.unwrap()
+}
+
+fn standin() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/bin/upterm")
+        .display()
+        .to_string()
+}
+
+fn audit_kinds(host: &Tmux) -> Vec<String> {
+    host.audit()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tmate_without_a_reachable_relay_times_out_and_leaves_no_tmate() {
+    let host = Tmux::new("S");
+    // A relay address on loopback where nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ts = start(
+        &host,
+        &format!("link_timeout = \"2s\"\n[backends.tmate]\nserver_host = \"127.0.0.1\"\nserver_port = {port}\n"),
+    )
+    .await;
+    let err = ts
+        .share(request("S", "tmate", AccessMode::ReadWrite))
+        .await
+        .unwrap_err();
+    match &err {
+        ShareError::Backend(BackendError::LinkTimeout { detail, .. }) => {
+            assert!(
+                detail.contains("not reachable") && detail.contains(&format!("127.0.0.1:{port}")),
+                "{detail}"
+            );
+        }
+        e => panic!("expected a link timeout, got {e}"),
+    }
+    assert_eq!(termshare::exit::code(&err), termshare::exit::LINK_TIMEOUT);
+    // No tmate of ours is left, and it was really tried (its pane ran our attach).
+    assert!(ts.live_process_groups().is_empty());
+    let left = wait_until(Duration::from_secs(2), || {
+        processes_mentioning("tmate", "termshare-tmate-").is_empty()
+    });
+    assert!(
+        left.is_some(),
+        "tmate processes left: {:?}",
+        processes_mentioning("tmate", "termshare-tmate-")
+    );
+    assert_eq!(audit_kinds(&host), ["share.requested", "share.failed"]);
+    let failed = &host.audit()[1];
+    assert!(failed["details"]["cause"]
+        .as_str()
+        .unwrap()
+        .contains("not reachable"));
+    assert!(host.alive());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upterm_link_is_read_from_its_session_block_and_flags_follow_the_share() {
+    let host = Tmux::new("S");
+    let argv_file = host.dir.path().join("upterm-argv");
+    std::env::set_var("TERMSHARE_TEST_ARGV_FILE", &argv_file);
+    let keys = host.dir.path().join("authorized_keys");
+    std::fs::write(&keys, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE test\n").unwrap();
+    let ts = start(
+        &host,
+        &format!(
+            "[backends.upterm]\nprogram = \"{}\"\nserver = \"ssh://127.0.0.1:2222\"\nauthorized_keys = \"{}\"\ngithub_users = [\"octocat\"]\n",
+            standin(),
+            keys.display()
+        ),
+    )
+    .await;
+    let info = ts
+        .share(request("S", "upterm", AccessMode::ReadOnly))
+        .await
+        .unwrap();
+    // The stand-in wraps the value over two lines, as upterm does at 80 columns.
+    assert_eq!(
+        info.links.link,
+        "ssh Cg8KB2ZsYXNrMjESBmRldmljZQ:MTAuMC4wLjE6MjI=@uptermd.upterm.dev"
+    );
+    let argv: Vec<String> = std::fs::read_to_string(&argv_file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    for flag in [
+        "host",
+        "--accept",
+        "--no-sftp",
+        "--read-only",
+        "--force-command",
+        "--",
+    ] {
+        assert!(
+            argv.iter().any(|a| a == flag),
+            "{flag} missing from {argv:?}"
+        );
+    }
+    let after = |f: &str| argv[argv.iter().position(|a| a == f).unwrap() + 1].clone();
+    assert_eq!(after("--server"), "ssh://127.0.0.1:2222");
+    assert_eq!(after("--authorized-keys"), keys.display().to_string());
+    assert_eq!(after("--github-user"), "octocat");
+    // Participants are forced into a read-only attach of the shared tmux session.
+    assert_eq!(
+        after("--force-command"),
+        format!("tmux -S {} attach-session -r -t S", host.socket.display())
+    );
+    let pgid = ts.live_process_groups()[0];
+    assert!(termshare::process::group_alive(pgid));
+    let report = ts
+        .revoke(info.share_id, "human:tester".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(report.deadline_met && !report.escalated, "{report:?}");
+    assert!(!termshare::process::group_alive(pgid));
+    assert!(ts.live_process_groups().is_empty());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_upterm_binary_is_a_clear_error_before_anything_starts() {
+    let host = Tmux::new("S");
+    let ts = start(
+        &host,
+        "[backends.upterm]\nprogram = \"/nonexistent/upterm\"\n",
+    )
+    .await;
+    let err = ts
+        .share(request("S", "upterm", AccessMode::ReadWrite))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ShareError::Backend(BackendError::Unavailable { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/nonexistent/upterm"), "{err}");
+    assert_eq!(
+        termshare::exit::code(&err),
+        termshare::exit::BACKEND_UNAVAILABLE
+    );
+    assert_eq!(audit_kinds(&host), ["share.requested", "share.denied"]);
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_reaps_the_old_worker_before_the_new_one_starts() {
+    let host = Tmux::new("S");
+    let ts = start(
+        &host,
+        &format!("[backends.upterm]\nprogram = \"{}\"\n", standin()),
+    )
+    .await;
+    let info = ts
+        .share(request("S", "tty-share", AccessMode::ReadWrite))
+        .await
+        .unwrap();
+    let old = ts.live_process_groups();
+    assert_eq!(old.len(), 1);
+    let old_pgid = old[0];
+    let switched = ts
+        .switch(
+            info.share_id,
+            BackendName::new("upterm"),
+            "human:tester".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(switched.share_id, info.share_id);
+    assert_eq!(switched.expires_at, info.expires_at);
+    assert!(switched.links.link.starts_with("ssh "));
+    assert!(
+        !termshare::process::group_alive(old_pgid),
+        "old tty-share still alive"
+    );
+    let new = ts.live_process_groups();
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0], old_pgid);
+    // The switch event records that the old worker was stopped first, and its pid.
+    let audit = host.audit();
+    let switch = audit
+        .iter()
+        .find(|e| e["kind"] == "share.switched")
+        .unwrap();
+    assert_eq!(switch["details"]["from"], "tty-share");
+    assert_eq!(switch["details"]["to"], "upterm");
+    assert_eq!(switch["details"]["old_worker_stopped"], true);
+    assert_eq!(switch["correlation_id"], info.share_id.to_string());
+    ts.shutdown().await;
+    assert!(!termshare::process::group_alive(new[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_fails_its_share_and_the_host_terminal_lives_on() {
+    let host = Tmux::new("S");
+    let ts = start(&host, "").await;
+    let mut events = ts.subscribe();
+    let info = ts
+        .share(request("S", "tty-share", AccessMode::ReadWrite))
+        .await
+        .unwrap();
+    let pgid = ts.live_process_groups()[0];
+    unsafe {
+        libc::kill(pgid, libc::SIGKILL);
+    }
+    let failed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.correlation_id == info.share_id && e.kind.is_terminal() {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("no end event after the worker was killed");
+    assert_eq!(failed.kind.as_str(), "share.failed");
+    assert!(
+        failed.details["cause"]
+            .as_str()
+            .unwrap()
+            .contains("SIGKILL"),
+        "{failed:?}"
+    );
+    assert!(
+        host.alive(),
+        "the host terminal must survive a worker crash"
+    );
+    assert!(ts.list().await.unwrap().is_empty());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_tty_share_uses_readonly_and_the_read_only_attach() {
+    let host = Tmux::new("S");
+    let ts = start(&host, "").await;
+    let _info = ts
+        .share(request("S", "tty-share", AccessMode::ReadOnly))
+        .await
+        .unwrap();
+    let pgid = ts.live_process_groups()[0];
+    let cmdline = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap();
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    assert!(argv.iter().any(|a| a == "--readonly"), "{argv:?}");
+    let args = &argv[argv.iter().position(|a| a == "--args").unwrap() + 1];
+    assert!(args.contains("attach-session -r -t S"), "{args}");
+    ts.shutdown().await;
+    assert!(!termshare::process::group_alive(pgid));
+}
