@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages termshare runs and tests against (tmux, tty-share,
+# tmate), if any is missing. Needs root or sudo. Rust itself comes from rustup.
+set -euo pipefail
+missing=()
+for p in tmux tty-share tmate; do
+  command -v "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (1.85 or newer) with rustup first" >&2
+  exit 1
+fi
