@@ -134,7 +134,8 @@ pub struct ProcessSpawner {
 impl ProcessSpawner {
     /// Must be called inside a tokio runtime: the children are reaped by it.
     pub fn new() -> io::Result<Arc<Self>> {
-        let handle = tokio::runtime::Handle::current();
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("termshare must be started inside a tokio runtime"))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("termshare-spawner".into())

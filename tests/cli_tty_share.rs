@@ -3,17 +3,14 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-#[test]
-fn share_prints_a_link_a_participant_sees_the_host_and_sigterm_disconnects_it() {
-    let host = Tmux::new("S");
-    let config = host.config("");
-    let policy = policy(host.dir.path(), &["tty-share"], "1h");
-    let t0 = Instant::now();
-    let mut cli = Cli::spawn(
+/// `termshare share S --backend tty-share --ttl 60s --policy P --json`.
+fn share_s(config: &Path, policy: &Path, path_prefix: Option<&Path>) -> Cli {
+    Cli::spawn(
         &[
             "--config",
             config.to_str().unwrap(),
@@ -27,8 +24,17 @@ fn share_prints_a_link_a_participant_sees_the_host_and_sigterm_disconnects_it() 
             policy.to_str().unwrap(),
             "--json",
         ],
-        None,
-    );
+        path_prefix,
+    )
+}
+
+#[test]
+fn share_prints_a_link_a_participant_sees_the_host_and_sigterm_disconnects_it() {
+    let host = Tmux::new("S");
+    let config = host.config("");
+    let policy = policy(host.dir.path(), &["tty-share"], "1h");
+    let t0 = Instant::now();
+    let mut cli = share_s(&config, &policy, None);
     let lines = lines_of(cli.child.stdout.take().unwrap());
     let first = read_line_within(&lines, Duration::from_secs(3)).expect("no share line within 3 s");
     let to_link = t0.elapsed();
@@ -128,22 +134,7 @@ fn without_an_allowing_rule_it_is_denied_and_no_backend_process_ever_starts() {
         .status()
         .unwrap();
 
-    let mut cli = Cli::spawn(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "share",
-            "S",
-            "--backend",
-            "tty-share",
-            "--ttl",
-            "60s",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--json",
-        ],
-        Some(&bin),
-    );
+    let mut cli = share_s(&config, &policy, Some(&bin));
     let out = cli.finish();
     assert_eq!(
         out.0.code(),
@@ -171,22 +162,7 @@ fn kill_9_of_termshare_leaves_no_worker_after_1s() {
     let host = Tmux::new("S");
     let config = host.config("");
     let policy = policy(host.dir.path(), &["tty-share"], "1h");
-    let mut cli = Cli::spawn(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "share",
-            "S",
-            "--backend",
-            "tty-share",
-            "--ttl",
-            "60s",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--json",
-        ],
-        None,
-    );
+    let mut cli = share_s(&config, &policy, None);
     let lines = lines_of(cli.child.stdout.take().unwrap());
     read_line_within(&lines, Duration::from_secs(5)).expect("share line");
     let worker = started_worker_pid(&host).unwrap();

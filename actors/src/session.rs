@@ -570,15 +570,7 @@ async fn on_ready(state: &mut SessionState, links: Links) {
             if let Some(ro) = &state.info.links.read_only_link {
                 event = event.detail("read_only_link_fp", fingerprint(ro));
             }
-            let audited =
-                record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout).await;
-            let _ = state.ctx.root.cast(RootMsg::Activated(state.info.clone()));
-            if let Some(reply) = reply {
-                let _ = reply.send(match audited {
-                    Ok(()) => Ok(state.info.clone()),
-                    Err(e) => Err(ShareError::AuditUnavailable(e)),
-                });
-            }
+            announce(state, event, reply).await;
         }
         Phase::Switching {
             from,
@@ -593,17 +585,22 @@ async fn on_ready(state: &mut SessionState, links: Links) {
                 .detail("old_worker_escalated", stopped.escalated)
                 .detail("new_worker_pid", json!(state.worker_pid))
                 .detail("link_fp", link_fp);
-            let audited =
-                record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout).await;
-            let _ = state.ctx.root.cast(RootMsg::Activated(state.info.clone()));
-            if let Some(reply) = reply {
-                let _ = reply.send(match audited {
-                    Ok(()) => Ok(state.info.clone()),
-                    Err(e) => Err(ShareError::AuditUnavailable(e)),
-                });
-            }
+            announce(state, event, reply).await;
         }
         other => state.phase = other,
+    }
+}
+
+/// Keep the event, tell the root the share's new info, and only then answer the
+/// caller: an acknowledged start or switch always has its audit event.
+async fn announce(state: &SessionState, event: AuditEvent, reply: Option<ShareReply>) {
+    let audited = record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout).await;
+    let _ = state.ctx.root.cast(RootMsg::Activated(state.info.clone()));
+    if let Some(reply) = reply {
+        let _ = reply.send(match audited {
+            Ok(()) => Ok(state.info.clone()),
+            Err(e) => Err(ShareError::AuditUnavailable(e)),
+        });
     }
 }
 
