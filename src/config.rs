@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub revoke: RevokeSection,
     #[serde(default)]
+    pub access: AccessSection,
+    #[serde(default)]
     pub terminal: TerminalSection,
     #[serde(default)]
     pub audit: AuditSection,
@@ -66,6 +68,15 @@ pub struct LimitsSection {
 pub struct RevokeSection {
     pub deadline: Option<String>,
     pub grace: Option<String>,
+}
+
+/// `[access]`: `require_join_restriction = true` refuses backends anyone with the link
+/// can join (tty-share; tmate and upterm without authorized keys or GitHub users).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    #[serde(default)]
+    pub require_join_restriction: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +232,7 @@ impl Config {
             link_timeout: duration("link_timeout", &self.link_timeout, d.link_timeout)?,
             revoke_deadline,
             terminate_grace: duration("revoke.grace", &self.revoke.grace, d.terminate_grace)?,
+            require_join_restriction: self.access.require_join_restriction,
             ..d
         })
     }

@@ -22,6 +22,8 @@ pub const LIMIT_REACHED: i32 = 7;
 pub const EXPIRED: i32 = 8;
 /// The audit log cannot keep events: nothing is acknowledged (fail closed).
 pub const AUDIT_UNAVAILABLE: i32 = 9;
+/// A revoke ended the share only after its deadline (the worker had to be killed late).
+pub const REVOKE_DEADLINE_MISSED: i32 = 10;
 
 pub fn code(e: &ShareError) -> i32 {
     match e {
@@ -38,6 +40,7 @@ pub fn code(e: &ShareError) -> i32 {
         ShareError::Backend(_) => BACKEND_UNAVAILABLE,
         ShareError::ShareExpired(_) | ShareError::ShareEnding(_) => EXPIRED,
         ShareError::AuditUnavailable(_) => AUDIT_UNAVAILABLE,
+        ShareError::RevokeDeadlineMissed(_) => REVOKE_DEADLINE_MISSED,
         ShareError::ShuttingDown | ShareError::Internal(_) => INTERNAL,
     }
 }

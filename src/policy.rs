@@ -10,6 +10,7 @@
 //! access = ["read-only", "read-write"]
 //! max_ttl = "2h"
 //! max_concurrent = 1
+//! require_join_restriction = false      # true: only backends with authorized keys
 //! ```
 //! A rule without a matcher list matches nothing on that dimension: every list must be
 //! written out, so that a rule cannot allow more than it says.
@@ -53,6 +54,8 @@ struct RawRule {
     access: Vec<AccessMode>,
     max_ttl: Option<String>,
     max_concurrent: Option<u32>,
+    #[serde(default)]
+    require_join_restriction: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -72,6 +75,7 @@ pub struct Rule {
     access: Vec<AccessMode>,
     pub max_ttl: Option<Duration>,
     pub max_concurrent: Option<u32>,
+    pub require_join_restriction: bool,
 }
 
 /// A parsed policy. `Policy::default()` has no rules and denies everything.
@@ -134,6 +138,7 @@ impl Policy {
                 access: r.access,
                 max_ttl,
                 max_concurrent: r.max_concurrent,
+                require_join_restriction: r.require_join_restriction,
             });
         }
         Ok(Policy {
@@ -186,6 +191,7 @@ impl PolicyGate for Policy {
                     rule_id: rule.id.clone(),
                     max_ttl: rule.max_ttl,
                     max_concurrent: rule.max_concurrent,
+                    require_join_restriction: rule.require_join_restriction,
                 })
             } else {
                 PolicyDecision::Deny {

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -291,4 +292,163 @@ async fn a_read_only_tty_share_uses_readonly_and_the_read_only_attach() {
     assert!(args.contains("attach-session -r -t S"), "{args}");
     ts.shutdown().await;
     assert!(!termshare::process::group_alive(pgid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_and_config_can_require_a_join_restriction() {
+    let host = Tmux::new("S");
+    let keys = host.dir.path().join("authorized_keys");
+    std::fs::write(&keys, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE test\n").unwrap();
+    let policy_path = host.dir.path().join("restricted.toml");
+    std::fs::write(
+        &policy_path,
+        "[[rule]]\nid = \"keys-only\"\neffect = \"allow\"\nprincipals = [\"human:*\"]\nterminals = [\"*\"]\nbackends = [\"*\"]\naccess = [\"read-only\", \"read-write\"]\nrequire_join_restriction = true\n",
+    )
+    .unwrap();
+    let config = Config::load(&host.config(&format!(
+        "[backends.upterm]\nprogram = \"{}\"\nauthorized_keys = \"{}\"\n",
+        standin(),
+        keys.display()
+    )))
+    .unwrap();
+    let ts = Termshare::start(&config, Policy::load(&policy_path).unwrap())
+        .await
+        .unwrap();
+    // tty-share lets anyone with the link in: refused, and nothing started.
+    let err = ts
+        .share(request("S", "tty-share", AccessMode::ReadOnly))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rule `keys-only` requires a join restriction"),
+        "{err}"
+    );
+    assert!(ts.live_process_groups().is_empty());
+    // upterm with an authorized_keys file qualifies.
+    let info = ts
+        .share(request("S", "upterm", AccessMode::ReadOnly))
+        .await
+        .unwrap();
+    ts.revoke(info.share_id, "human:tester".parse().unwrap())
+        .await
+        .unwrap();
+    ts.shutdown().await;
+
+    // The same from the config alone, with a policy that does not ask for it.
+    let host = Tmux::new("S");
+    let config = Config::load(&host.config("[access]\nrequire_join_restriction = true\n")).unwrap();
+    let policy = Policy::load(&policy(host.dir.path(), &["tty-share", "tmate"], "1h")).unwrap();
+    let ts = Termshare::start(&config, policy).await.unwrap();
+    for backend in ["tty-share", "tmate"] {
+        let err = ts
+            .share(request("S", backend, AccessMode::ReadOnly))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the config ([access] require_join_restriction)"),
+            "{err}"
+        );
+    }
+    assert!(ts.live_process_groups().is_empty());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_notice_on_the_host_shows_in_what_tmate_serves() {
+    use termshare::actors::TerminalHost;
+    // No relay is reachable here, so no ssh participant can join. What tmate would
+    // send them is its own pane, which runs our attach client: read it locally.
+    let host = Tmux::new("S");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ts = Arc::new(
+        start(
+            &host,
+            &format!("link_timeout = \"30s\"\n[backends.tmate]\nserver_host = \"127.0.0.1\"\nserver_port = {port}\n"),
+        )
+        .await,
+    );
+    let starting = {
+        let ts = ts.clone();
+        tokio::spawn(async move { ts.share(request("S", "tmate", AccessMode::ReadWrite)).await })
+    };
+    let tmate_sock = tokio::task::spawn_blocking(|| {
+        let mut sock = None;
+        wait_until(Duration::from_secs(10), || {
+            sock = tmate_socket();
+            sock.is_some()
+        });
+        sock.expect("tmate did not start")
+    })
+    .await
+    .unwrap();
+    let tmate_screen = move || {
+        let out = std::process::Command::new("tmate")
+            .args(["-S", &tmate_sock, "capture-pane", "-p"])
+            .env_remove("TMUX")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen = tmate_screen.clone();
+    let attached = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(10), || screen().contains("host$"))
+    });
+    assert!(
+        attached.await.unwrap().is_some(),
+        "tmate's pane never showed the host:\n{}",
+        tmate_screen()
+    );
+
+    let tmux = termshare::terminal::TmuxHost::new(Some(host.socket.clone()));
+    tmux.notify(
+        &"S".parse().unwrap(),
+        "termshare: this share of S ends in 3s",
+    )
+    .await
+    .unwrap();
+    let screen = tmate_screen.clone();
+    let shown = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(5), || screen().contains("ends in 3s"))
+    });
+    assert!(
+        shown.await.unwrap().is_some(),
+        "notice not in tmate's pane:\n{}",
+        tmate_screen()
+    );
+
+    // Revoking the starting share kills tmate.
+    let id = loop {
+        // The share is not listed until its link arrives: find it by its audit line.
+        if let Some(e) = host.audit().iter().find(|e| e["kind"] == "share.requested") {
+            break e["correlation_id"].as_str().unwrap().parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    ts.revoke(id, "human:tester".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(starting.await.unwrap().is_err());
+    assert!(tmate_socket().is_none(), "tmate left running");
+    Arc::into_inner(ts).unwrap().shutdown().await;
+}
+
+/// The `-S` socket of a live tmate started by termshare (its private directory).
+fn tmate_socket() -> Option<String> {
+    processes_mentioning("tmate", "termshare-tmate-")
+        .into_iter()
+        .find_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            let i = argv.iter().position(|a| a == "-S")?;
+            argv.get(i + 1).cloned()
+        })
 }

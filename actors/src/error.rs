@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::types::{BackendName, ShareId, TerminalName};
+use crate::types::{BackendName, RevokeReport, ShareId, TerminalName};
 
 /// A value that failed validation. Nothing was changed.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -88,6 +88,10 @@ pub enum ShareError {
         total: String,
         max: String,
     },
+    /// The share ended, but its worker was not gone within the revoke deadline: it was
+    /// killed late. Never reported as a success.
+    #[error("share {}: the worker was gone only after {:?}, past the revoke deadline (killed)", .0.share_id, .0.elapsed)]
+    RevokeDeadlineMissed(Box<RevokeReport>),
     #[error("the audit log refused the event: {0}")]
     AuditUnavailable(String),
     #[error("the share service is shutting down")]

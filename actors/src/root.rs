@@ -200,6 +200,26 @@ impl RootState {
                 Some(grant.rule_id),
             ));
         }
+        if (grant.require_join_restriction || self.ctx.settings.require_join_restriction)
+            && !backend.restricts_joins()
+        {
+            let by = if grant.require_join_restriction {
+                format!("rule `{}`", grant.rule_id)
+            } else {
+                "the config ([access] require_join_restriction)".to_string()
+            };
+            return Err((
+                ShareError::Denied {
+                    rule_id: Some(grant.rule_id.clone()),
+                    reason: format!(
+                        "{by} requires a join restriction (authorized keys or GitHub users), \
+                         which backend {} does not have",
+                        req.backend
+                    ),
+                },
+                Some(grant.rule_id),
+            ));
+        }
         backend
             .check()
             .map_err(|e| (ShareError::Backend(e), Some(grant.rule_id.clone())))?;
@@ -466,6 +486,9 @@ impl Actor for RootSupervisor {
                             .await;
                         match result {
                             Ok(ractor::rpc::CallResult::Success(Ok(report))) => Some(report),
+                            Ok(ractor::rpc::CallResult::Success(Err(
+                                ShareError::RevokeDeadlineMissed(report),
+                            ))) => Some(*report),
                             _ => {
                                 // It did not answer in time: kill it; the kill reaches
                                 // its worker, whose Drop guard kills the process group.

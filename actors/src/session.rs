@@ -293,6 +293,7 @@ impl SessionState {
         }
         if !report.deadline_met {
             tracing::error!(share = %self.id(), ?elapsed, "share end missed its deadline");
+            event = event.detail("error", "revoke deadline missed");
         }
         let audited = record_acked(&self.ctx.audit, event, self.ctx.settings.audit_timeout).await;
         if let Some(start_reply) = pending {
@@ -305,7 +306,8 @@ impl SessionState {
         }
         if let Some(reply) = reply {
             let _ = reply.send(match audited {
-                Ok(()) => Ok(report),
+                Ok(()) if report.deadline_met => Ok(report),
+                Ok(()) => Err(ShareError::RevokeDeadlineMissed(Box::new(report))),
                 Err(e) => Err(ShareError::AuditUnavailable(e)),
             });
         }

@@ -20,6 +20,8 @@ pub struct Settings {
     pub audit_timeout: Duration,
     /// How often each worker is probed (heartbeat).
     pub probe_interval: Duration,
+    /// Refuse every share on a backend that does not restrict who may join.
+    pub require_join_restriction: bool,
 }
 
 impl Default for Settings {
@@ -33,6 +35,7 @@ impl Default for Settings {
             terminate_grace: Duration::from_secs(1),
             audit_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_secs(1),
+            require_join_restriction: false,
         }
     }
 }

@@ -214,6 +214,7 @@ impl TerminalHost for FakeHost {
 pub struct AllowAll {
     pub max_ttl: Option<Duration>,
     pub max_concurrent: Option<u32>,
+    pub require_join_restriction: bool,
 }
 
 impl PolicyGate for AllowAll {
@@ -222,6 +223,7 @@ impl PolicyGate for AllowAll {
             rule_id: "allow-all".into(),
             max_ttl: self.max_ttl,
             max_concurrent: self.max_concurrent,
+            require_join_restriction: self.require_join_restriction,
         })
     }
 }

@@ -44,6 +44,12 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether this backend, as configured, lets only named people join (authorized
+    /// keys, GitHub users). A link alone is then not enough to get in.
+    fn restricts_joins(&self) -> bool {
+        false
+    }
+
     /// Starts a worker and returns once its link is known. Must enforce
     /// `spec.link_timeout` itself; on any error nothing of the worker may be left
     /// running. Dropping the future must also leave nothing running (guards).
@@ -119,6 +125,9 @@ pub struct Grant {
     pub rule_id: String,
     pub max_ttl: Option<Duration>,
     pub max_concurrent: Option<u32>,
+    /// Only backends that restrict who may join (authorized keys, GitHub users) may
+    /// serve this share.
+    pub require_join_restriction: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -50,6 +50,7 @@ fn allow() -> AllowAll {
     AllowAll {
         max_ttl: None,
         max_concurrent: None,
+        require_join_restriction: false,
     }
 }
 
@@ -135,6 +136,7 @@ async fn a_ttl_above_the_policy_maximum_is_refused_with_both_values() {
         AllowAll {
             max_ttl: Some(Duration::from_secs(30)),
             max_concurrent: None,
+            require_join_restriction: false,
         },
         Settings::default(),
     )
@@ -221,17 +223,21 @@ async fn a_hung_worker_misses_the_deadline_is_killed_and_the_miss_is_audited() {
     let info = h.svc.share(req("dev")).await.unwrap();
     *h.world.hang_on_terminate.lock() = true;
     let t0 = Instant::now();
-    let report = h
+    let err = h
         .svc
         .revoke(info.share_id, "human:bob".parse().unwrap())
         .await
-        .unwrap();
+        .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(3));
+    let ShareError::RevokeDeadlineMissed(report) = err else {
+        panic!("a missed deadline must be an error, got {err}");
+    };
     assert!(!report.deadline_met && report.escalated);
     assert_eq!(h.world.live_count(), 0, "the kill dropped the worker");
     let last = h.audit.events.lock().last().unwrap().clone();
     assert_eq!(last.kind, AuditKind::ShareRevoked);
     assert_eq!(last.details["deadline_met"], false);
+    assert_eq!(last.details["error"], "revoke deadline missed");
     h.svc.shutdown().await;
 }
 
@@ -347,6 +353,7 @@ async fn extension_is_bounded_by_max_ttl_from_the_start() {
         AllowAll {
             max_ttl: Some(Duration::from_secs(90)),
             max_concurrent: None,
+            require_join_restriction: false,
         },
         Settings::default(),
     )
@@ -558,4 +565,25 @@ async fn shutdown_stops_every_share() {
             Some(&AuditKind::ShareStopped)
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_that_requires_a_join_restriction_refuses_an_open_backend() {
+    let h = harness(
+        AllowAll {
+            max_ttl: None,
+            max_concurrent: None,
+            require_join_restriction: true,
+        },
+        Settings::default(),
+    )
+    .await;
+    let err = h.svc.share(req("dev")).await.unwrap_err();
+    assert!(matches!(err, ShareError::Denied { .. }), "{err}");
+    assert!(
+        err.to_string().contains("requires a join restriction"),
+        "{err}"
+    );
+    assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    h.svc.shutdown().await;
 }

@@ -120,6 +120,10 @@ impl termshare_actors::Backend for TmateBackend {
         BackendName::new(NAME)
     }
 
+    fn restricts_joins(&self) -> bool {
+        self.settings.authorized_keys.is_some()
+    }
+
     fn check(&self) -> Result<(), BackendError> {
         if let Some(keys) = &self.settings.authorized_keys {
             if !keys.is_file() {

@@ -132,6 +132,10 @@ impl termshare_actors::Backend for UptermBackend {
         BackendName::new(NAME)
     }
 
+    fn restricts_joins(&self) -> bool {
+        self.settings.authorized_keys.is_some() || !self.settings.github_users.is_empty()
+    }
+
     fn check(&self) -> Result<(), BackendError> {
         for (what, f) in [
             ("known_hosts", &self.settings.known_hosts),

@@ -170,19 +170,17 @@ async fn share(config: Config, args: ShareArgs) -> ExitCode {
         }
     }
     // Told to stop: revoke, print the report's event, reap, exit.
-    let code = match ts.revoke(id, principal).await {
-        Ok(_) => {
-            while let Ok(e) = events.try_recv() {
-                if e.correlation_id == id {
-                    print_event(&e, args.json);
-                }
-            }
-            ExitCode::SUCCESS
+    let revoked = ts.revoke(id, principal).await;
+    while let Ok(e) = events.try_recv() {
+        if e.correlation_id == id {
+            print_event(&e, args.json);
         }
-        Err(e) => fail(exit::code(&e), e),
-    };
+    }
     ts.shutdown().await;
-    code
+    match revoked {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(exit::code(&e), e),
+    }
 }
 
 fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {

@@ -1,0 +1,133 @@
+//! Revoke and the per-terminal limit with real tty-share workers and participants.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use termshare::actors::{AccessMode, BackendName, ShareError, ShareRequest};
+use termshare::config::Config;
+use termshare::policy::Policy;
+use termshare::Termshare;
+
+fn request(ttl: u64) -> ShareRequest {
+    ShareRequest {
+        terminal: "S".parse().unwrap(),
+        backend: BackendName::new("tty-share"),
+        access: AccessMode::ReadWrite,
+        principal: "human:tester".parse().unwrap(),
+        ttl: Some(Duration::from_secs(ttl)),
+        grace: Some(vec![]),
+    }
+}
+
+async fn start(host: &Tmux, extra: &str) -> Termshare {
+    let config = Config::load(&host.config(extra)).unwrap();
+    let policy = Policy::load(&policy(host.dir.path(), &["tty-share"], "1h")).unwrap();
+    Termshare::start(&config, policy).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_disconnects_a_real_participant_and_reports_how_long_it_took() {
+    let host = Tmux::new("S");
+    let ts = start(&host, "").await;
+    let info = ts.share(request(120)).await.unwrap();
+    let pgid = ts.live_process_groups()[0];
+    let participant = Participant::start(&["tty-share", &info.links.link]);
+    let joined = wait_until(Duration::from_secs(10), || {
+        participant.screen().contains("host$")
+    });
+    assert!(joined.is_some(), "{}", participant.screen());
+
+    let t0 = Instant::now();
+    let report = ts
+        .revoke(info.share_id, "human:lead".parse().unwrap())
+        .await
+        .unwrap();
+    let gone = tokio::task::spawn_blocking(move || {
+        let gone = wait_until(Duration::from_secs(5), || !participant.alive());
+        (gone, participant)
+    })
+    .await
+    .unwrap();
+    assert!(
+        gone.0.is_some(),
+        "participant still connected 5 s after the revoke"
+    );
+    let total = t0.elapsed();
+    eprintln!(
+        "revoke report: elapsed {:?}, escalated {}; participant gone {:?} after the request",
+        report.elapsed, report.escalated, total
+    );
+    assert!(report.deadline_met && !report.escalated && !report.already_gone);
+    assert!(report.elapsed < Duration::from_secs(5));
+    assert!(!termshare::process::group_alive(pgid));
+    assert!(ts.live_process_groups().is_empty());
+    let audit = host.audit();
+    let revoked = audit.iter().find(|e| e["kind"] == "share.revoked").unwrap();
+    assert_eq!(revoked["details"]["by"], "human:lead");
+    assert!(revoked["details"]["elapsed_ms"].as_f64().unwrap() < 5000.0);
+    assert!(host.alive());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_ignores_the_graceful_stop_is_killed_with_its_group_after_the_grace() {
+    let host = Tmux::new("S");
+    let ts = start(&host, "[revoke]\ngrace = \"300ms\"\n").await;
+    let info = ts.share(request(120)).await.unwrap();
+    let pgid = ts.live_process_groups()[0];
+    // A stopped process cannot act on SIGTERM: only the SIGKILL escalation ends it.
+    unsafe {
+        libc::kill(pgid, libc::SIGSTOP);
+    }
+    let report = ts
+        .revoke(info.share_id, "human:lead".parse().unwrap())
+        .await
+        .unwrap();
+    eprintln!("escalated revoke took {:?}", report.elapsed);
+    assert!(report.escalated, "{report:?}");
+    assert!(report.deadline_met);
+    assert!(report.elapsed >= Duration::from_millis(300));
+    assert!(!termshare::process::group_alive(pgid));
+    let audit = host.audit();
+    let revoked = audit.iter().find(|e| e["kind"] == "share.revoked").unwrap();
+    assert_eq!(revoked["details"]["escalated"], true);
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_racing_requests_for_one_terminal_start_exactly_one_worker() {
+    let host = Tmux::new("S");
+    let ts = Arc::new(start(&host, "").await);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let ts = ts.clone();
+        tasks.push(tokio::spawn(async move { ts.share(request(120)).await }));
+    }
+    let mut started = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => started += 1,
+            Err(ShareError::LimitReached { terminal, limit }) => {
+                assert_eq!((terminal.as_str(), limit), ("S", 1));
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(started, 1);
+    assert_eq!(ts.live_process_groups().len(), 1);
+    assert_eq!(
+        processes_mentioning("tty-share", host.socket.to_str().unwrap()).len(),
+        1
+    );
+    let denied = host
+        .audit()
+        .iter()
+        .filter(|e| e["kind"] == "share.denied")
+        .count();
+    assert_eq!(denied, 19);
+    Arc::into_inner(ts).unwrap().shutdown().await;
+    assert!(processes_mentioning("tty-share", host.socket.to_str().unwrap()).is_empty());
+}
