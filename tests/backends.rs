@@ -229,6 +229,7 @@ async fn switching_reaps_the_old_worker_before_the_new_one_starts() {
     assert_eq!(switch["details"]["from"], "tty-share");
     assert_eq!(switch["details"]["to"], "upterm");
     assert_eq!(switch["details"]["old_worker_stopped"], true);
+    assert_eq!(switch["details"]["by"], "human:tester");
     assert_eq!(switch["correlation_id"], info.share_id.to_string());
     ts.shutdown().await;
     assert!(!termshare::process::group_alive(new[0]));

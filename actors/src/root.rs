@@ -323,10 +323,11 @@ impl Actor for RootSupervisor {
                     reply,
                     ended: ended.clone(),
                 };
-                // Registered before anything starts, so the next request sees it.
-                *state.per_terminal.entry(req.terminal.clone()).or_insert(0) += 1;
+                // Registered in this same handler, before the next request is read, so
+                // racing requests see it.
                 match Actor::spawn_linked(None, ShareSession, args, myself.get_cell()).await {
                     Ok((session, _)) => {
+                        *state.per_terminal.entry(req.terminal.clone()).or_insert(0) += 1;
                         state.shares.insert(
                             id,
                             Entry {
@@ -338,11 +339,8 @@ impl Actor for RootSupervisor {
                     }
                     Err(e) => {
                         // The reply port went down with the failed spawn: the caller
-                        // sees the session gone. Undo the registration.
+                        // sees the session gone.
                         tracing::error!(error = %e, "could not spawn a share session");
-                        if let Some(n) = state.per_terminal.get_mut(&req.terminal) {
-                            *n = n.saturating_sub(1);
-                        }
                         record(
                             &state.ctx.audit,
                             AuditEvent::new(AuditKind::ShareFailed, id)

@@ -81,6 +81,7 @@ enum Phase {
     Active,
     Switching {
         from: String,
+        by: Principal,
         stopped: TerminateOutcome,
         reply: Option<ShareReply>,
     },
@@ -180,7 +181,6 @@ impl SessionState {
         if !self.worker_ready {
             // Still starting: its mailbox is busy with the start. Killing the actor
             // drops the start future and with it every process it spawned.
-            worker.kill();
             let left = deadline.saturating_duration_since(Instant::now());
             let ok = worker.kill_and_wait(Some(left)).await.is_ok();
             return (
@@ -502,9 +502,9 @@ impl Actor for ShareSession {
                 state.info.rule_id = rule_id;
                 state.max_ttl = max_ttl;
                 state.info.links = Links::default();
-                let _ = principal;
                 state.phase = Phase::Switching {
                     from,
+                    by: principal,
                     stopped,
                     reply: Some(reply),
                 };
@@ -576,11 +576,13 @@ async fn on_ready(state: &mut SessionState, links: Links) {
         }
         Phase::Switching {
             from,
+            by,
             stopped,
             reply,
         } => {
             let event = state
                 .event(AuditKind::ShareSwitched)
+                .detail("by", by.as_str())
                 .detail("from", from)
                 .detail("to", state.info.backend.as_str())
                 .detail("old_worker_stopped", true)

@@ -39,8 +39,8 @@ pub struct TtlTimer;
 
 /// Pending tick tasks; aborted on re-arm, on cancel, and when the state is dropped
 /// (the actor stopped or was killed).
-#[derive(Default)]
 pub struct TtlState {
+    session: ActorRef<SessionMsg>,
     ticks: Vec<JoinHandle<()>>,
 }
 
@@ -66,14 +66,17 @@ impl Actor for TtlTimer {
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        _session: ActorRef<SessionMsg>,
+        session: ActorRef<SessionMsg>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(TtlState::default())
+        Ok(TtlState {
+            session,
+            ticks: Vec::new(),
+        })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -85,10 +88,6 @@ impl Actor for TtlTimer {
                 generation,
             } => {
                 state.cancel();
-                let session: ActorRef<SessionMsg> = myself
-                    .try_get_supervisor()
-                    .map(ActorRef::from)
-                    .ok_or("ttl timer has no session")?;
                 let now = Instant::now();
                 for remaining in thresholds {
                     // A threshold at or beyond the whole remaining time would fire at
@@ -99,7 +98,7 @@ impl Actor for TtlTimer {
                     if at <= now {
                         continue;
                     }
-                    let session = session.clone();
+                    let session = state.session.clone();
                     state.ticks.push(tokio::spawn(async move {
                         tokio::time::sleep_until(at).await;
                         let _ = session.cast(SessionMsg::Ttl(TtlEvent::Grace {
@@ -108,7 +107,7 @@ impl Actor for TtlTimer {
                         }));
                     }));
                 }
-                let session = session.clone();
+                let session = state.session.clone();
                 state.ticks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(deadline).await;
                     let _ = session.cast(SessionMsg::Ttl(TtlEvent::Expired { generation }));
