@@ -178,6 +178,7 @@ impl Actor for AuditActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AuditMsg::Record(mut event, ack) => {
+                metrics::gauge!("termshare_audit_queue_depth").decrement(1.0);
                 event.id = Uuid::now_v7();
                 event.seq = state.next_seq;
                 let result = state.sink.append(std::slice::from_ref(&event));
@@ -187,7 +188,10 @@ impl Actor for AuditActor {
                         // Nobody listening is fine.
                         let _ = state.subscribers.send(event);
                     }
-                    Err(e) => tracing::error!(error = %e, "audit sink refused an event"),
+                    Err(e) => {
+                        metrics::counter!("termshare_audit_failures_total").increment(1);
+                        tracing::error!(error = %e, "audit sink refused an event")
+                    }
                 }
                 if let Some(ack) = ack {
                     let _ = ack.send(result);
@@ -207,6 +211,7 @@ pub async fn record_acked(
     event: AuditEvent,
     timeout: Duration,
 ) -> Result<(), String> {
+    metrics::gauge!("termshare_audit_queue_depth").increment(1.0);
     match audit
         .call(|tx| AuditMsg::Record(event, Some(tx)), Some(timeout))
         .await
@@ -219,6 +224,7 @@ pub async fn record_acked(
 
 /// Record without waiting (events whose action has no caller to acknowledge to).
 pub fn record(audit: &ActorRef<AuditMsg>, event: AuditEvent) {
+    metrics::gauge!("termshare_audit_queue_depth").increment(1.0);
     if let Err(e) = audit.cast(AuditMsg::Record(event, None)) {
         tracing::error!(error = %e, "audit actor is gone; event lost");
     }

@@ -13,6 +13,7 @@
 //! every timer here testable under tokio's paused clock.
 
 pub mod audit;
+pub mod badge;
 pub mod error;
 pub mod root;
 pub mod service;
@@ -25,6 +26,7 @@ pub mod types;
 pub mod worker;
 
 pub use audit::{AuditEvent, AuditKind};
+pub use badge::{Badge, BadgeShare, Badges};
 pub use error::{BackendError, InvalidInput, ShareError};
 pub use service::{ServiceDeps, ShareService};
 pub use settings::Settings;
@@ -34,5 +36,5 @@ pub use traits::{
 };
 pub use types::{
     fingerprint, AccessMode, BackendName, EndReason, Links, Principal, RevokeReport, ShareId,
-    ShareInfo, ShareRequest, TerminalName,
+    ShareInfo, ShareRequest, ShareState, TerminalName,
 };

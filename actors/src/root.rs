@@ -6,12 +6,15 @@
 //! session that crashes is audited as failed and its children (and so its worker
 //! process) are killed, while every other share carries on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use crate::badge::{Badge, BadgeShare, Badges};
 
 use crate::audit::{record, record_acked, AuditEvent, AuditKind, AuditMsg};
 use crate::error::{human, ShareError};
@@ -20,7 +23,7 @@ use crate::settings::Settings;
 use crate::traits::{Backend, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
 use crate::types::{
     BackendName, EndReason, Links, Principal, RevokeReport, ShareId, ShareInfo, ShareRequest,
-    TerminalName,
+    ShareState, TerminalName,
 };
 
 /// How many ended shares the root remembers, to answer "expired" rather than "unknown".
@@ -49,7 +52,7 @@ pub enum RootMsg {
     /// End every share (as `stopped`), then stop the root.
     Shutdown(RpcReplyPort<Vec<RevokeReport>>),
     /// From a session: its link arrived or its info changed.
-    Activated(ShareInfo),
+    Updated(ShareInfo),
     /// From a session: it has ended and is draining.
     Ended {
         share_id: ShareId,
@@ -65,6 +68,7 @@ pub struct RootArgs {
     pub host: Arc<dyn TerminalHost>,
     pub audit: ActorRef<AuditMsg>,
     pub settings: Settings,
+    pub badges: watch::Sender<Badges>,
 }
 
 struct Admitted {
@@ -84,21 +88,49 @@ pub struct RootState {
     policy: Arc<dyn PolicyGate>,
     ctx: Arc<ServiceCtx>,
     shares: HashMap<ShareId, Entry>,
-    per_terminal: HashMap<TerminalName, u32>,
+    /// Live shares of each terminal: the limit's count and the badge's rows.
+    per_terminal: HashMap<TerminalName, BTreeSet<ShareId>>,
+    badges: watch::Sender<Badges>,
     ended: HashMap<ShareId, EndReason>,
     ended_order: VecDeque<ShareId>,
     shutting_down: bool,
 }
 
 impl RootState {
+    /// Republish one terminal's badge (after a share of it started, changed or ended).
+    fn publish_badge(&self, terminal: &TerminalName) {
+        let shares: Vec<BadgeShare> = self
+            .per_terminal
+            .get(terminal)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.shares.get(id))
+            .map(|e| BadgeShare::from(&e.info))
+            .collect();
+        self.badges.send_if_modified(|board| {
+            if shares.is_empty() {
+                board.remove(terminal).is_some()
+            } else {
+                let badge = Badge { shares };
+                if board.get(terminal) == Some(&badge) {
+                    return false;
+                }
+                board.insert(terminal.clone(), badge);
+                true
+            }
+        });
+    }
+
     fn remember_end(&mut self, id: ShareId, reason: EndReason) {
         if let Some(entry) = self.shares.remove(&id) {
-            if let Some(n) = self.per_terminal.get_mut(&entry.info.terminal) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.per_terminal.remove(&entry.info.terminal);
+            let terminal = entry.info.terminal;
+            if let Some(set) = self.per_terminal.get_mut(&terminal) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.per_terminal.remove(&terminal);
                 }
             }
+            self.publish_badge(&terminal);
         }
         if self.ended.insert(id, reason).is_none() {
             self.ended_order.push_back(id);
@@ -190,7 +222,10 @@ impl RootState {
             .map_or(self.ctx.settings.per_terminal_limit, |m| {
                 m.min(self.ctx.settings.per_terminal_limit)
             });
-        let live = self.per_terminal.get(&req.terminal).copied().unwrap_or(0);
+        let live = self
+            .per_terminal
+            .get(&req.terminal)
+            .map_or(0, |s| s.len() as u32);
         if live >= limit {
             return Err((
                 ShareError::LimitReached {
@@ -252,6 +287,7 @@ impl Actor for RootSupervisor {
             }),
             shares: HashMap::new(),
             per_terminal: HashMap::new(),
+            badges: args.badges,
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
             shutting_down: false,
@@ -267,6 +303,7 @@ impl Actor for RootSupervisor {
         match msg {
             RootMsg::Share(req, reply) => {
                 let id = ShareId::new();
+                metrics::counter!("termshare_shares_requested_total").increment(1);
                 record(
                     &state.ctx.audit,
                     AuditEvent::new(AuditKind::ShareRequested, id)
@@ -286,6 +323,7 @@ impl Actor for RootSupervisor {
                 } = match state.admit(&req) {
                     Ok(admitted) => admitted,
                     Err((err, rule_id)) => {
+                        metrics::counter!("termshare_shares_denied_total").increment(1);
                         let event = state.denied_event(&req, id, &err, rule_id.as_deref());
                         let audited =
                             record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout)
@@ -308,6 +346,8 @@ impl Actor for RootSupervisor {
                     started_at: now,
                     expires_at: now + ttl,
                     rule_id: grant.rule_id.clone(),
+                    state: ShareState::Starting,
+                    participants: None,
                 };
                 let ended = Arc::new(OnceLock::new());
                 let args = SessionArgs {
@@ -327,7 +367,11 @@ impl Actor for RootSupervisor {
                 // racing requests see it.
                 match Actor::spawn_linked(None, ShareSession, args, myself.get_cell()).await {
                     Ok((session, _)) => {
-                        *state.per_terminal.entry(req.terminal.clone()).or_insert(0) += 1;
+                        state
+                            .per_terminal
+                            .entry(req.terminal.clone())
+                            .or_default()
+                            .insert(id);
                         state.shares.insert(
                             id,
                             Entry {
@@ -336,6 +380,7 @@ impl Actor for RootSupervisor {
                                 ended,
                             },
                         );
+                        state.publish_badge(&req.terminal);
                     }
                     Err(e) => {
                         // The reply port went down with the failed spawn: the caller
@@ -457,9 +502,11 @@ impl Actor for RootSupervisor {
                 list.sort_by_key(|i| i.share_id);
                 let _ = reply.send(Ok(list));
             }
-            RootMsg::Activated(info) => {
+            RootMsg::Updated(info) => {
                 if let Some(entry) = state.shares.get_mut(&info.share_id) {
+                    let terminal = info.terminal.clone();
                     entry.info = info;
+                    state.publish_badge(&terminal);
                 }
             }
             RootMsg::Ended { share_id, reason } => {

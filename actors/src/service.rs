@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef, RpcReplyPort};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+
+use crate::badge::Badges;
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditActor, AuditArgs, AuditEvent, AuditMsg};
@@ -30,6 +32,7 @@ pub struct ShareService {
     audit: ActorRef<AuditMsg>,
     audit_task: JoinHandle<()>,
     events: broadcast::Sender<AuditEvent>,
+    badges: watch::Receiver<Badges>,
     settings: Settings,
 }
 
@@ -49,6 +52,7 @@ impl ShareService {
         )
         .await
         .map_err(ShareError::internal)?;
+        let (badge_tx, badges) = watch::channel(Badges::new());
         let backends: HashMap<BackendName, Arc<dyn Backend>> =
             deps.backends.into_iter().map(|b| (b.name(), b)).collect();
         let (root, root_task) = Actor::spawn(
@@ -60,6 +64,7 @@ impl ShareService {
                 host: deps.host,
                 audit: audit.clone(),
                 settings: settings.clone(),
+                badges: badge_tx,
             },
         )
         .await
@@ -70,6 +75,7 @@ impl ShareService {
             audit,
             audit_task,
             events,
+            badges,
             settings,
         })
     }
@@ -82,6 +88,12 @@ impl ShareService {
     /// audit file does not): this stream is for display, not for the record.
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
         self.events.subscribe()
+    }
+
+    /// The live badge board: one badge per terminal with live shares, republished on
+    /// every lifecycle change. `changed().await` on the receiver wakes on each one.
+    pub fn badges(&self) -> watch::Receiver<Badges> {
+        self.badges.clone()
     }
 
     async fn ask<T: Send + 'static>(

@@ -18,7 +18,9 @@ use crate::root::RootMsg;
 use crate::settings::Settings;
 use crate::traits::{Backend, TerminalHost, TerminateOutcome, WorkerSpec};
 use crate::ttl::{TtlEvent, TtlMsg, TtlTimer};
-use crate::types::{fingerprint, EndReason, Links, Principal, RevokeReport, ShareId, ShareInfo};
+use crate::types::{
+    fingerprint, EndReason, Links, Principal, RevokeReport, ShareId, ShareInfo, ShareState,
+};
 use crate::worker::{BackendWorker, WorkerArgs, WorkerEvent, WorkerMsg};
 
 pub type ShareReply = RpcReplyPort<Result<ShareInfo, ShareError>>;
@@ -108,6 +110,8 @@ pub struct SessionState {
     worker_ready: bool,
     worker_pid: Option<u32>,
     ended: Arc<OnceLock<EndReason>>,
+    /// The backend label under which this share counts in `termshare_active_shares`.
+    counted_active: Option<String>,
 }
 
 impl SessionState {
@@ -257,12 +261,23 @@ impl SessionState {
             Phase::Active | Phase::Ended => None,
         };
         let _ = self.ended.set(reason.clone());
+        self.info.state = ShareState::Ending;
+        let _ = self.ctx.root.cast(RootMsg::Updated(self.info.clone()));
         if let Some(ttl) = &self.ttl {
             let _ = ttl.cast(TtlMsg::Cancel);
         }
         let participants_before = self.participants().await;
         let (outcome, stopped_in_time) = self.stop_worker(deadline).await;
         let elapsed = t0.elapsed();
+        self.count_active(false);
+        metrics::histogram!("termshare_revoke_seconds").record(elapsed.as_secs_f64());
+        metrics::counter!(match reason {
+            EndReason::Expired => "termshare_shares_expired_total",
+            EndReason::Revoked => "termshare_shares_revoked_total",
+            EndReason::Stopped => "termshare_shares_stopped_total",
+            EndReason::Failed(_) | EndReason::TerminalClosed => "termshare_shares_failed_total",
+        })
+        .increment(1);
         let report = RevokeReport {
             share_id: self.id(),
             reason: reason.clone(),
@@ -333,6 +348,17 @@ impl SessionState {
         }
     }
 
+    fn count_active(&mut self, active: bool) {
+        if let Some(b) = self.counted_active.take() {
+            metrics::gauge!("termshare_active_shares", "backend" => b).decrement(1.0);
+        }
+        if active {
+            let b = self.info.backend.to_string();
+            metrics::gauge!("termshare_active_shares", "backend" => b.clone()).increment(1.0);
+            self.counted_active = Some(b);
+        }
+    }
+
     fn info_now(&self) -> ShareInfo {
         self.info.clone()
     }
@@ -367,6 +393,7 @@ impl Actor for ShareSession {
             worker_ready: false,
             worker_pid: None,
             ended: args.ended,
+            counted_active: None,
         };
         state.info.expires_at = SystemTime::now() + args.ttl;
         let (ttl, _) =
@@ -416,6 +443,7 @@ impl Actor for ShareSession {
                     }
                     WorkerEvent::Exited(status) => {
                         state.worker = None;
+                        metrics::counter!("termshare_worker_crashes_total").increment(1);
                         let reason = if state.ctx.host.check(&state.info.terminal).await.is_err() {
                             EndReason::TerminalClosed
                         } else {
@@ -435,6 +463,10 @@ impl Actor for ShareSession {
                 generation,
             }) => {
                 if generation == state.ttl_generation && !matches!(state.phase, Phase::Ended) {
+                    if state.info.state == ShareState::Active {
+                        state.info.state = ShareState::Expiring;
+                        let _ = state.ctx.root.cast(RootMsg::Updated(state.info.clone()));
+                    }
                     let message = format!(
                         "termshare: this share of {} ends in {}",
                         state.info.terminal,
@@ -537,6 +569,7 @@ impl Actor for ShareSession {
                 .is_some_and(|t| t.get_id() == cell.get_id());
             if is_worker {
                 state.worker = None; // its state, and so its process guard, is gone
+                metrics::counter!("termshare_worker_crashes_total").increment(1);
                 let cause = format!("worker crashed: {err}");
                 state
                     .end(&myself, EndReason::Failed(cause), None, None)
@@ -556,9 +589,16 @@ impl Actor for ShareSession {
 
 async fn on_ready(state: &mut SessionState, links: Links) {
     state.info.links = links;
+    state.info.state = ShareState::Active;
+    state.count_active(true);
     let link_fp = fingerprint(&state.info.links.link);
     match std::mem::replace(&mut state.phase, Phase::Active) {
         Phase::Starting { reply } => {
+            let backend = state.info.backend.to_string();
+            metrics::counter!("termshare_shares_started_total", "backend" => backend.clone())
+                .increment(1);
+            metrics::histogram!("termshare_start_to_link_seconds", "backend" => backend)
+                .record(state.started.elapsed().as_secs_f64());
             let mut event = state
                 .event(AuditKind::ShareStarted)
                 .detail("access", state.info.access.as_str())
@@ -599,7 +639,7 @@ async fn on_ready(state: &mut SessionState, links: Links) {
 /// caller: an acknowledged start or switch always has its audit event.
 async fn announce(state: &SessionState, event: AuditEvent, reply: Option<ShareReply>) {
     let audited = record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout).await;
-    let _ = state.ctx.root.cast(RootMsg::Activated(state.info.clone()));
+    let _ = state.ctx.root.cast(RootMsg::Updated(state.info.clone()));
     if let Some(reply) = reply {
         let _ = reply.send(match audited {
             Ok(()) => Ok(state.info.clone()),
@@ -639,6 +679,9 @@ async fn extend(
     }
     state.deadline = new_deadline;
     state.info.expires_at += by;
+    if state.info.state == ShareState::Expiring {
+        state.info.state = ShareState::Active;
+    }
     state.arm_ttl();
     let event = state
         .event(AuditKind::ShareExtended)
@@ -651,6 +694,6 @@ async fn extend(
     record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout)
         .await
         .map_err(ShareError::AuditUnavailable)?;
-    let _ = state.ctx.root.cast(RootMsg::Activated(state.info.clone()));
+    let _ = state.ctx.root.cast(RootMsg::Updated(state.info.clone()));
     Ok(state.info.clone())
 }

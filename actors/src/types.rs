@@ -258,6 +258,33 @@ pub struct ShareInfo {
     pub expires_at: SystemTime,
     /// The policy rule that allowed the share.
     pub rule_id: String,
+    pub state: ShareState,
+    /// Participants connected, when the backend tells.
+    pub participants: Option<u32>,
+}
+
+/// Where a live share is in its life (what a badge shows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareState {
+    /// Admitted; waiting for the backend's link.
+    Starting,
+    Active,
+    /// A grace warning has fired: the share ends soon unless extended.
+    Expiring,
+    /// Being stopped (revoke, expiry, failure).
+    Ending,
+}
+
+impl ShareState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareState::Starting => "starting",
+            ShareState::Active => "active",
+            ShareState::Expiring => "expiring",
+            ShareState::Ending => "ending",
+        }
+    }
 }
 
 /// Why a share ended.

@@ -587,3 +587,58 @@ async fn a_rule_that_requires_a_join_restriction_refuses_an_open_backend() {
     assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
     h.svc.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn badges_follow_the_share_through_its_life() {
+    use termshare_actors::ShareState;
+    let h = harness(allow(), Settings::default()).await;
+    let mut badges = h.svc.badges();
+    let state_of = |b: &termshare_actors::Badges| -> Option<ShareState> {
+        b.get(&"dev".parse().unwrap())
+            .map(|badge| badge.shares[0].state)
+    };
+    let mut r = req("dev");
+    r.grace = Some(vec![Duration::from_secs(10)]);
+    let info = h.svc.share(r).await.unwrap();
+    badges.changed().await.unwrap();
+    let seen = badges.borrow_and_update().clone();
+    assert_eq!(state_of(&seen), Some(ShareState::Active));
+    let row = &seen[&"dev".parse().unwrap()].shares[0];
+    assert_eq!(
+        (row.share_id, row.expires_at),
+        (info.share_id, info.expires_at)
+    );
+    assert_eq!(row.backend.as_str(), "fake");
+
+    // The grace warning turns it to "expiring"; an extension back to "active".
+    tokio::time::sleep(Duration::from_secs(51)).await;
+    badges.changed().await.unwrap();
+    assert_eq!(
+        state_of(&badges.borrow_and_update()),
+        Some(ShareState::Expiring)
+    );
+    let who: termshare_actors::Principal = "human:alice".parse().unwrap();
+    h.svc
+        .extend(info.share_id, Duration::from_secs(60), who.clone())
+        .await
+        .unwrap();
+    badges.changed().await.unwrap();
+    assert_eq!(
+        state_of(&badges.borrow_and_update()),
+        Some(ShareState::Active)
+    );
+
+    h.svc.revoke(info.share_id, who).await.unwrap();
+    // "ending", then gone: the last board has no badge for the terminal.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            badges.changed().await.unwrap();
+            if badges.borrow_and_update().is_empty() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("badge not removed after revoke");
+    h.svc.shutdown().await;
+}
