@@ -106,7 +106,10 @@ pub enum Durability {
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
     pub socket: Option<PathBuf>,
+    /// `HOST:PORT` on loopback for the Prometheus endpoint; absent: none.
     pub metrics: Option<String>,
+    /// Log level or tracing filter (`info`, `termshare=debug`); `RUST_LOG` wins.
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +221,7 @@ impl Config {
                 }
             }
         }
+        self.metrics_addr()?;
         if let Some(s) = &self.backends.upterm.server {
             if !(s.starts_with("ssh://") || s.starts_with("ws://") || s.starts_with("wss://")) {
                 return Err(format!(
@@ -258,6 +262,27 @@ impl Config {
             authorized_keys: u.authorized_keys.as_deref().map(|p| self.resolve(p)),
             github_users: u.github_users.clone(),
         }
+    }
+
+    /// `--socket`, else `[service] socket`, else the default under `$XDG_RUNTIME_DIR`.
+    pub fn socket_path(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| self.service.socket.as_deref().map(|p| self.resolve(p)))
+            .unwrap_or_else(crate::daemon::default_socket)
+    }
+
+    /// `[service] metrics`, checked to be a loopback `HOST:PORT`.
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(s) = &self.service.metrics else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = s
+            .parse()
+            .map_err(|_| format!("service.metrics `{s}` must be IP:PORT, e.g. 127.0.0.1:9464"))?;
+        if !addr.ip().is_loopback() {
+            return Err(format!("service.metrics `{s}` must be a loopback address"));
+        }
+        Ok(Some(addr))
     }
 
     /// `[audit] path`, else `$XDG_STATE_HOME/termshare/audit.jsonl`, else
@@ -342,6 +367,8 @@ github_users = ["octocat"]
             "[backends.tty_share]\nlisten = \"localhost\"",
             "[backends.upterm]\nserver = \"http://x\"",
             "[terminal]\nattach = []",
+            "[service]\nmetrics = \"0.0.0.0:9464\"",
+            "[service]\nmetrics = \"localhost\"",
             "unknown_key = 1",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");

@@ -18,12 +18,14 @@ pub const LINK_TIMEOUT: i32 = 5;
 pub const NOT_FOUND: i32 = 6;
 /// The terminal already has as many live shares as its limit.
 pub const LIMIT_REACHED: i32 = 7;
-/// The share has expired (e.g. extend after expiry).
+/// The share has expired or already ended (e.g. extend after expiry, revoke twice).
 pub const EXPIRED: i32 = 8;
 /// The audit log cannot keep events: nothing is acknowledged (fail closed).
 pub const AUDIT_UNAVAILABLE: i32 = 9;
 /// A revoke ended the share only after its deadline (the worker had to be killed late).
 pub const REVOKE_DEADLINE_MISSED: i32 = 10;
+/// No daemon answers on the control socket (for commands that need one).
+pub const NO_DAEMON: i32 = 11;
 
 pub fn code(e: &ShareError) -> i32 {
     match e {
@@ -38,7 +40,9 @@ pub fn code(e: &ShareError) -> i32 {
         ShareError::Backend(BackendError::LinkTimeout { .. }) => LINK_TIMEOUT,
         ShareError::Backend(BackendError::Unsupported { .. }) => INVALID,
         ShareError::Backend(_) => BACKEND_UNAVAILABLE,
-        ShareError::ShareExpired(_) | ShareError::ShareEnding(_) => EXPIRED,
+        ShareError::ShareExpired(_) | ShareError::ShareEnding(_) | ShareError::ShareEnded(..) => {
+            EXPIRED
+        }
         ShareError::AuditUnavailable(_) => AUDIT_UNAVAILABLE,
         ShareError::RevokeDeadlineMissed(_) => REVOKE_DEADLINE_MISSED,
         ShareError::ShuttingDown | ShareError::Internal(_) => INTERNAL,

@@ -8,10 +8,14 @@
 
 pub mod audit_file;
 pub mod backends;
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod exit;
+pub mod metrics_endpoint;
 pub mod policy;
 pub mod process;
+pub mod protocol;
 pub mod terminal;
 
 use std::sync::Arc;
@@ -104,6 +108,12 @@ impl Termshare {
     /// Process groups of live workers (for operators and tests).
     pub fn live_process_groups(&self) -> Vec<i32> {
         self.spawner.registry().live()
+    }
+
+    /// SIGKILL every live worker process group now (a last resort: no audit, no
+    /// graceful stop).
+    pub fn kill_workers(&self) {
+        self.spawner.registry().kill_all();
     }
 
     /// Stop every share, reap every worker, flush the audit log. Any worker group still

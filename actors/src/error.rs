@@ -81,6 +81,8 @@ pub enum ShareError {
     ShareExpired(ShareId),
     #[error("share {0} is ending")]
     ShareEnding(ShareId),
+    #[error("share {0} has already ended ({1})")]
+    ShareEnded(ShareId, crate::types::EndReason),
     #[error("share {share_id}: extending by {by} would end it {total} after its start, above the policy maximum {max}")]
     ExtendAboveMax {
         share_id: ShareId,

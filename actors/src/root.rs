@@ -146,7 +146,7 @@ impl RootState {
     fn gone(&self, id: ShareId) -> ShareError {
         match self.ended.get(&id) {
             Some(EndReason::Expired) => ShareError::ShareExpired(id),
-            Some(_) => ShareError::ShareEnding(id),
+            Some(reason) => ShareError::ShareEnded(id, reason.clone()),
             None => ShareError::NotFound(id),
         }
     }
@@ -604,6 +604,7 @@ impl Actor for RootSupervisor {
 fn ended_error(id: ShareId, reason: Option<&EndReason>) -> ShareError {
     match reason {
         Some(EndReason::Expired) => ShareError::ShareExpired(id),
-        _ => ShareError::ShareEnding(id),
+        Some(reason) => ShareError::ShareEnded(id, reason.clone()),
+        None => ShareError::ShareEnding(id),
     }
 }

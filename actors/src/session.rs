@@ -657,7 +657,8 @@ async fn extend(
         Phase::Ended => {
             return Err(match state.ended.get() {
                 Some(EndReason::Expired) => ShareError::ShareExpired(state.id()),
-                _ => ShareError::ShareEnding(state.id()),
+                Some(reason) => ShareError::ShareEnded(state.id(), reason.clone()),
+                None => ShareError::ShareEnding(state.id()),
             })
         }
         Phase::Active | Phase::Starting { .. } | Phase::Switching { .. } => {}

@@ -206,9 +206,9 @@ async fn revoke_stops_the_worker_and_reports() {
         .svc
         .revoke(info.share_id, "human:bob".parse().unwrap())
         .await;
-    assert!(
-        matches!(again, Err(ShareError::ShareEnding(_))),
-        "{again:?}"
+    assert_eq!(
+        again,
+        Err(ShareError::ShareEnded(info.share_id, EndReason::Revoked))
     );
     h.svc.shutdown().await;
 }

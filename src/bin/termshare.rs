@@ -1,22 +1,26 @@
-//! The `termshare` command line. `share` runs the subsystem in the foreground: it prints
-//! the share, then its lifecycle events, and stays until the TTL ends or it is told to
-//! stop (SIGINT/SIGTERM), which revokes the share and reaps its worker.
+//! The `termshare` command line.
+//!
+//! `share` talks to a daemon when one answers on the socket; otherwise it runs the
+//! subsystem in the foreground: it prints the share, then its lifecycle events, and
+//! stays until the TTL ends or SIGINT/SIGTERM, which revokes the share and reaps its
+//! worker. `serve` runs the daemon; `list`, `extend`, `revoke`, `switch` and `status`
+//! talk to it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
 use termshare::actors::{
-    AccessMode, AuditEvent, AuditKind, BackendName, Principal, ShareInfo, ShareRequest,
+    AccessMode, AuditEvent, AuditKind, BackendName, InvalidInput, Principal, ShareRequest,
     TerminalName,
 };
+use termshare::client::{Client, ClientError};
 use termshare::config::Config;
-use termshare::exit;
 use termshare::policy::Policy;
-use termshare::Termshare;
-use tokio::signal::unix::{signal, SignalKind};
+use termshare::{daemon, exit, protocol, Termshare};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Parser)]
 #[command(name = "termshare", version, about = "Share a live terminal safely")]
@@ -24,14 +28,59 @@ struct Cli {
     /// Config file (TOML); every key is optional.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// The daemon's control socket (default: $XDG_RUNTIME_DIR/termshare.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// One JSON object per line instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Share a terminal (a tmux session) in the foreground until its TTL ends or Ctrl-C.
+    /// Share a terminal (a tmux session): through the daemon if one runs, else in the
+    /// foreground until its TTL ends or Ctrl-C.
     Share(ShareArgs),
+    /// Run the daemon: the subsystem behind the control socket.
+    Serve {
+        /// Policy file (TOML); without one every share is denied.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Check the config and policy, print what would be served, and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// List the daemon's live shares.
+    List,
+    /// Extend a share's TTL by DURATION (bounded by its rule's max_ttl).
+    Extend {
+        share: String,
+        #[arg(value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// End a share now and print the revoke report.
+    Revoke {
+        share: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Move a share to another backend (the old worker is reaped first).
+    Switch {
+        share: String,
+        #[arg(long)]
+        backend: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Show each terminal's badge; with --watch, redraw on every change.
+    Status {
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -53,12 +102,9 @@ struct ShareArgs {
     /// Who shares: human:NAME or agent:NAME (default human:$USER).
     #[arg(long = "as")]
     principal: Option<String>,
-    /// Policy file (TOML); without one every share is denied.
+    /// Policy file for a foreground share (a daemon applies its own).
     #[arg(long)]
     policy: Option<PathBuf>,
-    /// One JSON object per line.
-    #[arg(long)]
-    json: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -76,13 +122,6 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let config = match &cli.config {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
@@ -90,6 +129,23 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(
+                config.service.log.as_deref().unwrap_or(default_level),
+            )
+        })
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,33 +153,127 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(exit::INTERNAL, format!("cannot start the runtime: {e}")),
     };
-    match cli.command {
-        Command::Share(args) => runtime.block_on(share(config, args)),
+    let socket = config.socket_path(cli.socket.as_deref());
+    let json = cli.json;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Share(args) => share(config, &socket, args, json).await,
+            Command::Serve { policy, check } => serve(config, &socket, policy, check).await,
+            Command::List => list(&socket, json).await,
+            Command::Extend { share, duration, principal } => {
+                let cmd = json!({"cmd": "extend", "share_id": share,
+                    "by": humantime::format_duration(duration).to_string(), "as": principal});
+                one_share(&socket, cmd, json).await
+            }
+            Command::Revoke { share, principal } => {
+                revoke(&socket, json!({"cmd": "revoke", "share_id": share, "as": principal}), json).await
+            }
+            Command::Switch { share, backend, principal } => {
+                let cmd = json!({"cmd": "switch", "share_id": share, "backend": backend, "as": principal});
+                one_share(&socket, cmd, json).await
+            }
+            Command::Status { watch } => status(&socket, watch, json).await,
+        }
+    })
+}
+
+/// Drop `null` fields so optional flags left out are not sent.
+fn compact(mut v: Value) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
+async fn connect(socket: &Path) -> Result<Client, ExitCode> {
+    Client::connect(socket).await.map_err(|e| {
+        fail(
+            exit::NO_DAEMON,
+            format!(
+                "no termshare daemon answers on {} ({e}); start one with `termshare serve`",
+                socket.display()
+            ),
+        )
+    })
+}
+
+fn client_fail(e: ClientError) -> ExitCode {
+    match e {
+        ClientError::Remote(r) => fail(r.exit, r.message),
+        other => fail(exit::INTERNAL, other),
     }
 }
 
-async fn share(config: Config, args: ShareArgs) -> ExitCode {
+// ---------------------------------------------------------------------------- share
+
+async fn share(config: Config, socket: &Path, args: ShareArgs, as_json: bool) -> ExitCode {
     let request = match build_request(&args) {
         Ok(r) => r,
         Err(e) => return fail(exit::INVALID, e),
     };
-    let policy_path = args
-        .policy
-        .clone()
-        .or_else(|| config.policy.as_deref().map(|p| config.resolve(p)));
-    let policy = match &policy_path {
-        Some(p) => match Policy::load(p) {
-            Ok(p) => p,
-            Err(e) => return fail(exit::INVALID, e),
-        },
-        None => Policy::default(),
-    };
-    let (mut sigint, mut sigterm) = match (
+    if let Ok(mut client) = Client::connect(socket).await {
+        if args.policy.is_some() {
+            eprintln!(
+                "termshare: note: a daemon answers on {}; its own policy applies, not --policy",
+                socket.display()
+            );
+        }
+        let cmd = compact(json!({
+            "cmd": "share",
+            "terminal": request.terminal.as_str(),
+            "backend": request.backend.as_str(),
+            "access": request.access.as_str(),
+            "as": request.principal.as_str(),
+            "ttl": request.ttl.map(|d| humantime::format_duration(d).to_string()),
+            "grace": request.grace.as_ref().map(|g| g.iter().map(|d| humantime::format_duration(*d).to_string()).collect::<Vec<_>>()),
+        }));
+        return match client.call(cmd).await {
+            Ok(share) => {
+                print_share(&share, as_json, false);
+                ExitCode::SUCCESS
+            }
+            Err(e) => client_fail(e),
+        };
+    }
+    foreground_share(config, request, args.policy, as_json).await
+}
+
+fn signals() -> Result<(Signal, Signal), ExitCode> {
+    match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) {
-        (Ok(a), Ok(b)) => (a, b),
-        _ => return fail(exit::INTERNAL, "cannot install signal handlers"),
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        _ => Err(fail(exit::INTERNAL, "cannot install signal handlers")),
+    }
+}
+
+fn load_policy(
+    config: &Config,
+    flag: Option<PathBuf>,
+) -> Result<(Policy, Option<PathBuf>), ExitCode> {
+    let path = flag.or_else(|| config.policy.as_deref().map(|p| config.resolve(p)));
+    match &path {
+        Some(p) => Policy::load(p)
+            .map(|pol| (pol, path.clone()))
+            .map_err(|e| fail(exit::INVALID, e)),
+        None => Ok((Policy::default(), None)),
+    }
+}
+
+async fn foreground_share(
+    config: Config,
+    request: ShareRequest,
+    policy: Option<PathBuf>,
+    as_json: bool,
+) -> ExitCode {
+    let (policy, _) = match load_policy(&config, policy) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (mut sigint, mut sigterm) = match signals() {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let ts = match Termshare::start(&config, policy).await {
         Ok(t) => t,
@@ -145,7 +295,7 @@ async fn share(config: Config, args: ShareArgs) -> ExitCode {
             return fail(code, e);
         }
     };
-    print_share(&info, args.json);
+    print_share(&protocol::share_json(&info), as_json, true);
     let id = info.share_id;
     loop {
         tokio::select! {
@@ -157,7 +307,7 @@ async fn share(config: Config, args: ShareArgs) -> ExitCode {
                     if matches!(e.kind, AuditKind::ShareRequested | AuditKind::ShareStarted) {
                         continue;
                     }
-                    print_event(&e, args.json);
+                    print_event(&e, as_json);
                     if e.kind.is_terminal() {
                         ts.shutdown().await;
                         return ExitCode::SUCCESS;
@@ -173,7 +323,7 @@ async fn share(config: Config, args: ShareArgs) -> ExitCode {
     let revoked = ts.revoke(id, principal).await;
     while let Ok(e) = events.try_recv() {
         if e.correlation_id == id {
-            print_event(&e, args.json);
+            print_event(&e, as_json);
         }
     }
     ts.shutdown().await;
@@ -183,25 +333,25 @@ async fn share(config: Config, args: ShareArgs) -> ExitCode {
     }
 }
 
+fn default_principal() -> Result<Principal, String> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("human:{user}")
+        .parse()
+        .map_err(|e: InvalidInput| format!("{e}; pass --as"))
+}
+
 fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
     let terminal: TerminalName = args
         .terminal
         .parse()
-        .map_err(|e: termshare::actors::InvalidInput| e.to_string())?;
+        .map_err(|e: InvalidInput| e.to_string())?;
     let access: AccessMode = args
         .access
         .parse()
-        .map_err(|e: termshare::actors::InvalidInput| e.to_string())?;
+        .map_err(|e: InvalidInput| e.to_string())?;
     let principal: Principal = match &args.principal {
-        Some(p) => p
-            .parse()
-            .map_err(|e: termshare::actors::InvalidInput| e.to_string())?,
-        None => {
-            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-            format!("human:{user}")
-                .parse()
-                .map_err(|e: termshare::actors::InvalidInput| format!("{e}; pass --as"))?
-        }
+        Some(p) => p.parse().map_err(|e: InvalidInput| e.to_string())?,
+        None => default_principal()?,
     };
     if !["tty-share", "tmate", "upterm"].contains(&args.backend.as_str()) {
         return Err(format!(
@@ -219,34 +369,299 @@ fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
     })
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+// ---------------------------------------------------------------------------- serve
+
+async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bool) -> ExitCode {
+    let (policy, policy_path) = match load_policy(&config, policy) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let metrics = match config.metrics_addr() {
+        Ok(m) => m,
+        Err(e) => return fail(exit::INVALID, e),
+    };
+    let policy_desc = match &policy_path {
+        Some(p) => format!("{} ({} rules)", p.display(), policy.rules.len()),
+        None => "none: every share is denied".into(),
+    };
+    if check {
+        println!("socket:  {}", socket.display());
+        println!("policy:  {policy_desc}");
+        println!("audit:   {}", config.audit_path().display());
+        println!(
+            "metrics: {}",
+            metrics.map_or("off".into(), |m| format!("http://{m}/metrics"))
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(addr) = metrics {
+        if let Err(e) = termshare::metrics_endpoint::install(addr) {
+            return fail(exit::INTERNAL, e);
+        }
+    }
+    let (mut sigint, mut sigterm) = match signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let listener = match daemon::bind(socket).await {
+        Ok(l) => l,
+        Err(e) => return fail(exit::INTERNAL, e),
+    };
+    let ts = match Termshare::start(&config, policy).await {
+        Ok(t) => t,
+        Err(e @ termshare::StartError::Config(_)) => return fail(exit::INVALID, e),
+        Err(e) => return fail(exit::INTERNAL, e),
+    };
+    tracing::info!(socket = %socket.display(), policy = %policy_desc, "termshare daemon listening");
+    let shutdown = async {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    let reports = daemon::serve(ts, listener, socket.to_path_buf(), shutdown).await;
+    tracing::info!(
+        shares = reports.len(),
+        "termshare daemon stopped every share; exiting"
+    );
+    ExitCode::SUCCESS
 }
 
-fn print_share(info: &ShareInfo, as_json: bool) {
+// ---------------------------------------------------------------------------- client commands
+
+async fn list(socket: &Path, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(json!({"cmd": "list"})).await {
+        Ok(Value::Array(shares)) => {
+            if as_json {
+                for s in &shares {
+                    println!("{s}");
+                }
+            } else if shares.is_empty() {
+                println!("no live shares");
+            } else {
+                print_table(
+                    &[
+                        "SHARE",
+                        "TERMINAL",
+                        "BACKEND",
+                        "ACCESS",
+                        "STATE",
+                        "EXPIRES IN",
+                        "LINK",
+                    ],
+                    shares
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                str_of(&s["share_id"]),
+                                str_of(&s["terminal"]),
+                                str_of(&s["backend"]),
+                                str_of(&s["access"]),
+                                str_of(&s["state"]),
+                                countdown(&s["expires_at"]),
+                                str_of(&s["link"]),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail(exit::INTERNAL, format!("unexpected answer: {other}")),
+        Err(e) => client_fail(e),
+    }
+}
+
+async fn one_share(socket: &Path, cmd: Value, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(compact(cmd)).await {
+        Ok(share) => {
+            print_share(&share, as_json, false);
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_fail(e),
+    }
+}
+
+async fn revoke(socket: &Path, cmd: Value, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(compact(cmd)).await {
+        Ok(report) => {
+            if as_json {
+                println!("{report}");
+            } else {
+                println!(
+                    "revoked share {}: worker stopped in {:.1} ms (escalated: {}, deadline met: {})",
+                    str_of(&report["share_id"]),
+                    report["elapsed_ms"].as_f64().unwrap_or(f64::NAN),
+                    report["escalated"],
+                    report["deadline_met"]
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_fail(e),
+    }
+}
+
+async fn status(socket: &Path, watch: bool, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !watch {
+        return match client.call(json!({"cmd": "status"})).await {
+            Ok(board) => {
+                print_badges(&board, as_json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => client_fail(e),
+        };
+    }
+    if let Err(e) = client.call(json!({"cmd": "watch"})).await {
+        return client_fail(e);
+    }
+    // Redraw on every badge change; in text mode also once a second for the countdown.
+    let mut board = Value::Null;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            line = client.next_line() => match line {
+                Ok(Some(event)) => {
+                    board = event["badges"].clone();
+                    if as_json {
+                        println!("{board}");
+                        continue;
+                    }
+                }
+                Ok(None) => return ExitCode::SUCCESS, // the daemon stopped
+                Err(e) => return client_fail(e),
+            },
+            _ = tick.tick(), if !as_json => {}
+        }
+        if !as_json && !board.is_null() {
+            print!("\x1b[2J\x1b[H");
+            print_badges(&board, false);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- output
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// "4m 59s" until an RFC 3339 time; "expired" once past.
+fn countdown(at: &Value) -> String {
+    let Some(t) = at
+        .as_str()
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+    else {
+        return "-".into();
+    };
+    match t.duration_since(SystemTime::now()) {
+        Ok(left) => humantime::format_duration(Duration::from_secs(left.as_secs())).to_string(),
+        Err(_) => "expired".into(),
+    }
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_badges(board: &Value, as_json: bool) {
     if as_json {
-        let mut o = json!({
-            "share_id": info.share_id.to_string(),
-            "terminal": info.terminal.as_str(),
-            "backend": info.backend.as_str(),
-            "access": info.access.as_str(),
-            "link": info.links.link,
-            "expires_at": rfc3339(info.expires_at),
-        });
-        if let Some(ro) = &info.links.read_only_link {
-            o["read_only_link"] = json!(ro);
+        println!("{board}");
+        return;
+    }
+    let mut rows = Vec::new();
+    if let Value::Object(terminals) = board {
+        for (terminal, badge) in terminals {
+            for s in badge["shares"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    terminal.clone(),
+                    str_of(&s["share_id"]),
+                    str_of(&s["backend"]),
+                    str_of(&s["access"]),
+                    str_of(&s["participants"]),
+                    str_of(&s["state"]),
+                    countdown(&s["expires_at"]),
+                ]);
+            }
         }
-        println!("{o}");
-    } else {
-        println!(
-            "sharing terminal {} over {} ({}), share {}",
-            info.terminal, info.backend, info.access, info.share_id
-        );
-        println!("link:           {}", info.links.link);
-        if let Some(ro) = &info.links.read_only_link {
-            println!("read-only link: {ro}");
-        }
-        println!("expires at:     {}", rfc3339(info.expires_at));
+    }
+    if rows.is_empty() {
+        println!("no live shares");
+        return;
+    }
+    print_table(
+        &[
+            "TERMINAL",
+            "SHARE",
+            "BACKEND",
+            "ACCESS",
+            "PARTICIPANTS",
+            "STATE",
+            "EXPIRES IN",
+        ],
+        rows,
+    );
+}
+
+fn print_share(share: &Value, as_json: bool, foreground: bool) {
+    if as_json {
+        println!("{share}");
+        return;
+    }
+    println!(
+        "share {} of terminal {} over {} ({})",
+        str_of(&share["share_id"]),
+        str_of(&share["terminal"]),
+        str_of(&share["backend"]),
+        str_of(&share["access"])
+    );
+    println!("link:           {}", str_of(&share["link"]));
+    if share.get("read_only_link").is_some() {
+        println!("read-only link: {}", str_of(&share["read_only_link"]));
+    }
+    println!(
+        "expires at:     {} (in {})",
+        str_of(&share["expires_at"]),
+        countdown(&share["expires_at"])
+    );
+    if foreground {
         println!("Ctrl-C revokes the share.");
     }
 }
@@ -266,19 +681,21 @@ fn print_event(e: &AuditEvent, as_json: bool) {
         println!("{}", Value::Object(o));
     } else {
         let d = |k: &str| e.details.get(k).map(|v| v.to_string()).unwrap_or_default();
-        match e.kind.as_str() {
-            "share.grace_warning" => {
+        match e.kind {
+            AuditKind::ShareGraceWarning => {
                 println!("warning: the share ends in {} ms", d("remaining_ms"))
             }
-            "share.revoked" | "share.expired" | "share.stopped" => println!(
-                "{}: worker stopped in {} ms (escalated: {}, deadline met: {})",
-                e.kind.as_str().trim_start_matches("share."),
-                d("elapsed_ms"),
-                d("escalated"),
-                d("deadline_met")
-            ),
-            "share.failed" => println!("failed: {}", d("cause")),
-            other => println!("{other}"),
+            AuditKind::ShareRevoked | AuditKind::ShareExpired | AuditKind::ShareStopped => {
+                println!(
+                    "{}: worker stopped in {} ms (escalated: {}, deadline met: {})",
+                    e.kind.as_str().trim_start_matches("share."),
+                    d("elapsed_ms"),
+                    d("escalated"),
+                    d("deadline_met")
+                )
+            }
+            AuditKind::ShareFailed => println!("failed: {}", d("cause")),
+            other => println!("{}", other.as_str()),
         }
     }
 }

@@ -89,13 +89,26 @@ impl Tmux {
         std::fs::write(
             &path,
             format!(
-                "{extra}\n[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n",
+                "{extra}\n[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n{}",
                 self.socket.display(),
-                self.audit_path().display()
+                self.audit_path().display(),
+                // A private control socket: never a daemon of the user's or another test's.
+                if extra.contains("[service]") {
+                    String::new()
+                } else {
+                    format!(
+                        "[service]\nsocket = \"{}\"\n",
+                        self.daemon_socket().display()
+                    )
+                }
             ),
         )
         .unwrap();
         path
+    }
+
+    pub fn daemon_socket(&self) -> PathBuf {
+        self.dir.path().join("run").join("termshare.sock")
     }
 
     pub fn audit_path(&self) -> PathBuf {

@@ -1,0 +1,272 @@
+//! The control protocol of `termshare serve`: JSON lines over a Unix socket.
+//!
+//! Version 1. One request per line, each an object with `"v": 1`, an `"id"` (string or
+//! number, echoed back) and a `"cmd"`; unknown fields are errors. Every request gets
+//! exactly one response line:
+//!
+//! ```text
+//! → {"v":1,"id":1,"cmd":"share","terminal":"S","backend":"tty-share","ttl":"30m"}
+//! ← {"v":1,"id":1,"ok":true,"result":{"share_id":"…","link":"…",…}}
+//! → {"v":1,"id":2,"cmd":"revoke","share_id":"nope"}
+//! ← {"v":1,"id":2,"ok":false,"error":{"code":"invalid","exit":2,"message":"…"}}
+//! ```
+//!
+//! Commands: `ping`, `share {terminal, backend, ttl?, grace?, access?, as?}`, `list`,
+//! `extend {share_id, by, as?}`, `revoke {share_id, as?}`, `switch {share_id, backend,
+//! as?}`, `status`, and `watch`, which answers once and then streams
+//! `{"v":1,"id":…,"event":"badges","badges":{…}}` on every badge change until the
+//! client disconnects. A line that is not JSON, too long (64 KiB), or not a request
+//! gets an error response with `"id": null` when no id could be read.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use termshare_actors::{RevokeReport, ShareError, ShareInfo};
+
+use crate::exit;
+
+pub const VERSION: u64 = 1;
+/// Longest request line accepted; longer lines are answered with `line_too_long`.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    Ping {},
+    Share {
+        terminal: String,
+        backend: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access: Option<String>,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+    },
+    List {},
+    Extend {
+        share_id: String,
+        by: String,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+    },
+    Revoke {
+        share_id: String,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+    },
+    Switch {
+        share_id: String,
+        backend: String,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+    },
+    Status {},
+    Watch {},
+}
+
+/// A parsed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub id: Value,
+    pub command: Command,
+}
+
+/// A protocol-level error: the line could not be understood as a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("the line is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("the request must be a JSON object")]
+    NotAnObject,
+    #[error("unsupported protocol version {0}; this daemon speaks version 1")]
+    UnsupportedVersion(String),
+    #[error("the request has no `v` (protocol version)")]
+    MissingVersion,
+    #[error("the request needs an `id` (a string of at most 128 characters, or a number)")]
+    BadId,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("the line is longer than {MAX_LINE} bytes")]
+    LineTooLong,
+}
+
+impl ProtocolError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::BadJson(_) => "bad_json",
+            ProtocolError::NotAnObject | ProtocolError::BadId | ProtocolError::MissingVersion => {
+                "bad_request"
+            }
+            ProtocolError::UnsupportedVersion(_) => "unsupported_version",
+            ProtocolError::BadRequest(_) => "bad_request",
+            ProtocolError::LineTooLong => "line_too_long",
+        }
+    }
+}
+
+/// Parse one request line. On error, returns the request's id when it could be read.
+pub fn parse_request(line: &[u8]) -> Result<Request, (Value, ProtocolError)> {
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| (Value::Null, ProtocolError::BadJson(e.to_string())))?;
+    let Value::Object(mut obj) = value else {
+        return Err((Value::Null, ProtocolError::NotAnObject));
+    };
+    let id = match obj.remove("id") {
+        Some(Value::String(s)) if s.chars().count() <= 128 => Value::String(s),
+        Some(Value::Number(n)) => Value::Number(n),
+        _ => return Err((Value::Null, ProtocolError::BadId)),
+    };
+    match obj.remove("v") {
+        Some(Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
+        Some(other) => {
+            let shown: String = other.to_string().chars().take(20).collect();
+            return Err((id, ProtocolError::UnsupportedVersion(shown)));
+        }
+        None => return Err((id, ProtocolError::MissingVersion)),
+    }
+    let command = Command::deserialize(Value::Object(obj)).map_err(|e| {
+        let msg: String = e.to_string().chars().take(300).collect();
+        (id.clone(), ProtocolError::BadRequest(msg))
+    })?;
+    Ok(Request { id, command })
+}
+
+/// `{"v":1,"id":…,"ok":true,"result":…}`
+pub fn ok(id: &Value, result: Value) -> Value {
+    json!({"v": VERSION, "id": id, "ok": true, "result": result})
+}
+
+/// `{"v":1,"id":…,"ok":false,"error":{"code","exit","message"}}`
+pub fn error(id: &Value, code: &str, exit_code: i32, message: &str) -> Value {
+    json!({"v": VERSION, "id": id, "ok": false,
+           "error": {"code": code, "exit": exit_code, "message": message}})
+}
+
+pub fn protocol_error(id: &Value, e: &ProtocolError) -> Value {
+    error(id, e.code(), exit::INVALID, &e.to_string())
+}
+
+pub fn share_error(id: &Value, e: &ShareError) -> Value {
+    error(id, share_error_code(e), exit::code(e), &e.to_string())
+}
+
+/// A stable machine-readable name for each kind of failure.
+pub fn share_error_code(e: &ShareError) -> &'static str {
+    match e {
+        ShareError::Invalid(_) => "invalid",
+        ShareError::Denied { .. } | ShareError::TtlAboveMax { .. } => "denied",
+        ShareError::ExtendAboveMax { .. } => "denied",
+        ShareError::LimitReached { .. } => "limit_reached",
+        ShareError::UnknownBackend(_) | ShareError::UnknownTerminal { .. } => "not_found",
+        ShareError::NotFound(_) => "not_found",
+        ShareError::Backend(termshare_actors::BackendError::LinkTimeout { .. }) => "link_timeout",
+        ShareError::Backend(termshare_actors::BackendError::Unsupported { .. }) => "invalid",
+        ShareError::Backend(_) => "backend_unavailable",
+        ShareError::ShareExpired(_) => "expired",
+        ShareError::ShareEnding(_) => "ending",
+        ShareError::ShareEnded(..) => "ended",
+        ShareError::RevokeDeadlineMissed(_) => "revoke_deadline_missed",
+        ShareError::AuditUnavailable(_) => "audit_unavailable",
+        ShareError::ShuttingDown => "shutting_down",
+        ShareError::Internal(_) => "internal",
+    }
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A share as the owner sees it: `{"share_id","terminal","backend","access","link",
+/// "read_only_link"?,"expires_at", "state","principal","started_at","participants"}`.
+pub fn share_json(info: &ShareInfo) -> Value {
+    let mut o = Map::new();
+    o.insert("share_id".into(), json!(info.share_id.to_string()));
+    o.insert("terminal".into(), json!(info.terminal.as_str()));
+    o.insert("backend".into(), json!(info.backend.as_str()));
+    o.insert("access".into(), json!(info.access.as_str()));
+    o.insert("link".into(), json!(info.links.link));
+    if let Some(ro) = &info.links.read_only_link {
+        o.insert("read_only_link".into(), json!(ro));
+    }
+    o.insert("expires_at".into(), json!(rfc3339(info.expires_at)));
+    o.insert("state".into(), json!(info.state.as_str()));
+    o.insert("principal".into(), json!(info.principal.as_str()));
+    o.insert("started_at".into(), json!(rfc3339(info.started_at)));
+    o.insert("participants".into(), json!(info.participants));
+    Value::Object(o)
+}
+
+/// A revoke's report: `{"share_id","reason","elapsed_ms","escalated","already_gone",
+/// "participants_before","deadline_met"}`.
+pub fn report_json(r: &RevokeReport) -> Value {
+    json!({
+        "share_id": r.share_id.to_string(),
+        "reason": r.reason.to_string(),
+        "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
+        "escalated": r.escalated,
+        "already_gone": r.already_gone,
+        "participants_before": r.participants_before,
+        "deadline_met": r.deadline_met,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_request_parses() {
+        let r = parse_request(
+            br#"{"v":1,"id":"a","cmd":"share","terminal":"S","backend":"tty-share","ttl":"30m","as":"human:x"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.id, json!("a"));
+        assert_eq!(
+            parse_request(br#"{"v":1,"id":2,"cmd":"list"}"#)
+                .unwrap()
+                .command,
+            Command::List {}
+        );
+        assert!(
+            matches!(r.command, Command::Share { ref principal, .. } if principal.as_deref() == Some("human:x"))
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_typed_errors() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"not json", "bad_json"),
+            (b"[1,2]", "bad_request"),
+            (br#"{"v":1,"cmd":"list"}"#, "bad_request"),
+            (br#"{"v":2,"id":1,"cmd":"list"}"#, "unsupported_version"),
+            (br#"{"id":1,"cmd":"list"}"#, "bad_request"),
+            (br#"{"v":1,"id":1,"cmd":"format_disk"}"#, "bad_request"),
+            (
+                br#"{"v":1,"id":1,"cmd":"list","extra":true}"#,
+                "bad_request",
+            ),
+            (
+                br#"{"v":1,"id":1,"cmd":"revoke","share_id":7}"#,
+                "bad_request",
+            ),
+            (
+                br#"{"v":1,"id":1,"cmd":"share","terminal":"S"}"#,
+                "bad_request",
+            ),
+            (br#"{"v":1,"id":{"x":1},"cmd":"list"}"#, "bad_request"),
+            (b"\xff\xfe", "bad_json"),
+        ];
+        for (line, code) in cases {
+            let (_, e) = parse_request(line).unwrap_err();
+            assert_eq!(e.code(), *code, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn the_id_is_echoed_when_it_could_be_read() {
+        let (id, _) = parse_request(br#"{"v":1,"id":42,"cmd":"nope"}"#).unwrap_err();
+        assert_eq!(id, json!(42));
+    }
+}
