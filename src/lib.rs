@@ -3,8 +3,15 @@
 //! The supervision tree lives in [`termshare_actors`] (re-exported as [`actors`]); this
 //! crate is the real-world side: backend adapters over OS processes ([`backends`],
 //! [`process`]), the host terminal ([`terminal`]), the policy file ([`policy`]), the
-//! config file ([`config`]), the audit file ([`audit_file`]), and [`Termshare`], which
-//! wires them into a running service.
+//! config file ([`config`]), the audit file ([`audit_file`]), the daemon and its
+//! protocol ([`daemon`], [`protocol`], [`client`]), and [`Termshare`], which wires them
+//! into a running service.
+//!
+//! A runtime links this crate and drives [`Termshare`]: start it from a [`Config`] and
+//! a [`Policy`], then `share`, `list`, `extend`, `switch`, `revoke` (all on
+//! [`termshare_actors::ShareService`], which `Termshare` derefs to), follow `badges()`
+//! and `subscribe()`, and `shutdown()` at the end. `examples/embed.rs` is a complete,
+//! runnable program (`cargo run --example embed`).
 
 pub mod audit_file;
 pub mod backends;
