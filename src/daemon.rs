@@ -244,7 +244,8 @@ async fn watch(
         let board = serde_json::to_value(&*badges.borrow_and_update()).map_err(io::Error::other)?;
         write_line(
             write,
-            &json!({"v": protocol::VERSION, "id": id, "event": "badges", "badges": board}),
+            &json!({"v": protocol::VERSION, "id": id, "event": "badges", "badges": board,
+                    "audit": audit_status(ts)}),
         )
         .await?;
         tokio::select! {
@@ -252,6 +253,15 @@ async fn watch(
             // Anything from the client, or its leaving, ends the stream.
             _ = read.fill_buf() => return Ok(()),
         }
+    }
+}
+
+/// `{"healthy": true}` or `{"healthy": false, "error": "…"}`: new shares are refused
+/// while the audit log fails.
+fn audit_status(ts: &Termshare) -> Value {
+    match ts.audit_error() {
+        None => json!({"healthy": true}),
+        Some(e) => json!({"healthy": false, "error": e}),
     }
 }
 
@@ -347,7 +357,9 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
             .map(|i| protocol::share_json(&i))
         }
         Command::Status {} => {
-            serde_json::to_value(&*ts.badges().borrow()).map_err(ShareError::internal)
+            let badges =
+                serde_json::to_value(&*ts.badges().borrow()).map_err(ShareError::internal)?;
+            Ok(json!({"badges": badges, "audit": audit_status(ts)}))
         }
         Command::Watch {} => unreachable!("handled by the connection loop"),
     }

@@ -131,7 +131,8 @@ fn serve_share_list_status_extend_revoke_as_a_new_user_would() {
         "{status}"
     );
     let board = daemon.json(&["status"]);
-    assert_eq!(board["S"]["shares"][0]["share_id"], id.as_str());
+    assert_eq!(board["badges"]["S"]["shares"][0]["share_id"], id.as_str());
+    assert_eq!(board["audit"]["healthy"], true);
 
     let extended = daemon.json(&["extend", &id, "5m"]);
     let moved = expires(&extended).duration_since(expires(&share)).unwrap();

@@ -6,6 +6,7 @@
 //! accepted the batch.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -15,7 +16,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::traits::AuditSink;
-use crate::types::{BackendName, Principal, ShareId, TerminalName};
+use crate::types::{BackendName, Principal, TerminalName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AuditKind {
@@ -77,7 +78,9 @@ pub struct AuditEvent {
     #[serde(with = "humantime_serde_compat")]
     pub at: SystemTime,
     pub seq: u64,
-    pub correlation_id: ShareId,
+    /// The share's id; for a handoff step, the handoff's id (its share, if any, is in
+    /// `details.share_id`).
+    pub correlation_id: Uuid,
     pub kind: AuditKind,
     pub principal: Option<Principal>,
     pub terminal: Option<TerminalName>,
@@ -86,7 +89,8 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(kind: AuditKind, correlation_id: ShareId) -> Self {
+    pub fn new(kind: AuditKind, correlation_id: impl Into<Uuid>) -> Self {
+        let correlation_id = correlation_id.into();
         AuditEvent {
             id: Uuid::nil(),
             at: SystemTime::now(),
@@ -140,17 +144,129 @@ pub enum AuditMsg {
     Flush(RpcReplyPort<()>),
 }
 
+/// Whether the audit sink is keeping events. Shared with the root (which refuses new
+/// shares while it fails) and with status and metrics.
+#[derive(Default)]
+pub struct AuditHealth {
+    error: parking_lot::Mutex<Option<String>>,
+}
+
+impl AuditHealth {
+    /// The sink's last error, while it is failing.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
+
+    fn set(&self, error: Option<String>) {
+        metrics::gauge!("termshare_audit_healthy").set(if error.is_some() { 0.0 } else { 1.0 });
+        *self.error.lock() = error;
+    }
+}
+
+/// The AuditActor: the cast target of every lifecycle event. It hands events, in
+/// order, to a writer task that owns the sink and commits in groups: it waits for one
+/// event, takes every event that queued up meanwhile (up to `max_batch`), appends them
+/// in one write (and one fsync, for the durable sink) on a blocking thread, then
+/// acknowledges them all. Under load a batch is whatever arrived during the previous
+/// commit; idle, an event is committed at once: no timer adds latency. Ids and
+/// sequence numbers are assigned at commit, so a failed write leaves no gap.
 pub struct AuditActor;
 
 pub struct AuditArgs {
     pub sink: Box<dyn AuditSink>,
     pub subscribers: broadcast::Sender<AuditEvent>,
+    pub health: Arc<AuditHealth>,
+    pub max_batch: usize,
+}
+
+enum WriterJob {
+    Record(AuditEvent, Option<RpcReplyPort<Result<(), String>>>),
+    Flush(RpcReplyPort<()>),
 }
 
 pub struct AuditState {
-    sink: Box<dyn AuditSink>,
-    next_seq: u64,
+    /// Closing this queue ends the writer once it has written what is queued.
+    jobs: tokio::sync::mpsc::UnboundedSender<WriterJob>,
+}
+
+async fn writer_loop(
+    mut sink: Box<dyn AuditSink>,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<WriterJob>,
     subscribers: broadcast::Sender<AuditEvent>,
+    health: Arc<AuditHealth>,
+    max_batch: usize,
+) {
+    let mut next_seq = sink.next_seq();
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        for job in &batch {
+            if let WriterJob::Record(e, _) = job {
+                let mut e = e.clone();
+                e.id = Uuid::now_v7();
+                e.seq = next_seq + events.len() as u64;
+                events.push(e);
+            }
+        }
+        metrics::gauge!("termshare_audit_queue_depth").decrement(events.len() as f64);
+        let result = if events.is_empty() {
+            Ok(())
+        } else {
+            // File I/O and fsync block: keep them off the runtime's workers.
+            let (back, events_back, result) = match tokio::task::spawn_blocking(move || {
+                let r = sink.append(&events);
+                (sink, events, r)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "the audit writer panicked; audit stops");
+                    health.set(Some(format!("audit writer panicked: {e}")));
+                    return;
+                }
+            };
+            sink = back;
+            events = events_back;
+            result
+        };
+        match &result {
+            Ok(()) => {
+                next_seq += events.len() as u64;
+                if health.error().is_some() {
+                    tracing::warn!("the audit log keeps events again");
+                }
+                health.set(None);
+                metrics::histogram!("termshare_audit_batch_size").record(events.len() as f64);
+                for e in events {
+                    // Nobody listening is fine.
+                    let _ = subscribers.send(e);
+                }
+            }
+            Err(e) => {
+                metrics::counter!("termshare_audit_failures_total").increment(1);
+                tracing::error!(error = %e, lost = events.len(), "the audit sink refused a batch");
+                health.set(Some(e.clone()));
+            }
+        }
+        for job in batch {
+            match job {
+                WriterJob::Record(_, Some(ack)) => {
+                    let _ = ack.send(result.clone());
+                }
+                WriterJob::Record(_, None) => {}
+                WriterJob::Flush(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
 }
 
 impl Actor for AuditActor {
@@ -163,11 +279,16 @@ impl Actor for AuditActor {
         _myself: ActorRef<Self::Msg>,
         args: AuditArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(AuditState {
-            sink: args.sink,
-            next_seq: 1,
-            subscribers: args.subscribers,
-        })
+        let (jobs, rx) = tokio::sync::mpsc::unbounded_channel();
+        args.health.set(None);
+        tokio::spawn(writer_loop(
+            args.sink,
+            rx,
+            args.subscribers,
+            args.health,
+            args.max_batch.max(1),
+        ));
+        Ok(AuditState { jobs })
     }
 
     async fn handle(
@@ -176,31 +297,14 @@ impl Actor for AuditActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            AuditMsg::Record(mut event, ack) => {
-                metrics::gauge!("termshare_audit_queue_depth").decrement(1.0);
-                event.id = Uuid::now_v7();
-                event.seq = state.next_seq;
-                let result = state.sink.append(std::slice::from_ref(&event));
-                match &result {
-                    Ok(()) => {
-                        state.next_seq += 1;
-                        // Nobody listening is fine.
-                        let _ = state.subscribers.send(event);
-                    }
-                    Err(e) => {
-                        metrics::counter!("termshare_audit_failures_total").increment(1);
-                        tracing::error!(error = %e, "audit sink refused an event")
-                    }
-                }
-                if let Some(ack) = ack {
-                    let _ = ack.send(result);
-                }
-            }
-            AuditMsg::Flush(reply) => {
-                let _ = reply.send(());
-            }
-        }
+        let job = match msg {
+            AuditMsg::Record(event, ack) => WriterJob::Record(event, ack),
+            AuditMsg::Flush(reply) => WriterJob::Flush(reply),
+        };
+        state
+            .jobs
+            .send(job)
+            .map_err(|_| "the audit writer is gone")?;
         Ok(())
     }
 }

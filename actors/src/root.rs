@@ -304,18 +304,30 @@ impl Actor for RootSupervisor {
             RootMsg::Share(req, reply) => {
                 let id = ShareId::new();
                 metrics::counter!("termshare_shares_requested_total").increment(1);
-                record(
+                // Fail closed: a share whose request cannot be put on the record does
+                // not start. (This write is also how a recovered log is noticed.)
+                let requested = AuditEvent::new(AuditKind::ShareRequested, id)
+                    .principal(&req.principal)
+                    .terminal(&req.terminal)
+                    .backend(&req.backend)
+                    .detail("access", req.access.as_str())
+                    .detail(
+                        "ttl_ms",
+                        serde_json::json!(req.ttl.map(|t| t.as_millis() as u64)),
+                    );
+                if let Err(e) = record_acked(
                     &state.ctx.audit,
-                    AuditEvent::new(AuditKind::ShareRequested, id)
-                        .principal(&req.principal)
-                        .terminal(&req.terminal)
-                        .backend(&req.backend)
-                        .detail("access", req.access.as_str())
-                        .detail(
-                            "ttl_ms",
-                            serde_json::json!(req.ttl.map(|t| t.as_millis() as u64)),
-                        ),
-                );
+                    requested,
+                    state.ctx.settings.audit_timeout,
+                )
+                .await
+                {
+                    metrics::counter!("termshare_shares_denied_total").increment(1);
+                    let _ = reply.send(Err(ShareError::AuditUnavailable(format!(
+                        "{e}; new shares are refused until the audit log keeps events again"
+                    ))));
+                    return Ok(());
+                }
                 let Admitted {
                     ttl,
                     grant,

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, watch};
 use crate::badge::Badges;
 use tokio::task::JoinHandle;
 
-use crate::audit::{AuditActor, AuditArgs, AuditEvent, AuditMsg};
+use crate::audit::{AuditActor, AuditArgs, AuditEvent, AuditHealth, AuditMsg};
 use crate::error::ShareError;
 use crate::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::settings::Settings;
@@ -33,6 +33,7 @@ pub struct ShareService {
     audit_task: JoinHandle<()>,
     events: broadcast::Sender<AuditEvent>,
     badges: watch::Receiver<Badges>,
+    audit_health: Arc<AuditHealth>,
     settings: Settings,
 }
 
@@ -42,12 +43,15 @@ const CALL_SLACK: Duration = Duration::from_secs(2);
 impl ShareService {
     pub async fn start(deps: ServiceDeps, settings: Settings) -> Result<Self, ShareError> {
         let (events, _) = broadcast::channel(1024);
+        let audit_health = Arc::new(AuditHealth::default());
         let (audit, audit_task) = Actor::spawn(
             None,
             AuditActor,
             AuditArgs {
                 sink: deps.audit_sink,
                 subscribers: events.clone(),
+                health: audit_health.clone(),
+                max_batch: settings.audit_max_batch,
             },
         )
         .await
@@ -76,6 +80,7 @@ impl ShareService {
             audit_task,
             events,
             badges,
+            audit_health,
             settings,
         })
     }
@@ -88,6 +93,12 @@ impl ShareService {
     /// audit file does not): this stream is for display, not for the record.
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
         self.events.subscribe()
+    }
+
+    /// `Some(error)` while the audit sink fails to keep events (new shares are refused
+    /// then; live shares keep their TTL and can be revoked).
+    pub fn audit_error(&self) -> Option<String> {
+        self.audit_health.error()
     }
 
     /// The live badge board: one badge per terminal with live shares, republished on

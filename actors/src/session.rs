@@ -323,7 +323,10 @@ impl SessionState {
             let _ = reply.send(match audited {
                 Ok(()) if report.deadline_met => Ok(report),
                 Ok(()) => Err(ShareError::RevokeDeadlineMissed(Box::new(report))),
-                Err(e) => Err(ShareError::AuditUnavailable(e)),
+                Err(e) => Err(ShareError::AuditUnavailable(format!(
+                    "share {} ended ({reason}), but its audit event was not kept: {e}",
+                    report.share_id
+                ))),
             });
         }
         let _ = self.ctx.root.cast(RootMsg::Ended {

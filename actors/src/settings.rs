@@ -22,6 +22,8 @@ pub struct Settings {
     pub probe_interval: Duration,
     /// Refuse every share on a backend that does not restrict who may join.
     pub require_join_restriction: bool,
+    /// Most audit events committed in one write (group commit).
+    pub audit_max_batch: usize,
 }
 
 impl Default for Settings {
@@ -36,6 +38,7 @@ impl Default for Settings {
             audit_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_secs(1),
             require_join_restriction: false,
+            audit_max_batch: 1024,
         }
     }
 }

@@ -239,3 +239,23 @@ impl PolicyGate for DenyAll {
         }
     }
 }
+
+/// A sink that keeps events in memory, records each batch's size, and fails on demand
+/// (a full disk).
+#[derive(Clone, Default)]
+pub struct FlakySink {
+    pub events: Arc<Mutex<Vec<crate::audit::AuditEvent>>>,
+    pub batches: Arc<Mutex<Vec<usize>>>,
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl crate::traits::AuditSink for FlakySink {
+    fn append(&mut self, events: &[crate::audit::AuditEvent]) -> Result<(), String> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err("No space left on device (injected)".into());
+        }
+        self.batches.lock().push(events.len());
+        self.events.lock().extend_from_slice(events);
+        Ok(())
+    }
+}

@@ -148,6 +148,12 @@ pub trait PolicyGate: Send + Sync + 'static {
 pub trait AuditSink: Send + 'static {
     /// Append a batch; return only once it is as durable as the sink promises.
     fn append(&mut self, events: &[AuditEvent]) -> Result<(), String>;
+
+    /// The sequence number the next event gets: one past the last one kept, so that
+    /// numbering continues across restarts.
+    fn next_seq(&self) -> u64 {
+        1
+    }
 }
 
 /// The host side: the terminal that is shared.

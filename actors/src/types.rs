@@ -22,6 +22,19 @@ impl ShareId {
     }
 }
 
+impl From<ShareId> for Uuid {
+    fn from(id: ShareId) -> Uuid {
+        id.0
+    }
+}
+
+/// Lets `event.correlation_id == share_id` read as it means.
+impl PartialEq<ShareId> for Uuid {
+    fn eq(&self, other: &ShareId) -> bool {
+        *self == other.0
+    }
+}
+
 impl Default for ShareId {
     fn default() -> Self {
         Self::new()

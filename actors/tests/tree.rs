@@ -642,3 +642,81 @@ async fn badges_follow_the_share_through_its_life() {
     .expect("badge not removed after revoke");
     h.svc.shutdown().await;
 }
+
+async fn harness_with_sink(
+    sink: termshare_actors::testing::FlakySink,
+) -> (ShareService, Arc<FakeWorld>) {
+    let world = Arc::new(FakeWorld::default());
+    let svc = ShareService::start(
+        ServiceDeps {
+            backends: vec![Arc::new(FakeBackend::new("fake", world.clone()))],
+            policy: Arc::new(allow()),
+            host: Arc::new(FakeHost::with(&["dev", "ops"])),
+            audit_sink: Box::new(sink),
+        },
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    (svc, world)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_audit_log_refuses_new_shares_but_live_ones_still_end() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let sink = termshare_actors::testing::FlakySink::default();
+    let (svc, world) = harness_with_sink(sink.clone()).await;
+    let live = svc.share(req("dev")).await.unwrap();
+    sink.failing.store(true, SeqCst);
+    let err = svc.share(req("ops")).await.unwrap_err();
+    assert!(matches!(err, ShareError::AuditUnavailable(_)), "{err}");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert_eq!(
+        world.live_count(),
+        1,
+        "nothing started for the refused share"
+    );
+    assert!(svc.audit_error().unwrap().contains("No space left"));
+    // The live share can still be revoked: its worker stops, and the caller is told
+    // that the event could not be kept.
+    let revoked = svc
+        .revoke(live.share_id, "human:bob".parse().unwrap())
+        .await;
+    assert!(
+        matches!(revoked, Err(ShareError::AuditUnavailable(_))),
+        "{revoked:?}"
+    );
+    assert_eq!(world.live_count(), 0);
+    // The disk recovers: the next request is kept and the share starts.
+    sink.failing.store(false, SeqCst);
+    svc.share(req("ops")).await.unwrap();
+    assert!(svc.audit_error().is_none());
+    let seqs: Vec<u64> = sink.events.lock().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gaps");
+    svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_events_are_committed_in_groups() {
+    let sink = termshare_actors::testing::FlakySink::default();
+    let (svc, _world) = harness_with_sink(sink.clone()).await;
+    let svc = Arc::new(svc);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let svc = svc.clone();
+        let terminal = if i % 2 == 0 { "dev" } else { "ops" };
+        tasks.push(tokio::spawn(async move { svc.share(req(terminal)).await }));
+    }
+    for t in tasks {
+        let _ = t.await.unwrap();
+    }
+    let batches = sink.batches.lock().clone();
+    let events: usize = batches.iter().sum();
+    assert_eq!(events, sink.events.lock().len());
+    assert!(
+        batches.iter().any(|&b| b > 1),
+        "no group commit happened: {batches:?}"
+    );
+    assert!(batches.len() < events, "{batches:?}");
+    Arc::into_inner(svc).unwrap().shutdown().await;
+}

@@ -81,6 +81,33 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Read the audit log (the config's `[audit] path`), filtered; --follow tails it.
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// Only events of this share or handoff (correlation id).
+    #[arg(long, alias = "correlation")]
+    share: Option<String>,
+    /// Only events of this terminal.
+    #[arg(long)]
+    terminal: Option<String>,
+    /// Only events of this kind (`share.revoked`, or just `revoked`).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only events at or after this time: RFC 3339, or a duration meaning "ago" (10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events before this time (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Keep printing events as they are written.
+    #[arg(long)]
+    follow: bool,
+    /// Read this file instead of the config's audit log.
+    #[arg(long)]
+    file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -173,6 +200,7 @@ fn main() -> ExitCode {
                 one_share(&socket, cmd, json).await
             }
             Command::Status { watch } => status(&socket, watch, json).await,
+            Command::Audit(args) => audit(&config, args, json).await,
         }
     })
 }
@@ -521,8 +549,13 @@ async fn status(socket: &Path, watch: bool, as_json: bool) -> ExitCode {
     };
     if !watch {
         return match client.call(json!({"cmd": "status"})).await {
-            Ok(board) => {
-                print_badges(&board, as_json);
+            Ok(status) => {
+                if as_json {
+                    println!("{status}");
+                } else {
+                    print_audit_warning(&status["audit"]);
+                    print_badges(&status["badges"]);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => client_fail(e),
@@ -532,15 +565,15 @@ async fn status(socket: &Path, watch: bool, as_json: bool) -> ExitCode {
         return client_fail(e);
     }
     // Redraw on every badge change; in text mode also once a second for the countdown.
-    let mut board = Value::Null;
+    let mut event = Value::Null;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             line = client.next_line() => match line {
-                Ok(Some(event)) => {
-                    board = event["badges"].clone();
+                Ok(Some(e)) => {
+                    event = e;
                     if as_json {
-                        println!("{board}");
+                        println!("{}", json!({"badges": event["badges"], "audit": event["audit"]}));
                         continue;
                     }
                 }
@@ -549,11 +582,138 @@ async fn status(socket: &Path, watch: bool, as_json: bool) -> ExitCode {
             },
             _ = tick.tick(), if !as_json => {}
         }
-        if !as_json && !board.is_null() {
+        if !as_json && !event.is_null() {
             print!("\x1b[2J\x1b[H");
-            print_badges(&board, false);
+            print_audit_warning(&event["audit"]);
+            print_badges(&event["badges"]);
         }
     }
+}
+
+// ---------------------------------------------------------------------------- audit
+
+/// An RFC 3339 time, or a duration meaning that long ago.
+fn parse_when(s: &str) -> Result<SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    let ago = humantime::parse_duration(s)
+        .map_err(|_| format!("`{s}` is neither an RFC 3339 time nor a duration"))?;
+    SystemTime::now()
+        .checked_sub(ago)
+        .ok_or_else(|| format!("`{s}` is too long ago"))
+}
+
+struct AuditFilter {
+    share: Option<uuid::Uuid>,
+    terminal: Option<String>,
+    kind: Option<String>,
+    since: Option<SystemTime>,
+    until: Option<SystemTime>,
+}
+
+impl AuditFilter {
+    fn new(a: &AuditArgs) -> Result<Self, String> {
+        let share = a
+            .share
+            .as_deref()
+            .map(|s| uuid::Uuid::parse_str(s).map_err(|_| format!("--share `{s}` is not an id")))
+            .transpose()?;
+        let kind = a.kind.as_ref().map(|k| {
+            if k.contains('.') {
+                k.clone()
+            } else {
+                format!("share.{k}")
+            }
+        });
+        Ok(AuditFilter {
+            share,
+            terminal: a.terminal.clone(),
+            kind,
+            since: a.since.as_deref().map(parse_when).transpose()?,
+            until: a.until.as_deref().map(parse_when).transpose()?,
+        })
+    }
+
+    fn accepts(&self, e: &AuditEvent) -> bool {
+        self.share.is_none_or(|id| {
+            e.correlation_id == id || e.details.get("share_id") == Some(&json!(id.to_string()))
+        }) && self
+            .terminal
+            .as_deref()
+            .is_none_or(|t| e.terminal.as_ref().is_some_and(|et| et.as_str() == t))
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|k| e.kind.as_str() == k || k == format!("share.{}", e.kind.as_str()))
+            && self.since.is_none_or(|t| e.at >= t)
+            && self.until.is_none_or(|t| e.at < t)
+    }
+}
+
+fn print_audit_line(e: &AuditEvent, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        return;
+    }
+    let details: Vec<String> = e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "{:>6}  {}  {:<20}  {}  {}  {}  {}  {}",
+        e.seq,
+        humantime::format_rfc3339_millis(e.at),
+        e.kind.as_str(),
+        e.correlation_id,
+        e.principal.as_ref().map_or("-", |p| p.as_str()),
+        e.terminal.as_ref().map_or("-", |t| t.as_str()),
+        e.backend.as_ref().map_or("-", |b| b.as_str()),
+        details.join(" ")
+    );
+}
+
+async fn audit(config: &Config, args: AuditArgs, as_json: bool) -> ExitCode {
+    let filter = match AuditFilter::new(&args) {
+        Ok(f) => f,
+        Err(e) => return fail(exit::INVALID, e),
+    };
+    let path = args.file.clone().unwrap_or_else(|| config.audit_path());
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(
+                exit::NOT_FOUND,
+                format!("cannot open the audit log {}: {e}", path.display()),
+            )
+        }
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut bad = 0usize;
+    loop {
+        let mut chunk = Vec::new();
+        if let Err(e) = std::io::Read::read_to_end(&mut file, &mut chunk) {
+            return fail(exit::INTERNAL, format!("reading {}: {e}", path.display()));
+        }
+        pending.extend_from_slice(&chunk);
+        // Only complete lines: a line being written (or torn) waits for its newline.
+        if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+            let complete: Vec<u8> = pending.drain(..=end).collect();
+            for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<AuditEvent>(line) {
+                    Ok(e) if filter.accepts(&e) => print_audit_line(&e, as_json),
+                    Ok(_) => {}
+                    Err(_) => bad += 1,
+                }
+            }
+        }
+        if !args.follow {
+            break;
+        }
+        // Like `tail -f`: look for more once the end has been reached.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if bad > 0 {
+        eprintln!("termshare: skipped {bad} line(s) of the audit log that did not parse");
+    }
+    ExitCode::SUCCESS
 }
 
 // ---------------------------------------------------------------------------- output
@@ -601,11 +761,16 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn print_badges(board: &Value, as_json: bool) {
-    if as_json {
-        println!("{board}");
-        return;
+fn print_audit_warning(audit: &Value) {
+    if audit["healthy"] == json!(false) {
+        println!(
+            "AUDIT LOG FAILING: {} (new shares are refused)",
+            str_of(&audit["error"])
+        );
     }
+}
+
+fn print_badges(board: &Value) {
     let mut rows = Vec::new();
     if let Value::Object(terminals) = board {
         for (terminal, badge) in terminals {
