@@ -37,6 +37,8 @@ pub struct Config {
     #[serde(default)]
     pub access: AccessSection,
     #[serde(default)]
+    pub handoff: HandoffSection,
+    #[serde(default)]
     pub terminal: TerminalSection,
     #[serde(default)]
     pub audit: AuditSection,
@@ -68,6 +70,13 @@ pub struct LimitsSection {
 pub struct RevokeSection {
     pub deadline: Option<String>,
     pub grace: Option<String>,
+}
+
+/// `[handoff]`: `scrollback_lines` (default 200) a handoff package carries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSection {
+    pub scrollback_lines: Option<usize>,
 }
 
 /// `[access]`: `require_join_restriction = true` refuses backends anyone with the link
@@ -237,6 +246,14 @@ impl Config {
             revoke_deadline,
             terminate_grace: duration("revoke.grace", &self.revoke.grace, d.terminate_grace)?,
             require_join_restriction: self.access.require_join_restriction,
+            handoff_scrollback_lines: match self.handoff.scrollback_lines {
+                Some(0) => return Err("handoff.scrollback_lines must be at least 1".into()),
+                Some(n) if n > 100_000 => {
+                    return Err("handoff.scrollback_lines may be at most 100000".into())
+                }
+                Some(n) => n,
+                None => d.handoff_scrollback_lines,
+            },
             ..d
         })
     }

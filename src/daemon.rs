@@ -362,6 +362,54 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
             Ok(json!({"badges": badges, "audit": audit_status(ts)}))
         }
         Command::Watch {} => unreachable!("handled by the connection loop"),
+        Command::HandoffRequest {
+            terminal,
+            to,
+            principal,
+            reason,
+            backend,
+        } => {
+            let request = termshare_actors::HandoffRequest {
+                terminal: terminal.parse()?,
+                from: principal_or_default(principal)?,
+                to: to.parse()?,
+                reason: reason.unwrap_or_default(),
+                backend: backend.map(BackendName::new),
+            };
+            ts.handoff_request(request)
+                .await
+                .map(|v| protocol::handoff_json(&v))
+        }
+        Command::HandoffApprove {
+            handoff_id,
+            principal,
+        } => ts
+            .handoff_approve(handoff_id.parse()?, principal_or_default(principal)?)
+            .await
+            .map(|v| protocol::handoff_json(&v)),
+        Command::HandoffDeny {
+            handoff_id,
+            principal,
+            reason,
+        } => ts
+            .handoff_deny(
+                handoff_id.parse()?,
+                principal_or_default(principal)?,
+                reason,
+            )
+            .await
+            .map(|v| protocol::handoff_json(&v)),
+        Command::HandoffShow { handoff_id } => ts
+            .handoff_show(handoff_id.parse()?)
+            .await
+            .map(|v| protocol::handoff_json(&v)),
+        Command::HandoffList {} => Ok(Value::Array(
+            ts.handoff_list()
+                .await?
+                .iter()
+                .map(protocol::handoff_json)
+                .collect(),
+        )),
     }
 }
 

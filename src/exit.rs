@@ -45,6 +45,9 @@ pub fn code(e: &ShareError) -> i32 {
         }
         ShareError::AuditUnavailable(_) => AUDIT_UNAVAILABLE,
         ShareError::RevokeDeadlineMissed(_) => REVOKE_DEADLINE_MISSED,
+        ShareError::HandoffNotFound(_) => NOT_FOUND,
+        ShareError::NotApprover { .. } => DENIED,
+        ShareError::HandoffClosed { .. } => EXPIRED,
         ShareError::ShuttingDown | ShareError::Internal(_) => INTERNAL,
     }
 }

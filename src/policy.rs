@@ -38,9 +38,32 @@ pub enum PolicyError {
 struct PolicyFile {
     #[serde(default)]
     rule: Vec<RawRule>,
-    /// Handoff rules are read by the handoff feature; accepted here so one file serves.
     #[serde(default)]
-    handoff: Vec<toml::Value>,
+    handoff: Vec<RawHandoff>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandoff {
+    id: String,
+    from: Vec<String>,
+    to: Vec<String>,
+    terminals: Vec<String>,
+    approvers: Vec<String>,
+    step_timeout: String,
+    agent_access: AccessMode,
+}
+
+/// A `[[handoff]]` rule: who may hand which terminals to whom, approved by whom.
+#[derive(Clone, Debug)]
+pub struct HandoffRule {
+    pub id: String,
+    from: Vec<String>,
+    to: Vec<String>,
+    terminals: Vec<String>,
+    pub approvers: Vec<String>,
+    pub step_timeout: Duration,
+    pub agent_access: AccessMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +105,7 @@ pub struct Rule {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     pub rules: Vec<Rule>,
+    pub handoffs: Vec<HandoffRule>,
     /// Where it came from, for denial messages.
     pub source: Option<String>,
 }
@@ -103,7 +127,44 @@ impl Policy {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        let _ = file.handoff;
+        let mut handoffs = Vec::with_capacity(file.handoff.len());
+        for h in file.handoff {
+            if h.id.trim().is_empty() {
+                return Err("a handoff rule has an empty id".into());
+            }
+            if h.approvers.is_empty() {
+                return Err(format!("handoff rule `{}` has no approvers", h.id));
+            }
+            for a in &h.approvers {
+                if !(a.starts_with("human:") || a.starts_with("agent:")) {
+                    return Err(format!(
+                        "handoff rule `{}`: approver `{a}` must be a principal pattern (human:… or agent:…)",
+                        h.id
+                    ));
+                }
+            }
+            let step_timeout = humantime::parse_duration(&h.step_timeout).map_err(|e| {
+                format!(
+                    "handoff rule `{}`: step_timeout `{}`: {e}",
+                    h.id, h.step_timeout
+                )
+            })?;
+            if step_timeout.is_zero() {
+                return Err(format!(
+                    "handoff rule `{}`: step_timeout must be positive",
+                    h.id
+                ));
+            }
+            handoffs.push(HandoffRule {
+                id: h.id,
+                from: h.from,
+                to: h.to,
+                terminals: h.terminals,
+                approvers: h.approvers,
+                step_timeout,
+                agent_access: h.agent_access,
+            });
+        }
         let mut rules = Vec::with_capacity(file.rule.len());
         let mut seen = std::collections::HashSet::new();
         for r in file.rule {
@@ -143,40 +204,41 @@ impl Policy {
         }
         Ok(Policy {
             rules,
+            handoffs,
             source: None,
         })
     }
 }
 
-/// `*` matches any run of characters (including none); everything else literally.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
+pub use termshare_actors::types::glob_match;
 
 fn any_match(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| glob_match(p, text))
 }
 
 impl PolicyGate for Policy {
+    fn handoff(
+        &self,
+        from: &termshare_actors::Principal,
+        to: &termshare_actors::Principal,
+        terminal: &termshare_actors::TerminalName,
+    ) -> Result<termshare_actors::HandoffGrant, String> {
+        self.handoffs
+            .iter()
+            .find(|h| {
+                any_match(&h.from, from.as_str())
+                    && any_match(&h.to, to.as_str())
+                    && any_match(&h.terminals, terminal.as_str())
+            })
+            .map(|h| termshare_actors::HandoffGrant {
+                rule_id: h.id.clone(),
+                approvers: h.approvers.clone(),
+                step_timeout: h.step_timeout,
+                agent_access: h.agent_access,
+            })
+            .ok_or_else(|| format!("no handoff rule lets {from} hand terminal {terminal} to {to}"))
+    }
+
     fn evaluate(&self, q: &PolicyQuery<'_>) -> PolicyDecision {
         for rule in &self.rules {
             let matches = any_match(&rule.principals, q.principal.as_str())
@@ -289,6 +351,42 @@ max_concurrent = 1
                 }
                 d => panic!("{d:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn handoff_rules_give_the_approval_chain() {
+        let p = Policy::parse(
+            r#"
+[[handoff]]
+id = "human-to-agent"
+from = ["human:*"]
+to = ["agent:*"]
+terminals = ["*"]
+approvers = ["human:owner", "human:lead"]
+step_timeout = "2m"
+agent_access = "read-only"
+"#,
+        )
+        .unwrap();
+        let (a, b, t) = (
+            "human:x".parse().unwrap(),
+            "agent:y".parse().unwrap(),
+            "dev".parse().unwrap(),
+        );
+        let g = p.handoff(&a, &b, &t).unwrap();
+        assert_eq!(g.approvers, ["human:owner", "human:lead"]);
+        assert_eq!(g.step_timeout, Duration::from_secs(120));
+        assert_eq!(g.agent_access, AccessMode::ReadOnly);
+        let err = p.handoff(&b, &a, &t).unwrap_err();
+        assert!(err.contains("no handoff rule lets agent:y"), "{err}");
+        for bad in [
+            "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[]\nstep_timeout=\"1m\"\nagent_access=\"read-only\"",
+            "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[\"lead\"]\nstep_timeout=\"1m\"\nagent_access=\"read-only\"",
+            "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[\"human:a\"]\nstep_timeout=\"soon\"\nagent_access=\"read-only\"",
+            "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[\"human:a\"]\nstep_timeout=\"1m\"\nagent_access=\"all\"",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
         }
     }
 

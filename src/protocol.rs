@@ -13,7 +13,10 @@
 //!
 //! Commands: `ping`, `share {terminal, backend, ttl?, grace?, access?, as?}`, `list`,
 //! `extend {share_id, by, as?}`, `revoke {share_id, as?}`, `switch {share_id, backend,
-//! as?}`, `status`, and `watch`, which answers once and then streams
+//! as?}`, `status`, `handoff_request {terminal, to, as?, reason?, backend?}`,
+//! `handoff_approve {handoff_id, as?}`, `handoff_deny {handoff_id, as?, reason?}`,
+//! `handoff_show {handoff_id}`, `handoff_list`, and `watch`, which answers once and
+//! then streams
 //! `{"v":1,"id":…,"event":"badges","badges":{…}}` on every badge change until the
 //! client disconnects. A line that is not JSON, too long (64 KiB), or not a request
 //! gets an error response with `"id": null` when no id could be read.
@@ -64,6 +67,33 @@ pub enum Command {
     },
     Status {},
     Watch {},
+    HandoffRequest {
+        terminal: String,
+        to: String,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Start a share for the receiver over this backend once approved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backend: Option<String>,
+    },
+    HandoffApprove {
+        handoff_id: String,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+    },
+    HandoffDeny {
+        handoff_id: String,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    HandoffShow {
+        handoff_id: String,
+    },
+    HandoffList {},
 }
 
 /// A parsed request.
@@ -168,6 +198,9 @@ pub fn share_error_code(e: &ShareError) -> &'static str {
         ShareError::ShareEnding(_) => "ending",
         ShareError::ShareEnded(..) => "ended",
         ShareError::RevokeDeadlineMissed(_) => "revoke_deadline_missed",
+        ShareError::HandoffNotFound(_) => "not_found",
+        ShareError::NotApprover { .. } => "not_approver",
+        ShareError::HandoffClosed { .. } => "handoff_closed",
         ShareError::AuditUnavailable(_) => "audit_unavailable",
         ShareError::ShuttingDown => "shutting_down",
         ShareError::Internal(_) => "internal",
@@ -196,6 +229,12 @@ pub fn share_json(info: &ShareInfo) -> Value {
     o.insert("started_at".into(), json!(rfc3339(info.started_at)));
     o.insert("participants".into(), json!(info.participants));
     Value::Object(o)
+}
+
+/// A handoff as its parties see it: `{"handoff_id","state","terminal","from","to",
+/// "reason","rule_id","approvers":[…],"step"?,"approvals":[…],"refusal"?,"package"?}`.
+pub fn handoff_json(view: &termshare_actors::HandoffView) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 /// A revoke's report: `{"share_id","reason","elapsed_ms","escalated","already_gone",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use termshare_actors::{AccessMode, TerminalHost, TerminalName};
+use termshare_actors::{AccessMode, TerminalContext, TerminalHost, TerminalName};
 use tokio::process::Command;
 
 pub struct TmuxHost {
@@ -108,6 +108,42 @@ impl TerminalHost for TmuxHost {
             .ok()?;
         let (w, h) = out.split_once(' ')?;
         Some((w.parse().ok()?, h.parse().ok()?))
+    }
+
+    async fn capture(
+        &self,
+        terminal: &TerminalName,
+        lines: usize,
+    ) -> Result<TerminalContext, String> {
+        let target = format!("={terminal}:");
+        let info = self
+            .run(&[
+                "display-message",
+                "-p",
+                "-t",
+                &target,
+                "#{pane_current_path}\t#{pane_current_command}\t#{pane_width}\t#{pane_height}",
+            ])
+            .await?;
+        let fields: Vec<&str> = info.split('\t').collect();
+        let [cwd, command, cols, rows] = fields[..] else {
+            return Err(format!(
+                "tmux gave an unexpected pane description: {info:?}"
+            ));
+        };
+        // History and screen, joined where tmux wrapped lines; keep the last `lines`.
+        let start = format!("-{lines}");
+        let text = self
+            .run(&["capture-pane", "-p", "-J", "-t", &target, "-S", &start])
+            .await?;
+        let all: Vec<&str> = text.trim_end().lines().collect();
+        Ok(TerminalContext {
+            cwd: cwd.to_owned(),
+            command: command.to_owned(),
+            scrollback: all[all.len().saturating_sub(lines)..].join("\n"),
+            cols: cols.parse().unwrap_or(0),
+            rows: rows.parse().unwrap_or(0),
+        })
     }
 
     async fn notify(&self, terminal: &TerminalName, message: &str) -> Result<(), String> {

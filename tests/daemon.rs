@@ -5,61 +5,12 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use serde_json::{json, Value};
-
-/// A running daemon on a private socket; SIGKILLed if the test ends first.
-struct Daemon {
-    cli: Cli,
-    socket: PathBuf,
-    config: PathBuf,
-}
-
-impl Daemon {
-    fn start(host: &Tmux, extra: &str) -> Daemon {
-        let policy = policy(host.dir.path(), &["tty-share"], "1h");
-        let config = host.config(&format!("policy = \"{}\"\n{extra}", policy.display()));
-        let cli = Cli::spawn(&["--config", config.to_str().unwrap(), "serve"], None);
-        let socket = host.daemon_socket();
-        let up = wait_until(Duration::from_secs(10), || {
-            UnixStream::connect(&socket).is_ok()
-        });
-        assert!(up.is_some(), "the daemon did not come up");
-        Daemon {
-            cli,
-            socket,
-            config,
-        }
-    }
-
-    /// Run a CLI command against this daemon: (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut full = vec!["--config", self.config.to_str().unwrap()];
-        full.extend_from_slice(args);
-        let mut cli = Cli::spawn(&full, None);
-        let (status, out, err) = cli.finish();
-        (status.code().unwrap_or(-1), out, err)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let (code, out, err) = self.run(&a);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap()
-    }
-
-    fn stop(mut self) {
-        self.cli.signal(libc::SIGTERM);
-        let status = self.cli.child.wait().unwrap();
-        assert!(status.success(), "daemon exit: {status:?}");
-        assert!(!self.socket.exists(), "socket left behind");
-    }
-}
 
 /// A raw protocol connection.
 struct Conn {

@@ -40,6 +40,14 @@ pub enum AuditKind {
     ShareFailed,
     #[serde(rename = "share.switched")]
     ShareSwitched,
+    #[serde(rename = "handoff.requested")]
+    HandoffRequested,
+    #[serde(rename = "handoff.approved")]
+    HandoffApproved,
+    #[serde(rename = "handoff.denied")]
+    HandoffDenied,
+    #[serde(rename = "handoff.completed")]
+    HandoffCompleted,
 }
 
 impl AuditKind {
@@ -55,6 +63,10 @@ impl AuditKind {
             AuditKind::ShareStopped => "share.stopped",
             AuditKind::ShareFailed => "share.failed",
             AuditKind::ShareSwitched => "share.switched",
+            AuditKind::HandoffRequested => "handoff.requested",
+            AuditKind::HandoffApproved => "handoff.approved",
+            AuditKind::HandoffDenied => "handoff.denied",
+            AuditKind::HandoffCompleted => "handoff.completed",
         }
     }
 

@@ -8,7 +8,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::types::{AccessMode, BackendName, ShareId, ShareInfo, ShareState, TerminalName};
+use crate::handoff::{HandoffState, HandoffView};
+use crate::types::{
+    AccessMode, BackendName, HandoffId, Principal, ShareId, ShareInfo, ShareState, TerminalName,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BadgeShare {
@@ -38,10 +41,39 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
-/// A terminal's badge. Terminals without live shares have none.
+/// The latest handoff of a terminal, as its badge shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BadgeHandoff {
+    pub handoff_id: HandoffId,
+    pub from: Principal,
+    pub to: Principal,
+    pub state: HandoffState,
+    /// The step waiting for approval, while pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    pub of: usize,
+}
+
+impl From<&HandoffView> for BadgeHandoff {
+    fn from(v: &HandoffView) -> Self {
+        BadgeHandoff {
+            handoff_id: v.handoff_id,
+            from: v.from.clone(),
+            to: v.to.clone(),
+            state: v.state,
+            step: v.step,
+            of: v.approvers.len(),
+        }
+    }
+}
+
+/// A terminal's badge: its live shares and its latest handoff. Terminals with neither
+/// have none.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Badge {
     pub shares: Vec<BadgeShare>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<BadgeHandoff>,
 }
 
 /// Every badge, by terminal.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::types::{BackendName, RevokeReport, ShareId, TerminalName};
+use crate::types::{BackendName, HandoffId, RevokeReport, ShareId, TerminalName};
 
 /// A value that failed validation. Nothing was changed.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -94,6 +94,20 @@ pub enum ShareError {
     /// killed late. Never reported as a success.
     #[error("share {}: the worker was gone only after {:?}, past the revoke deadline (killed)", .0.share_id, .0.elapsed)]
     RevokeDeadlineMissed(Box<RevokeReport>),
+    #[error("no handoff {0}")]
+    HandoffNotFound(HandoffId),
+    #[error("handoff {handoff_id} is over: {state}")]
+    HandoffClosed {
+        handoff_id: HandoffId,
+        state: String,
+    },
+    #[error("handoff {handoff_id}: step {step} is for {expected} to approve, not {got}")]
+    NotApprover {
+        handoff_id: HandoffId,
+        step: usize,
+        expected: String,
+        got: String,
+    },
     #[error("the audit log refused the event: {0}")]
     AuditUnavailable(String),
     #[error("the share service is shutting down")]

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod badge;
 pub mod error;
+pub mod handoff;
 pub mod root;
 pub mod service;
 pub mod session;
@@ -26,15 +27,16 @@ pub mod types;
 pub mod worker;
 
 pub use audit::{AuditEvent, AuditKind};
-pub use badge::{Badge, BadgeShare, Badges};
+pub use badge::{Badge, BadgeHandoff, BadgeShare, Badges};
 pub use error::{BackendError, InvalidInput, ShareError};
+pub use handoff::{HandoffPackage, HandoffRequest, HandoffState, HandoffView};
 pub use service::{ServiceDeps, ShareService};
 pub use settings::Settings;
 pub use traits::{
-    AuditSink, Backend, Grant, PolicyDecision, PolicyGate, PolicyQuery, Probe, StartedWorker,
-    TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
+    AuditSink, Backend, Grant, HandoffGrant, PolicyDecision, PolicyGate, PolicyQuery, Probe,
+    StartedWorker, TerminalContext, TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
 };
 pub use types::{
-    fingerprint, AccessMode, BackendName, EndReason, Links, Principal, RevokeReport, ShareId,
-    ShareInfo, ShareRequest, ShareState, TerminalName,
+    fingerprint, glob_match, AccessMode, BackendName, EndReason, HandoffId, Links, Principal,
+    RevokeReport, ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
 };

@@ -53,6 +53,8 @@ pub enum RootMsg {
     Shutdown(RpcReplyPort<Vec<RevokeReport>>),
     /// From a session: its link arrived or its info changed.
     Updated(ShareInfo),
+    /// From the HandoffManager: a terminal's latest handoff changed.
+    HandoffBadge(crate::handoff::HandoffView),
     /// From a session: it has ended and is draining.
     Ended {
         share_id: ShareId,
@@ -90,6 +92,8 @@ pub struct RootState {
     shares: HashMap<ShareId, Entry>,
     /// Live shares of each terminal: the limit's count and the badge's rows.
     per_terminal: HashMap<TerminalName, BTreeSet<ShareId>>,
+    /// Each terminal's latest handoff, for its badge.
+    handoffs: HashMap<TerminalName, crate::badge::BadgeHandoff>,
     badges: watch::Sender<Badges>,
     ended: HashMap<ShareId, EndReason>,
     ended_order: VecDeque<ShareId>,
@@ -107,11 +111,12 @@ impl RootState {
             .filter_map(|id| self.shares.get(id))
             .map(|e| BadgeShare::from(&e.info))
             .collect();
+        let handoff = self.handoffs.get(terminal).cloned();
         self.badges.send_if_modified(|board| {
-            if shares.is_empty() {
+            if shares.is_empty() && handoff.is_none() {
                 board.remove(terminal).is_some()
             } else {
-                let badge = Badge { shares };
+                let badge = Badge { shares, handoff };
                 if board.get(terminal) == Some(&badge) {
                     return false;
                 }
@@ -287,6 +292,7 @@ impl Actor for RootSupervisor {
             }),
             shares: HashMap::new(),
             per_terminal: HashMap::new(),
+            handoffs: HashMap::new(),
             badges: args.badges,
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
@@ -520,6 +526,13 @@ impl Actor for RootSupervisor {
                     entry.info = info;
                     state.publish_badge(&terminal);
                 }
+            }
+            RootMsg::HandoffBadge(view) => {
+                let terminal = view.terminal.clone();
+                state
+                    .handoffs
+                    .insert(terminal.clone(), crate::badge::BadgeHandoff::from(&view));
+                state.publish_badge(&terminal);
             }
             RootMsg::Ended { share_id, reason } => {
                 state.remember_end(share_id, reason);

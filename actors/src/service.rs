@@ -13,9 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::audit::{AuditActor, AuditArgs, AuditEvent, AuditHealth, AuditMsg};
 use crate::error::ShareError;
+use crate::handoff::{HandoffArgs, HandoffManager, HandoffMsg, HandoffRequest, HandoffView};
 use crate::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::settings::Settings;
 use crate::traits::{AuditSink, Backend, PolicyGate, TerminalHost};
+use crate::types::HandoffId;
 use crate::types::{BackendName, Principal, RevokeReport, ShareId, ShareInfo, ShareRequest};
 
 /// Everything the tree needs from the outside world.
@@ -28,6 +30,7 @@ pub struct ServiceDeps {
 
 pub struct ShareService {
     root: ActorRef<RootMsg>,
+    handoffs: ActorRef<HandoffMsg>,
     root_task: JoinHandle<()>,
     audit: ActorRef<AuditMsg>,
     audit_task: JoinHandle<()>,
@@ -59,13 +62,14 @@ impl ShareService {
         let (badge_tx, badges) = watch::channel(Badges::new());
         let backends: HashMap<BackendName, Arc<dyn Backend>> =
             deps.backends.into_iter().map(|b| (b.name(), b)).collect();
+        let backend_names: Vec<BackendName> = backends.keys().cloned().collect();
         let (root, root_task) = Actor::spawn(
             None,
             RootSupervisor,
             RootArgs {
                 backends,
-                policy: deps.policy,
-                host: deps.host,
+                policy: deps.policy.clone(),
+                host: deps.host.clone(),
                 audit: audit.clone(),
                 settings: settings.clone(),
                 badges: badge_tx,
@@ -73,8 +77,25 @@ impl ShareService {
         )
         .await
         .map_err(ShareError::internal)?;
+        let (handoffs, _) = Actor::spawn(
+            None,
+            HandoffManager,
+            HandoffArgs {
+                policy: deps.policy,
+                host: deps.host,
+                audit: audit.clone(),
+                root: root.clone(),
+                audit_timeout: settings.audit_timeout,
+                scrollback_lines: settings.handoff_scrollback_lines,
+                share_timeout: settings.link_timeout + settings.audit_timeout + CALL_SLACK,
+                backends: backend_names,
+            },
+        )
+        .await
+        .map_err(ShareError::internal)?;
         Ok(ShareService {
             root,
+            handoffs,
             root_task,
             audit,
             audit_task,
@@ -186,6 +207,71 @@ impl ShareService {
         self.ask(CALL_SLACK, RootMsg::List).await
     }
 
+    async fn ask_handoffs<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        msg: impl FnOnce(RpcReplyPort<Result<T, ShareError>>) -> HandoffMsg,
+    ) -> Result<T, ShareError> {
+        match self.handoffs.call(msg, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::Internal(format!(
+                "no answer within {timeout:?}"
+            ))),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ShareError::ShuttingDown),
+        }
+    }
+
+    /// Ask to hand a terminal to another principal; the policy's approval chain
+    /// decides. Returns the pending handoff (or the denial).
+    pub async fn handoff_request(
+        &self,
+        request: HandoffRequest,
+    ) -> Result<HandoffView, ShareError> {
+        self.ask_handoffs(self.settings.audit_timeout * 2 + CALL_SLACK, |tx| {
+            HandoffMsg::Request(request, tx)
+        })
+        .await
+    }
+
+    /// Approve the handoff's current step as `by`. The last approval returns the
+    /// completed handoff with its package.
+    pub async fn handoff_approve(
+        &self,
+        id: HandoffId,
+        by: Principal,
+    ) -> Result<HandoffView, ShareError> {
+        let t = self.settings.link_timeout + self.settings.audit_timeout * 2 + CALL_SLACK * 3;
+        self.ask_handoffs(t, |reply| HandoffMsg::Approve { id, by, reply })
+            .await
+    }
+
+    /// Deny the handoff at its current step (as that step's approver or the receiver).
+    pub async fn handoff_deny(
+        &self,
+        id: HandoffId,
+        by: Principal,
+        reason: Option<String>,
+    ) -> Result<HandoffView, ShareError> {
+        self.ask_handoffs(self.settings.audit_timeout + CALL_SLACK, |reply| {
+            HandoffMsg::Deny {
+                id,
+                by,
+                reason,
+                reply,
+            }
+        })
+        .await
+    }
+
+    pub async fn handoff_show(&self, id: HandoffId) -> Result<HandoffView, ShareError> {
+        self.ask_handoffs(CALL_SLACK, |reply| HandoffMsg::Show(id, reply))
+            .await
+    }
+
+    pub async fn handoff_list(&self) -> Result<Vec<HandoffView>, ShareError> {
+        self.ask_handoffs(CALL_SLACK, HandoffMsg::List).await
+    }
+
     /// End every share (as `stopped`), wait for every worker to be reaped, flush the
     /// audit log, and stop the tree.
     pub async fn shutdown(self) -> Vec<RevokeReport> {
@@ -200,6 +286,7 @@ impl ShareService {
             }
         };
         let _ = self.root_task.await;
+        self.handoffs.stop(None);
         let _ = self
             .audit
             .call(AuditMsg::Flush, Some(self.settings.audit_timeout))

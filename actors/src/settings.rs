@@ -24,6 +24,8 @@ pub struct Settings {
     pub require_join_restriction: bool,
     /// Most audit events committed in one write (group commit).
     pub audit_max_batch: usize,
+    /// Lines of scrollback a handoff package carries.
+    pub handoff_scrollback_lines: usize,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             probe_interval: Duration::from_secs(1),
             require_join_restriction: false,
             audit_max_batch: 1024,
+            handoff_scrollback_lines: 200,
         }
     }
 }

@@ -168,6 +168,8 @@ pub struct FakeHost {
     pub notices: Mutex<Vec<(String, String)>>,
     /// The next notify panics (inside the ShareSession that calls it).
     pub panic_on_notify: Mutex<bool>,
+    /// What the terminals' screens hold, for handoff captures.
+    pub screen: Mutex<String>,
 }
 
 impl FakeHost {
@@ -176,6 +178,7 @@ impl FakeHost {
             terminals: Mutex::new(terminals.iter().map(|s| s.to_string()).collect()),
             notices: Mutex::new(Vec::new()),
             panic_on_notify: Mutex::new(false),
+            screen: Mutex::new(String::new()),
         }
     }
 }
@@ -197,6 +200,23 @@ impl TerminalHost for FakeHost {
         }
         argv.push(terminal.to_string());
         argv
+    }
+
+    async fn capture(
+        &self,
+        terminal: &TerminalName,
+        lines: usize,
+    ) -> Result<crate::traits::TerminalContext, String> {
+        self.check(terminal).await?;
+        let screen = self.screen.lock().clone();
+        let all: Vec<&str> = screen.lines().collect();
+        Ok(crate::traits::TerminalContext {
+            cwd: "/home/fake".into(),
+            command: "bash".into(),
+            scrollback: all[all.len().saturating_sub(lines)..].join("\n"),
+            cols: 80,
+            rows: 24,
+        })
     }
 
     async fn notify(&self, terminal: &TerminalName, message: &str) -> Result<(), String> {
@@ -257,5 +277,44 @@ impl crate::traits::AuditSink for FlakySink {
         self.batches.lock().push(events.len());
         self.events.lock().extend_from_slice(events);
         Ok(())
+    }
+}
+
+/// Allows every share except agents writing, and hands any terminal between any pair
+/// through the given approval chain.
+pub struct ChainPolicy {
+    pub approvers: Vec<String>,
+    pub step_timeout: Duration,
+    pub agent_access: AccessMode,
+}
+
+impl PolicyGate for ChainPolicy {
+    fn evaluate(&self, q: &PolicyQuery<'_>) -> PolicyDecision {
+        if q.principal.kind() == "agent" && q.access == AccessMode::ReadWrite {
+            return PolicyDecision::Deny {
+                rule_id: Some("no-agent-writes".into()),
+                reason: "agents may not write".into(),
+            };
+        }
+        PolicyDecision::Allow(Grant {
+            rule_id: "chain".into(),
+            max_ttl: None,
+            max_concurrent: None,
+            require_join_restriction: false,
+        })
+    }
+
+    fn handoff(
+        &self,
+        _from: &crate::types::Principal,
+        _to: &crate::types::Principal,
+        _terminal: &TerminalName,
+    ) -> Result<crate::traits::HandoffGrant, String> {
+        Ok(crate::traits::HandoffGrant {
+            rule_id: "chain".into(),
+            approvers: self.approvers.clone(),
+            step_timeout: self.step_timeout,
+            agent_access: self.agent_access,
+        })
     }
 }

@@ -139,9 +139,45 @@ pub enum PolicyDecision {
     },
 }
 
-/// Decides whether a share may start. Deny by default: no matching rule denies.
+/// What an allowing handoff rule grants: an ordered approval chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandoffGrant {
+    pub rule_id: String,
+    /// Principal patterns (`human:lead`, `human:*`), one per step, in order.
+    pub approvers: Vec<String>,
+    /// How long each step may wait for its approver.
+    pub step_timeout: std::time::Duration,
+    /// The most an agent receiver gets.
+    pub agent_access: AccessMode,
+}
+
+/// Decides whether a share may start, and who must approve a handoff. Deny by
+/// default: no matching rule denies.
 pub trait PolicyGate: Send + Sync + 'static {
     fn evaluate(&self, query: &PolicyQuery<'_>) -> PolicyDecision;
+
+    /// The approval chain for handing `terminal` from `from` to `to`; `Err` names why
+    /// no rule allows it.
+    fn handoff(
+        &self,
+        _from: &Principal,
+        _to: &Principal,
+        _terminal: &TerminalName,
+    ) -> Result<HandoffGrant, String> {
+        Err("no handoff rule covers this pair".into())
+    }
+}
+
+/// A terminal's state at a handoff: what the receiver needs to carry on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalContext {
+    pub cwd: String,
+    /// The foreground command of the active pane.
+    pub command: String,
+    /// The last lines of the pane, history included.
+    pub scrollback: String,
+    pub cols: u16,
+    pub rows: u16,
 }
 
 /// Where audit events go to be kept.
@@ -172,4 +208,12 @@ pub trait TerminalHost: Send + Sync + 'static {
 
     /// Show a message to everyone attached to the terminal (grace warnings).
     async fn notify(&self, terminal: &TerminalName, message: &str) -> Result<(), String>;
+
+    /// Capture the terminal's context (working directory, foreground command, the
+    /// last `lines` lines, size) for a handoff.
+    async fn capture(
+        &self,
+        terminal: &TerminalName,
+        lines: usize,
+    ) -> Result<TerminalContext, String>;
 }

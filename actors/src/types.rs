@@ -56,6 +56,69 @@ impl FromStr for ShareId {
     }
 }
 
+/// The identity of one handoff (UUIDv7). Its audit events carry it as correlation id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HandoffId(pub Uuid);
+
+impl HandoffId {
+    pub fn new() -> Self {
+        HandoffId(Uuid::now_v7())
+    }
+}
+
+impl Default for HandoffId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<HandoffId> for Uuid {
+    fn from(id: HandoffId) -> Uuid {
+        id.0
+    }
+}
+
+impl fmt::Display for HandoffId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for HandoffId {
+    type Err = InvalidInput;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s)
+            .map(HandoffId)
+            .map_err(|_| InvalidInput::new("handoff id", s, "expected a UUID"))
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else literally.
+/// Used for principal, terminal and backend patterns in the policy.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
 /// Who acts: `human:NAME` or `agent:NAME`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

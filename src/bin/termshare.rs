@@ -83,6 +83,44 @@ enum Command {
     },
     /// Read the audit log (the config's `[audit] path`), filtered; --follow tails it.
     Audit(AuditArgs),
+    /// Hand a terminal to another principal through the policy's approval chain.
+    #[command(subcommand)]
+    Handoff(HandoffCommand),
+}
+
+#[derive(Subcommand)]
+enum HandoffCommand {
+    /// Ask to hand TERMINAL to --to; prints the handoff and its approvers.
+    Request {
+        terminal: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also start a share for the receiver over this backend once approved.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Approve the handoff's current step.
+    Approve {
+        handoff: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Deny the handoff at its current step.
+    Deny {
+        handoff: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show a handoff, with its package once completed.
+    Show { handoff: String },
+    /// List handoffs.
+    List,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +239,7 @@ fn main() -> ExitCode {
             }
             Command::Status { watch } => status(&socket, watch, json).await,
             Command::Audit(args) => audit(&config, args, json).await,
+            Command::Handoff(cmd) => handoff(&socket, cmd, json).await,
         }
     })
 }
@@ -587,6 +626,111 @@ async fn status(socket: &Path, watch: bool, as_json: bool) -> ExitCode {
             print_audit_warning(&event["audit"]);
             print_badges(&event["badges"]);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------- handoff
+
+async fn handoff(socket: &Path, cmd: HandoffCommand, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let default_as = |p: Option<String>| match p {
+        Some(p) => Ok(p),
+        None => default_principal().map(|p| p.to_string()),
+    };
+    let request = match cmd {
+        HandoffCommand::Request {
+            terminal,
+            to,
+            principal,
+            reason,
+            backend,
+        } => match default_as(principal) {
+            Ok(from) => {
+                json!({"cmd": "handoff_request", "terminal": terminal, "to": to, "as": from,
+                               "reason": reason, "backend": backend})
+            }
+            Err(e) => return fail(exit::INVALID, e),
+        },
+        HandoffCommand::Approve { handoff, principal } => match default_as(principal) {
+            Ok(by) => json!({"cmd": "handoff_approve", "handoff_id": handoff, "as": by}),
+            Err(e) => return fail(exit::INVALID, e),
+        },
+        HandoffCommand::Deny {
+            handoff,
+            principal,
+            reason,
+        } => match default_as(principal) {
+            Ok(by) => {
+                json!({"cmd": "handoff_deny", "handoff_id": handoff, "as": by, "reason": reason})
+            }
+            Err(e) => return fail(exit::INVALID, e),
+        },
+        HandoffCommand::Show { handoff } => json!({"cmd": "handoff_show", "handoff_id": handoff}),
+        HandoffCommand::List => json!({"cmd": "handoff_list"}),
+    };
+    match client.call(compact(request)).await {
+        Ok(Value::Array(list)) => {
+            for h in &list {
+                print_handoff(h, as_json);
+            }
+            if list.is_empty() && !as_json {
+                println!("no handoffs");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(view) => {
+            print_handoff(&view, as_json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_fail(e),
+    }
+}
+
+fn print_handoff(h: &Value, as_json: bool) {
+    if as_json {
+        println!("{h}");
+        return;
+    }
+    let approvers: Vec<String> = h["approvers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(str_of)
+        .collect();
+    let step = match h.get("step") {
+        Some(s) => format!(", waiting for step {s} of {}", approvers.len()),
+        None => String::new(),
+    };
+    println!(
+        "handoff {} of terminal {}: {} -> {}: {}{step}",
+        str_of(&h["handoff_id"]),
+        str_of(&h["terminal"]),
+        str_of(&h["from"]),
+        str_of(&h["to"]),
+        str_of(&h["state"]),
+    );
+    println!("approval chain: {}", approvers.join(" -> "));
+    if let Some(r) = h.get("refusal") {
+        println!("ended at step {}: {}", r["step"], str_of(&r["reason"]));
+    }
+    if let Some(p) = h.get("package") {
+        println!("cwd:     {}", str_of(&p["cwd"]));
+        println!("command: {}", str_of(&p["command"]));
+        println!("size:    {}x{}", p["cols"], p["rows"]);
+        println!("access:  {}", str_of(&p["access"]));
+        if let Some(s) = p.get("share_id") {
+            println!("share:   {}", str_of(s));
+        }
+        if let Some(l) = p.get("link") {
+            println!("link:    {}", str_of(l));
+        }
+        if let Some(e) = p.get("share_error") {
+            println!("no share: {}", str_of(e));
+        }
+        println!("--- scrollback ---\n{}", str_of(&p["scrollback"]));
     }
 }
 

@@ -324,3 +324,56 @@ pub fn started_worker_pid(tmux: &Tmux) -> Option<i32> {
         .and_then(|e| e["details"]["worker_pid"].as_i64())
         .map(|p| p as i32)
 }
+
+/// A running daemon on a private socket; SIGKILLed if the test ends first.
+pub struct Daemon {
+    pub cli: Cli,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(host: &Tmux, extra: &str) -> Daemon {
+        let policy = policy(host.dir.path(), &["tty-share"], "1h");
+        Daemon::start_with_policy(host, &policy, extra)
+    }
+
+    pub fn start_with_policy(host: &Tmux, policy: &Path, extra: &str) -> Daemon {
+        let config = host.config(&format!("policy = \"{}\"\n{extra}", policy.display()));
+        let cli = Cli::spawn(&["--config", config.to_str().unwrap(), "serve"], None);
+        let socket = host.daemon_socket();
+        let up = wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        assert!(up.is_some(), "the daemon did not come up");
+        Daemon {
+            cli,
+            socket,
+            config,
+        }
+    }
+
+    /// Run a CLI command against this daemon: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec!["--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let mut cli = Cli::spawn(&full, None);
+        let (status, out, err) = cli.finish();
+        (status.code().unwrap_or(-1), out, err)
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let (code, out, err) = self.run(&a);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap()
+    }
+
+    pub fn stop(mut self) {
+        self.cli.signal(libc::SIGTERM);
+        let status = self.cli.child.wait().unwrap();
+        assert!(status.success(), "daemon exit: {status:?}");
+        assert!(!self.socket.exists(), "socket left behind");
+    }
+}

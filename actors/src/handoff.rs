@@ -1,0 +1,705 @@
+//! Handoffs: a terminal handed from one principal to another (human → agent, agent →
+//! human) through an ordered approval chain.
+//!
+//! The policy's `[[handoff]]` rule gives the chain: each step names who may approve it
+//! and waits at most `step_timeout`. A denial or a timeout at any step ends the
+//! handoff. When the last step approves, the terminal's context is captured from the
+//! real host terminal and handed to the receiver as a [`HandoffPackage`]; if the
+//! request named a backend, a share for the receiver is started too, read-only when
+//! the receiver is an agent whose write access the rule or the share policy forbids.
+//! Every step is audited under the handoff's id (and its terminal's live share, if
+//! any, in `details.share_id`).
+//!
+//! The HandoffManager is one actor beside the root: the single writer of every
+//! handoff's state, so an approval and a timeout of the same step cannot both win.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::audit::{record_acked, AuditEvent, AuditKind, AuditMsg};
+use crate::error::{human, ShareError};
+use crate::root::RootMsg;
+use crate::traits::{HandoffGrant, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
+use crate::types::{
+    glob_match, AccessMode, BackendName, HandoffId, Principal, ShareId, ShareInfo, ShareRequest,
+    TerminalName,
+};
+
+/// What a requester asks for.
+#[derive(Clone, Debug)]
+pub struct HandoffRequest {
+    pub terminal: TerminalName,
+    pub from: Principal,
+    pub to: Principal,
+    pub reason: String,
+    /// Start a share for the receiver over this backend once approved.
+    pub backend: Option<BackendName>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffState {
+    Pending,
+    /// The last step approved; the context is being captured.
+    Completing,
+    Completed,
+    Denied,
+    TimedOut,
+}
+
+impl HandoffState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffState::Pending => "pending",
+            HandoffState::Completing => "completing",
+            HandoffState::Completed => "completed",
+            HandoffState::Denied => "denied",
+            HandoffState::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// What the receiver gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HandoffPackage {
+    pub cwd: String,
+    pub command: String,
+    pub scrollback: String,
+    pub cols: u16,
+    pub rows: u16,
+    /// The access the receiver is granted.
+    pub access: AccessMode,
+    /// The share for the receiver (when the request named a backend), else the share
+    /// live on the terminal, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_id: Option<ShareId>,
+    /// The receiver's link, when a share was started for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Why no share could be started for the receiver, if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub by: Principal,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+}
+
+/// How a handoff ended without completing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// The step (1-based) it ended at.
+    pub step: usize,
+    pub by: Option<Principal>,
+    pub reason: String,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
+}
+
+/// A handoff as anyone involved may see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HandoffView {
+    pub handoff_id: HandoffId,
+    pub state: HandoffState,
+    pub terminal: TerminalName,
+    pub from: Principal,
+    pub to: Principal,
+    pub reason: String,
+    pub rule_id: String,
+    pub approvers: Vec<String>,
+    /// The step waiting for approval (1-based), while pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    pub approvals: Vec<Approval>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<HandoffPackage>,
+}
+
+pub type HandoffReply = RpcReplyPort<Result<HandoffView, ShareError>>;
+
+pub enum HandoffMsg {
+    Request(HandoffRequest, HandoffReply),
+    Approve {
+        id: HandoffId,
+        by: Principal,
+        reply: HandoffReply,
+    },
+    Deny {
+        id: HandoffId,
+        by: Principal,
+        reason: Option<String>,
+        reply: HandoffReply,
+    },
+    Show(HandoffId, HandoffReply),
+    List(RpcReplyPort<Result<Vec<HandoffView>, ShareError>>),
+    /// From a step's timer.
+    StepTimedOut {
+        id: HandoffId,
+        step: usize,
+    },
+    /// From the completion task.
+    Completed {
+        id: HandoffId,
+        package: Result<HandoffPackage, String>,
+    },
+}
+
+pub struct HandoffManager;
+
+pub struct HandoffArgs {
+    pub policy: Arc<dyn PolicyGate>,
+    pub host: Arc<dyn TerminalHost>,
+    pub audit: ActorRef<AuditMsg>,
+    pub root: ActorRef<RootMsg>,
+    pub audit_timeout: Duration,
+    /// Lines of scrollback in a package.
+    pub scrollback_lines: usize,
+    /// How long starting the receiver's share may take.
+    pub share_timeout: Duration,
+    /// Every backend the service has (to decide a receiver's access when the request
+    /// names none).
+    pub backends: Vec<BackendName>,
+}
+
+struct Handoff {
+    view: HandoffView,
+    grant: HandoffGrant,
+    backend: Option<BackendName>,
+    /// The share live on the terminal when requested (for the audit record).
+    live_share: Option<ShareId>,
+    timer: Option<JoinHandle<()>>,
+    /// The approver whose approval completes the handoff waits for the package.
+    completing_reply: Option<HandoffReply>,
+}
+
+impl Handoff {
+    fn event(&self, kind: AuditKind) -> AuditEvent {
+        let mut e = AuditEvent::new(kind, self.view.handoff_id)
+            .terminal(&self.view.terminal)
+            .detail("handoff_id", self.view.handoff_id.to_string())
+            .detail("from", self.view.from.as_str())
+            .detail("to", self.view.to.as_str());
+        if let Some(s) = self.live_share {
+            e = e.detail("share_id", s.to_string());
+        }
+        e
+    }
+
+    fn cancel_timer(&mut self) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.cancel_timer();
+    }
+}
+
+pub struct ManagerState {
+    args: HandoffArgs,
+    handoffs: HashMap<HandoffId, Handoff>,
+}
+
+/// The root's view of a terminal's live shares, for the package and the audit.
+async fn live_shares(root: &ActorRef<RootMsg>) -> Vec<ShareInfo> {
+    match root.call(RootMsg::List, Some(Duration::from_secs(2))).await {
+        Ok(ractor::rpc::CallResult::Success(Ok(list))) => list,
+        _ => Vec::new(),
+    }
+}
+
+impl ManagerState {
+    async fn audit(&self, event: AuditEvent) -> Result<(), ShareError> {
+        record_acked(&self.args.audit, event, self.args.audit_timeout)
+            .await
+            .map_err(ShareError::AuditUnavailable)
+    }
+
+    fn publish(&self, h: &Handoff) {
+        let _ = self.args.root.cast(RootMsg::HandoffBadge(h.view.clone()));
+    }
+
+    fn arm_step(&mut self, myself: &ActorRef<HandoffMsg>, id: HandoffId) {
+        let Some(h) = self.handoffs.get_mut(&id) else {
+            return;
+        };
+        h.cancel_timer();
+        let Some(step) = h.view.step else { return };
+        let me = myself.clone();
+        let after = h.grant.step_timeout;
+        h.timer = Some(tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = me.cast(HandoffMsg::StepTimedOut { id, step });
+        }));
+    }
+
+    fn get(&self, id: HandoffId) -> Result<&Handoff, ShareError> {
+        self.handoffs
+            .get(&id)
+            .ok_or(ShareError::HandoffNotFound(id))
+    }
+
+    /// Only a pending handoff takes approvals and denials.
+    fn pending(&mut self, id: HandoffId) -> Result<&mut Handoff, ShareError> {
+        let h = self
+            .handoffs
+            .get_mut(&id)
+            .ok_or(ShareError::HandoffNotFound(id))?;
+        if h.view.state != HandoffState::Pending {
+            return Err(ShareError::HandoffClosed {
+                handoff_id: id,
+                state: describe_end(&h.view),
+            });
+        }
+        Ok(h)
+    }
+
+    async fn request(
+        &mut self,
+        myself: &ActorRef<HandoffMsg>,
+        req: HandoffRequest,
+    ) -> Result<HandoffView, ShareError> {
+        let id = HandoffId::new();
+        let requested = AuditEvent::new(AuditKind::HandoffRequested, id)
+            .principal(&req.from)
+            .terminal(&req.terminal)
+            .detail("handoff_id", id.to_string())
+            .detail("from", req.from.as_str())
+            .detail("to", req.to.as_str())
+            .detail("reason", req.reason.as_str());
+        if req.from == req.to {
+            let err = crate::error::InvalidInput::new(
+                "handoff",
+                req.to.as_str(),
+                "the receiver is the one handing off",
+            );
+            return Err(err.into());
+        }
+        if let Err(detail) = self.args.host.check(&req.terminal).await {
+            return Err(ShareError::UnknownTerminal {
+                terminal: req.terminal,
+                detail,
+            });
+        }
+        let grant = match self.args.policy.handoff(&req.from, &req.to, &req.terminal) {
+            Ok(g) if !g.approvers.is_empty() => g,
+            Ok(g) => Err(format!("rule `{}` has no approvers", g.rule_id)).map_err(|reason| {
+                ShareError::Denied {
+                    rule_id: Some(g.rule_id.clone()),
+                    reason,
+                }
+            })?,
+            Err(reason) => {
+                self.audit(
+                    requested
+                        .clone()
+                        .detail("denied", true)
+                        .detail("cause", reason.as_str()),
+                )
+                .await?;
+                let denied = AuditEvent::new(AuditKind::HandoffDenied, id)
+                    .principal(&req.from)
+                    .terminal(&req.terminal)
+                    .detail("handoff_id", id.to_string())
+                    .detail("step", 0)
+                    .detail("reason", reason.as_str());
+                self.audit(denied).await?;
+                return Err(ShareError::Denied {
+                    rule_id: None,
+                    reason,
+                });
+            }
+        };
+        let live_share = live_shares(&self.args.root)
+            .await
+            .into_iter()
+            .find(|s| s.terminal == req.terminal)
+            .map(|s| s.share_id);
+        let h = Handoff {
+            view: HandoffView {
+                handoff_id: id,
+                state: HandoffState::Pending,
+                terminal: req.terminal,
+                from: req.from,
+                to: req.to,
+                reason: req.reason,
+                rule_id: grant.rule_id.clone(),
+                approvers: grant.approvers.clone(),
+                step: Some(1),
+                approvals: Vec::new(),
+                refusal: None,
+                package: None,
+            },
+            grant,
+            backend: req.backend,
+            live_share,
+            timer: None,
+            completing_reply: None,
+        };
+        let event = h
+            .event(AuditKind::HandoffRequested)
+            .principal(&h.view.from)
+            .detail("reason", h.view.reason.as_str())
+            .detail("rule_id", h.view.rule_id.as_str())
+            .detail("approvers", json!(h.view.approvers));
+        self.audit(event).await?;
+        let view = h.view.clone();
+        self.publish(&h);
+        self.handoffs.insert(id, h);
+        self.arm_step(myself, id);
+        Ok(view)
+    }
+
+    async fn approve(
+        &mut self,
+        myself: &ActorRef<HandoffMsg>,
+        id: HandoffId,
+        by: Principal,
+        reply: HandoffReply,
+    ) {
+        let result = async {
+            let h = self.pending(id)?;
+            let step = h.view.step.unwrap_or(1);
+            let expected = h.view.approvers[step - 1].clone();
+            if !glob_match(&expected, by.as_str()) {
+                return Err(ShareError::NotApprover {
+                    handoff_id: id,
+                    step,
+                    expected,
+                    got: by.to_string(),
+                });
+            }
+            let event = h
+                .event(AuditKind::HandoffApproved)
+                .principal(&by)
+                .detail("step", step)
+                .detail("of", h.view.approvers.len());
+            h.view.approvals.push(Approval {
+                by: by.clone(),
+                at: SystemTime::now(),
+            });
+            let last = step == h.view.approvers.len();
+            if last {
+                h.view.step = None;
+                h.view.state = HandoffState::Completing;
+                h.cancel_timer();
+            } else {
+                h.view.step = Some(step + 1);
+            }
+            self.audit(event).await?;
+            Ok(last)
+        }
+        .await;
+        match result {
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+            Ok(false) => {
+                self.arm_step(myself, id);
+                let h = &self.handoffs[&id];
+                self.publish(h);
+                let _ = reply.send(Ok(h.view.clone()));
+            }
+            Ok(true) => {
+                // Capture (and start the receiver's share) off the mailbox; the
+                // approver's answer waits for the package.
+                let Some(h) = self.handoffs.get_mut(&id) else {
+                    return;
+                };
+                h.completing_reply = Some(reply);
+                let task = complete(
+                    h.view.clone(),
+                    h.grant.clone(),
+                    h.backend.clone(),
+                    self.args.backends.clone(),
+                    self.args.policy.clone(),
+                    self.args.host.clone(),
+                    self.args.root.clone(),
+                    self.args.scrollback_lines,
+                    self.args.share_timeout,
+                );
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let package = task.await;
+                    let _ = me.cast(HandoffMsg::Completed { id, package });
+                });
+                let h = &self.handoffs[&id];
+                self.publish(h);
+            }
+        }
+    }
+
+    async fn refuse(
+        &mut self,
+        id: HandoffId,
+        by: Option<Principal>,
+        reason: String,
+        state: HandoffState,
+    ) -> Result<HandoffView, ShareError> {
+        let h = self.pending(id)?;
+        let step = h.view.step.unwrap_or(0);
+        h.cancel_timer();
+        h.view.state = state;
+        h.view.step = None;
+        h.view.refusal = Some(Refusal {
+            step,
+            by: by.clone(),
+            reason: reason.clone(),
+        });
+        let mut event = h
+            .event(AuditKind::HandoffDenied)
+            .detail("step", step)
+            .detail("of", h.view.approvers.len())
+            .detail("reason", reason.as_str());
+        if let Some(by) = &by {
+            event = event.principal(by);
+        }
+        let view = h.view.clone();
+        self.audit(event).await?;
+        self.publish(&self.handoffs[&id]);
+        Ok(view)
+    }
+}
+
+/// Everything after the last approval: capture the context, decide the receiver's
+/// access, and start its share when one was asked for.
+#[allow(clippy::too_many_arguments)]
+async fn complete(
+    view: HandoffView,
+    grant: HandoffGrant,
+    backend: Option<BackendName>,
+    all_backends: Vec<BackendName>,
+    policy: Arc<dyn PolicyGate>,
+    host: Arc<dyn TerminalHost>,
+    root: ActorRef<RootMsg>,
+    lines: usize,
+    share_timeout: Duration,
+) -> Result<HandoffPackage, String> {
+    let context = host.capture(&view.terminal, lines).await?;
+    // An agent gets at most the rule's agent_access, and anyone read-write only where
+    // the share policy would let them write: over the requested backend, or, when none
+    // was named, over at least one backend.
+    let mut access = if view.to.kind() == "agent" {
+        grant.agent_access
+    } else {
+        AccessMode::ReadWrite
+    };
+    if access == AccessMode::ReadWrite {
+        let candidates = match &backend {
+            Some(b) => vec![b.clone()],
+            None => all_backends,
+        };
+        let may_write = candidates.iter().any(|b| {
+            matches!(
+                policy.evaluate(&PolicyQuery {
+                    principal: &view.to,
+                    terminal: &view.terminal,
+                    backend: b,
+                    access: AccessMode::ReadWrite,
+                }),
+                PolicyDecision::Allow(_)
+            )
+        });
+        if !may_write {
+            access = AccessMode::ReadOnly;
+        }
+    }
+    let mut package = HandoffPackage {
+        cwd: context.cwd,
+        command: context.command,
+        scrollback: context.scrollback,
+        cols: context.cols,
+        rows: context.rows,
+        access,
+        share_id: None,
+        link: None,
+        share_error: None,
+    };
+    match backend {
+        Some(backend) => {
+            let request = ShareRequest {
+                terminal: view.terminal.clone(),
+                backend,
+                access,
+                principal: view.to.clone(),
+                ttl: None,
+                grace: None,
+            };
+            match root
+                .call(|tx| RootMsg::Share(request, tx), Some(share_timeout))
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(Ok(info))) => {
+                    package.share_id = Some(info.share_id);
+                    package.link = Some(info.links.link);
+                }
+                Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+                    package.share_error = Some(e.to_string())
+                }
+                _ => package.share_error = Some("the share did not start in time".into()),
+            }
+        }
+        None => {
+            package.share_id = live_shares(&root)
+                .await
+                .into_iter()
+                .find(|s| s.terminal == view.terminal)
+                .map(|s| s.share_id);
+        }
+    }
+    Ok(package)
+}
+
+fn describe_end(view: &HandoffView) -> String {
+    match (&view.state, &view.refusal) {
+        (HandoffState::Denied, Some(r)) => format!(
+            "denied at step {} by {}: {}",
+            r.step,
+            r.by.as_ref().map_or("-", |p| p.as_str()),
+            r.reason
+        ),
+        (HandoffState::TimedOut, Some(r)) => format!("timed out at step {}: {}", r.step, r.reason),
+        (state, _) => state.as_str().to_string(),
+    }
+}
+
+impl Actor for HandoffManager {
+    type Msg = HandoffMsg;
+    type State = ManagerState;
+    type Arguments = HandoffArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: HandoffArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ManagerState {
+            args,
+            handoffs: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HandoffMsg::Request(req, reply) => {
+                let _ = reply.send(state.request(&myself, req).await);
+            }
+            HandoffMsg::Approve { id, by, reply } => state.approve(&myself, id, by, reply).await,
+            HandoffMsg::Deny {
+                id,
+                by,
+                reason,
+                reply,
+            } => {
+                let result = match state.pending(id) {
+                    Err(e) => Err(e),
+                    Ok(h) => {
+                        let step = h.view.step.unwrap_or(1);
+                        let expected = h.view.approvers[step - 1].clone();
+                        // The step's approver, or the receiver, may say no.
+                        if glob_match(&expected, by.as_str()) || by == h.view.to {
+                            let why = reason.unwrap_or_else(|| format!("denied by {by}"));
+                            state.refuse(id, Some(by), why, HandoffState::Denied).await
+                        } else {
+                            Err(ShareError::NotApprover {
+                                handoff_id: id,
+                                step,
+                                expected,
+                                got: by.to_string(),
+                            })
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            HandoffMsg::Show(id, reply) => {
+                let _ = reply.send(state.get(id).map(|h| h.view.clone()));
+            }
+            HandoffMsg::List(reply) => {
+                let mut all: Vec<HandoffView> =
+                    state.handoffs.values().map(|h| h.view.clone()).collect();
+                all.sort_by_key(|v| v.handoff_id);
+                let _ = reply.send(Ok(all));
+            }
+            HandoffMsg::StepTimedOut { id, step } => {
+                let current = state.handoffs.get(&id).and_then(|h| h.view.step);
+                if current == Some(step) {
+                    let after = human(state.handoffs[&id].grant.step_timeout);
+                    let reason = format!("step {step} was not approved within {after}");
+                    if let Err(e) = state.refuse(id, None, reason, HandoffState::TimedOut).await {
+                        tracing::error!(handoff = %id, error = %e, "could not record a timeout");
+                    }
+                }
+            }
+            HandoffMsg::Completed { id, package } => {
+                let Some(h) = state.handoffs.get_mut(&id) else {
+                    return Ok(());
+                };
+                let reply = h.completing_reply.take();
+                let result = match package {
+                    Ok(package) => {
+                        h.view.state = HandoffState::Completed;
+                        let mut event = h
+                            .event(AuditKind::HandoffCompleted)
+                            .principal(&h.view.to.clone())
+                            .detail("access", package.access.as_str())
+                            .detail("cwd", package.cwd.as_str())
+                            .detail("command", package.command.as_str())
+                            .detail("scrollback_lines", package.scrollback.lines().count())
+                            .detail("cols", package.cols)
+                            .detail("rows", package.rows);
+                        if let Some(s) = package.share_id {
+                            event = event.detail("receiver_share_id", s.to_string());
+                        }
+                        if let Some(e) = &package.share_error {
+                            event = event.detail("share_error", e.as_str());
+                        }
+                        h.view.package = Some(package);
+                        let view = h.view.clone();
+                        state.audit(event).await.map(|()| view)
+                    }
+                    Err(e) => {
+                        // The context could not be captured: nothing is handed over.
+                        h.view.state = HandoffState::Pending;
+                        let n = h.view.approvers.len();
+                        h.view.step = Some(n);
+                        h.view.approvals.pop();
+                        let reason = format!("the terminal's context could not be captured: {e}");
+                        state
+                            .refuse(id, None, reason.clone(), HandoffState::Denied)
+                            .await
+                            .and(Err(ShareError::Internal(reason)))
+                    }
+                };
+                if let Some(h) = state.handoffs.get(&id) {
+                    state.publish(h);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        Ok(())
+    }
+}

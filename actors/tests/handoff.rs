@@ -1,0 +1,224 @@
+//! Handoffs through the approval chain, under tokio's paused clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use termshare_actors::audit::MemorySink;
+use termshare_actors::testing::{ChainPolicy, DenyAll, FakeBackend, FakeHost, FakeWorld};
+use termshare_actors::{
+    AccessMode, AuditKind, BackendName, HandoffRequest, HandoffState, PolicyGate, ServiceDeps,
+    Settings, ShareError, ShareService,
+};
+
+struct Harness {
+    svc: ShareService,
+    host: Arc<FakeHost>,
+    world: Arc<FakeWorld>,
+    audit: MemorySink,
+}
+
+async fn harness(policy: impl PolicyGate) -> Harness {
+    let world = Arc::new(FakeWorld::default());
+    let host = Arc::new(FakeHost::with(&["dev"]));
+    let audit = MemorySink::default();
+    let svc = ShareService::start(
+        ServiceDeps {
+            backends: vec![Arc::new(FakeBackend::new("fake", world.clone()))],
+            policy: Arc::new(policy),
+            host: host.clone(),
+            audit_sink: Box::new(audit.clone()),
+        },
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    Harness {
+        svc,
+        host,
+        world,
+        audit,
+    }
+}
+
+fn chain() -> ChainPolicy {
+    ChainPolicy {
+        approvers: vec!["human:owner".into(), "human:lead".into()],
+        step_timeout: Duration::from_secs(120),
+        agent_access: AccessMode::ReadWrite,
+    }
+}
+
+fn request(from: &str, to: &str, backend: Option<&str>) -> HandoffRequest {
+    HandoffRequest {
+        terminal: "dev".parse().unwrap(),
+        from: from.parse().unwrap(),
+        to: to.parse().unwrap(),
+        reason: "take over the build".into(),
+        backend: backend.map(BackendName::new),
+    }
+}
+
+fn p(s: &str) -> termshare_actors::Principal {
+    s.parse().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_two_step_chain_completes_with_the_terminals_context() {
+    let h = harness(chain()).await;
+    *h.host.screen.lock() = "old line\n$ make test\nMARKER 1234\n".into();
+    let pending = h
+        .svc
+        .handoff_request(request("human:alice", "agent:claude", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (pending.state, pending.step),
+        (HandoffState::Pending, Some(1))
+    );
+    let id = pending.handoff_id;
+    // Step 1 is the owner's: anyone else is refused, and nothing moves.
+    let err = h
+        .svc
+        .handoff_approve(id, p("human:lead"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ShareError::NotApprover { step: 1, .. }),
+        "{err}"
+    );
+    let step2 = h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
+    assert_eq!(step2.step, Some(2));
+    let done = h.svc.handoff_approve(id, p("human:lead")).await.unwrap();
+    assert_eq!(done.state, HandoffState::Completed);
+    let package = done.package.unwrap();
+    assert!(package.scrollback.contains("MARKER 1234"), "{package:?}");
+    assert_eq!(
+        (package.cwd.as_str(), package.cols, package.rows),
+        ("/home/fake", 80, 24)
+    );
+    // The policy forbids agents to write: the agent gets read-only.
+    assert_eq!(package.access, AccessMode::ReadOnly);
+    let events: Vec<_> = h
+        .audit
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.correlation_id == id.0)
+        .cloned()
+        .collect();
+    let kinds: Vec<AuditKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AuditKind::HandoffRequested,
+            AuditKind::HandoffApproved,
+            AuditKind::HandoffApproved,
+            AuditKind::HandoffCompleted
+        ]
+    );
+    assert_eq!(events[2].principal.as_ref().unwrap().as_str(), "human:lead");
+    // The badge shows the completed handoff.
+    let board = h.svc.badges().borrow().clone();
+    let badge = &board[&"dev".parse().unwrap()];
+    assert_eq!(
+        badge.handoff.as_ref().unwrap().state,
+        HandoffState::Completed
+    );
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denial_at_step_two_ends_the_handoff_with_a_clear_error() {
+    let h = harness(chain()).await;
+    let id = h
+        .svc
+        .handoff_request(request("human:alice", "agent:claude", None))
+        .await
+        .unwrap()
+        .handoff_id;
+    h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
+    let denied = h
+        .svc
+        .handoff_deny(id, p("human:lead"), Some("not during the release".into()))
+        .await
+        .unwrap();
+    assert_eq!(denied.state, HandoffState::Denied);
+    assert_eq!(denied.refusal.as_ref().unwrap().step, 2);
+    let err = h
+        .svc
+        .handoff_approve(id, p("human:lead"))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("denied at step 2 by human:lead: not during the release"),
+        "{msg}"
+    );
+    assert!(h.svc.handoff_show(id).await.unwrap().package.is_none());
+    let last = h.audit.events.lock().last().unwrap().clone();
+    assert_eq!(
+        (last.kind, last.correlation_id),
+        (AuditKind::HandoffDenied, id.0)
+    );
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_left_unanswered_times_out() {
+    let h = harness(chain()).await;
+    let id = h
+        .svc
+        .handoff_request(request("agent:claude", "human:alice", None))
+        .await
+        .unwrap()
+        .handoff_id;
+    h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(121)).await;
+    let view = h.svc.handoff_show(id).await.unwrap();
+    assert_eq!(view.state, HandoffState::TimedOut);
+    assert!(view
+        .refusal
+        .unwrap()
+        .reason
+        .contains("step 2 was not approved within 2m"));
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_handoff_rule_it_is_denied_and_audited() {
+    let h = harness(DenyAll).await;
+    let err = h
+        .svc
+        .handoff_request(request("human:alice", "agent:claude", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::Denied { .. }), "{err}");
+    let kinds: Vec<AuditKind> = h.audit.events.lock().iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [AuditKind::HandoffRequested, AuditKind::HandoffDenied]
+    );
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_receiver_gets_a_read_only_share_when_it_may_not_write() {
+    let h = harness(chain()).await;
+    let id = h
+        .svc
+        .handoff_request(request("human:alice", "agent:claude", Some("fake")))
+        .await
+        .unwrap()
+        .handoff_id;
+    h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
+    let done = h.svc.handoff_approve(id, p("human:lead")).await.unwrap();
+    let package = done.package.unwrap();
+    let share_id = package.share_id.expect("a share for the receiver");
+    assert!(package.link.unwrap().starts_with("fake://"));
+    let shares = h.svc.list().await.unwrap();
+    let share = shares.iter().find(|s| s.share_id == share_id).unwrap();
+    assert_eq!(share.access, AccessMode::ReadOnly);
+    assert_eq!(share.principal.as_str(), "agent:claude");
+    assert_eq!(h.world.live_count(), 1);
+    h.svc.shutdown().await;
+}
