@@ -2,41 +2,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use serde_json::{json, Value};
-
-/// A raw protocol connection.
-struct Conn {
-    write: UnixStream,
-    read: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn open(socket: &Path) -> Conn {
-        let s = UnixStream::connect(socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn {
-            write: s.try_clone().unwrap(),
-            read: BufReader::new(s),
-        }
-    }
-    fn send(&mut self, line: &[u8]) {
-        self.write.write_all(line).unwrap();
-        self.write.write_all(b"\n").unwrap();
-    }
-    fn recv(&mut self) -> Value {
-        let mut line = String::new();
-        self.read.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
-    }
-}
 
 fn expires(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v["expires_at"].as_str().unwrap()).unwrap()

@@ -377,3 +377,31 @@ impl Daemon {
         assert!(!self.socket.exists(), "socket left behind");
     }
 }
+
+/// A raw protocol connection.
+pub struct Conn {
+    pub write: std::os::unix::net::UnixStream,
+    pub read: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl Conn {
+    pub fn open(socket: &Path) -> Conn {
+        let s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Conn {
+            write: s.try_clone().unwrap(),
+            read: std::io::BufReader::new(s),
+        }
+    }
+    pub fn send(&mut self, line: &[u8]) {
+        use std::io::Write;
+        self.write.write_all(line).unwrap();
+        self.write.write_all(b"\n").unwrap();
+    }
+    pub fn recv(&mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.read.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+}
