@@ -22,6 +22,8 @@ fn the_example_config_and_policy_load() {
     let policy = Policy::load(&policy_path).unwrap();
     let ids: Vec<&str> = policy.rules.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["no-agent-writes", "team-shares"]);
+    let handoffs: Vec<&str> = policy.handoffs.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(handoffs, ["human-to-agent", "agent-to-human"]);
 }
 
 #[test]
