@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub handoff: HandoffSection,
     #[serde(default)]
+    pub heartbeat: HeartbeatSection,
+    #[serde(default)]
     pub terminal: TerminalSection,
     #[serde(default)]
     pub audit: AuditSection,
@@ -70,6 +72,16 @@ pub struct LimitsSection {
 pub struct RevokeSection {
     pub deadline: Option<String>,
     pub grace: Option<String>,
+}
+
+/// `[heartbeat]`: each worker is probed every `interval` (default 250ms); one that
+/// does not run (SIGSTOP) for `timeout` (default 3s) is killed and its share fails.
+/// Detection takes at most `timeout + interval`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSection {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// `[handoff]`: `scrollback_lines` (default 200) a handoff package carries.
@@ -216,6 +228,19 @@ impl Config {
         if revoke_deadline > Duration::from_secs(5) {
             return Err("revoke.deadline may be at most 5s".into());
         }
+        let probe_interval = duration(
+            "heartbeat.interval",
+            &self.heartbeat.interval,
+            d.probe_interval,
+        )?;
+        let heartbeat_timeout = duration(
+            "heartbeat.timeout",
+            &self.heartbeat.timeout,
+            d.heartbeat_timeout,
+        )?;
+        if probe_interval > heartbeat_timeout {
+            return Err("heartbeat.interval must not exceed heartbeat.timeout".into());
+        }
         let per_terminal_limit = self.limits.per_terminal.unwrap_or(d.per_terminal_limit);
         if per_terminal_limit == 0 {
             return Err("limits.per_terminal must be at least 1".into());
@@ -246,6 +271,8 @@ impl Config {
             revoke_deadline,
             terminate_grace: duration("revoke.grace", &self.revoke.grace, d.terminate_grace)?,
             require_join_restriction: self.access.require_join_restriction,
+            probe_interval,
+            heartbeat_timeout,
             handoff_scrollback_lines: match self.handoff.scrollback_lines {
                 Some(0) => return Err("handoff.scrollback_lines must be at least 1".into()),
                 Some(n) if n > 100_000 => {

@@ -428,11 +428,21 @@ impl Worker for ProcessWorker {
 
     async fn probe(&mut self) -> Probe {
         if self.process.has_exited() {
-            Probe::Gone
-        } else {
-            Probe::Alive
+            return Probe::Gone;
+        }
+        // The kernel's view: `T` (stopped, e.g. SIGSTOP) or `t` (traced) does not run.
+        match process_state(self.process.pid) {
+            None | Some('Z') | Some('X') => Probe::Gone,
+            Some('T') | Some('t') => Probe::Unresponsive,
+            Some(_) => Probe::Alive,
         }
     }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, D, T, Z, …).
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// Is any process of group `pgid` still alive? (Zombies do not count.) For tests and

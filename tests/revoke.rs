@@ -131,3 +131,47 @@ async fn twenty_racing_requests_for_one_terminal_start_exactly_one_worker() {
     Arc::into_inner(ts).unwrap().shutdown().await;
     assert!(processes_mentioning("tty-share", host.socket.to_str().unwrap()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigstopped_worker_fails_its_share_within_the_heartbeat_timeout_plus_10_percent() {
+    let host = Tmux::new("S");
+    let ts = start(
+        &host,
+        "[heartbeat]\ninterval = \"100ms\"\ntimeout = \"2s\"\n",
+    )
+    .await;
+    let mut events = ts.subscribe();
+    let info = ts.share(request(120)).await.unwrap();
+    let pgid = ts.live_process_groups()[0];
+    let t0 = Instant::now();
+    unsafe {
+        libc::kill(pgid, libc::SIGSTOP);
+    }
+    let failed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.correlation_id == info.share_id && e.kind.is_terminal() {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the hung worker's share did not end");
+    let took = t0.elapsed();
+    eprintln!("SIGSTOP to share.failed: {took:?}");
+    assert_eq!(failed.kind.as_str(), "share.failed");
+    assert!(failed.details["cause"]
+        .as_str()
+        .unwrap()
+        .starts_with("heartbeat timeout"));
+    assert!(
+        took >= Duration::from_secs(2) && took <= Duration::from_millis(2200),
+        "{took:?}"
+    );
+    assert!(
+        !termshare::process::group_alive(pgid),
+        "the hung worker was not killed"
+    );
+    assert!(host.alive());
+    ts.shutdown().await;
+}

@@ -151,6 +151,7 @@ impl SessionState {
                 session: myself.clone(),
                 generation: self.worker_generation,
                 probe_interval: self.ctx.settings.probe_interval,
+                heartbeat_timeout: self.ctx.settings.heartbeat_timeout,
             },
             myself.get_cell(),
         )
@@ -171,8 +172,13 @@ impl SessionState {
         }
     }
 
-    /// Stop the current worker within what is left of `deadline`.
-    async fn stop_worker(&mut self, deadline: Instant) -> (TerminateOutcome, bool) {
+    /// Stop the current worker within what is left of `deadline`, after `grace` for a
+    /// graceful stop.
+    async fn stop_worker(
+        &mut self,
+        deadline: Instant,
+        grace: Duration,
+    ) -> (TerminateOutcome, bool) {
         let Some(worker) = self.worker.take() else {
             return (
                 TerminateOutcome {
@@ -195,7 +201,6 @@ impl SessionState {
                 ok,
             );
         }
-        let grace = self.ctx.settings.terminate_grace;
         let left = deadline.saturating_duration_since(Instant::now());
         match worker
             .call(|reply| WorkerMsg::Terminate { grace, reply }, Some(left))
@@ -267,7 +272,12 @@ impl SessionState {
             let _ = ttl.cast(TtlMsg::Cancel);
         }
         let participants_before = self.participants().await;
-        let (outcome, stopped_in_time) = self.stop_worker(deadline).await;
+        // A failed worker gets no graceful stop: it may be hung, and nobody is served.
+        let grace = match reason {
+            EndReason::Failed(_) | EndReason::TerminalClosed => Duration::ZERO,
+            _ => self.ctx.settings.terminate_grace,
+        };
+        let (outcome, stopped_in_time) = self.stop_worker(deadline, grace).await;
         let elapsed = t0.elapsed();
         self.count_active(false);
         metrics::histogram!("termshare_revoke_seconds").record(elapsed.as_secs_f64());
@@ -444,6 +454,16 @@ impl Actor for ShareSession {
                         state.worker = None;
                         state.fail_start(&myself, ShareError::Backend(e)).await;
                     }
+                    WorkerEvent::Hung(silent) => {
+                        metrics::counter!("termshare_worker_crashes_total").increment(1);
+                        let cause = format!(
+                            "heartbeat timeout: the worker did not answer for {}",
+                            human(Duration::from_millis(silent.as_millis() as u64))
+                        );
+                        state
+                            .end(&myself, EndReason::Failed(cause), None, None)
+                            .await;
+                    }
                     WorkerEvent::Exited(status) => {
                         state.worker = None;
                         metrics::counter!("termshare_worker_crashes_total").increment(1);
@@ -530,7 +550,8 @@ impl Actor for ShareSession {
                 }
                 // The old worker is stopped and reaped before the new one starts.
                 let deadline = Instant::now() + state.ctx.settings.revoke_deadline;
-                let (stopped, _) = state.stop_worker(deadline).await;
+                let grace = state.ctx.settings.terminate_grace;
+                let (stopped, _) = state.stop_worker(deadline, grace).await;
                 let from = state.info.backend.to_string();
                 state.backend = backend;
                 state.info.backend = state.backend.name();

@@ -20,6 +20,9 @@ pub struct Settings {
     pub audit_timeout: Duration,
     /// How often each worker is probed (heartbeat).
     pub probe_interval: Duration,
+    /// A worker unresponsive for this long is declared hung, killed, and its share
+    /// fails. Detection takes at most this plus one probe interval.
+    pub heartbeat_timeout: Duration,
     /// Refuse every share on a backend that does not restrict who may join.
     pub require_join_restriction: bool,
     /// Most audit events committed in one write (group commit).
@@ -38,7 +41,8 @@ impl Default for Settings {
             revoke_deadline: Duration::from_secs(5),
             terminate_grace: Duration::from_secs(1),
             audit_timeout: Duration::from_secs(5),
-            probe_interval: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(250),
+            heartbeat_timeout: Duration::from_secs(3),
             require_join_restriction: false,
             audit_max_batch: 1024,
             handoff_scrollback_lines: 200,

@@ -32,6 +32,8 @@ pub struct FakeWorld {
     pub hang_on_terminate: Mutex<bool>,
     /// The next heartbeat probe panics inside the BackendWorker actor.
     pub panic_on_probe: Mutex<bool>,
+    /// Workers that stopped answering (the fake SIGSTOP).
+    pub hung: Mutex<HashSet<ShareId>>,
 }
 
 impl FakeWorld {
@@ -96,6 +98,8 @@ impl Worker for FakeWorker {
         }
         if self.exit.borrow().is_some() {
             crate::traits::Probe::Gone
+        } else if self.world.hung.lock().contains(&self.share) {
+            crate::traits::Probe::Unresponsive
         } else {
             crate::traits::Probe::Alive
         }

@@ -76,6 +76,8 @@ pub struct TerminateOutcome {
 pub enum Probe {
     Alive,
     Gone,
+    /// Exists but does not run (stopped, e.g. SIGSTOP): a hang, if it lasts.
+    Unresponsive,
 }
 
 /// A running worker. Dropping it must kill everything it started (a `Drop` guard):

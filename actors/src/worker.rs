@@ -21,9 +21,14 @@ use crate::types::Links;
 /// one replaced by a switch.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    Ready { links: Links, pid: Option<u32> },
+    Ready {
+        links: Links,
+        pid: Option<u32>,
+    },
     StartFailed(BackendError),
     Exited(WorkerExit),
+    /// Unresponsive for longer than the heartbeat timeout.
+    Hung(Duration),
 }
 
 pub enum WorkerMsg {
@@ -50,6 +55,7 @@ pub struct WorkerArgs {
     pub session: ActorRef<SessionMsg>,
     pub generation: u64,
     pub probe_interval: Duration,
+    pub heartbeat_timeout: Duration,
 }
 
 pub struct WorkerState {
@@ -57,6 +63,8 @@ pub struct WorkerState {
     worker: Option<Box<dyn Worker>>,
     watcher: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    /// When the probe first found the worker unresponsive (reset when it answers).
+    unresponsive_since: Option<tokio::time::Instant>,
     stopping: bool,
 }
 
@@ -97,6 +105,7 @@ impl Actor for BackendWorker {
             worker: None,
             watcher: None,
             heartbeat: None,
+            unresponsive_since: None,
             stopping: false,
         })
     }
@@ -181,11 +190,24 @@ impl Actor for BackendWorker {
                 let _ = reply.send(n);
             }
             WorkerMsg::Probe => {
-                let gone = match state.worker.as_mut() {
-                    Some(w) => w.probe().await == Probe::Gone,
-                    None => false,
+                let probe = match state.worker.as_mut() {
+                    Some(w) => w.probe().await,
+                    None => Probe::Alive,
                 };
-                if gone && !state.stopping {
+                if probe == Probe::Unresponsive && !state.stopping {
+                    let since = *state
+                        .unresponsive_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    let silent = since.elapsed();
+                    if silent >= state.args.heartbeat_timeout {
+                        // The session stops it (SIGKILL: a hung worker gets no grace).
+                        state.stopping = true;
+                        state.report(WorkerEvent::Hung(silent));
+                    }
+                } else {
+                    state.unresponsive_since = None;
+                }
+                if probe == Probe::Gone && !state.stopping {
                     state.stopping = true;
                     state.report(WorkerEvent::Exited(WorkerExit {
                         description: "is gone (heartbeat)".into(),

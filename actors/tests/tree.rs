@@ -720,3 +720,25 @@ async fn concurrent_events_are_committed_in_groups() {
     assert!(batches.len() < events, "{batches:?}");
     Arc::into_inner(svc).unwrap().shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_stops_answering_fails_its_share_after_the_heartbeat_timeout() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut rx = h.svc.subscribe();
+    let info = h.svc.share(req("dev")).await.unwrap();
+    h.world.hung.lock().insert(info.share_id);
+    let t0 = Instant::now();
+    let failed = wait_for(&mut rx, info.share_id, AuditKind::ShareFailed).await;
+    let took = t0.elapsed();
+    let s = Settings::default();
+    assert!(
+        took >= s.heartbeat_timeout && took <= s.heartbeat_timeout + s.probe_interval,
+        "{took:?}"
+    );
+    assert!(failed.details["cause"]
+        .as_str()
+        .unwrap()
+        .starts_with("heartbeat timeout"));
+    assert_eq!(h.world.live_count(), 0, "the hung worker was killed");
+    h.svc.shutdown().await;
+}
