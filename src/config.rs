@@ -74,9 +74,9 @@ pub struct RevokeSection {
     pub grace: Option<String>,
 }
 
-/// `[heartbeat]`: each worker is probed every `interval` (default 250ms); one that
+/// `[heartbeat]`: each worker is probed every `interval` (default 100ms); one that
 /// does not run (SIGSTOP) for `timeout` (default 3s) is killed and its share fails.
-/// Detection takes at most `timeout + interval`.
+/// Detection takes at most `timeout + 2 × interval` (3.2 s by default).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatSection {

@@ -21,7 +21,8 @@ pub struct Settings {
     /// How often each worker is probed (heartbeat).
     pub probe_interval: Duration,
     /// A worker unresponsive for this long is declared hung, killed, and its share
-    /// fails. Detection takes at most this plus one probe interval.
+    /// fails. The hang is measured from the first probe that sees it, so detection
+    /// takes between this and this plus two probe intervals.
     pub heartbeat_timeout: Duration,
     /// Refuse every share on a backend that does not restrict who may join.
     pub require_join_restriction: bool,
@@ -41,7 +42,7 @@ impl Default for Settings {
             revoke_deadline: Duration::from_secs(5),
             terminate_grace: Duration::from_secs(1),
             audit_timeout: Duration::from_secs(5),
-            probe_interval: Duration::from_millis(250),
+            probe_interval: Duration::from_millis(100),
             heartbeat_timeout: Duration::from_secs(3),
             require_join_restriction: false,
             audit_max_batch: 1024,
