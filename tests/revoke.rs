@@ -135,8 +135,8 @@ async fn twenty_racing_requests_for_one_terminal_start_exactly_one_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigstopped_worker_fails_its_share_within_the_heartbeat_timeout_plus_10_percent() {
     let host = Tmux::new("S");
+    // Detection is within timeout + 2 intervals: 2.1 s here, inside the 10 % bound.
     let ts = start(
-        // Detection is within timeout + 2 intervals: 2.1 s here, inside the 10 % bound.
         &host,
         "[heartbeat]\ninterval = \"50ms\"\ntimeout = \"2s\"\n",
     )
