@@ -87,6 +87,10 @@ impl Drop for ProcessGroupGuard {
         if self.released {
             return;
         }
+        // The chaos harness's "broken build": a guard that forgets to kill.
+        if termshare_actors::faultpoints::check("process.drop_guard").is_some() {
+            return;
+        }
         if let Err(e) = kill_group(self.pgid, Signal::SIGKILL) {
             tracing::error!(pgid = self.pgid, error = %e, "could not kill worker group");
         }

@@ -229,6 +229,8 @@ async fn writer_loop(
         metrics::gauge!("termshare_audit_queue_depth").decrement(events.len() as f64);
         let result = if events.is_empty() {
             Ok(())
+        } else if crate::faultpoints::check("audit.append").is_some() {
+            Err("injected audit failure (fail point audit.append)".to_string())
         } else {
             // File I/O and fsync block: keep them off the runtime's workers.
             let (back, events_back, result) = match tokio::task::spawn_blocking(move || {

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod badge;
 pub mod error;
+pub mod faultpoints;
 pub mod handoff;
 pub mod root;
 pub mod service;

@@ -423,6 +423,7 @@ impl Actor for ShareSession {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faultpoints::check("session.handle");
         match msg {
             SessionMsg::Begin => {
                 if matches!(state.phase, Phase::Ended) {
@@ -448,7 +449,12 @@ impl Actor for ShareSession {
                     WorkerEvent::Ready { links, pid } => {
                         state.worker_ready = true;
                         state.worker_pid = pid;
-                        on_ready(state, links).await;
+                        if let Err(e) = on_ready(state, links).await {
+                            let cause = format!("its start could not be put on the record: {e}");
+                            state
+                                .end(&myself, EndReason::Failed(cause), None, None)
+                                .await;
+                        }
                     }
                     WorkerEvent::StartFailed(e) => {
                         state.worker = None;
@@ -611,7 +617,9 @@ impl Actor for ShareSession {
     }
 }
 
-async fn on_ready(state: &mut SessionState, links: Links) {
+/// Returns the audit error when the start or switch could not be put on the record.
+async fn on_ready(state: &mut SessionState, links: Links) -> Result<(), String> {
+    let mut audited = Ok(());
     state.info.links = links;
     state.info.state = ShareState::Active;
     state.count_active(true);
@@ -636,7 +644,7 @@ async fn on_ready(state: &mut SessionState, links: Links) {
             if let Some(ro) = &state.info.links.read_only_link {
                 event = event.detail("read_only_link_fp", fingerprint(ro));
             }
-            announce(state, event, reply).await;
+            audited = announce(state, event, reply).await;
         }
         Phase::Switching {
             from,
@@ -653,23 +661,33 @@ async fn on_ready(state: &mut SessionState, links: Links) {
                 .detail("old_worker_escalated", stopped.escalated)
                 .detail("new_worker_pid", json!(state.worker_pid))
                 .detail("link_fp", link_fp);
-            announce(state, event, reply).await;
+            audited = announce(state, event, reply).await;
         }
         other => state.phase = other,
     }
+    audited
 }
 
 /// Keep the event, tell the root the share's new info, and only then answer the
-/// caller: an acknowledged start or switch always has its audit event.
-async fn announce(state: &SessionState, event: AuditEvent, reply: Option<ShareReply>) {
+/// caller: an acknowledged start or switch always has its audit event. Returns the
+/// audit error, if the event could not be kept: the caller then ends the share (fail
+/// closed: a share off the record does not run).
+async fn announce(
+    state: &SessionState,
+    event: AuditEvent,
+    reply: Option<ShareReply>,
+) -> Result<(), String> {
     let audited = record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout).await;
     let _ = state.ctx.root.cast(RootMsg::Updated(state.info.clone()));
     if let Some(reply) = reply {
-        let _ = reply.send(match audited {
+        let _ = reply.send(match &audited {
             Ok(()) => Ok(state.info.clone()),
-            Err(e) => Err(ShareError::AuditUnavailable(e)),
+            Err(e) => Err(ShareError::AuditUnavailable(format!(
+                "{e}; the share was stopped, as it could not be put on the record"
+            ))),
         });
     }
+    audited
 }
 
 async fn extend(
@@ -702,23 +720,24 @@ async fn extend(
             });
         }
     }
-    state.deadline = new_deadline;
-    state.info.expires_at += by;
-    if state.info.state == ShareState::Expiring {
-        state.info.state = ShareState::Active;
-    }
-    state.arm_ttl();
+    // On the record first: an extension the log cannot keep does not happen.
     let event = state
         .event(AuditKind::ShareExtended)
         .detail("by_ms", by.as_millis() as u64)
         .detail("by", principal.as_str())
         .detail(
             "expires_at",
-            humantime::format_rfc3339_millis(state.info.expires_at).to_string(),
+            humantime::format_rfc3339_millis(state.info.expires_at + by).to_string(),
         );
     record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout)
         .await
         .map_err(ShareError::AuditUnavailable)?;
+    state.deadline = new_deadline;
+    state.info.expires_at += by;
+    if state.info.state == ShareState::Expiring {
+        state.info.state = ShareState::Active;
+    }
+    state.arm_ttl();
     let _ = state.ctx.root.cast(RootMsg::Updated(state.info.clone()));
     Ok(state.info.clone())
 }

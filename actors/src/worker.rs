@@ -116,8 +116,21 @@ impl Actor for BackendWorker {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faultpoints::check("worker.handle");
         match msg {
             WorkerMsg::Start => {
+                if let Some(arg) = crate::faultpoints::check("backend.slow_link") {
+                    let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(1000);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                if crate::faultpoints::check("worker.start").is_some() {
+                    state.report(WorkerEvent::StartFailed(BackendError::StartFailed {
+                        backend: state.args.backend.name().to_string(),
+                        detail: "injected start failure (fail point worker.start)".into(),
+                    }));
+                    myself.stop(Some("start failed".into()));
+                    return Ok(());
+                }
                 let spec = state.args.spec.clone();
                 let limit = spec.link_timeout;
                 // The backend enforces the link timeout itself; this outer bound only
