@@ -176,8 +176,8 @@ fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration
         None => Ok(default),
         Some(s) => {
             let d = humantime::parse_duration(s).map_err(|e| format!("{key} = \"{s}\": {e}"))?;
-            if d.is_zero() {
-                return Err(format!("{key} must be positive"));
+            if d.is_zero() || d > termshare_actors::settings::MAX_DURATION {
+                return Err(format!("{key} must be positive and at most a year"));
             }
             Ok(d)
         }

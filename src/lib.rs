@@ -64,6 +64,17 @@ pub struct Termshare {
 impl Termshare {
     /// Start from a config and a policy. Must run inside a multi-threaded tokio runtime.
     pub async fn start(config: &Config, policy: Policy) -> Result<Self, StartError> {
+        Self::start_with(config, policy, |_, backends| backends).await
+    }
+
+    /// Like [`Termshare::start`], but `wrap` may replace or wrap the real backends
+    /// before the tree sees them (the chaos harness injects faults this way: through
+    /// the same `Backend` trait, over the same production code paths).
+    pub async fn start_with(
+        config: &Config,
+        policy: Policy,
+        wrap: impl FnOnce(&Arc<ProcessSpawner>, Vec<Arc<dyn Backend>>) -> Vec<Arc<dyn Backend>>,
+    ) -> Result<Self, StartError> {
         let settings = config.settings().map_err(StartError::Config)?;
         let spawner = ProcessSpawner::new().map_err(StartError::Spawner)?;
         let listen = config
@@ -76,6 +87,7 @@ impl Termshare {
             Arc::new(TmateBackend::new(spawner.clone(), config.tmate())),
             Arc::new(UptermBackend::new(spawner.clone(), config.upterm())),
         ];
+        let backends = wrap(&spawner, backends);
         let mut host = TmuxHost::new(
             config
                 .terminal
@@ -106,6 +118,11 @@ impl Termshare {
         )
         .await?;
         Ok(Termshare { service, spawner })
+    }
+
+    /// The process spawner, for adapters built outside [`Termshare::start`].
+    pub fn spawner(&self) -> &Arc<ProcessSpawner> {
+        &self.spawner
     }
 
     pub fn service(&self) -> &ShareService {

@@ -149,7 +149,7 @@ impl Policy {
                     h.id, h.step_timeout
                 )
             })?;
-            if step_timeout.is_zero() {
+            if step_timeout.is_zero() || step_timeout > termshare_actors::settings::MAX_DURATION {
                 return Err(format!(
                     "handoff rule `{}`: step_timeout must be positive",
                     h.id
@@ -181,8 +181,12 @@ impl Policy {
                 ),
                 None => None,
             };
-            if max_ttl.is_some_and(|d| d.is_zero()) {
-                return Err(format!("rule `{}`: max_ttl must be positive", r.id));
+            if max_ttl.is_some_and(|d| d.is_zero() || d > termshare_actors::settings::MAX_DURATION)
+            {
+                return Err(format!(
+                    "rule `{}`: max_ttl must be positive and at most a year",
+                    r.id
+                ));
             }
             if r.max_concurrent == Some(0) && r.effect == Effect::Allow {
                 return Err(format!(

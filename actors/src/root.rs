@@ -204,9 +204,14 @@ impl RootState {
             }
         };
         let ttl = req.ttl.unwrap_or(self.ctx.settings.default_ttl);
-        if ttl.is_zero() {
+        if ttl.is_zero() || ttl > crate::settings::MAX_DURATION {
             return Err((
-                crate::error::InvalidInput::new("ttl", "0s", "must be positive").into(),
+                crate::error::InvalidInput::new(
+                    "ttl",
+                    &human(ttl),
+                    "must be positive and at most a year",
+                )
+                .into(),
                 Some(grant.rule_id),
             ));
         }

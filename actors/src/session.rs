@@ -705,8 +705,13 @@ async fn extend(
         }
         Phase::Active | Phase::Starting { .. } | Phase::Switching { .. } => {}
     }
-    if by.is_zero() {
-        return Err(crate::error::InvalidInput::new("extension", "0s", "must be positive").into());
+    if by.is_zero() || by > crate::settings::MAX_DURATION {
+        return Err(crate::error::InvalidInput::new(
+            "extension",
+            &human(by),
+            "must be positive and at most a year",
+        )
+        .into());
     }
     let new_deadline = state.deadline + by;
     let total = new_deadline - state.started;

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The longest TTL, extension or timeout anything accepts: far beyond any real share,
+/// and far from the overflow of `Instant` and `SystemTime` arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// TTL of a share that asks for none.

@@ -742,3 +742,26 @@ async fn a_worker_that_stops_answering_fails_its_share_after_the_heartbeat_timeo
     assert_eq!(h.world.live_count(), 0, "the hung worker was killed");
     h.svc.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_durations_are_refused_not_overflowed() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut r = req("dev");
+    r.ttl = Some(Duration::from_secs(u64::MAX / 2));
+    let err = h.svc.share(r).await.unwrap_err();
+    assert!(matches!(err, ShareError::Invalid(_)), "{err}");
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let who: termshare_actors::Principal = "human:alice".parse().unwrap();
+    let err = h
+        .svc
+        .extend(info.share_id, Duration::from_secs(u64::MAX / 2), who)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::Invalid(_)), "{err}");
+    assert_eq!(
+        h.svc.list().await.unwrap().len(),
+        1,
+        "the share is unharmed"
+    );
+    h.svc.shutdown().await;
+}

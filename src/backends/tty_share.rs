@@ -38,6 +38,13 @@ impl TtyShareBackend {
         }
     }
 
+    /// Run another program with tty-share's arguments (the chaos harness uses stand-ins
+    /// that misbehave).
+    pub fn with_program(mut self, program: impl Into<String>) -> Self {
+        self.program = program.into();
+        self
+    }
+
     pub fn loopback(spawner: Arc<ProcessSpawner>) -> Self {
         Self::new(spawner, IpAddr::V4(Ipv4Addr::LOCALHOST))
     }

@@ -1,0 +1,534 @@
+//! The world a chaos run acts on: the share service with its backends wrapped in
+//! fault injectors, the host terminals, and a way to see worker processes.
+//!
+//! - `fake`: in-process workers (no OS process) under tokio's paused clock, so TTLs and
+//!   timeouts of minutes take no real time; the audit sink is in memory.
+//! - `tty-share`: the real binary over a private tmux server, real processes checked
+//!   in /proc by process group, the real JSON-lines audit file.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use termshare::actors::testing::{FakeBackend, FakeHost, FakeWorld, FlakySink};
+use termshare::actors::{
+    AccessMode, AuditEvent, AuditKind, Backend, ServiceDeps, Settings, ShareId, ShareService,
+    TerminalName,
+};
+use termshare::backends::tty_share::TtyShareBackend;
+use termshare::config::Config;
+use termshare::policy::Policy;
+use termshare::Termshare;
+
+use crate::faulty::{Crash, FaultPlan, FaultyBackend};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Fake,
+    TtyShare,
+}
+
+impl Mode {
+    pub fn backends(self) -> &'static [&'static str] {
+        match self {
+            Mode::Fake => &["fake", "fake-b"],
+            Mode::TtyShare => &["tty-share"],
+        }
+    }
+}
+
+/// The policy every run uses: shares for humans and agents (agents read-only), a
+/// two-step handoff chain, and nothing for backends outside the mode's list.
+pub fn policy_text(backends: &[&str]) -> String {
+    let list = backends
+        .iter()
+        .map(|b| format!("\"{b}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+[[rule]]
+id = "no-agent-writes"
+effect = "deny"
+principals = ["agent:*"]
+terminals = ["*"]
+backends = ["*"]
+access = ["read-write"]
+
+[[rule]]
+id = "chaos"
+effect = "allow"
+principals = ["human:*", "agent:*"]
+terminals = ["*"]
+backends = [{list}]
+access = ["read-only", "read-write"]
+max_ttl = "2h"
+
+[[handoff]]
+id = "chain"
+from = ["human:*", "agent:*"]
+to = ["human:*", "agent:*"]
+terminals = ["*"]
+approvers = ["human:owner", "human:lead"]
+step_timeout = "5s"
+agent_access = "read-only"
+"#
+    )
+}
+
+enum Service {
+    Fake(ShareService),
+    Real(Termshare),
+}
+
+/// A worker process (or fake worker) seen from outside.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Seen {
+    Fake(ShareId),
+    Process(u32),
+}
+
+pub struct Env {
+    pub mode: Mode,
+    service: Option<Service>,
+    pub terminals: Vec<TerminalName>,
+    pub plan: Arc<FaultPlan>,
+    pub settings: Settings,
+    world: Option<Arc<FakeWorld>>,
+    fake_host: Option<Arc<FakeHost>>,
+    fake_audit: Option<FlakySink>,
+    tmux_socket: PathBuf,
+    audit_path: PathBuf,
+    /// Worker pid of each share, from its started/switched events (tty-share mode).
+    pids: Arc<Mutex<HashMap<ShareId, u32>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn chaos_bin(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bin")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+impl Env {
+    pub async fn new(mode: Mode, terminals: usize) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names: Vec<TerminalName> = (0..terminals.max(1))
+            .map(|i| format!("t{i}").parse().unwrap())
+            .collect();
+        let plan = Arc::new(FaultPlan::default());
+        let tmux_socket = dir.path().join("tmux.sock");
+        let audit_path = dir.path().join("audit.jsonl");
+        let policy = Policy::parse(&policy_text(mode.backends())).expect("policy");
+        let pids: Arc<Mutex<HashMap<ShareId, u32>>> = Arc::default();
+        match mode {
+            Mode::Fake => {
+                let world = Arc::new(FakeWorld::default());
+                let host = Arc::new(FakeHost::with(
+                    &names.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                ));
+                let sink = FlakySink::default();
+                let crash: Crash = {
+                    let world = world.clone();
+                    Arc::new(move |share, _| {
+                        world.crash(share);
+                    })
+                };
+                let backends: Vec<Arc<dyn Backend>> = mode
+                    .backends()
+                    .iter()
+                    .map(|name| {
+                        Arc::new(FaultyBackend {
+                            inner: Arc::new(FakeBackend::new(name, world.clone())),
+                            garbage: None,
+                            silent: None,
+                            plan: plan.clone(),
+                            crash: crash.clone(),
+                        }) as Arc<dyn Backend>
+                    })
+                    .collect();
+                let settings = Settings {
+                    default_ttl: Duration::from_secs(600),
+                    grace: vec![Duration::from_secs(30)],
+                    per_terminal_limit: 1,
+                    link_timeout: Duration::from_secs(5),
+                    revoke_deadline: Duration::from_secs(5),
+                    terminate_grace: Duration::from_millis(500),
+                    probe_interval: Duration::from_millis(200),
+                    heartbeat_timeout: Duration::from_secs(2),
+                    ..Settings::default()
+                };
+                let svc = ShareService::start(
+                    ServiceDeps {
+                        backends,
+                        policy: Arc::new(policy),
+                        host: host.clone(),
+                        audit_sink: Box::new(sink.clone()),
+                    },
+                    settings.clone(),
+                )
+                .await
+                .expect("service");
+                Env {
+                    mode,
+                    service: Some(Service::Fake(svc)),
+                    terminals: names,
+                    plan,
+                    settings,
+                    world: Some(world),
+                    fake_host: Some(host),
+                    fake_audit: Some(sink),
+                    tmux_socket,
+                    audit_path,
+                    pids,
+                    _dir: dir,
+                }
+            }
+            Mode::TtyShare => {
+                let shell = "env PS1='host$ ' sh";
+                for (i, t) in names.iter().enumerate() {
+                    let mut c = Command::new("tmux");
+                    c.arg("-S").arg(&tmux_socket);
+                    if i == 0 {
+                        c.args(["-f", "/dev/null"]);
+                    }
+                    let ok = c
+                        .args([
+                            "new-session",
+                            "-d",
+                            "-s",
+                            t.as_str(),
+                            "-x",
+                            "100",
+                            "-y",
+                            "30",
+                            shell,
+                        ])
+                        .env_remove("TMUX")
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false);
+                    assert!(ok, "tmux new-session {t} failed");
+                }
+                let config = Config::parse(&format!(
+                    "link_timeout = \"1500ms\"\n[ttl]\ndefault = \"30s\"\ngrace = [\"1s\"]\n\
+                     [revoke]\ngrace = \"300ms\"\n[heartbeat]\ninterval = \"50ms\"\ntimeout = \"1s\"\n\
+                     [terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n[limits]\nper_terminal = 1\n",
+                    tmux_socket.display(),
+                    audit_path.display()
+                ))
+                .expect("config");
+                let settings = config.settings().expect("settings");
+                let crash: Crash = Arc::new(|_, pid| {
+                    if let Some(pid) = pid {
+                        unsafe {
+                            libc::kill(-(pid as i32), libc::SIGKILL);
+                        }
+                    }
+                });
+                let wrap_plan = plan.clone();
+                let ts = Termshare::start_with(&config, policy, move |spawner, backends| {
+                    let real: Arc<dyn Backend> = backends
+                        .into_iter()
+                        .find(|b| b.name().as_str() == "tty-share")
+                        .expect("tty-share backend");
+                    let garbage = TtyShareBackend::loopback(spawner.clone())
+                        .with_program(chaos_bin("garbage-backend"));
+                    let silent = TtyShareBackend::loopback(spawner.clone())
+                        .with_program(chaos_bin("silent-backend"));
+                    vec![Arc::new(FaultyBackend {
+                        inner: real,
+                        garbage: Some(Arc::new(garbage)),
+                        silent: Some(Arc::new(silent)),
+                        plan: wrap_plan,
+                        crash,
+                    })]
+                })
+                .await
+                .expect("termshare");
+                // Learn each share's worker pid from its events.
+                let mut events = ts.subscribe();
+                let map = pids.clone();
+                tokio::spawn(async move {
+                    while let Ok(e) = events.recv().await {
+                        let key = match e.kind {
+                            AuditKind::ShareStarted => "worker_pid",
+                            AuditKind::ShareSwitched => "new_worker_pid",
+                            _ => continue,
+                        };
+                        if let Some(pid) = e.details.get(key).and_then(|v| v.as_u64()) {
+                            map.lock().insert(ShareId(e.correlation_id), pid as u32);
+                        }
+                    }
+                });
+                Env {
+                    mode,
+                    service: Some(Service::Real(ts)),
+                    terminals: names,
+                    plan,
+                    settings,
+                    world: None,
+                    fake_host: None,
+                    fake_audit: None,
+                    tmux_socket,
+                    audit_path,
+                    pids,
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    pub fn svc(&self) -> &ShareService {
+        match self.service.as_ref().expect("running") {
+            Service::Fake(s) => s,
+            Service::Real(t) => t,
+        }
+    }
+
+    pub fn backend_names(&self) -> &'static [&'static str] {
+        self.mode.backends()
+    }
+
+    /// Agents may only read; humans either.
+    pub fn allowed_access(principal_is_agent: bool, want_write: bool) -> AccessMode {
+        if want_write && !principal_is_agent {
+            AccessMode::ReadWrite
+        } else {
+            AccessMode::ReadOnly
+        }
+    }
+
+    /// How many backend starts have happened (fake), or worker processes exist (real):
+    /// what a denied request must not change.
+    pub fn spawn_count(&self) -> usize {
+        match &self.world {
+            Some(w) => w.starts.load(std::sync::atomic::Ordering::SeqCst) as usize,
+            None => self.processes().len(),
+        }
+    }
+
+    /// Worker processes of this run: programs started with our tmux socket in their
+    /// arguments (tty-share and the misbehaving stand-ins), live ones only.
+    fn processes(&self) -> Vec<u32> {
+        let marker = self.tmux_socket.to_string_lossy().into_owned();
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let argv: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            let is_worker = argv.iter().take(2).any(|a| {
+                a.ends_with("tty-share")
+                    || a.ends_with("garbage-backend")
+                    || a.ends_with("silent-backend")
+            });
+            if is_worker
+                && argv.iter().any(|a| a.contains(&marker))
+                && !matches!(termshare::process::process_state(pid), None | Some('Z'))
+            {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Every live worker, as seen from outside the tree.
+    pub fn seen_workers(&self) -> HashSet<Seen> {
+        match &self.world {
+            Some(w) => w.live().into_iter().map(Seen::Fake).collect(),
+            None => self.processes().into_iter().map(Seen::Process).collect(),
+        }
+    }
+
+    /// The worker a share should have.
+    pub fn worker_of(&self, share: ShareId) -> Option<Seen> {
+        match &self.world {
+            Some(_) => Some(Seen::Fake(share)),
+            None => self.pids.lock().get(&share).map(|p| Seen::Process(*p)),
+        }
+    }
+
+    pub fn pid_of(&self, share: ShareId) -> Option<u32> {
+        self.pids.lock().get(&share).copied()
+    }
+
+    fn signal(&self, share: ShareId, sig: i32) -> bool {
+        match self.pid_of(share) {
+            Some(pid) => unsafe { libc::kill(-(pid as i32), sig) == 0 },
+            None => false,
+        }
+    }
+
+    /// SIGKILL the worker (its whole group), or crash the fake.
+    pub fn kill_worker(&self, share: ShareId) -> bool {
+        match &self.world {
+            Some(w) => w.crash(share),
+            None => self.signal(share, libc::SIGKILL),
+        }
+    }
+
+    /// SIGSTOP: the worker stops answering (a hang).
+    pub fn stop_worker(&self, share: ShareId) -> bool {
+        match &self.world {
+            Some(w) => w.hung.lock().insert(share),
+            None => self.signal(share, libc::SIGSTOP),
+        }
+    }
+
+    /// SIGCONT: a stopped worker runs again.
+    pub fn cont_worker(&self, share: ShareId) -> bool {
+        match &self.world {
+            Some(w) => w.hung.lock().remove(&share),
+            None => self.signal(share, libc::SIGCONT),
+        }
+    }
+
+    /// Kill what the worker runs (tty-share's attach client): the worker should notice.
+    pub fn kill_worker_children(&self, share: ShareId) -> bool {
+        let Some(pid) = self.pid_of(share) else {
+            return match &self.world {
+                Some(w) => w.crash(share),
+                None => false,
+            };
+        };
+        let mut killed = false;
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Ok(child) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                    continue;
+                };
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if ppid == Some(pid) {
+                    unsafe {
+                        libc::kill(child, libc::SIGKILL);
+                    }
+                    killed = true;
+                }
+            }
+        }
+        killed
+    }
+
+    /// Kill the host terminal (the tmux session) and create it anew.
+    pub fn kill_terminal(&self, terminal: &TerminalName, shares_on_it: &[ShareId]) {
+        match (&self.fake_host, &self.world) {
+            (Some(host), Some(world)) => {
+                // Its clients go with it: the fake workers attached to it exit.
+                host.terminals.lock().remove(terminal.as_str());
+                for s in shares_on_it {
+                    world.crash(*s);
+                }
+                host.terminals.lock().insert(terminal.to_string());
+            }
+            _ => {
+                let _ = self.tmux(&["kill-session", "-t", &format!("={terminal}")]);
+                let _ = self.tmux(&[
+                    "new-session",
+                    "-d",
+                    "-s",
+                    terminal.as_str(),
+                    "-x",
+                    "100",
+                    "-y",
+                    "30",
+                    "env PS1='host$ ' sh",
+                ]);
+            }
+        }
+    }
+
+    pub fn terminal_alive(&self, terminal: &TerminalName) -> bool {
+        match &self.fake_host {
+            Some(h) => h.terminals.lock().contains(terminal.as_str()),
+            None => self.tmux(&["has-session", "-t", &format!("={terminal}")]),
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> bool {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.tmux_socket)
+            .args(args)
+            .env_remove("TMUX")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Everything the audit sink has kept.
+    pub fn audit_events(&self) -> Vec<AuditEvent> {
+        match &self.fake_audit {
+            Some(sink) => sink.events.lock().clone(),
+            None => termshare::audit_file::read_events(&self.audit_path)
+                .map(|(e, _)| e)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The raw audit log, to look for links (tty-share mode: the file).
+    pub fn audit_text(&self) -> String {
+        match &self.fake_audit {
+            Some(sink) => sink
+                .events
+                .lock()
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => std::fs::read_to_string(&self.audit_path).unwrap_or_default(),
+        }
+    }
+
+    /// Stop everything; afterwards no worker may be left.
+    pub async fn shutdown(&mut self) {
+        match self.service.take() {
+            Some(Service::Fake(s)) => {
+                s.shutdown().await;
+            }
+            Some(Service::Real(t)) => {
+                t.shutdown().await;
+            }
+            None => {}
+        }
+    }
+
+    /// Workers left after shutdown (must be none).
+    pub fn leftovers(&self) -> usize {
+        self.seen_workers().len()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.mode == Mode::TtyShare {
+            for pid in self.processes() {
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+            let _ = self.tmux(&["kill-server"]);
+        }
+    }
+}

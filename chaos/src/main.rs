@@ -1,0 +1,78 @@
+//! `termshare-chaos run --seed N --steps K --shares M [--backend fake|tty-share]`
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use termshare_chaos::{run, Mode, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "termshare-chaos",
+    about = "Seeded fault injection for termshare"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Fake,
+    TtyShare,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario; exits 1 on any invariant violation.
+    Run {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1000)]
+        steps: u64,
+        /// Terminals (one share each at most).
+        #[arg(long, default_value_t = 20)]
+        shares: usize,
+        #[arg(long, value_enum, default_value = "fake")]
+        backend: Backend,
+    },
+}
+
+fn main() -> ExitCode {
+    let Command::Run {
+        seed,
+        steps,
+        shares,
+        backend,
+    } = Cli::parse().command;
+    termshare_chaos::quiet_injected_panics();
+    let mode = match backend {
+        Backend::Fake => Mode::Fake,
+        Backend::TtyShare => Mode::TtyShare,
+    };
+    // Fake runs use the paused clock on one thread (deterministic, minutes of TTL in
+    // no time); tty-share runs need real time and threads.
+    let runtime = match mode {
+        Mode::Fake => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build(),
+        Mode::TtyShare => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("termshare-chaos: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let summary = runtime.block_on(run(RunConfig::new(seed, steps, shares, mode)));
+    summary.print();
+    println!("injected panics: {}", termshare_chaos::injected_panics());
+    if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
