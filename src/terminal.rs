@@ -60,18 +60,28 @@ pub fn default_attach(read_only: bool) -> Vec<String> {
 
 #[async_trait]
 impl TerminalHost for TmuxHost {
-    async fn check(&self, terminal: &TerminalName) -> Result<(), String> {
-        // `=NAME` matches exactly, not by prefix.
-        self.run(&["has-session", "-t", &format!("={terminal}")])
+    async fn check(&self, terminal: &TerminalName) -> Result<Option<(u16, u16)>, String> {
+        // One tmux round trip: it fails when there is no such session (`=NAME` matches
+        // exactly, not by prefix), and otherwise tells the size.
+        let out = self
+            .run(&[
+                "display-message",
+                "-p",
+                "-t",
+                &format!("={terminal}:"),
+                "#{window_width} #{window_height}",
+            ])
             .await
-            .map(|_| ())
             .map_err(|e| {
                 if e.is_empty() {
                     format!("no tmux session {terminal}")
                 } else {
                     e
                 }
-            })
+            })?;
+        Ok(out
+            .split_once(' ')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))))
     }
 
     fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String> {
@@ -93,21 +103,6 @@ impl TerminalHost for TmuxHost {
             }
         }
         argv
-    }
-
-    async fn size(&self, terminal: &TerminalName) -> Option<(u16, u16)> {
-        let out = self
-            .run(&[
-                "display-message",
-                "-p",
-                "-t",
-                &format!("={terminal}:"),
-                "#{window_width} #{window_height}",
-            ])
-            .await
-            .ok()?;
-        let (w, h) = out.split_once(' ')?;
-        Some((w.parse().ok()?, h.parse().ok()?))
     }
 
     async fn capture(

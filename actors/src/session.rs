@@ -126,8 +126,11 @@ impl SessionState {
         self.info.share_id
     }
 
-    async fn spawn_worker(&mut self, myself: &ActorRef<SessionMsg>) -> Result<(), ShareError> {
-        let size = self.ctx.host.size(&self.info.terminal).await;
+    async fn spawn_worker(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        size: Option<(u16, u16)>,
+    ) -> Result<(), ShareError> {
         self.worker_generation += 1;
         self.worker_ready = false;
         self.worker_pid = None;
@@ -429,15 +432,18 @@ impl Actor for ShareSession {
                 if matches!(state.phase, Phase::Ended) {
                     return Ok(());
                 }
-                if let Err(detail) = state.ctx.host.check(&state.info.terminal).await {
-                    let err = ShareError::UnknownTerminal {
-                        terminal: state.info.terminal.clone(),
-                        detail,
-                    };
-                    state.fail_start(&myself, err).await;
-                    return Ok(());
-                }
-                if let Err(e) = state.spawn_worker(&myself).await {
+                let size = match state.ctx.host.check(&state.info.terminal).await {
+                    Ok(size) => size,
+                    Err(detail) => {
+                        let err = ShareError::UnknownTerminal {
+                            terminal: state.info.terminal.clone(),
+                            detail,
+                        };
+                        state.fail_start(&myself, err).await;
+                        return Ok(());
+                    }
+                };
+                if let Err(e) = state.spawn_worker(&myself, size).await {
                     state.fail_start(&myself, e).await;
                 }
             }
@@ -570,7 +576,14 @@ impl Actor for ShareSession {
                     stopped,
                     reply: Some(reply),
                 };
-                if let Err(e) = state.spawn_worker(&myself).await {
+                let size = state
+                    .ctx
+                    .host
+                    .check(&state.info.terminal)
+                    .await
+                    .ok()
+                    .flatten();
+                if let Err(e) = state.spawn_worker(&myself, size).await {
                     state.fail_start(&myself, e).await;
                 }
             }

@@ -189,9 +189,9 @@ impl FakeHost {
 
 #[async_trait]
 impl TerminalHost for FakeHost {
-    async fn check(&self, terminal: &TerminalName) -> Result<(), String> {
+    async fn check(&self, terminal: &TerminalName) -> Result<Option<(u16, u16)>, String> {
         if self.terminals.lock().contains(terminal.as_str()) {
-            Ok(())
+            Ok(Some((80, 24)))
         } else {
             Err(format!("no terminal named {terminal}"))
         }

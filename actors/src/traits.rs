@@ -197,16 +197,12 @@ pub trait AuditSink: Send + 'static {
 /// The host side: the terminal that is shared.
 #[async_trait]
 pub trait TerminalHost: Send + Sync + 'static {
-    /// Is there such a terminal? The error says why not.
-    async fn check(&self, terminal: &TerminalName) -> Result<(), String>;
+    /// Is there such a terminal? `Ok` carries its size (cols, rows) when known, so that
+    /// one round trip serves both; the error says why there is none.
+    async fn check(&self, terminal: &TerminalName) -> Result<Option<(u16, u16)>, String>;
 
     /// The argv that attaches a new client to the terminal.
     fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String>;
-
-    /// The terminal's size (cols, rows), when known.
-    async fn size(&self, _terminal: &TerminalName) -> Option<(u16, u16)> {
-        None
-    }
 
     /// Show a message to everyone attached to the terminal (grace warnings).
     async fn notify(&self, terminal: &TerminalName, message: &str) -> Result<(), String>;

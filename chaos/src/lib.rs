@@ -7,6 +7,7 @@
 //! revoke, the host terminal killed), and checks the invariants after every step.
 //! The same seed replays the same run (exactly, in `fake` mode).
 
+pub mod bench;
 pub mod env;
 pub mod faulty;
 pub mod rng;

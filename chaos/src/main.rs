@@ -35,15 +35,27 @@ enum Command {
         #[arg(long, value_enum, default_value = "fake")]
         backend: Backend,
     },
+    /// Measure everything side by side with its baseline; prints a table.
+    Bench {
+        /// Small sizes (the CI smoke run).
+        #[arg(long)]
+        quick: bool,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    let Command::Run {
-        seed,
-        steps,
-        shares,
-        backend,
-    } = Cli::parse().command;
+    let (seed, steps, shares, backend) = match Cli::parse().command {
+        Command::Run {
+            seed,
+            steps,
+            shares,
+            backend,
+        } => (seed, steps, shares, backend),
+        Command::Bench { quick, json } => return bench(quick, json),
+    };
     termshare_chaos::quiet_injected_panics();
     let mode = match backend {
         Backend::Fake => Mode::Fake,
@@ -75,4 +87,34 @@ fn main() -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn bench(quick: bool, json: Option<std::path::PathBuf>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("termshare-chaos: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let rows = runtime.block_on(termshare_chaos::bench::bench(quick));
+    termshare_chaos::bench::print_table(&rows);
+    println!(
+        "({} run in {:.0?})",
+        if quick { "quick" } else { "full" },
+        t0.elapsed()
+    );
+    if let Some(path) = json {
+        let list: Vec<_> = rows.iter().map(|r| r.json()).collect();
+        let text = serde_json::to_string_pretty(&list).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("termshare-chaos: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
 }

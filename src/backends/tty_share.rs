@@ -151,9 +151,18 @@ impl termshare_actors::Backend for TtyShareBackend {
                     )))
                 }
             };
-            // Proof of life: our own process listens on the port.
+            // Proof of life: our own process listens on the port. A TCP connect tells
+            // cheaply when something listens (tty-share listens a moment after
+            // printing its URL); sock_diag and /proc/PID/fd then tell whether it is ours.
+            let addr = std::net::SocketAddr::new(self.listen, port);
             loop {
-                if listens_on(process.pid, port) {
+                let answering = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                .is_ok_and(|c| c.is_ok());
+                if answering && listens_on(process.pid, port) {
                     return Ok(StartedWorker {
                         links: Links::new(link),
                         worker: Box::new(ProcessWorker::new(process, GracefulStop::SigTerm, None)),
@@ -172,7 +181,8 @@ impl termshare_actors::Backend for TtyShareBackend {
                         ),
                     });
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // No event tells when a socket starts listening: look again shortly.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
         Err(Self::err_start(last_error))
@@ -184,28 +194,16 @@ fn free_port(ip: IpAddr) -> std::io::Result<u16> {
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
-/// Does process `pid` own a listening TCP socket on `port`? (/proc/net/tcp{,6} inodes
-/// matched against the process's socket fds.)
+/// Does process `pid` own a listening TCP socket on `port`? (The kernel's listening
+/// sockets on the port, via sock_diag, matched against the process's socket fds.)
 pub fn listens_on(pid: u32, port: u16) -> bool {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || f[3] != "0A" {
-                continue; // not LISTEN
-            }
-            let local_port = f[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) {
-                inodes.push(format!("socket:[{}]", f[9]));
-            }
+    let inodes: Vec<String> = match crate::netdiag::listening_inodes(port) {
+        Ok(found) => found.iter().map(|i| format!("socket:[{i}]")).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "sock_diag unavailable; cannot prove who listens");
+            return false;
         }
-    }
+    };
     if inodes.is_empty() {
         return false;
     }
