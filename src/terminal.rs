@@ -61,14 +61,22 @@ pub fn default_attach(read_only: bool) -> Vec<String> {
 #[async_trait]
 impl TerminalHost for TmuxHost {
     async fn check(&self, terminal: &TerminalName) -> Result<Option<(u16, u16)>, String> {
-        // One tmux round trip: it fails when there is no such session (`=NAME` matches
-        // exactly, not by prefix), and otherwise tells the size.
+        // One tmux round trip: has-session fails when there is no such session (`=NAME`
+        // matches exactly, not by prefix) and stops the sequence; otherwise
+        // display-message tells the size. (display-message alone does not fail on a
+        // missing target.)
+        let session = format!("={terminal}");
+        let window = format!("={terminal}:");
         let out = self
             .run(&[
+                "has-session",
+                "-t",
+                &session,
+                ";",
                 "display-message",
                 "-p",
                 "-t",
-                &format!("={terminal}:"),
+                &window,
                 "#{window_width} #{window_height}",
             ])
             .await
