@@ -9,4 +9,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The library example must keep running end to end (private tmux, real tty-share).
 cargo run --quiet --example embed
+# The benchmark harness, small sizes, so it cannot rot (full run: BENCHMARKS.md).
+cargo run --quiet -p termshare-chaos -- bench --quick
 cargo test --workspace --all-targets

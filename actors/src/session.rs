@@ -109,6 +109,7 @@ pub struct SessionState {
     /// The current worker has reported its link (it is not in the middle of starting).
     worker_ready: bool,
     worker_pid: Option<u32>,
+    worker_tells_participants: bool,
     ended: Arc<OnceLock<EndReason>>,
     /// The backend label under which this share counts in `termshare_active_shares`.
     counted_active: Option<String>,
@@ -235,7 +236,7 @@ impl SessionState {
 
     async fn participants(&self) -> Option<u32> {
         let worker = self.worker.as_ref()?;
-        if !self.worker_ready {
+        if !self.worker_ready || !self.worker_tells_participants {
             return None;
         }
         match worker
@@ -408,6 +409,7 @@ impl Actor for ShareSession {
             worker_generation: 0,
             worker_ready: false,
             worker_pid: None,
+            worker_tells_participants: false,
             ended: args.ended,
             counted_active: None,
         };
@@ -452,9 +454,14 @@ impl Actor for ShareSession {
                     return Ok(()); // from a worker replaced by a switch, or after the end
                 }
                 match event {
-                    WorkerEvent::Ready { links, pid } => {
+                    WorkerEvent::Ready {
+                        links,
+                        pid,
+                        tells_participants,
+                    } => {
                         state.worker_ready = true;
                         state.worker_pid = pid;
+                        state.worker_tells_participants = tells_participants;
                         if let Err(e) = on_ready(state, links).await {
                             let cause = format!("its start could not be put on the record: {e}");
                             state

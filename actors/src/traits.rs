@@ -106,6 +106,12 @@ pub trait Worker: Send + 'static {
         }
     }
 
+    /// Whether [`Worker::participants`] can ever answer; when not, nobody asks (a
+    /// revoke then skips the round trip).
+    fn tells_participants(&self) -> bool {
+        false
+    }
+
     /// Participants connected now, when the backend can tell.
     async fn participants(&mut self) -> Option<u32> {
         None

@@ -24,6 +24,8 @@ pub enum WorkerEvent {
     Ready {
         links: Links,
         pid: Option<u32>,
+        /// The worker can tell how many participants are connected.
+        tells_participants: bool,
     },
     StartFailed(BackendError),
     Exited(WorkerExit),
@@ -150,6 +152,7 @@ impl Actor for BackendWorker {
                 match started {
                     Ok(started) => {
                         let pid = started.worker.pid();
+                        let tells_participants = started.worker.tells_participants();
                         let mut exit = started.worker.exit_watch();
                         let me = myself.clone();
                         state.watcher = Some(tokio::spawn(async move {
@@ -175,6 +178,7 @@ impl Actor for BackendWorker {
                         state.report(WorkerEvent::Ready {
                             links: started.links,
                             pid,
+                            tells_participants,
                         });
                     }
                     Err(e) => {

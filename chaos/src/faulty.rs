@@ -134,6 +134,10 @@ impl Worker for Watched {
         self.inner.probe().await
     }
 
+    fn tells_participants(&self) -> bool {
+        self.inner.tells_participants()
+    }
+
     async fn participants(&mut self) -> Option<u32> {
         self.inner.participants().await
     }
