@@ -248,16 +248,9 @@ async fn a_killed_worker_fails_its_share_and_the_host_terminal_lives_on() {
     unsafe {
         libc::kill(pgid, libc::SIGKILL);
     }
-    let failed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let e = events.recv().await.unwrap();
-            if e.correlation_id == info.share_id && e.kind.is_terminal() {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("no end event after the worker was killed");
+    let failed = end_event(&mut events, info.share_id)
+        .await
+        .expect("no end event after the worker was killed");
     assert_eq!(failed.kind.as_str(), "share.failed");
     assert!(
         failed.details["cause"]

@@ -148,16 +148,9 @@ async fn a_sigstopped_worker_fails_its_share_within_the_heartbeat_timeout_plus_1
     unsafe {
         libc::kill(pgid, libc::SIGSTOP);
     }
-    let failed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let e = events.recv().await.unwrap();
-            if e.correlation_id == info.share_id && e.kind.is_terminal() {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("the hung worker's share did not end");
+    let failed = end_event(&mut events, info.share_id)
+        .await
+        .expect("the hung worker's share did not end");
     let took = t0.elapsed();
     eprintln!("SIGSTOP to share.failed: {took:?}");
     assert_eq!(failed.kind.as_str(), "share.failed");

@@ -405,3 +405,21 @@ impl Conn {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
     }
 }
+
+/// The event that ends `share` (revoked, expired, stopped, failed), within 5 s.
+pub async fn end_event(
+    events: &mut tokio::sync::broadcast::Receiver<termshare::actors::AuditEvent>,
+    share: termshare::actors::ShareId,
+) -> Option<termshare::actors::AuditEvent> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = events.recv().await.ok()?;
+            if e.correlation_id == share && e.kind.is_terminal() {
+                return Some(e);
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
