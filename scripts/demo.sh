@@ -35,6 +35,9 @@ cat > "$work/config.toml" <<CONF
 tmux_socket = "$work/host.sock"
 [audit]
 path = "$work/audit.jsonl"
+[service]
+# A socket no daemon listens on: the share runs here, in the foreground.
+socket = "$work/termshare.sock"
 CONF
 
 echo "== termshare share demo --backend tty-share --ttl 2m --json"
