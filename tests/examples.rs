@@ -71,3 +71,19 @@ fn the_systemd_unit_runs_a_command_termshare_accepts() {
         assert!(unit.contains(key), "{key}");
     }
 }
+
+#[test]
+fn the_readme_config_example_is_a_valid_config() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("link_timeout = \"10s\"")
+        .expect("config example in README");
+    let end = start + readme[start..].find("```").unwrap();
+    let example = &readme[start..end];
+    let config = Config::parse(example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+    let s = config.settings().unwrap();
+    assert_eq!(s.heartbeat_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(s.handoff_scrollback_lines, 200);
+    assert_eq!(config.metrics_addr().unwrap().unwrap().port(), 9464);
+}
