@@ -112,8 +112,14 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let Ok((mut stream, _)) = accepted else { continue };
+                // At the limit, turn the newcomer away at once rather than stall the
+                // accept loop (and with it shutdown).
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    let busy = protocol::error(&Value::Null, "busy", crate::exit::INTERNAL, "too many connections; try again");
+                    let _ = write_line(&mut stream, &busy).await;
+                    continue;
+                };
                 let ts = ts.clone();
                 connections.spawn(async move {
                     let _permit = permit;

@@ -315,8 +315,6 @@ impl Actor for RootSupervisor {
             RootMsg::Share(req, reply) => {
                 let id = ShareId::new();
                 metrics::counter!("termshare_shares_requested_total").increment(1);
-                // Fail closed: a share whose request cannot be put on the record does
-                // not start. (This write is also how a recovered log is noticed.)
                 let requested = AuditEvent::new(AuditKind::ShareRequested, id)
                     .principal(&req.principal)
                     .terminal(&req.terminal)
@@ -326,19 +324,6 @@ impl Actor for RootSupervisor {
                         "ttl_ms",
                         serde_json::json!(req.ttl.map(|t| t.as_millis() as u64)),
                     );
-                if let Err(e) = record_acked(
-                    &state.ctx.audit,
-                    requested,
-                    state.ctx.settings.audit_timeout,
-                )
-                .await
-                {
-                    metrics::counter!("termshare_shares_denied_total").increment(1);
-                    let _ = reply.send(Err(ShareError::AuditUnavailable(format!(
-                        "{e}; new shares are refused until the audit log keeps events again"
-                    ))));
-                    return Ok(());
-                }
                 let Admitted {
                     ttl,
                     grant,
@@ -347,14 +332,21 @@ impl Actor for RootSupervisor {
                     Ok(admitted) => admitted,
                     Err((err, rule_id)) => {
                         metrics::counter!("termshare_shares_denied_total").increment(1);
-                        let event = state.denied_event(&req, id, &err, rule_id.as_deref());
-                        let audited =
-                            record_acked(&state.ctx.audit, event, state.ctx.settings.audit_timeout)
-                                .await;
-                        let _ = reply.send(Err(match audited {
-                            Ok(()) => err,
-                            Err(e) => ShareError::AuditUnavailable(e),
-                        }));
+                        // Audit and answer off the root's mailbox: a slow disk must
+                        // not hold up revokes queued behind this request.
+                        let denied = state.denied_event(&req, id, &err, rule_id.as_deref());
+                        let audit = state.ctx.audit.clone();
+                        let timeout = state.ctx.settings.audit_timeout;
+                        tokio::spawn(async move {
+                            let audited = match record_acked(&audit, requested, timeout).await {
+                                Ok(()) => record_acked(&audit, denied, timeout).await,
+                                Err(e) => Err(e),
+                            };
+                            let _ = reply.send(Err(match audited {
+                                Ok(()) => err,
+                                Err(e) => ShareError::AuditUnavailable(e),
+                            }));
+                        });
                         return Ok(());
                     }
                 };
@@ -385,6 +377,7 @@ impl Actor for RootSupervisor {
                     ctx: state.ctx.clone(),
                     reply,
                     ended: ended.clone(),
+                    requested,
                 };
                 // Registered in this same handler, before the next request is read, so
                 // racing requests see it.

@@ -74,6 +74,8 @@ pub struct SessionArgs {
     pub reply: ShareReply,
     /// Set once the share has ended, read by the root for callers that race the end.
     pub ended: Arc<OnceLock<EndReason>>,
+    /// The request's audit event, written before anything starts.
+    pub requested: AuditEvent,
 }
 
 enum Phase {
@@ -111,6 +113,8 @@ pub struct SessionState {
     worker_pid: Option<u32>,
     worker_tells_participants: bool,
     ended: Arc<OnceLock<EndReason>>,
+    /// Taken by `Begin`, which writes it first.
+    requested: Option<AuditEvent>,
     /// The backend label under which this share counts in `termshare_active_shares`.
     counted_active: Option<String>,
 }
@@ -411,6 +415,7 @@ impl Actor for ShareSession {
             worker_pid: None,
             worker_tells_participants: false,
             ended: args.ended,
+            requested: Some(args.requested),
             counted_active: None,
         };
         state.info.expires_at = SystemTime::now() + args.ttl;
@@ -433,6 +438,19 @@ impl Actor for ShareSession {
             SessionMsg::Begin => {
                 if matches!(state.phase, Phase::Ended) {
                     return Ok(());
+                }
+                // Fail closed: a share whose request cannot be put on the record does
+                // not start. (This write is also how a recovered log is noticed.)
+                if let Some(requested) = state.requested.take() {
+                    let timeout = state.ctx.settings.audit_timeout;
+                    if let Err(e) = record_acked(&state.ctx.audit, requested, timeout).await {
+                        metrics::counter!("termshare_shares_denied_total").increment(1);
+                        let err = ShareError::AuditUnavailable(format!(
+                            "{e}; new shares are refused until the audit log keeps events again"
+                        ));
+                        state.fail_start(&myself, err).await;
+                        return Ok(());
+                    }
                 }
                 let size = match state.ctx.host.check(&state.info.terminal).await {
                     Ok(size) => size,
