@@ -49,7 +49,7 @@ pub fn default_socket() -> PathBuf {
     }
 }
 
-/// Make sure the socket's directory exists, is ours, and lets nobody else in.
+/// Make sure the socket's directory exists, is ours, and nobody else can write to it.
 fn prepare_directory(dir: &Path) -> Result<(), DaemonError> {
     let unsafe_dir = |why: String| DaemonError::UnsafeDirectory {
         path: dir.to_path_buf(),
@@ -66,11 +66,10 @@ fn prepare_directory(dir: &Path) -> Result<(), DaemonError> {
     if meta.uid() != nix::unistd::geteuid().as_raw() {
         return Err(unsafe_dir(format!("it belongs to uid {}", meta.uid())));
     }
-    if meta.mode() & 0o077 != 0
-        && !dir.starts_with(std::env::var_os("XDG_RUNTIME_DIR").unwrap_or_default())
-    {
+    // Whoever can write the directory can replace the socket under its clients.
+    if meta.mode() & 0o022 != 0 {
         return Err(unsafe_dir(format!(
-            "its mode is {:o}; it must be 0700",
+            "others may write to it (mode {:o}); use a directory only you can write, such as one with mode 0700",
             meta.mode() & 0o777
         )));
     }
@@ -82,10 +81,21 @@ pub async fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
         prepare_directory(dir)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(DaemonError::Listen {
+                path: path.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is in the way; not removing it",
+                ),
+            });
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
         }
+        // A stale socket from a daemon that died.
         let _ = std::fs::remove_file(path);
     }
     let listen_err = |source| DaemonError::Listen {
@@ -441,5 +451,40 @@ mod tests {
         input.extend(vec![b'x'; MAX_LINE + 10]);
         input.extend(b"\nb\nlast");
         assert_eq!(lines_of(&input).await, ["a", "<too long>", "b", "last"]);
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn refuses_a_shared_directory_and_a_non_socket_in_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = bind(&open.join("t.sock")).await.unwrap_err();
+        assert!(matches!(err, DaemonError::UnsafeDirectory { .. }), "{err}");
+
+        let private = dir.path().join("private");
+        let file = private.join("t.sock");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(&file, "precious").unwrap();
+        let err = bind(&file).await.unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+
+        // A stale socket is replaced, a live one refused.
+        std::fs::remove_file(&file).unwrap();
+        let first = bind(&file).await.unwrap();
+        let err = bind(&file).await.unwrap_err();
+        assert!(matches!(err, DaemonError::AlreadyRunning(_)), "{err}");
+        drop(first);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        bind(&file).await.unwrap();
     }
 }
