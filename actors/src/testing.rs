@@ -271,10 +271,16 @@ pub struct FlakySink {
     pub events: Arc<Mutex<Vec<crate::audit::AuditEvent>>>,
     pub batches: Arc<Mutex<Vec<usize>>>,
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Each write takes this long (a slow disk).
+    pub delay: Arc<Mutex<Duration>>,
 }
 
 impl crate::traits::AuditSink for FlakySink {
     fn append(&mut self, events: &[crate::audit::AuditEvent]) -> Result<(), String> {
+        let delay = *self.delay.lock();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err("No space left on device (injected)".into());
         }

@@ -765,3 +765,36 @@ async fn absurd_durations_are_refused_not_overflowed() {
     );
     h.svc.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_audit_disk_does_not_hold_up_a_revoke_behind_a_new_request() {
+    let sink = termshare_actors::testing::FlakySink::default();
+    let (svc, world) = harness_with_sink(sink.clone()).await;
+    let svc = Arc::new(svc);
+    let a = svc.share(req("dev")).await.unwrap();
+    // From now on every audit write takes 1.5 s (real time: the writer blocks).
+    *sink.delay.lock() = Duration::from_millis(1500);
+    let requesting = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.share(req("ops")).await })
+    };
+    tokio::task::yield_now().await;
+    let t0 = std::time::Instant::now();
+    let revoking = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.revoke(a.share_id, "human:bob".parse().unwrap()).await })
+    };
+    // The worker is stopped at once; only the revoke's answer waits for its event.
+    while world.live().contains(&a.share_id) {
+        tokio::task::yield_now().await;
+        assert!(
+            t0.elapsed() < std::time::Duration::from_millis(1000),
+            "revoke was held up"
+        );
+    }
+    eprintln!("worker of the revoked share gone after {:?}", t0.elapsed());
+    revoking.await.unwrap().unwrap();
+    requesting.await.unwrap().unwrap();
+    *sink.delay.lock() = Duration::ZERO;
+    Arc::into_inner(svc).unwrap().shutdown().await;
+}
