@@ -121,11 +121,6 @@ impl Termshare {
         Ok(Termshare { service, spawner })
     }
 
-    /// The process spawner, for adapters built outside [`Termshare::start`].
-    pub fn spawner(&self) -> &Arc<ProcessSpawner> {
-        &self.spawner
-    }
-
     pub fn service(&self) -> &ShareService {
         &self.service
     }

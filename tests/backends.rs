@@ -43,6 +43,21 @@ fn standin() -> String {
         .to_string()
 }
 
+/// termshare with tmate pointed at a loopback port where nothing listens (no relay).
+async fn start_with_unreachable_tmate(host: &Tmux, link_timeout: &str) -> (Termshare, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ts = start(
+        host,
+        &format!("link_timeout = \"{link_timeout}\"\n[backends.tmate]\nserver_host = \"127.0.0.1\"\nserver_port = {port}\n"),
+    )
+    .await;
+    (ts, port)
+}
+
 fn audit_kinds(host: &Tmux) -> Vec<String> {
     host.audit()
         .iter()
@@ -53,17 +68,7 @@ fn audit_kinds(host: &Tmux) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tmate_without_a_reachable_relay_times_out_and_leaves_no_tmate() {
     let host = Tmux::new("S");
-    // A relay address on loopback where nothing listens.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ts = start(
-        &host,
-        &format!("link_timeout = \"2s\"\n[backends.tmate]\nserver_host = \"127.0.0.1\"\nserver_port = {port}\n"),
-    )
-    .await;
+    let (ts, port) = start_with_unreachable_tmate(&host, "2s").await;
     let err = ts
         .share(request("S", "tmate", AccessMode::ReadWrite))
         .await
@@ -355,18 +360,9 @@ async fn a_grace_notice_on_the_host_shows_in_what_tmate_serves() {
     // No relay is reachable here, so no ssh participant can join. What tmate would
     // send them is its own pane, which runs our attach client: read it locally.
     let host = Tmux::new("S");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ts = Arc::new(
-        start(
-            &host,
-            &format!("link_timeout = \"30s\"\n[backends.tmate]\nserver_host = \"127.0.0.1\"\nserver_port = {port}\n"),
-        )
-        .await,
-    );
+    let (ts, _) = start_with_unreachable_tmate(&host, "30s").await;
+    let ts = Arc::new(ts);
+    let mut events = ts.subscribe();
     let starting = {
         let ts = ts.clone();
         tokio::spawn(async move { ts.share(request("S", "tmate", AccessMode::ReadWrite)).await })
@@ -416,19 +412,23 @@ async fn a_grace_notice_on_the_host_shows_in_what_tmate_serves() {
         tmate_screen()
     );
 
-    // Revoking the starting share kills tmate.
-    let id = loop {
-        // The share is not listed until its link arrives: find it by its audit line.
-        if let Some(e) = host.audit().iter().find(|e| e["kind"] == "share.requested") {
-            break e["correlation_id"].as_str().unwrap().parse().unwrap();
+    // Revoking the starting share kills tmate. The share is not listed until its
+    // link arrives: its id comes from its `share.requested` event.
+    let requested = loop {
+        let e = events.recv().await.unwrap();
+        if e.kind.as_str() == "share.requested" {
+            break e;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let id = termshare::actors::ShareId(requested.correlation_id);
     ts.revoke(id, "human:tester".parse().unwrap())
         .await
         .unwrap();
     assert!(starting.await.unwrap().is_err());
-    assert!(tmate_socket().is_none(), "tmate left running");
+    let gone = tokio::task::spawn_blocking(|| {
+        wait_until(Duration::from_secs(1), || tmate_socket().is_none())
+    });
+    assert!(gone.await.unwrap().is_some(), "tmate left running");
     Arc::into_inner(ts).unwrap().shutdown().await;
 }
 

@@ -61,6 +61,20 @@ fn kinds_for(host: &Tmux, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// `handoff request S --to human:bob --as agent:claude`; the handoff's id.
+fn agent_hands_to_bob(daemon: &Daemon) -> String {
+    let requested = daemon.json(&[
+        "handoff",
+        "request",
+        "S",
+        "--to",
+        "human:bob",
+        "--as",
+        "agent:claude",
+    ]);
+    requested["handoff_id"].as_str().unwrap().to_owned()
+}
+
 fn type_and_see(host: &Tmux, text: &str, expect: &str) {
     host.type_line(text);
     let seen = wait_until(Duration::from_secs(5), || host.screen().contains(expect));
@@ -179,18 +193,7 @@ fn agent_to_human_denied_at_step_two_is_a_clear_error_then_approved_the_same_way
     let (host, daemon) = setup();
     type_and_see(&host, "echo AGENT_WORK_$((7*6))", "AGENT_WORK_42");
 
-    let denied_id = daemon.json(&[
-        "handoff",
-        "request",
-        "S",
-        "--to",
-        "human:bob",
-        "--as",
-        "agent:claude",
-    ])["handoff_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let denied_id = agent_hands_to_bob(&daemon);
     daemon.json(&["handoff", "approve", &denied_id, "--as", "human:lead"]);
     let denied = daemon.json(&[
         "handoff",
@@ -213,18 +216,7 @@ fn agent_to_human_denied_at_step_two_is_a_clear_error_then_approved_the_same_way
         ["handoff.requested", "handoff.approved", "handoff.denied"]
     );
 
-    let id = daemon.json(&[
-        "handoff",
-        "request",
-        "S",
-        "--to",
-        "human:bob",
-        "--as",
-        "agent:claude",
-    ])["handoff_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = agent_hands_to_bob(&daemon);
     daemon.json(&["handoff", "approve", &id, "--as", "human:lead"]);
     let done = daemon.json(&["handoff", "approve", &id, "--as", "human:owner"]);
     assert_eq!(done["state"], "completed");

@@ -196,6 +196,12 @@ enum WriterJob {
     Flush(RpcReplyPort<()>),
 }
 
+/// Who waits for a batch to be committed.
+enum Waiting {
+    Ack(RpcReplyPort<Result<(), String>>),
+    Flush(RpcReplyPort<()>),
+}
+
 pub struct AuditState {
     /// Closing this queue ends the writer once it has written what is queued.
     jobs: tokio::sync::mpsc::UnboundedSender<WriterJob>,
@@ -217,13 +223,20 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
+        // Split the batch: the events to write, and who is waiting for them.
         let mut events = Vec::with_capacity(batch.len());
-        for job in &batch {
-            if let WriterJob::Record(e, _) = job {
-                let mut e = e.clone();
-                e.id = Uuid::now_v7();
-                e.seq = next_seq + events.len() as u64;
-                events.push(e);
+        let mut waiting = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                WriterJob::Record(mut e, ack) => {
+                    e.id = Uuid::now_v7();
+                    e.seq = next_seq + events.len() as u64;
+                    events.push(e);
+                    if let Some(ack) = ack {
+                        waiting.push(Waiting::Ack(ack));
+                    }
+                }
+                WriterJob::Flush(reply) => waiting.push(Waiting::Flush(reply)),
             }
         }
         metrics::gauge!("termshare_audit_queue_depth").decrement(events.len() as f64);
@@ -269,13 +282,12 @@ async fn writer_loop(
                 health.set(Some(e.clone()));
             }
         }
-        for job in batch {
-            match job {
-                WriterJob::Record(_, Some(ack)) => {
+        for w in waiting {
+            match w {
+                Waiting::Ack(ack) => {
                     let _ = ack.send(result.clone());
                 }
-                WriterJob::Record(_, None) => {}
-                WriterJob::Flush(reply) => {
+                Waiting::Flush(reply) => {
                     let _ = reply.send(());
                 }
             }

@@ -379,10 +379,6 @@ impl SessionState {
             self.counted_active = Some(b);
         }
     }
-
-    fn info_now(&self) -> ShareInfo {
-        self.info.clone()
-    }
 }
 
 impl Actor for ShareSession {
@@ -613,7 +609,7 @@ impl Actor for ShareSession {
                 }
             }
             SessionMsg::Info(reply) => {
-                let _ = reply.send(state.info_now());
+                let _ = reply.send(state.info.clone());
             }
         }
         Ok(())
