@@ -54,7 +54,7 @@ max_ttl = "1h"
             terminal: "work".parse()?,
             backend: BackendName::new("tty-share"),
             access: AccessMode::ReadOnly,
-            principal: me.clone(),
+            caller: me.clone().into(),
             ttl: Some(Duration::from_secs(600)),
             grace: None,
         })

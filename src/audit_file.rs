@@ -9,16 +9,22 @@
 //! - Reopening: a torn last line (a crash mid-write) is cut off with a warning; every
 //!   complete line before it stays. Numbering continues from the last kept event.
 //! - Reading ([`read_events`]): lines that do not parse are skipped and counted.
+//! - The file and its directory are reached without following symlinks, must be the
+//!   user's and writable by nobody else, and are created 0600 and 0700
+//!   ([`crate::secure_fs`]): the torn-line repair truncates, so it must never land on
+//!   someone else's file through a planted symlink.
+//! - Beside the log lives the installation's fingerprint key ([`load_fingerprint_key`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use termshare_actors::{AuditEvent, AuditSink};
+use nix::fcntl::OFlag;
+use termshare_actors::{AuditEvent, AuditSink, FingerprintKey};
 
 use crate::config::Durability;
+use crate::secure_fs::{self, SafeDir, Trust, UnsafePath};
 
 pub struct JsonlFileSink {
     path: PathBuf,
@@ -42,27 +48,21 @@ pub struct Recovery {
 impl JsonlFileSink {
     /// Opens (creating it, mode 0600, and its directory, mode 0700) for appending,
     /// after cutting off a torn last line.
-    pub fn open(path: &Path, durability: Durability) -> std::io::Result<Self> {
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, UnsafePath> {
         Ok(Self::open_with_recovery(path, durability)?.0)
     }
 
     pub fn open_with_recovery(
         path: &Path,
         durability: Durability,
-    ) -> std::io::Result<(Self, Recovery)> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
-        let recovery = recover(&mut file)?;
+    ) -> Result<(Self, Recovery), UnsafePath> {
+        let (dir, name) = log_dir(path)?;
+        let mut file = dir.open_file(&name, OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_APPEND)?;
+        let io = |source| UnsafePath::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let recovery = recover(&mut file).map_err(io)?;
         if recovery.torn_bytes > 0 {
             tracing::warn!(
                 path = %path.display(),
@@ -70,7 +70,7 @@ impl JsonlFileSink {
                 "cut off a torn last line of the audit log (a crash during a write)"
             );
         }
-        let good_len = file.metadata()?.len();
+        let good_len = file.metadata().map_err(io)?.len();
         Ok((
             JsonlFileSink {
                 path: path.to_path_buf(),
@@ -87,6 +87,68 @@ impl JsonlFileSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The log's directory, reached and created safely, and the log's file name.
+fn log_dir(path: &Path) -> Result<(SafeDir, String), UnsafePath> {
+    let abs = std::path::absolute(path).map_err(|source| UnsafePath::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(UnsafePath::Kind {
+            path: abs,
+            expected: "file path",
+        });
+    };
+    Ok((
+        secure_fs::open_dir(parent, true, Trust::default())?,
+        name.to_owned(),
+    ))
+}
+
+/// The installation's key for link fingerprints: `fingerprint.key` (32 random bytes,
+/// 0600) beside the audit log, made on first use. Audit events name links only by
+/// HMAC under this key, so a fingerprint cannot be recomputed from a guessed link.
+pub fn load_fingerprint_key(audit_path: &Path) -> Result<FingerprintKey, UnsafePath> {
+    let (dir, _) = log_dir(audit_path)?;
+    let path = dir.path().join("fingerprint.key");
+    let io = |source| UnsafePath::Io {
+        path: path.clone(),
+        source,
+    };
+    match dir.open_file(
+        "fingerprint.key",
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
+    ) {
+        Ok(mut f) => {
+            let key = FingerprintKey::random();
+            f.write_all(key.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            return Ok(key);
+        }
+        Err(UnsafePath::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    // Made by another instance, perhaps a moment ago: wait briefly for its 32 bytes.
+    for _ in 0..50 {
+        let mut bytes = Vec::new();
+        dir.open_file("fingerprint.key", OFlag::O_RDONLY)?
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(FingerprintKey::from_bytes(key));
+        }
+        if bytes.len() > 32 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(io(std::io::Error::other(
+        "not a termshare fingerprint key (32 bytes); remove it to make a new one",
+    )))
 }
 
 /// Cut a torn last line, and find the last sequence number, reading only the tail.
@@ -206,7 +268,10 @@ mod tests {
         assert_eq!(sink.next_seq(), 1);
         sink.append(&[event(1), event(2)]).unwrap();
         // A crash in the middle of the third line.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(br#"{"id":"0190","at":"2026-"#).unwrap();
         drop((f, sink));
         let (sink, rec) = JsonlFileSink::open_with_recovery(&path, Durability::Durable).unwrap();
@@ -221,11 +286,44 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_at_the_log_path_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("passwd-copy");
+        std::fs::write(&target, "root:x:0:0:root:/root:/bin/bash\ntorn").unwrap();
+        let log = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&target, &log).unwrap();
+        let err = JsonlFileSink::open(&log, Durability::Durable)
+            .err()
+            .unwrap();
+        assert!(matches!(err, UnsafePath::Symlink { .. }), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "root:x:0:0:root:/root:/bin/bash\ntorn"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("state/audit.jsonl");
+        let a = load_fingerprint_key(&log).unwrap();
+        let b = load_fingerprint_key(&log).unwrap();
+        assert_eq!(a, b);
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join("state/fingerprint.key")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 32);
+    }
+
+    #[test]
     fn a_failing_disk_is_an_error_not_a_panic() {
         // /dev/full accepts the open and fails every write with ENOSPC.
         let mut sink = JsonlFileSink {
             path: "/dev/full".into(),
-            file: OpenOptions::new().append(true).open("/dev/full").unwrap(),
+            file: std::fs::OpenOptions::new()
+                .append(true)
+                .open("/dev/full")
+                .unwrap(),
             durability: Durability::Durable,
             good_len: 0,
             next_seq: 1,

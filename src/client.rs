@@ -1,14 +1,25 @@
 //! The CLI's side of the control socket.
+//!
+//! Before it sends anything, a client checks whom it talks to: the socket's directory
+//! must be its own (or the configured daemon user's), reached without symlinks and
+//! writable by nobody else, and the daemon must run as that user
+//! ([`crate::daemon::socket`]). A daemon that turns a connection away as `busy` is
+//! asked again for a short while before the client gives up and says so.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
+use crate::daemon::socket::{check_before_connect, check_daemon, Untrusted};
 use crate::protocol::VERSION;
+
+/// How long a client keeps asking a busy daemon.
+const BUSY_RETRY: Duration = Duration::from_secs(2);
 
 /// An error the daemon answered with.
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +36,23 @@ pub enum ClientError {
     Io(#[from] io::Error),
     #[error("the daemon closed the connection")]
     Closed,
+    #[error("the daemon is busy (too many connections); try again later")]
+    Busy,
     #[error("the daemon sent something that is not a response: {0}")]
     BadResponse(String),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+}
+
+/// Why no client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing answers at the path (no daemon runs).
+    #[error("{0}")]
+    NoDaemon(io::Error),
+    /// Something answers, but it is not to be trusted.
+    #[error(transparent)]
+    Untrusted(#[from] Untrusted),
 }
 
 /// A daemon that hung up (e.g. on a peer it does not serve) is `Closed`, not an I/O
@@ -44,22 +68,59 @@ pub struct Client {
     lines: Lines<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
     next_id: u64,
+    socket: PathBuf,
+    daemon_uid: Option<u32>,
 }
 
 impl Client {
-    /// Connect; `Err` when no daemon answers at `path`.
-    pub async fn connect(path: &Path) -> io::Result<Client> {
-        let stream = UnixStream::connect(path).await?;
+    /// Connect to the daemon at `path`, which must run as us or as `daemon_uid`.
+    pub async fn connect(path: &Path, daemon_uid: Option<u32>) -> Result<Client, ConnectError> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ConnectError::NoDaemon(e)),
+            _ => check_before_connect(path, daemon_uid)?,
+        }
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(ConnectError::NoDaemon)?;
+        check_daemon(&stream, path, daemon_uid)?;
         let (read, write) = stream.into_split();
         Ok(Client {
             lines: BufReader::new(read).lines(),
             write,
             next_id: 1,
+            socket: path.to_path_buf(),
+            daemon_uid,
         })
     }
 
-    /// Send `command` (an object with `cmd` and its fields) and wait for its answer.
+    /// Send `command` (an object with `cmd` and its fields) and wait for its answer. A
+    /// daemon at its connection limit is asked again for up to two seconds.
     pub async fn call(&mut self, command: Value) -> Result<Value, ClientError> {
+        let give_up = tokio::time::Instant::now() + BUSY_RETRY;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.call_once(command.clone()).await {
+                Err(ClientError::Busy) if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                    match Client::connect(&self.socket, self.daemon_uid).await {
+                        Ok(fresh) => {
+                            let next_id = self.next_id;
+                            *self = fresh;
+                            self.next_id = next_id;
+                        }
+                        Err(ConnectError::NoDaemon(e)) => return Err(ClientError::Io(e)),
+                        Err(ConnectError::Untrusted(e)) => {
+                            return Err(ClientError::Io(io::Error::other(e)))
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&mut self, command: Value) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut request = command;
@@ -67,21 +128,35 @@ impl Client {
         request["id"] = json!(id);
         let mut line = serde_json::to_vec(&request).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.write.write_all(&line).await.map_err(hangup)?;
-        let reply = self.next_line().await?.ok_or(ClientError::Closed)?;
+        // A busy daemon may have answered and hung up before the request is written.
+        let written = self.write.write_all(&line).await.map_err(hangup);
+        let reply = match self.next_line().await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => {
+                written?;
+                return Err(ClientError::Closed);
+            }
+            Err(e) => {
+                written?;
+                return Err(e);
+            }
+        };
         if reply["id"] != json!(id) {
+            if reply["id"].is_null() && reply["error"]["code"] == json!("busy") {
+                return Err(ClientError::Busy);
+            }
+            if reply["id"].is_null() && reply["ok"] == json!(false) {
+                return Err(remote(&reply["error"]).into());
+            }
             return Err(ClientError::BadResponse(reply.to_string()));
         }
         if reply["ok"] == json!(true) {
             return Ok(reply["result"].clone());
         }
-        let e = &reply["error"];
-        Err(RemoteError {
-            code: e["code"].as_str().unwrap_or("internal").to_owned(),
-            exit: e["exit"].as_i64().unwrap_or(1) as i32,
-            message: e["message"].as_str().unwrap_or("unknown error").to_owned(),
+        if reply["error"]["code"] == json!("busy") {
+            return Err(ClientError::Busy);
         }
-        .into())
+        Err(remote(&reply["error"]).into())
     }
 
     /// The next line the daemon sends (for `watch` streams).
@@ -92,5 +167,13 @@ impl Client {
                 .map(Some)
                 .map_err(|_| ClientError::BadResponse(l.chars().take(200).collect())),
         }
+    }
+}
+
+fn remote(e: &Value) -> RemoteError {
+    RemoteError {
+        code: e["code"].as_str().unwrap_or("internal").to_owned(),
+        exit: e["exit"].as_i64().unwrap_or(1) as i32,
+        message: e["message"].as_str().unwrap_or("unknown error").to_owned(),
     }
 }

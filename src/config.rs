@@ -11,6 +11,8 @@ use thiserror::Error;
 
 use crate::backends::tmate::TmateSettings;
 use crate::backends::upterm::UptermSettings;
+use crate::paths::{self, PathError};
+use crate::secure_fs::UnsafePath;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -21,6 +23,12 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: String, message: String },
+    /// The file could be changed by someone else: it decides who gets in, so it is
+    /// not read.
+    #[error("config file refused: {0}")]
+    Unsafe(#[from] UnsafePath),
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +111,8 @@ pub struct AccessSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalSection {
+    /// The tmux binary (default: `tmux` found in PATH when termshare starts).
+    pub tmux: Option<PathBuf>,
     pub tmux_socket: Option<PathBuf>,
     pub attach: Option<Vec<String>>,
     pub attach_read_only: Option<Vec<String>>,
@@ -127,6 +137,16 @@ pub enum Durability {
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
     pub socket: Option<PathBuf>,
+    /// Let members of this group reach the daemon (socket 0660, its directory 0750,
+    /// both that group). Absent: only the daemon's own user can.
+    pub socket_group: Option<String>,
+    /// For clients: the user the daemon on `socket` runs as, when it is not you (a
+    /// shared daemon). The client refuses a socket whose directory or daemon belongs to
+    /// anyone else.
+    pub daemon_user: Option<String>,
+    /// Where running instances keep their private directories (default:
+    /// `$XDG_RUNTIME_DIR/termshare`, else the state directory's `run/`).
+    pub runtime_dir: Option<PathBuf>,
     /// `HOST:PORT` on loopback for the Prometheus endpoint; absent: none.
     pub metrics: Option<String>,
     /// Log level or tracing filter (`info`, `termshare=debug`); `RUST_LOG` wins.
@@ -144,15 +164,31 @@ pub struct BackendsSection {
     pub upterm: UptermSection,
 }
 
+/// `[backends.tty_share]`. tty-share has no authentication, so it runs in a private
+/// network namespace that no local user can reach, behind termshare's link front,
+/// which checks the secret in each participant's link.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TtyShareSection {
+    /// The tty-share binary (default: `tty-share` found in PATH when termshare starts).
+    pub program: Option<PathBuf>,
+    /// The address the link front listens on (the port is ephemeral per share).
     pub listen: Option<IpAddr>,
+    /// `listen` may be an address other hosts can reach.
+    #[serde(default)]
+    pub expose_beyond_loopback: bool,
+    /// Where no private network namespace can be made (user namespaces disabled), run
+    /// tty-share on loopback anyway: then ANY local user can join a share without its
+    /// link. Off by default: such shares are refused.
+    #[serde(default)]
+    pub local_users_may_join: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TmateSection {
+    /// The tmate binary (default: `tmate` found in PATH when termshare starts).
+    pub program: Option<PathBuf>,
     pub server_host: Option<String>,
     pub server_port: Option<u16>,
     pub server_rsa_fingerprint: Option<String>,
@@ -187,9 +223,13 @@ fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: p.clone(),
-            source,
+        // Read through checks: a file someone else may change is not read at all.
+        let text = crate::secure_fs::read_trusted_file(path).map_err(|e| match e {
+            UnsafePath::Io { source, .. } => ConfigError::Read {
+                path: p.clone(),
+                source,
+            },
+            unsafe_path => ConfigError::Unsafe(unsafe_path),
         })?;
         let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
             path: p.clone(),
@@ -256,6 +296,26 @@ impl Config {
             }
         }
         self.metrics_addr()?;
+        if let Some(ip) = self.backends.tty_share.listen {
+            if !ip.is_loopback() && !self.backends.tty_share.expose_beyond_loopback {
+                return Err(format!(
+                    "backends.tty_share.listen = \"{ip}\" is reachable from other hosts; \
+                     set backends.tty_share.expose_beyond_loopback = true if that is meant"
+                ));
+            }
+        }
+        for (key, path) in [
+            ("terminal.tmux", &self.terminal.tmux),
+            (
+                "backends.tty_share.program",
+                &self.backends.tty_share.program,
+            ),
+            ("backends.tmate.program", &self.backends.tmate.program),
+        ] {
+            if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return Err(format!("{key} must be an absolute path"));
+            }
+        }
         if let Some(s) = &self.backends.upterm.server {
             if !(s.starts_with("ssh://") || s.starts_with("ws://") || s.starts_with("wss://")) {
                 return Err(format!(
@@ -308,11 +368,24 @@ impl Config {
         }
     }
 
-    /// `--socket`, else `[service] socket`, else the default under `$XDG_RUNTIME_DIR`.
-    pub fn socket_path(&self, flag: Option<&Path>) -> PathBuf {
-        flag.map(Path::to_path_buf)
+    /// `--socket`, else `[service] socket`, else `$XDG_RUNTIME_DIR/termshare.sock` (or
+    /// the state directory's, without XDG_RUNTIME_DIR).
+    pub fn socket_path(&self, flag: Option<&Path>) -> Result<PathBuf, PathError> {
+        match flag
+            .map(Path::to_path_buf)
             .or_else(|| self.service.socket.as_deref().map(|p| self.resolve(p)))
-            .unwrap_or_else(crate::daemon::default_socket)
+        {
+            Some(p) => Ok(p),
+            None => paths::default_socket(),
+        }
+    }
+
+    /// `[service] runtime_dir`, else the default runtime directory.
+    pub fn runtime_dir(&self) -> Result<PathBuf, PathError> {
+        match &self.service.runtime_dir {
+            Some(p) => Ok(self.resolve(p)),
+            None => paths::runtime_dir("service.runtime_dir"),
+        }
     }
 
     /// `[service] metrics`, checked to be a loopback `HOST:PORT`.
@@ -330,17 +403,13 @@ impl Config {
     }
 
     /// `[audit] path`, else `$XDG_STATE_HOME/termshare/audit.jsonl`, else
-    /// `~/.local/state/termshare/audit.jsonl`.
-    pub fn audit_path(&self) -> PathBuf {
-        if let Some(p) = &self.audit.path {
-            return self.resolve(p);
+    /// `~/.local/state/termshare/audit.jsonl`; without those variables, an error that
+    /// names `audit.path` (never a default in a directory shared by all users).
+    pub fn audit_path(&self) -> Result<PathBuf, PathError> {
+        match &self.audit.path {
+            Some(p) => Ok(self.resolve(p)),
+            None => paths::state_dir("audit.path").map(|d| d.join("audit.jsonl")),
         }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        state.join("termshare").join("audit.jsonl")
     }
 }
 
@@ -409,6 +478,8 @@ github_users = ["octocat"]
             "[limits]\nper_terminal = 0",
             "[revoke]\ndeadline = \"10s\"",
             "[backends.tty_share]\nlisten = \"localhost\"",
+            "[backends.tty_share]\nlisten = \"0.0.0.0\"",
+            "[terminal]\ntmux = \"tmux\"",
             "[backends.upterm]\nserver = \"http://x\"",
             "[terminal]\nattach = []",
             "[service]\nmetrics = \"0.0.0.0:9464\"",

@@ -19,11 +19,15 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod launch;
 pub mod metrics_endpoint;
 pub mod netdiag;
+pub mod netns;
+pub mod paths;
 pub mod policy;
 pub mod process;
 pub mod protocol;
+pub mod secure_fs;
 pub mod terminal;
 
 use std::sync::Arc;
@@ -34,22 +38,26 @@ use thiserror::Error;
 
 use crate::audit_file::JsonlFileSink;
 use crate::backends::tmate::TmateBackend;
-use crate::backends::tty_share::TtyShareBackend;
+use crate::backends::tty_share::{Isolation, TtyShareBackend};
 use crate::backends::upterm::UptermBackend;
 use crate::config::Config;
+use crate::launch::Resolved;
+use crate::paths::{InstanceDir, PathError};
 use crate::policy::Policy;
 use crate::process::ProcessSpawner;
+use crate::secure_fs::UnsafePath;
 use crate::terminal::TmuxHost;
 
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("invalid config: {0}")]
     Config(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("cannot open the audit log {path}: {source}")]
-    Audit {
-        path: String,
-        source: std::io::Error,
-    },
+    Audit { path: String, source: UnsafePath },
+    #[error("cannot make termshare's runtime directory: {0}")]
+    Runtime(UnsafePath),
     #[error("cannot start the process spawner: {0}")]
     Spawner(std::io::Error),
     #[error(transparent)]
@@ -60,6 +68,8 @@ pub enum StartError {
 pub struct Termshare {
     service: ShareService,
     spawner: Arc<ProcessSpawner>,
+    /// Backends' scratch directories live here; removed when termshare stops.
+    _instance: Arc<InstanceDir>,
 }
 
 impl Termshare {
@@ -78,47 +88,63 @@ impl Termshare {
     ) -> Result<Self, StartError> {
         let settings = config.settings().map_err(StartError::Config)?;
         let spawner = ProcessSpawner::new().map_err(StartError::Spawner)?;
-        let listen = config
-            .backends
-            .tty_share
+        let instance =
+            Arc::new(InstanceDir::create(&config.runtime_dir()?).map_err(StartError::Runtime)?);
+        let programs = Programs::resolve(config);
+        let tty = &config.backends.tty_share;
+        let listen = tty
             .listen
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let isolation = if tty.local_users_may_join {
+            Isolation::LocalUsersMayJoin
+        } else {
+            Isolation::PrivateNetwork
+        };
         let backends: Vec<Arc<dyn Backend>> = vec![
-            Arc::new(TtyShareBackend::new(spawner.clone(), listen)),
-            Arc::new(TmateBackend::new(spawner.clone(), config.tmate())),
-            Arc::new(UptermBackend::new(spawner.clone(), config.upterm())),
+            Arc::new(TtyShareBackend::new(
+                spawner.clone(),
+                programs.tty_share,
+                listen,
+                isolation,
+            )),
+            Arc::new(TmateBackend::new(
+                spawner.clone(),
+                config.tmate(),
+                programs.tmate,
+                instance.clone(),
+            )),
+            Arc::new(UptermBackend::new(
+                spawner.clone(),
+                config.upterm(),
+                programs.upterm,
+            )),
         ];
         let backends = wrap(&spawner, backends);
-        let mut host = TmuxHost::new(
-            config
-                .terminal
-                .tmux_socket
-                .as_deref()
-                .map(|p| config.resolve(p)),
-        );
-        if let Some(a) = &config.terminal.attach {
-            host.attach = a.clone();
-        }
-        if let Some(a) = &config.terminal.attach_read_only {
-            host.attach_read_only = a.clone();
-        }
-        let audit_path = config.audit_path();
+        let host = tmux_host(config, programs.tmux, spawner.env().clone())?;
+        let audit_path = config.audit_path()?;
+        let audit_err = |source| StartError::Audit {
+            path: audit_path.display().to_string(),
+            source,
+        };
         let sink = JsonlFileSink::open(&audit_path, config.audit.durability.unwrap_or_default())
-            .map_err(|source| StartError::Audit {
-                path: audit_path.display().to_string(),
-                source,
-            })?;
+            .map_err(audit_err)?;
+        let fingerprint_key = audit_file::load_fingerprint_key(&audit_path).map_err(audit_err)?;
         let service = ShareService::start(
             ServiceDeps {
                 backends,
                 policy: Arc::new(policy),
                 host: Arc::new(host),
                 audit_sink: Box::new(sink),
+                fingerprint_key,
             },
             settings,
         )
         .await?;
-        Ok(Termshare { service, spawner })
+        Ok(Termshare {
+            service,
+            spawner,
+            _instance: instance,
+        })
     }
 
     pub fn service(&self) -> &ShareService {
@@ -143,6 +169,87 @@ impl Termshare {
         self.spawner.registry().kill_all();
         reports
     }
+}
+
+/// The programs termshare runs, resolved once at start (config pins win over `PATH`).
+pub struct Programs {
+    pub tmux: Resolved,
+    pub tty_share: Resolved,
+    pub tmate: Resolved,
+    pub upterm: Resolved,
+}
+
+impl Programs {
+    pub fn resolve(config: &Config) -> Programs {
+        Programs {
+            tmux: Resolved::resolve("tmux", config.terminal.tmux.as_deref()),
+            tty_share: Resolved::resolve(
+                backends::tty_share::NAME,
+                config.backends.tty_share.program.as_deref(),
+            ),
+            tmate: Resolved::resolve(
+                backends::tmate::NAME,
+                config.backends.tmate.program.as_deref(),
+            ),
+            upterm: {
+                let program = config.upterm().program;
+                let pinned = program
+                    .contains('/')
+                    .then(|| std::path::PathBuf::from(&program));
+                Resolved::resolve(&program, pinned.as_deref())
+            },
+        }
+    }
+}
+
+/// The tmux host of `config`: its server's socket, and the attach templates with their
+/// program resolved to an absolute path (a `tmux` template also names the socket).
+fn tmux_host(
+    config: &Config,
+    tmux: Resolved,
+    env: Arc<launch::CleanEnv>,
+) -> Result<TmuxHost, StartError> {
+    let tmux = tmux
+        .path()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| StartError::Config(format!("tmux: {}", tmux.describe())))?;
+    let socket = match &config.terminal.tmux_socket {
+        Some(p) => config.resolve(p),
+        None => TmuxHost::default_socket(),
+    };
+    let host = TmuxHost::new(tmux.clone(), socket.clone(), env);
+    if config.terminal.attach.is_none() && config.terminal.attach_read_only.is_none() {
+        return Ok(host);
+    }
+    let resolve = |key: &str, argv: &[String]| -> Result<Vec<String>, StartError> {
+        let mut argv = argv.to_vec();
+        if argv.first().map(String::as_str) == Some("tmux") {
+            argv[0] = tmux.to_string_lossy().into_owned();
+            if !argv.iter().any(|a| a == "-S" || a == "-L") {
+                argv.splice(
+                    1..1,
+                    ["-S".to_string(), socket.to_string_lossy().into_owned()],
+                );
+            }
+        } else if let Some(first) = argv.first_mut() {
+            let found = Resolved::resolve(first, None);
+            *first = found
+                .path()
+                .ok_or_else(|| StartError::Config(format!("{key}: {}", found.describe())))?
+                .to_string_lossy()
+                .into_owned();
+        }
+        Ok(argv)
+    };
+    let rw = match &config.terminal.attach {
+        Some(a) => resolve("terminal.attach", a)?,
+        None => host.attach_template(false).to_vec(),
+    };
+    let ro = match &config.terminal.attach_read_only {
+        Some(a) => resolve("terminal.attach_read_only", a)?,
+        None => host.attach_template(true).to_vec(),
+    };
+    Ok(host.with_attach(rw, ro))
 }
 
 impl std::ops::Deref for Termshare {

@@ -14,13 +14,25 @@
 //! ```
 //! A rule without a matcher list matches nothing on that dimension: every list must be
 //! written out, so that a rule cannot allow more than it says.
+//!
+//! `[[identity]]` entries say which principals a local user may act as over the
+//! daemon's socket (the user is proven by the kernel, not by a flag):
+//! ```toml
+//! [[identity]]
+//! user = "alice"                     # or uid = 1001
+//! principals = ["human:alice"]       # the first is the default; `--as` picks another
+//! ```
+//! The daemon's own user may act as `human:<its user name>` unless an entry says
+//! otherwise; any other user without an entry is turned away.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use termshare_actors::{AccessMode, Grant, PolicyDecision, PolicyGate, PolicyQuery};
+use termshare_actors::{AccessMode, Grant, PolicyDecision, PolicyGate, PolicyQuery, Principal};
 use thiserror::Error;
+
+use crate::secure_fs::UnsafePath;
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
@@ -31,6 +43,9 @@ pub enum PolicyError {
     },
     #[error("policy file {path} is not valid: {message}")]
     Parse { path: String, message: String },
+    /// Someone else could change the file: it decides who gets in, so it is not read.
+    #[error("policy file refused: {0}")]
+    Unsafe(#[from] UnsafePath),
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +55,26 @@ struct PolicyFile {
     rule: Vec<RawRule>,
     #[serde(default)]
     handoff: Vec<RawHandoff>,
+    #[serde(default)]
+    identity: Vec<RawIdentity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    user: Option<String>,
+    uid: Option<u32>,
+    principals: Vec<String>,
+}
+
+/// An `[[identity]]` entry: a local user and the principals it may act as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityEntry {
+    pub uid: u32,
+    /// The name it was written with, if any (for messages).
+    pub user: Option<String>,
+    /// In the file's order: the first is the default.
+    pub principals: Vec<Principal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +141,7 @@ pub struct Rule {
 pub struct Policy {
     pub rules: Vec<Rule>,
     pub handoffs: Vec<HandoffRule>,
+    pub identities: Vec<IdentityEntry>,
     /// Where it came from, for denial messages.
     pub source: Option<String>,
 }
@@ -113,9 +149,13 @@ pub struct Policy {
 impl Policy {
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: p.clone(),
-            source,
+        // Read through checks: a file someone else may change is not read at all.
+        let text = crate::secure_fs::read_trusted_file(path).map_err(|e| match e {
+            UnsafePath::Io { source, .. } => PolicyError::Read {
+                path: p.clone(),
+                source,
+            },
+            unsafe_path => PolicyError::Unsafe(unsafe_path),
         })?;
         let mut policy = Self::parse(&text).map_err(|message| PolicyError::Parse {
             path: p.clone(),
@@ -206,12 +246,56 @@ impl Policy {
                 require_join_restriction: r.require_join_restriction,
             });
         }
+        let identities = parse_identities(file.identity)?;
         Ok(Policy {
             rules,
             handoffs,
+            identities,
             source: None,
         })
     }
+
+    /// The `[[identity]]` entry of `uid`, if the policy has one.
+    pub fn identity_of(&self, uid: u32) -> Option<&IdentityEntry> {
+        self.identities.iter().find(|i| i.uid == uid)
+    }
+}
+
+fn parse_identities(raw: Vec<RawIdentity>) -> Result<Vec<IdentityEntry>, String> {
+    let mut out: Vec<IdentityEntry> = Vec::with_capacity(raw.len());
+    for r in raw {
+        let (uid, user) = match (r.user, r.uid) {
+            (Some(name), None) => {
+                let found = nix::unistd::User::from_name(&name)
+                    .map_err(|e| format!("identity user `{name}`: {e}"))?
+                    .ok_or_else(|| format!("identity user `{name}`: no such user"))?;
+                (found.uid.as_raw(), Some(name))
+            }
+            (None, Some(uid)) => (uid, None),
+            _ => return Err("an [[identity]] needs exactly one of `user` or `uid`".into()),
+        };
+        let who = user.clone().unwrap_or_else(|| format!("uid {uid}"));
+        if r.principals.is_empty() {
+            return Err(format!("identity {who} has no principals"));
+        }
+        let principals = r
+            .principals
+            .iter()
+            .map(|p| {
+                p.parse::<Principal>()
+                    .map_err(|e| format!("identity {who}: {e} (no globs: name each principal)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if out.iter().any(|i| i.uid == uid) {
+            return Err(format!("uid {uid} has two [[identity]] entries"));
+        }
+        out.push(IdentityEntry {
+            uid,
+            user,
+            principals,
+        });
+    }
+    Ok(out)
 }
 
 pub use termshare_actors::types::glob_match;
@@ -417,6 +501,32 @@ agent_access = "read-only"
             "[[rule]]\nid=\"a\"\neffect=\"allow\"\nprincipals=[]\nterminals=[]\nbackends=[]\naccess=[]\nmax_ttl=\"soon\"",
             "[[rule]]\nid=\"a\"\neffect=\"allow\"\nprincipals=[]\nterminals=[]\nbackends=[]\naccess=[]\ncolour=1",
             "not toml at all [",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identities_name_a_user_once_with_real_principals() {
+        let p = Policy::parse(
+            "[[identity]]\nuid = 1001\nprincipals = [\"human:alice\", \"agent:alice-bot\"]\n\
+             [[identity]]\nuser = \"root\"\nprincipals = [\"human:ops\"]\n",
+        )
+        .unwrap();
+        let alice = p.identity_of(1001).unwrap();
+        assert_eq!(alice.principals[0].as_str(), "human:alice");
+        assert_eq!(
+            p.identity_of(0).unwrap().principals[0].as_str(),
+            "human:ops"
+        );
+        assert!(p.identity_of(4242).is_none());
+        for bad in [
+            "[[identity]]\nprincipals = [\"human:a\"]",
+            "[[identity]]\nuid = 1\nuser = \"root\"\nprincipals = [\"human:a\"]",
+            "[[identity]]\nuid = 1\nprincipals = []",
+            "[[identity]]\nuid = 1\nprincipals = [\"human:*\"]",
+            "[[identity]]\nuser = \"no-such-user-here\"\nprincipals = [\"human:a\"]",
+            "[[identity]]\nuid = 1\nprincipals = [\"human:a\"]\n[[identity]]\nuid = 1\nprincipals = [\"human:b\"]",
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }

@@ -14,6 +14,10 @@
 //! Backends run in the foreground (`tmate -F`), so the process we supervise is the one
 //! holding the relay connection; pane processes run in sessions of their own and get
 //! SIGHUP from the kernel when the backend's pty closes.
+//!
+//! Every worker gets the allow-listed environment of [`CleanEnv`] (never termshare's
+//! secrets) and is run by the absolute path resolved at start. A worker may also be
+//! started in a private network namespace ([`crate::netns`]).
 
 use std::collections::HashSet;
 use std::io;
@@ -33,6 +37,8 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::launch::CleanEnv;
 
 /// Every live worker process group, so that shutdown can kill them all as a backstop.
 #[derive(Default)]
@@ -98,13 +104,13 @@ impl Drop for ProcessGroupGuard {
     }
 }
 
-/// A command line for a worker.
+/// A command line for a worker. It runs with the spawner's clean environment plus
+/// `env`.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerCommand {
+    /// An absolute path, resolved when termshare started.
     pub program: String,
     pub args: Vec<String>,
-    /// Variables removed from the inherited environment (e.g. `TMUX`, `UPTERM_*`).
-    pub env_remove: Vec<String>,
     pub env: Vec<(String, String)>,
 }
 
@@ -133,11 +139,18 @@ type Job = (Command, oneshot::Sender<io::Result<Child>>);
 pub struct ProcessSpawner {
     jobs: std::sync::mpsc::Sender<Job>,
     registry: Arc<GroupRegistry>,
+    /// The environment of every worker, taken when the spawner was made.
+    env: Arc<CleanEnv>,
 }
 
 impl ProcessSpawner {
-    /// Must be called inside a tokio runtime: the children are reaped by it.
+    /// Must be called inside a tokio runtime: the children are reaped by it. Workers
+    /// will get the allow-listed part of the current environment.
     pub fn new() -> io::Result<Arc<Self>> {
+        Self::with_env(CleanEnv::from_current())
+    }
+
+    pub fn with_env(env: CleanEnv) -> io::Result<Arc<Self>> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("termshare must be started inside a tokio runtime"))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
@@ -154,6 +167,7 @@ impl ProcessSpawner {
         Ok(Arc::new(ProcessSpawner {
             jobs,
             registry: Arc::new(GroupRegistry::default()),
+            env: Arc::new(env),
         }))
     }
 
@@ -161,8 +175,22 @@ impl ProcessSpawner {
         &self.registry
     }
 
+    pub fn env(&self) -> &Arc<CleanEnv> {
+        &self.env
+    }
+
     /// Start `wc` in a new process group with stdin closed and stdout/stderr piped.
     pub async fn spawn(&self, wc: &WorkerCommand) -> io::Result<SpawnedProcess> {
+        self.spawn_in(wc, None).await
+    }
+
+    /// Like [`ProcessSpawner::spawn`]; with a `netns` plan the worker runs in a
+    /// private network namespace with a connector helper ([`crate::netns`]).
+    pub async fn spawn_in(
+        &self,
+        wc: &WorkerCommand,
+        netns: Option<crate::netns::Plan>,
+    ) -> io::Result<SpawnedProcess> {
         let mut cmd = Command::new(&wc.program);
         cmd.args(&wc.args)
             .stdin(Stdio::null())
@@ -170,9 +198,7 @@ impl ProcessSpawner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        for k in &wc.env_remove {
-            cmd.env_remove(k);
-        }
+        self.env.apply(&mut cmd);
         for (k, v) in &wc.env {
             cmd.env(k, v);
         }
@@ -189,6 +215,10 @@ impl ProcessSpawner {
                 }
                 Ok(())
             });
+            if let Some(plan) = netns {
+                // SAFETY: runs in the child before exec; see crate::netns::enter.
+                cmd.pre_exec(move || crate::netns::enter(&plan, parent));
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.jobs
@@ -232,6 +262,7 @@ impl ProcessSpawner {
             guard,
             stderr_tail,
             tasks: vec![AbortOnDrop(stderr_task)],
+            env: self.env.clone(),
             _reaper: reaper,
         })
     }
@@ -274,6 +305,8 @@ pub struct SpawnedProcess {
     pub guard: ProcessGroupGuard,
     stderr_tail: Arc<Mutex<Vec<String>>>,
     tasks: Vec<AbortOnDrop>,
+    /// For the commands that stop it (`tmate kill-server`): the same clean environment.
+    env: Arc<CleanEnv>,
     // Not aborted on drop: it must go on to reap the killed child.
     _reaper: JoinHandle<()>,
 }
@@ -346,24 +379,25 @@ pub enum GracefulStop {
     Command(WorkerCommand),
 }
 
+/// What must live exactly as long as a worker (its scratch directory, its link
+/// front), dropped with it.
+pub type Attachment = Box<dyn std::any::Any + Send + Sync>;
+
 /// A [`Worker`] over one OS process group.
 pub struct ProcessWorker {
     process: SpawnedProcess,
     graceful: GracefulStop,
-    /// Files the worker needs while it runs (tmate's socket and config); removed with it.
-    _scratch: Option<tempfile::TempDir>,
+    /// Dropped after the process guard has killed the group: files the worker needs
+    /// while it runs (tmate's socket and config), the front participants reach it by.
+    _attached: Vec<Attachment>,
 }
 
 impl ProcessWorker {
-    pub fn new(
-        process: SpawnedProcess,
-        graceful: GracefulStop,
-        scratch: Option<tempfile::TempDir>,
-    ) -> Self {
+    pub fn new(process: SpawnedProcess, graceful: GracefulStop, attached: Vec<Attachment>) -> Self {
         ProcessWorker {
             process,
             graceful,
-            _scratch: scratch,
+            _attached: attached,
         }
     }
 
@@ -405,8 +439,9 @@ impl Worker for ProcessWorker {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
-            for k in &cmd.env_remove {
-                c.env_remove(k);
+            self.process.env.apply(&mut c);
+            for (k, v) in &cmd.env {
+                c.env(k, v);
             }
             if let Ok(mut child) = c.spawn() {
                 let _ = tokio::time::timeout(grace, child.wait()).await;

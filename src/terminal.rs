@@ -1,37 +1,87 @@
 //! The host terminal: a tmux session by default (any attach command can be configured).
 //! A share attaches a new client to it; termshare never owns or kills the terminal's
 //! own processes.
+//!
+//! Every tmux command names the server by its socket path (`-S`), resolved once at
+//! start, and the session by `=NAME`, which tmux matches exactly (a bare `-t @1` would
+//! be window @1 of whatever session has it; `-t dev` the first session whose name
+//! starts with `dev`). The attach client runs inside the worker, possibly in a
+//! namespace where the default socket path would differ: `-S` keeps it on the same
+//! server as the check.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use termshare_actors::{AccessMode, TerminalContext, TerminalHost, TerminalName};
 use tokio::process::Command;
 
+use crate::launch::CleanEnv;
+
 pub struct TmuxHost {
-    /// `tmux -S SOCKET`; `None`: the user's default tmux server.
-    pub socket: Option<PathBuf>,
+    /// The tmux binary, by absolute path.
+    program: PathBuf,
+    /// The tmux server's socket (`tmux -S SOCKET`).
+    socket: PathBuf,
     /// Attach argv templates; `{terminal}` is replaced by the terminal's name.
-    pub attach: Vec<String>,
-    pub attach_read_only: Vec<String>,
+    attach: Vec<String>,
+    attach_read_only: Vec<String>,
+    /// The environment of every tmux command termshare runs.
+    env: Arc<CleanEnv>,
 }
 
 impl TmuxHost {
-    pub fn new(socket: Option<PathBuf>) -> Self {
+    /// A host on the tmux server at `socket` (see [`TmuxHost::default_socket`]),
+    /// attaching with `program -S socket attach-session [-r] -t =NAME`.
+    pub fn new(program: PathBuf, socket: PathBuf, env: Arc<CleanEnv>) -> Self {
+        let attach = default_attach(&program, &socket, false);
+        let attach_read_only = default_attach(&program, &socket, true);
         TmuxHost {
+            program,
             socket,
-            attach: default_attach(false),
-            attach_read_only: default_attach(true),
+            attach,
+            attach_read_only,
+            env,
+        }
+    }
+
+    /// Replace the attach templates (for zmx, screen, dtach…). `{terminal}` is replaced
+    /// by the terminal's name; the first word must be an absolute path.
+    pub fn with_attach(mut self, read_write: Vec<String>, read_only: Vec<String>) -> Self {
+        self.attach = read_write;
+        self.attach_read_only = read_only;
+        self
+    }
+
+    /// The default tmux server's socket, as tmux itself computes it:
+    /// `$TMUX_TMPDIR/tmux-UID/default`, `TMUX_TMPDIR` defaulting to `/tmp`.
+    pub fn default_socket() -> PathBuf {
+        let dir = std::env::var_os("TMUX_TMPDIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        dir.join(format!("tmux-{}", nix::unistd::geteuid()))
+            .join("default")
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The attach argv template for the access mode (`{terminal}` not yet replaced).
+    pub fn attach_template(&self, read_only: bool) -> &[String] {
+        if read_only {
+            &self.attach_read_only
+        } else {
+            &self.attach
         }
     }
 
     fn tmux(&self) -> Command {
-        let mut c = Command::new("tmux");
-        if let Some(s) = &self.socket {
-            c.arg("-S").arg(s);
-        }
-        c.env_remove("TMUX").kill_on_drop(true);
+        let mut c = Command::new(&self.program);
+        self.env.apply(&mut c);
+        c.arg("-S").arg(&self.socket).kill_on_drop(true);
         c
     }
 
@@ -48,13 +98,18 @@ impl TmuxHost {
     }
 }
 
-/// `["tmux", "attach-session", ("-r",) "-t", "{terminal}"]`.
-pub fn default_attach(read_only: bool) -> Vec<String> {
-    let mut v = vec!["tmux".to_string(), "attach-session".into()];
+/// `[TMUX, "-S", SOCKET, "attach-session", ("-r",) "-t", "={terminal}"]`.
+fn default_attach(program: &Path, socket: &Path, read_only: bool) -> Vec<String> {
+    let mut v = vec![
+        program.to_string_lossy().into_owned(),
+        "-S".into(),
+        socket.to_string_lossy().into_owned(),
+        "attach-session".into(),
+    ];
     if read_only {
         v.push("-r".into());
     }
-    v.extend(["-t".into(), "{terminal}".into()]);
+    v.extend(["-t".into(), "={terminal}".into()]);
     v
 }
 
@@ -97,20 +152,10 @@ impl TerminalHost for TmuxHost {
             AccessMode::ReadOnly => &self.attach_read_only,
             AccessMode::ReadWrite => &self.attach,
         };
-        let mut argv: Vec<String> = template
+        template
             .iter()
             .map(|a| a.replace("{terminal}", terminal.as_str()))
-            .collect();
-        // The shared client must reach the same tmux server as `check` did.
-        if let (Some(sock), Some(first)) = (&self.socket, argv.first()) {
-            if first == "tmux" && !argv.iter().any(|a| a == "-S" || a == "-L") {
-                argv.splice(
-                    1..1,
-                    ["-S".to_string(), sock.to_string_lossy().into_owned()],
-                );
-            }
-        }
-        argv
+            .collect()
     }
 
     async fn capture(

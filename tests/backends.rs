@@ -19,7 +19,10 @@ fn request(terminal: &str, backend: &str, access: AccessMode) -> ShareRequest {
         terminal: terminal.parse().unwrap(),
         backend: BackendName::new(backend),
         access,
-        principal: "human:tester".parse().unwrap(),
+        caller: "human:tester"
+            .parse::<termshare::actors::Principal>()
+            .unwrap()
+            .into(),
         ttl: Some(Duration::from_secs(120)),
         grace: Some(vec![]),
     }
@@ -34,6 +37,24 @@ async fn start(host: &Tmux, extra_config: &str) -> Termshare {
     ))
     .unwrap();
     Termshare::start(&config, policy).await.unwrap()
+}
+
+/// A wrapper around the upterm stand-in that records its argv in `argv_file` (workers
+/// get a clean environment, so the file's name is written into the wrapper).
+fn upterm_recording_argv(host: &Tmux, argv_file: &Path) -> std::path::PathBuf {
+    let wrapper = host.dir.path().join("upterm");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nTERMSHARE_TEST_ARGV_FILE='{}' exec '{}' \"$@\"\n",
+            argv_file.display(),
+            standin()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
 }
 
 fn standin() -> String {
@@ -107,14 +128,14 @@ async fn tmate_without_a_reachable_relay_times_out_and_leaves_no_tmate() {
 async fn upterm_link_is_read_from_its_session_block_and_flags_follow_the_share() {
     let host = Tmux::new("S");
     let argv_file = host.dir.path().join("upterm-argv");
-    std::env::set_var("TERMSHARE_TEST_ARGV_FILE", &argv_file);
+    let program = upterm_recording_argv(&host, &argv_file);
     let keys = host.dir.path().join("authorized_keys");
     std::fs::write(&keys, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE test\n").unwrap();
     let ts = start(
         &host,
         &format!(
             "[backends.upterm]\nprogram = \"{}\"\nserver = \"ssh://127.0.0.1:2222\"\nauthorized_keys = \"{}\"\ngithub_users = [\"octocat\"]\n",
-            standin(),
+            program.display(),
             keys.display()
         ),
     )
@@ -153,12 +174,21 @@ async fn upterm_link_is_read_from_its_session_block_and_flags_follow_the_share()
     // Participants are forced into a read-only attach of the shared tmux session.
     assert_eq!(
         after("--force-command"),
-        format!("tmux -S {} attach-session -r -t S", host.socket.display())
+        format!(
+            "{} -S {} attach-session -r -t =S",
+            termshare::launch::find_in_path("tmux").unwrap().display(),
+            host.socket.display()
+        )
     );
     let pgid = ts.live_process_groups()[0];
     assert!(termshare::process::group_alive(pgid));
     let report = ts
-        .revoke(info.share_id, "human:tester".parse().unwrap())
+        .revoke(
+            info.share_id,
+            "human:tester"
+                .parse::<termshare::actors::Principal>()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert!(report.deadline_met && !report.escalated, "{report:?}");
@@ -193,7 +223,7 @@ async fn a_missing_upterm_binary_is_a_clear_error_before_anything_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switching_reaps_the_old_worker_before_the_new_one_starts() {
+async fn switching_starts_the_new_worker_then_reaps_the_old_one() {
     let host = Tmux::new("S");
     let ts = start(
         &host,
@@ -211,7 +241,9 @@ async fn switching_reaps_the_old_worker_before_the_new_one_starts() {
         .switch(
             info.share_id,
             BackendName::new("upterm"),
-            "human:tester".parse().unwrap(),
+            "human:tester"
+                .parse::<termshare::actors::Principal>()
+                .unwrap(),
         )
         .await
         .unwrap();
@@ -225,7 +257,7 @@ async fn switching_reaps_the_old_worker_before_the_new_one_starts() {
     let new = ts.live_process_groups();
     assert_eq!(new.len(), 1);
     assert_ne!(new[0], old_pgid);
-    // The switch event records that the old worker was stopped first, and its pid.
+    // The switch event records that the old worker was stopped, and its pid.
     let audit = host.audit();
     let switch = audit
         .iter()
@@ -288,7 +320,7 @@ async fn a_read_only_tty_share_uses_readonly_and_the_read_only_attach() {
         .collect();
     assert!(argv.iter().any(|a| a == "--readonly"), "{argv:?}");
     let args = &argv[argv.iter().position(|a| a == "--args").unwrap() + 1];
-    assert!(args.contains("attach-session -r -t S"), "{args}");
+    assert!(args.contains("attach-session -r -t =S"), "{args}");
     ts.shutdown().await;
     assert!(!termshare::process::group_alive(pgid));
 }
@@ -329,9 +361,14 @@ async fn policy_and_config_can_require_a_join_restriction() {
         .share(request("S", "upterm", AccessMode::ReadOnly))
         .await
         .unwrap();
-    ts.revoke(info.share_id, "human:tester".parse().unwrap())
-        .await
-        .unwrap();
+    ts.revoke(
+        info.share_id,
+        "human:tester"
+            .parse::<termshare::actors::Principal>()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     ts.shutdown().await;
 
     // The same from the config alone, with a policy that does not ask for it.
@@ -367,10 +404,11 @@ async fn a_grace_notice_on_the_host_shows_in_what_tmate_serves() {
         let ts = ts.clone();
         tokio::spawn(async move { ts.share(request("S", "tmate", AccessMode::ReadWrite)).await })
     };
-    let tmate_sock = tokio::task::spawn_blocking(|| {
+    let runtime = host.runtime_dir();
+    let tmate_sock = tokio::task::spawn_blocking(move || {
         let mut sock = None;
         wait_until(Duration::from_secs(10), || {
-            sock = tmate_socket();
+            sock = tmate_socket_in(&runtime);
             sock.is_some()
         });
         sock.expect("tmate did not start")
@@ -395,7 +433,11 @@ async fn a_grace_notice_on_the_host_shows_in_what_tmate_serves() {
         tmate_screen()
     );
 
-    let tmux = termshare::terminal::TmuxHost::new(Some(host.socket.clone()));
+    let tmux = termshare::terminal::TmuxHost::new(
+        termshare::launch::find_in_path("tmux").unwrap(),
+        host.socket.clone(),
+        Arc::new(termshare::launch::CleanEnv::from_current()),
+    );
     tmux.notify(
         &"S".parse().unwrap(),
         "termshare: this share of S ends in 3s",
@@ -421,20 +463,29 @@ async fn a_grace_notice_on_the_host_shows_in_what_tmate_serves() {
         }
     };
     let id = termshare::actors::ShareId(requested.correlation_id);
-    ts.revoke(id, "human:tester".parse().unwrap())
-        .await
-        .unwrap();
+    ts.revoke(
+        id,
+        "human:tester"
+            .parse::<termshare::actors::Principal>()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(starting.await.unwrap().is_err());
-    let gone = tokio::task::spawn_blocking(|| {
-        wait_until(Duration::from_secs(1), || tmate_socket().is_none())
+    let runtime = host.runtime_dir();
+    let gone = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(1), || {
+            tmate_socket_in(&runtime).is_none()
+        })
     });
     assert!(gone.await.unwrap().is_some(), "tmate left running");
     Arc::into_inner(ts).unwrap().shutdown().await;
 }
 
-/// The `-S` socket of a live tmate started by termshare (its private directory).
-fn tmate_socket() -> Option<String> {
-    processes_mentioning("tmate", "termshare-tmate-")
+/// The `-S` socket of a live tmate that termshare started with its runtime directory
+/// in `runtime` (the socket is in the share's private directory there).
+fn tmate_socket_in(runtime: &Path) -> Option<String> {
+    processes_mentioning("tmate", &runtime.to_string_lossy())
         .into_iter()
         .find_map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

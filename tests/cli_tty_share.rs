@@ -40,8 +40,17 @@ fn share_prints_a_link_a_participant_sees_the_host_and_sigterm_disconnects_it() 
     let to_link = t0.elapsed();
     let share: serde_json::Value = serde_json::from_str(&first).unwrap();
     let link = share["link"].as_str().unwrap().to_owned();
+    // The link front's address, and a secret path (not tty-share's own /s/local/).
+    let secret = link
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split_once("/s/"))
+        .map(|(_, s)| s.trim_end_matches('/'))
+        .unwrap_or_default();
     assert!(
-        link.starts_with("http://127.0.0.1:") && link.ends_with("/s/local/"),
+        secret.len() == 32
+            && secret
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
         "{link}"
     );
     assert_eq!(share["terminal"], "S");

@@ -59,14 +59,22 @@ fn the_systemd_unit_runs_a_command_termshare_accepts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("policy:  ") && stdout.contains("(2 rules)"),
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| l[key.len()..].trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(line("policy:").ends_with("(2 rules)"), "{stdout}");
+    assert_eq!(
+        line("metrics:"),
+        "http://127.0.0.1:9464/metrics",
         "{stdout}"
     );
-    assert!(
-        stdout.contains("metrics: http://127.0.0.1:9464/metrics"),
-        "{stdout}"
-    );
+    // Programs are resolved once, at start, to absolute paths.
+    assert!(line("tty-share:").starts_with('/'), "{stdout}");
+    assert!(line("tmux:").starts_with('/'), "{stdout}");
     for key in ["Type=simple", "KillMode=mixed", "WantedBy=default.target"] {
         assert!(unit.contains(key), "{key}");
     }

@@ -1,10 +1,13 @@
 //! Handoffs through the daemon and the CLI, with the context captured from a real tmux
-//! terminal.
+//! terminal, between real local users: each step of a chain needs another person, and
+//! the kernel (not a flag) says who each caller is. These tests add users, so they need
+//! root (`scripts/test.sh` runs them as root).
 
 mod common;
 
 use std::time::Duration;
 
+use common::users::{SharedDaemon, TestUsers};
 use common::*;
 use serde_json::Value;
 
@@ -45,12 +48,22 @@ step_timeout = "2m"
 agent_access = "read-only"
 "#;
 
-fn setup() -> (Tmux, Daemon) {
+/// Users: alice and claude hand off; owner and lead approve; bob receives; boss may
+/// act as both approvers; mallory is nobody's party.
+fn setup() -> (Tmux, TestUsers, SharedDaemon) {
     let host = Tmux::new("S");
-    let policy = host.dir.path().join("handoff-policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let daemon = Daemon::start_with_policy(&host, &policy, "");
-    (host, daemon)
+    let users = TestUsers::new(&["alice", "claude", "owner", "lead", "bob", "boss", "mallory"]);
+    let identities = users.identities(&[
+        ("alice", &["human:alice"]),
+        ("claude", &["agent:claude"]),
+        ("owner", &["human:owner"]),
+        ("lead", &["human:lead"]),
+        ("bob", &["human:bob"]),
+        ("boss", &["human:owner", "human:lead"]),
+        ("mallory", &["human:mallory"]),
+    ]);
+    let shared = SharedDaemon::start(&host, &users, POLICY, &identities);
+    (host, users, shared)
 }
 
 fn kinds_for(host: &Tmux, id: &str) -> Vec<String> {
@@ -61,17 +74,21 @@ fn kinds_for(host: &Tmux, id: &str) -> Vec<String> {
         .collect()
 }
 
-/// `handoff request S --to human:bob --as agent:claude`; the handoff's id.
-fn agent_hands_to_bob(daemon: &Daemon) -> String {
-    let requested = daemon.json(&[
-        "handoff",
-        "request",
-        "S",
-        "--to",
-        "human:bob",
-        "--as",
-        "agent:claude",
-    ]);
+/// The uid on each audit event of handoff `id`, in order.
+fn peers_for(host: &Tmux, id: &str) -> Vec<Option<u64>> {
+    host.audit()
+        .iter()
+        .filter(|e| e["correlation_id"] == id)
+        .map(|e| e["peer"]["uid"].as_u64())
+        .collect()
+}
+
+/// claude hands terminal S to human:bob; the handoff's id.
+fn agent_hands_to_bob(users: &TestUsers, d: &SharedDaemon) -> String {
+    let requested = d.json_as(
+        users.user("claude"),
+        &["handoff", "request", "S", "--to", "human:bob"],
+    );
     requested["handoff_id"].as_str().unwrap().to_owned()
 }
 
@@ -86,53 +103,80 @@ fn type_and_see(host: &Tmux, text: &str, expect: &str) {
 }
 
 #[test]
+#[ignore = "needs root: adds users"]
 fn human_to_agent_through_two_approvals_hands_over_context_and_a_read_only_share() {
-    let (host, daemon) = setup();
+    let (host, users, d) = setup();
+    let (alice, owner, lead, boss, claude) = (
+        users.user("alice"),
+        users.user("owner"),
+        users.user("lead"),
+        users.user("boss"),
+        users.user("claude"),
+    );
     type_and_see(
         &host,
         "cd /tmp && echo HANDOFF_MARK_$((6*7))",
         "HANDOFF_MARK_42",
     );
 
-    let requested = daemon.json(&[
-        "handoff",
-        "request",
-        "S",
-        "--to",
-        "agent:claude",
-        "--as",
-        "human:alice",
-        "--reason",
-        "finish the release",
-        "--backend",
-        "tty-share",
-    ]);
+    let requested = d.json_as(
+        alice,
+        &[
+            "handoff",
+            "request",
+            "S",
+            "--to",
+            "agent:claude",
+            "--reason",
+            "finish the release",
+            "--backend",
+            "tty-share",
+        ],
+    );
     let id = requested["handoff_id"].as_str().unwrap().to_owned();
     assert_eq!(requested["state"], "pending");
+    assert_eq!(
+        requested["from"], "human:alice",
+        "alice acts as her own principal"
+    );
     assert_eq!(
         requested["approvers"],
         serde_json::json!(["human:owner", "human:lead"])
     );
 
     // The wrong approver for step 1 is refused.
-    let (code, _, err) = daemon.run(&["handoff", "approve", &id, "--as", "human:lead"]);
+    let (code, _, err) = d.run_as(lead, &["handoff", "approve", &id]);
     assert_eq!(code, termshare::exit::DENIED, "{err}");
     assert!(
         err.contains("step 1 is for human:owner to approve, not human:lead"),
         "{err}"
     );
-
-    let step2 = daemon.json(&["handoff", "approve", &id, "--as", "human:owner"]);
+    // boss may act as both approvers: it approves step 1 ...
+    let step2 = d.json_as(boss, &["handoff", "approve", &id, "--as", "human:owner"]);
     assert_eq!(
         (step2["state"].as_str(), step2["step"].as_u64()),
         (Some("pending"), Some(2))
     );
-    let badge = daemon.json(&["status"]);
+    // ... and may not approve step 2 as well: each step needs another person.
+    let (code, _, err) = d.run_as(boss, &["handoff", "approve", &id, "--as", "human:lead"]);
+    assert_eq!(code, termshare::exit::DENIED, "{err}");
+    assert!(err.contains("already approved step 1"), "{err}");
+    // owner's identity cannot claim to be the lead.
+    let (code, _, err) = d.run_as(owner, &["handoff", "approve", &id, "--as", "human:lead"]);
+    assert_eq!(code, termshare::exit::DENIED, "{err}");
+    assert!(
+        err.contains("may act as human:owner, not as human:lead"),
+        "{err}"
+    );
+    let badge = d.json_as(alice, &["status"]);
     assert_eq!(badge["badges"]["S"]["handoff"]["state"], "pending");
 
-    let done = daemon.json(&["handoff", "approve", &id, "--as", "human:lead"]);
+    let done = d.json_as(lead, &["handoff", "approve", &id]);
     assert_eq!(done["state"], "completed");
-    let package = &done["package"];
+    // The approver sees the outcome, not the package (that is the receiver's).
+    assert!(done.get("package").is_none(), "{done}");
+    let received = d.json_as(claude, &["handoff", "show", &id]);
+    let package = &received["package"];
     assert!(
         package["scrollback"]
             .as_str()
@@ -149,8 +193,8 @@ fn human_to_agent_through_two_approvals_hands_over_context_and_a_read_only_share
     // Agents may not write here: the receiver's share is read-only.
     assert_eq!(package["access"], "read-only");
     let share_id = package["share_id"].as_str().unwrap();
-    let shares: Vec<Value> = daemon
-        .run(&["list", "--json"])
+    let shares: Vec<Value> = d
+        .run_as(claude, &["list", "--json"])
         .1
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -161,20 +205,41 @@ fn human_to_agent_through_two_approvals_hands_over_context_and_a_read_only_share
         (Some("read-only"), Some("agent:claude"))
     );
     assert_eq!(share["link"], package["link"]);
-
-    let shown = daemon.json(&["handoff", "show", &id]);
-    assert_eq!(shown["package"], done["package"]);
+    // The requester sees how it ended, without the receiver's link.
+    let shown = d.json_as(alice, &["handoff", "show", &id]);
+    assert_eq!(shown["state"], "completed");
+    assert!(shown.get("package").is_none(), "{shown}");
+    // Someone who is no party to it sees nothing of it.
+    let (code, _, err) = d.run_as(users.user("mallory"), &["handoff", "show", &id]);
+    assert_eq!(code, termshare::exit::NOT_FOUND, "{err}");
     assert_eq!(
-        daemon.json(&["status"])["badges"]["S"]["handoff"]["state"],
+        d.json_as(claude, &["status"])["badges"]["S"]["handoff"]["state"],
         "completed"
     );
     assert_eq!(
         kinds_for(&host, &id),
         [
             "handoff.requested",
+            "handoff.refused",
             "handoff.approved",
+            "handoff.refused",
+            "handoff.refused",
             "handoff.approved",
             "handoff.completed"
+        ]
+    );
+    // Every step names the peer who took it, as the kernel reported it.
+    let uid = |short: &str| Some(users.user(short).uid as u64);
+    assert_eq!(
+        peers_for(&host, &id),
+        [
+            uid("alice"),
+            uid("lead"),
+            uid("boss"),
+            uid("boss"),
+            uid("owner"),
+            uid("lead"),
+            uid("lead")
         ]
     );
     // The scrollback itself is not copied into the audit log; its size is.
@@ -185,27 +250,27 @@ fn human_to_agent_through_two_approvals_hands_over_context_and_a_read_only_share
         .unwrap();
     assert!(completed["details"]["scrollback_lines"].as_u64().unwrap() >= 1);
     assert!(!completed.to_string().contains("HANDOFF_MARK_42"));
-    daemon.stop();
+    d.daemon.stop();
 }
 
 #[test]
+#[ignore = "needs root: adds users"]
 fn agent_to_human_denied_at_step_two_is_a_clear_error_then_approved_the_same_way() {
-    let (host, daemon) = setup();
+    let (host, users, d) = setup();
+    let (lead, owner, bob) = (users.user("lead"), users.user("owner"), users.user("bob"));
     type_and_see(&host, "echo AGENT_WORK_$((7*6))", "AGENT_WORK_42");
 
-    let denied_id = agent_hands_to_bob(&daemon);
-    daemon.json(&["handoff", "approve", &denied_id, "--as", "human:lead"]);
-    let denied = daemon.json(&[
-        "handoff",
-        "deny",
-        &denied_id,
-        "--as",
-        "human:owner",
-        "--reason",
-        "bob is on leave",
-    ]);
+    let denied_id = agent_hands_to_bob(&users, &d);
+    d.json_as(lead, &["handoff", "approve", &denied_id]);
+    let denied = d.json_as(
+        owner,
+        &["handoff", "deny", &denied_id, "--reason", "bob is on leave"],
+    );
     assert_eq!(denied["state"], "denied");
-    let (code, _, err) = daemon.run(&["handoff", "approve", &denied_id, "--as", "human:owner"]);
+    // The receiver learns the outcome.
+    let seen = d.json_as(bob, &["handoff", "show", &denied_id]);
+    assert_eq!(seen["state"], "denied");
+    let (code, _, err) = d.run_as(owner, &["handoff", "approve", &denied_id]);
     assert_eq!(code, termshare::exit::EXPIRED, "{err}");
     assert!(
         err.contains("denied at step 2 by human:owner: bob is on leave"),
@@ -216,34 +281,96 @@ fn agent_to_human_denied_at_step_two_is_a_clear_error_then_approved_the_same_way
         ["handoff.requested", "handoff.approved", "handoff.denied"]
     );
 
-    let id = agent_hands_to_bob(&daemon);
-    daemon.json(&["handoff", "approve", &id, "--as", "human:lead"]);
-    let done = daemon.json(&["handoff", "approve", &id, "--as", "human:owner"]);
+    let id = agent_hands_to_bob(&users, &d);
+    d.json_as(lead, &["handoff", "approve", &id]);
+    let done = d.json_as(owner, &["handoff", "approve", &id]);
     assert_eq!(done["state"], "completed");
-    assert!(done["package"]["scrollback"]
+    let package = d.json_as(bob, &["handoff", "show", &id])["package"].clone();
+    assert!(package["scrollback"]
         .as_str()
         .unwrap()
         .contains("AGENT_WORK_42"));
     assert_eq!(
-        done["package"]["access"], "read-write",
+        package["access"], "read-write",
         "a human receiver may write"
     );
-    let (code, list, _) = daemon.run(&["handoff", "list"]);
+    // The operator (the daemon's user) sees every handoff.
+    let (code, list, _) = d.daemon.run(&["handoff", "list"]);
     assert_eq!(code, 0);
     assert!(list.contains(&denied_id) && list.contains(&id), "{list}");
-    daemon.stop();
+    d.daemon.stop();
 }
 
 #[test]
-fn a_handoff_no_rule_covers_is_denied() {
-    let (_host, daemon) = setup();
-    let (code, _, err) = daemon.run(&[
-        "handoff", "request", "S", "--to", "agent:x", "--as", "agent:y",
-    ]);
+#[ignore = "needs root: adds users"]
+fn a_handoff_no_rule_covers_is_denied_and_so_is_a_claim_outside_the_callers_identity() {
+    let (host, users, d) = setup();
+    let (code, _, err) = d.run_as(
+        users.user("claude"),
+        &["handoff", "request", "S", "--to", "agent:x"],
+    );
     assert_eq!(code, termshare::exit::DENIED, "{err}");
     assert!(
-        err.contains("no handoff rule lets agent:y hand terminal S to agent:x"),
+        err.contains("no handoff rule lets agent:claude hand terminal S to agent:x"),
         "{err}"
     );
-    daemon.stop();
+    // alice may not request in the owner's name.
+    let alice = users.user("alice");
+    let (code, _, err) = d.run_as(
+        alice,
+        &[
+            "handoff",
+            "request",
+            "S",
+            "--to",
+            "agent:claude",
+            "--as",
+            "human:owner",
+        ],
+    );
+    assert_eq!(code, termshare::exit::DENIED, "{err}");
+    assert!(
+        err.contains("may act as human:alice, not as human:owner"),
+        "{err}"
+    );
+    let refused = host
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|e| e["kind"] == "handoff.denied")
+        .unwrap();
+    assert_eq!(refused["peer"]["uid"].as_u64(), Some(alice.uid as u64));
+    assert!(refused["peer"]["pid"].as_u64().is_some());
+    d.daemon.stop();
+}
+
+#[test]
+#[ignore = "needs root: adds users"]
+fn the_requester_cannot_approve_its_own_handoff() {
+    let host = Tmux::new("S");
+    let users = TestUsers::new(&["alice", "lead"]);
+    // alice may also act as the first approver.
+    let identities = users.identities(&[
+        ("alice", &["human:alice", "human:owner"]),
+        ("lead", &["human:lead"]),
+    ]);
+    let d = SharedDaemon::start(&host, &users, POLICY, &identities);
+    let id = d.json_as(
+        users.user("alice"),
+        &["handoff", "request", "S", "--to", "agent:claude"],
+    )["handoff_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _, err) = d.run_as(
+        users.user("alice"),
+        &["handoff", "approve", &id, "--as", "human:owner"],
+    );
+    assert_eq!(code, termshare::exit::DENIED, "{err}");
+    assert!(err.contains("the requester cannot approve"), "{err}");
+    assert_eq!(
+        d.json_as(users.user("lead"), &["handoff", "show", &id])["step"],
+        1
+    );
+    d.daemon.stop();
 }

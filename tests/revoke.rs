@@ -16,7 +16,10 @@ fn request(ttl: u64) -> ShareRequest {
         terminal: "S".parse().unwrap(),
         backend: BackendName::new("tty-share"),
         access: AccessMode::ReadWrite,
-        principal: "human:tester".parse().unwrap(),
+        caller: "human:tester"
+            .parse::<termshare::actors::Principal>()
+            .unwrap()
+            .into(),
         ttl: Some(Duration::from_secs(ttl)),
         grace: Some(vec![]),
     }
@@ -42,7 +45,12 @@ async fn revoke_disconnects_a_real_participant_and_reports_how_long_it_took() {
 
     let t0 = Instant::now();
     let report = ts
-        .revoke(info.share_id, "human:lead".parse().unwrap())
+        .revoke(
+            info.share_id,
+            "human:lead"
+                .parse::<termshare::actors::Principal>()
+                .unwrap(),
+        )
         .await
         .unwrap();
     let gone = tokio::task::spawn_blocking(move || {
@@ -83,7 +91,12 @@ async fn a_worker_that_ignores_the_graceful_stop_is_killed_with_its_group_after_
         libc::kill(pgid, libc::SIGSTOP);
     }
     let report = ts
-        .revoke(info.share_id, "human:lead".parse().unwrap())
+        .revoke(
+            info.share_id,
+            "human:lead"
+                .parse::<termshare::actors::Principal>()
+                .unwrap(),
+        )
         .await
         .unwrap();
     eprintln!("escalated revoke took {:?}", report.elapsed);

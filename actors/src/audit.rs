@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::caller::{Caller, Peer};
 use crate::traits::AuditSink;
 use crate::types::{BackendName, Principal, TerminalName};
 
@@ -40,6 +41,13 @@ pub enum AuditKind {
     ShareFailed,
     #[serde(rename = "share.switched")]
     ShareSwitched,
+    /// A switch whose new backend gave no link: the share stays on its old backend.
+    #[serde(rename = "share.switch_failed")]
+    ShareSwitchFailed,
+    /// An action on a live share (extend, revoke, switch) was refused; the share is
+    /// unchanged.
+    #[serde(rename = "share.refused")]
+    ShareRefused,
     #[serde(rename = "handoff.requested")]
     HandoffRequested,
     #[serde(rename = "handoff.approved")]
@@ -48,6 +56,10 @@ pub enum AuditKind {
     HandoffDenied,
     #[serde(rename = "handoff.completed")]
     HandoffCompleted,
+    /// An approval or denial was refused (wrong or repeated identity); the handoff is
+    /// unchanged.
+    #[serde(rename = "handoff.refused")]
+    HandoffRefused,
 }
 
 impl AuditKind {
@@ -63,10 +75,13 @@ impl AuditKind {
             AuditKind::ShareStopped => "share.stopped",
             AuditKind::ShareFailed => "share.failed",
             AuditKind::ShareSwitched => "share.switched",
+            AuditKind::ShareSwitchFailed => "share.switch_failed",
+            AuditKind::ShareRefused => "share.refused",
             AuditKind::HandoffRequested => "handoff.requested",
             AuditKind::HandoffApproved => "handoff.approved",
             AuditKind::HandoffDenied => "handoff.denied",
             AuditKind::HandoffCompleted => "handoff.completed",
+            AuditKind::HandoffRefused => "handoff.refused",
         }
     }
 
@@ -98,6 +113,10 @@ pub struct AuditEvent {
     pub terminal: Option<TerminalName>,
     pub backend: Option<BackendName>,
     pub details: BTreeMap<String, Value>,
+    /// The local process that asked for the action, for actions taken over the
+    /// daemon's socket (the kernel's word, not the caller's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Peer>,
 }
 
 impl AuditEvent {
@@ -113,7 +132,22 @@ impl AuditEvent {
             terminal: None,
             backend: None,
             details: BTreeMap::new(),
+            peer: None,
         }
+    }
+
+    /// Who took the action: `details.by` is the principal it acted as, and `peer` the
+    /// process behind it, when it came over the socket.
+    pub fn by(self, caller: &Caller) -> Self {
+        self.asked_by(caller)
+            .detail("by", caller.principal.as_str())
+    }
+
+    /// The process behind the action (`peer`), when it came over the socket; for events
+    /// whose `principal` already names who acted.
+    pub fn asked_by(mut self, caller: &Caller) -> Self {
+        self.peer = caller.peer().cloned();
+        self
     }
 
     pub fn principal(mut self, p: &Principal) -> Self {

@@ -16,6 +16,8 @@ use crate::types::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BadgeShare {
     pub share_id: ShareId,
+    /// Whose share it is.
+    pub principal: Principal,
     pub backend: BackendName,
     pub access: AccessMode,
     pub participants: Option<u32>,
@@ -28,6 +30,7 @@ impl From<&ShareInfo> for BadgeShare {
     fn from(i: &ShareInfo) -> Self {
         BadgeShare {
             share_id: i.share_id,
+            principal: i.principal.clone(),
             backend: i.backend.clone(),
             access: i.access,
             participants: i.participants,
@@ -52,6 +55,8 @@ pub struct BadgeHandoff {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
     pub of: usize,
+    /// The approval chain (principal patterns, one per step).
+    pub approvers: Vec<String>,
 }
 
 impl From<&HandoffView> for BadgeHandoff {
@@ -63,6 +68,7 @@ impl From<&HandoffView> for BadgeHandoff {
             state: v.state,
             step: v.step,
             of: v.approvers.len(),
+            approvers: v.approvers.clone(),
         }
     }
 }

@@ -22,7 +22,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use crate::audit::{record_acked, AuditEvent, AuditKind, AuditMsg};
+use crate::audit::{record, record_acked, AuditEvent, AuditKind, AuditMsg};
+use crate::caller::{Caller, Identity, Peer};
 use crate::error::{human, ShareError};
 use crate::root::RootMsg;
 use crate::traits::{HandoffGrant, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
@@ -31,11 +32,12 @@ use crate::types::{
     TerminalName,
 };
 
-/// What a requester asks for.
+/// What a requester asks for. `from` is who hands the terminal off (its identity may
+/// approve no step of the chain).
 #[derive(Clone, Debug)]
 pub struct HandoffRequest {
     pub terminal: TerminalName,
-    pub from: Principal,
+    pub from: Caller,
     pub to: Principal,
     pub reason: String,
     /// Start a share for the receiver over this backend once approved.
@@ -134,17 +136,19 @@ pub enum HandoffMsg {
     Request(HandoffRequest, HandoffReply),
     Approve {
         id: HandoffId,
-        by: Principal,
+        by: Caller,
         reply: HandoffReply,
     },
     Deny {
         id: HandoffId,
-        by: Principal,
+        by: Caller,
         reason: Option<String>,
         reply: HandoffReply,
     },
-    Show(HandoffId, HandoffReply),
-    List(RpcReplyPort<Result<Vec<HandoffView>, ShareError>>),
+    /// A handoff as `Caller` may see it (a party to it, or the operator).
+    Show(HandoffId, Caller, HandoffReply),
+    /// The handoffs `Caller` is a party to (all of them for the operator).
+    List(Caller, RpcReplyPort<Result<Vec<HandoffView>, ShareError>>),
     /// From a step's timer.
     StepTimedOut {
         id: HandoffId,
@@ -180,9 +184,15 @@ struct Handoff {
     backend: Option<BackendName>,
     /// The share live on the terminal when requested (for the audit record).
     live_share: Option<ShareId>,
+    /// Who asked: their identity may approve nothing.
+    requester: Identity,
+    /// The identity behind each approval so far: one identity, one step.
+    approver_keys: Vec<String>,
+    /// The process whose approval completed the chain (on the receiver share's events).
+    completed_by: Option<Peer>,
     timer: Option<JoinHandle<()>>,
     /// The approver whose approval completes the handoff waits for the package.
-    completing_reply: Option<HandoffReply>,
+    completing_reply: Option<(HandoffReply, Caller)>,
 }
 
 impl Handoff {
@@ -196,6 +206,75 @@ impl Handoff {
             e = e.detail("share_id", s.to_string());
         }
         e
+    }
+
+    /// Is `caller` a party to this handoff (requester, receiver, an approver of the
+    /// chain) or the operator? Only they may see it.
+    fn visible_to(&self, caller: &Caller) -> bool {
+        let id = &caller.identity;
+        id.is_operator()
+            || id.key() == self.requester.key()
+            || id.may_act_as(&self.view.from)
+            || id.may_act_as(&self.view.to)
+            || id.principals().iter().any(|p| {
+                self.view
+                    .approvers
+                    .iter()
+                    .any(|pattern| glob_match(pattern, p.as_str()))
+            })
+    }
+
+    /// The view `caller` gets: the package (context and the receiver's link) only for
+    /// the receiver and the operator.
+    fn view_for(&self, caller: &Caller) -> HandoffView {
+        let mut view = self.view.clone();
+        let id = &caller.identity;
+        if !(id.is_operator() || id.may_act_as(&self.view.to)) {
+            view.package = None;
+        }
+        view
+    }
+
+    /// Why `by` may not approve the current step, if it may not: a claim its identity
+    /// does not prove, a principal the step does not name, the requester or the
+    /// receiver, or an identity that approved an earlier step.
+    fn refuse_approver(&self, by: &Caller, step: usize) -> Option<ShareError> {
+        let id = self.view.handoff_id;
+        let expected = &self.view.approvers[step - 1];
+        let denied = |reason: String| ShareError::Denied {
+            rule_id: Some(self.view.rule_id.clone()),
+            reason,
+        };
+        if let Err(why) = by.check_claim() {
+            return Some(denied(why));
+        }
+        if !glob_match(expected, by.principal.as_str()) {
+            return Some(ShareError::NotApprover {
+                handoff_id: id,
+                step,
+                expected: expected.clone(),
+                got: by.principal.to_string(),
+            });
+        }
+        let who = by.identity.key();
+        if who == self.requester.key() || by.identity.may_act_as(&self.view.from) {
+            return Some(denied(format!(
+                "{who} asked for handoff {id}; the requester cannot approve it"
+            )));
+        }
+        if by.identity.may_act_as(&self.view.to) {
+            return Some(denied(format!(
+                "{who} may act as the receiver {}; the receiver cannot approve its own handoff",
+                self.view.to
+            )));
+        }
+        if let Some(earlier) = self.approver_keys.iter().position(|k| k == who) {
+            return Some(denied(format!(
+                "{who} already approved step {} of handoff {id}; each step needs another person",
+                earlier + 1
+            )));
+        }
+        None
     }
 
     fn cancel_timer(&mut self) {
@@ -229,6 +308,19 @@ impl ManagerState {
         record_acked(&self.args.audit, event, self.args.audit_timeout)
             .await
             .map_err(ShareError::AuditUnavailable)
+    }
+
+    /// Put a refused approval or denial on the record (the handoff is unchanged).
+    fn refused(&self, h: &Handoff, action: &str, by: &Caller, err: &ShareError) {
+        record(
+            &self.args.audit,
+            h.event(AuditKind::HandoffRefused)
+                .principal(&by.principal)
+                .asked_by(by)
+                .detail("action", action)
+                .detail("step", json!(h.view.step))
+                .detail("reason", err.to_string()),
+        );
     }
 
     fn publish(&self, h: &Handoff) {
@@ -276,14 +368,16 @@ impl ManagerState {
         req: HandoffRequest,
     ) -> Result<HandoffView, ShareError> {
         let id = HandoffId::new();
+        let from = req.from.principal.clone();
         let requested = AuditEvent::new(AuditKind::HandoffRequested, id)
-            .principal(&req.from)
+            .principal(&from)
             .terminal(&req.terminal)
+            .asked_by(&req.from)
             .detail("handoff_id", id.to_string())
-            .detail("from", req.from.as_str())
+            .detail("from", from.as_str())
             .detail("to", req.to.as_str())
             .detail("reason", req.reason.as_str());
-        if req.from == req.to {
+        if from == req.to {
             let err = crate::error::InvalidInput::new(
                 "handoff",
                 req.to.as_str(),
@@ -297,7 +391,10 @@ impl ManagerState {
                 detail,
             });
         }
-        let grant = match self.args.policy.handoff(&req.from, &req.to, &req.terminal) {
+        let claim = req.from.check_claim();
+        let grant = match claim
+            .and_then(|()| self.args.policy.handoff(&from, &req.to, &req.terminal))
+        {
             Ok(g) if !g.approvers.is_empty() => g,
             Ok(g) => Err(format!("rule `{}` has no approvers", g.rule_id)).map_err(|reason| {
                 ShareError::Denied {
@@ -314,8 +411,9 @@ impl ManagerState {
                 )
                 .await?;
                 let denied = AuditEvent::new(AuditKind::HandoffDenied, id)
-                    .principal(&req.from)
+                    .principal(&from)
                     .terminal(&req.terminal)
+                    .asked_by(&req.from)
                     .detail("handoff_id", id.to_string())
                     .detail("step", 0)
                     .detail("reason", reason.as_str());
@@ -336,7 +434,7 @@ impl ManagerState {
                 handoff_id: id,
                 state: HandoffState::Pending,
                 terminal: req.terminal,
-                from: req.from,
+                from,
                 to: req.to,
                 reason: req.reason,
                 rule_id: grant.rule_id.clone(),
@@ -349,12 +447,16 @@ impl ManagerState {
             grant,
             backend: req.backend,
             live_share,
+            requester: req.from.identity.clone(),
+            approver_keys: Vec::new(),
+            completed_by: None,
             timer: None,
             completing_reply: None,
         };
         let event = h
             .event(AuditKind::HandoffRequested)
             .principal(&h.view.from)
+            .asked_by(&req.from)
             .detail("reason", h.view.reason.as_str())
             .detail("rule_id", h.view.rule_id.as_str())
             .detail("approvers", json!(h.view.approvers));
@@ -370,39 +472,40 @@ impl ManagerState {
         &mut self,
         myself: &ActorRef<HandoffMsg>,
         id: HandoffId,
-        by: Principal,
+        by: Caller,
         reply: HandoffReply,
     ) {
         let result = async {
             let h = self.pending(id)?;
             let step = h.view.step.unwrap_or(1);
-            let expected = h.view.approvers[step - 1].clone();
-            if !glob_match(&expected, by.as_str()) {
-                return Err(ShareError::NotApprover {
-                    handoff_id: id,
-                    step,
-                    expected,
-                    got: by.to_string(),
-                });
+            if let Some(err) = h.refuse_approver(&by, step) {
+                let h = &self.handoffs[&id];
+                self.refused(h, "approve", &by, &err);
+                return Err(err);
             }
+            let last = step == h.view.approvers.len();
             let event = h
                 .event(AuditKind::HandoffApproved)
-                .principal(&by)
+                .principal(&by.principal)
+                .asked_by(&by)
                 .detail("step", step)
                 .detail("of", h.view.approvers.len());
+            // On the record first: an approval the log cannot keep does not count.
+            self.audit(event).await?;
+            let h = self.pending(id)?;
             h.view.approvals.push(Approval {
-                by: by.clone(),
+                by: by.principal.clone(),
                 at: SystemTime::now(),
             });
-            let last = step == h.view.approvers.len();
+            h.approver_keys.push(by.identity.key().to_owned());
             if last {
                 h.view.step = None;
                 h.view.state = HandoffState::Completing;
+                h.completed_by = by.peer().cloned();
                 h.cancel_timer();
             } else {
                 h.view.step = Some(step + 1);
             }
-            self.audit(event).await?;
             Ok(last)
         }
         .await;
@@ -414,7 +517,7 @@ impl ManagerState {
                 self.arm_step(myself, id);
                 let h = &self.handoffs[&id];
                 self.publish(h);
-                let _ = reply.send(Ok(h.view.clone()));
+                let _ = reply.send(Ok(h.view_for(&by)));
             }
             Ok(true) => {
                 // Capture (and start the receiver's share) off the mailbox; the
@@ -422,11 +525,16 @@ impl ManagerState {
                 let Some(h) = self.handoffs.get_mut(&id) else {
                     return;
                 };
-                h.completing_reply = Some(reply);
+                h.completing_reply = Some((reply, by.clone()));
+                let receiver = Caller::new(
+                    h.view.to.clone(),
+                    Identity::handoff_receiver(id, &h.view.to, h.completed_by.clone()),
+                );
                 let task = complete(
                     h.view.clone(),
                     h.grant.clone(),
                     h.backend.clone(),
+                    receiver,
                     self.args.backends.clone(),
                     self.args.policy.clone(),
                     self.args.host.clone(),
@@ -448,7 +556,7 @@ impl ManagerState {
     async fn refuse(
         &mut self,
         id: HandoffId,
-        by: Option<Principal>,
+        by: Option<Caller>,
         reason: String,
         state: HandoffState,
     ) -> Result<HandoffView, ShareError> {
@@ -459,7 +567,7 @@ impl ManagerState {
         h.view.step = None;
         h.view.refusal = Some(Refusal {
             step,
-            by: by.clone(),
+            by: by.as_ref().map(|c| c.principal.clone()),
             reason: reason.clone(),
         });
         let mut event = h
@@ -468,7 +576,7 @@ impl ManagerState {
             .detail("of", h.view.approvers.len())
             .detail("reason", reason.as_str());
         if let Some(by) = &by {
-            event = event.principal(by);
+            event = event.principal(&by.principal).asked_by(by);
         }
         let view = h.view.clone();
         self.audit(event).await?;
@@ -484,6 +592,7 @@ async fn complete(
     view: HandoffView,
     grant: HandoffGrant,
     backend: Option<BackendName>,
+    receiver: Caller,
     all_backends: Vec<BackendName>,
     policy: Arc<dyn PolicyGate>,
     host: Arc<dyn TerminalHost>,
@@ -537,7 +646,7 @@ async fn complete(
                 terminal: view.terminal.clone(),
                 backend,
                 access,
-                principal: view.to.clone(),
+                caller: receiver,
                 ttl: None,
                 grace: None,
             };
@@ -617,28 +726,59 @@ impl Actor for HandoffManager {
                     Ok(h) => {
                         let step = h.view.step.unwrap_or(1);
                         let expected = h.view.approvers[step - 1].clone();
-                        // The step's approver, or the receiver, may say no.
-                        if glob_match(&expected, by.as_str()) || by == h.view.to {
-                            let why = reason.unwrap_or_else(|| format!("denied by {by}"));
-                            state.refuse(id, Some(by), why, HandoffState::Denied).await
-                        } else {
-                            Err(ShareError::NotApprover {
+                        // The step's approver, or the receiver, may say no: with a claim
+                        // their identity proves.
+                        let refusal = match by.check_claim() {
+                            Err(why) => Some(ShareError::Denied {
+                                rule_id: Some(h.view.rule_id.clone()),
+                                reason: why,
+                            }),
+                            Ok(())
+                                if glob_match(&expected, by.principal.as_str())
+                                    || by.principal == h.view.to =>
+                            {
+                                None
+                            }
+                            Ok(()) => Some(ShareError::NotApprover {
                                 handoff_id: id,
                                 step,
                                 expected,
-                                got: by.to_string(),
-                            })
+                                got: by.principal.to_string(),
+                            }),
+                        };
+                        match refusal {
+                            Some(err) => {
+                                state.refused(&state.handoffs[&id], "deny", &by, &err);
+                                Err(err)
+                            }
+                            None => {
+                                let why =
+                                    reason.unwrap_or_else(|| format!("denied by {}", by.principal));
+                                state.refuse(id, Some(by), why, HandoffState::Denied).await
+                            }
                         }
                     }
                 };
                 let _ = reply.send(result);
             }
-            HandoffMsg::Show(id, reply) => {
-                let _ = reply.send(state.get(id).map(|h| h.view.clone()));
+            HandoffMsg::Show(id, caller, reply) => {
+                let result = state.get(id).and_then(|h| {
+                    if h.visible_to(&caller) {
+                        Ok(h.view_for(&caller))
+                    } else {
+                        // Not a party: as if there were no such handoff.
+                        Err(ShareError::HandoffNotFound(id))
+                    }
+                });
+                let _ = reply.send(result);
             }
-            HandoffMsg::List(reply) => {
-                let mut all: Vec<HandoffView> =
-                    state.handoffs.values().map(|h| h.view.clone()).collect();
+            HandoffMsg::List(caller, reply) => {
+                let mut all: Vec<HandoffView> = state
+                    .handoffs
+                    .values()
+                    .filter(|h| h.visible_to(&caller))
+                    .map(|h| h.view_for(&caller))
+                    .collect();
                 all.sort_by_key(|v| v.handoff_id);
                 let _ = reply.send(Ok(all));
             }
@@ -675,6 +815,8 @@ impl Actor for HandoffManager {
                         if let Some(e) = &package.share_error {
                             event = event.detail("share_error", e.as_str());
                         }
+                        // The approval that completed the chain asked for this.
+                        event.peer = h.completed_by.clone();
                         h.view.package = Some(package);
                         let view = h.view.clone();
                         state.audit(event).await.map(|()| view)
@@ -685,6 +827,7 @@ impl Actor for HandoffManager {
                         let n = h.view.approvers.len();
                         h.view.step = Some(n);
                         h.view.approvals.pop();
+                        h.approver_keys.pop();
                         let reason = format!("the terminal's context could not be captured: {e}");
                         state
                             .refuse(id, None, reason.clone(), HandoffState::Denied)
@@ -695,7 +838,9 @@ impl Actor for HandoffManager {
                 if let Some(h) = state.handoffs.get(&id) {
                     state.publish(h);
                 }
-                if let Some(reply) = reply {
+                if let Some((reply, approver)) = reply {
+                    // The approver learns the outcome; the package is the receiver's.
+                    let result = result.map(|_| state.handoffs[&id].view_for(&approver));
                     let _ = reply.send(result);
                 }
             }

@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod badge;
+pub mod caller;
 pub mod error;
 pub mod faultpoints;
 pub mod handoff;
@@ -29,6 +30,7 @@ pub mod worker;
 
 pub use audit::{AuditEvent, AuditKind};
 pub use badge::{Badge, BadgeHandoff, BadgeShare, Badges};
+pub use caller::{Caller, Identity, Peer};
 pub use error::{BackendError, InvalidInput, ShareError};
 pub use handoff::{HandoffPackage, HandoffRequest, HandoffState, HandoffView};
 pub use service::{ServiceDeps, ShareService};
@@ -38,6 +40,6 @@ pub use traits::{
     StartedWorker, TerminalContext, TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
 };
 pub use types::{
-    fingerprint, glob_match, AccessMode, BackendName, EndReason, HandoffId, Links, Principal,
+    glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId, Links, Principal,
     RevokeReport, ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
 };

@@ -17,13 +17,14 @@ use tokio::task::JoinSet;
 use crate::badge::{Badge, BadgeShare, Badges};
 
 use crate::audit::{record, record_acked, AuditEvent, AuditKind, AuditMsg};
+use crate::caller::Caller;
 use crate::error::{human, ShareError};
 use crate::session::{EndReply, ServiceCtx, SessionArgs, SessionMsg, ShareReply, ShareSession};
 use crate::settings::Settings;
 use crate::traits::{Backend, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
 use crate::types::{
-    BackendName, EndReason, Links, Principal, RevokeReport, ShareId, ShareInfo, ShareRequest,
-    ShareState, TerminalName,
+    AccessMode, BackendName, EndReason, FingerprintKey, Links, Principal, RevokeReport, ShareId,
+    ShareInfo, ShareRequest, ShareState, TerminalName,
 };
 
 /// How many ended shares the root remembers, to answer "expired" rather than "unknown".
@@ -34,18 +35,18 @@ pub enum RootMsg {
     Extend {
         share_id: ShareId,
         by: Duration,
-        principal: Principal,
+        caller: Caller,
         reply: ShareReply,
     },
     Revoke {
         share_id: ShareId,
-        principal: Principal,
+        caller: Caller,
         reply: EndReply,
     },
     Switch {
         share_id: ShareId,
         backend: BackendName,
-        principal: Principal,
+        caller: Caller,
         reply: ShareReply,
     },
     List(RpcReplyPort<Result<Vec<ShareInfo>, ShareError>>),
@@ -71,13 +72,31 @@ pub struct RootArgs {
     pub audit: ActorRef<AuditMsg>,
     pub settings: Settings,
     pub badges: watch::Sender<Badges>,
+    pub fingerprints: FingerprintKey,
+}
+
+/// What admission is asked about: a new share, or a live share moving to another
+/// backend. Both pass the same checks ("one gate").
+struct AdmissionQuery<'a> {
+    /// The share's owner (the policy's subject).
+    principal: &'a Principal,
+    terminal: &'a TerminalName,
+    backend: &'a BackendName,
+    access: AccessMode,
+    /// The share's whole life counted from its start: the requested TTL of a new share,
+    /// what a live share already has for a switch. `max_ttl` bounds it.
+    total_ttl: Duration,
+    /// A live share being moved: it already counts toward its terminal's limit.
+    moving: Option<ShareId>,
 }
 
 struct Admitted {
-    ttl: Duration,
     grant: crate::traits::Grant,
     backend: Arc<dyn Backend>,
 }
+
+/// A refusal: the error for the caller and the rule that decided, if any.
+type Refusal = (ShareError, Option<String>);
 
 struct Entry {
     session: ActorRef<SessionMsg>,
@@ -164,9 +183,10 @@ impl RootState {
         rule_id: Option<&str>,
     ) -> AuditEvent {
         let mut e = AuditEvent::new(AuditKind::ShareDenied, id)
-            .principal(&req.principal)
+            .principal(req.principal())
             .terminal(&req.terminal)
             .backend(&req.backend)
+            .asked_by(&req.caller)
             .detail("access", req.access.as_str())
             .detail("reason", err.to_string());
         if let Some(rule) = rule_id {
@@ -175,22 +195,24 @@ impl RootState {
         e
     }
 
-    /// Admission: everything that can refuse a share, before anything is spawned.
-    /// Returns (ttl, grant) or the refusal to audit and answer.
-    fn admit(&self, req: &ShareRequest) -> Result<Admitted, (ShareError, Option<String>)> {
+    /// Admission: everything that can refuse a share or a switch, before anything is
+    /// spawned: the policy rule for the backend and access, the TTL bound counted from
+    /// the share's start, the join restriction, the per-terminal limit, and whether the
+    /// backend can run here.
+    fn admit(&self, q: &AdmissionQuery<'_>) -> Result<Admitted, Refusal> {
         if self.shutting_down {
             return Err((ShareError::ShuttingDown, None));
         }
         let backend = self
             .backends
-            .get(&req.backend)
+            .get(q.backend)
             .cloned()
-            .ok_or_else(|| (ShareError::UnknownBackend(req.backend.clone()), None))?;
+            .ok_or_else(|| (ShareError::UnknownBackend(q.backend.clone()), None))?;
         let grant = match self.policy.evaluate(&PolicyQuery {
-            principal: &req.principal,
-            terminal: &req.terminal,
-            backend: &req.backend,
-            access: req.access,
+            principal: q.principal,
+            terminal: q.terminal,
+            backend: q.backend,
+            access: q.access,
         }) {
             PolicyDecision::Allow(g) => g,
             PolicyDecision::Deny { rule_id, reason } => {
@@ -203,27 +225,24 @@ impl RootState {
                 ))
             }
         };
-        let ttl = req.ttl.unwrap_or(self.ctx.settings.default_ttl);
-        if ttl.is_zero() || ttl > crate::settings::MAX_DURATION {
-            return Err((
-                crate::error::InvalidInput::new(
-                    "ttl",
-                    &human(ttl),
-                    "must be positive and at most a year",
-                )
-                .into(),
-                Some(grant.rule_id),
-            ));
+        let rule = Some(grant.rule_id.clone());
+        if q.total_ttl.is_zero() || q.total_ttl > crate::settings::MAX_DURATION {
+            let err = crate::error::InvalidInput::new(
+                "ttl",
+                &human(q.total_ttl),
+                "must be positive and at most a year",
+            );
+            return Err((err.into(), rule));
         }
         if let Some(max) = grant.max_ttl {
-            if ttl > max {
+            if q.total_ttl > max {
                 return Err((
                     ShareError::TtlAboveMax {
-                        requested: human(ttl),
+                        requested: human(q.total_ttl),
                         max: human(max),
                         rule_id: grant.rule_id.clone(),
                     },
-                    Some(grant.rule_id),
+                    rule,
                 ));
             }
         }
@@ -232,17 +251,16 @@ impl RootState {
             .map_or(self.ctx.settings.per_terminal_limit, |m| {
                 m.min(self.ctx.settings.per_terminal_limit)
             });
-        let live = self
-            .per_terminal
-            .get(&req.terminal)
-            .map_or(0, |s| s.len() as u32);
-        if live >= limit {
+        let others = self.per_terminal.get(q.terminal).map_or(0, |s| {
+            s.iter().filter(|id| Some(**id) != q.moving).count() as u32
+        });
+        if others >= limit {
             return Err((
                 ShareError::LimitReached {
-                    terminal: req.terminal.clone(),
+                    terminal: q.terminal.clone(),
                     limit,
                 },
-                Some(grant.rule_id),
+                rule,
             ));
         }
         if (grant.require_join_restriction || self.ctx.settings.require_join_restriction)
@@ -255,24 +273,51 @@ impl RootState {
             };
             return Err((
                 ShareError::Denied {
-                    rule_id: Some(grant.rule_id.clone()),
+                    rule_id: rule.clone(),
                     reason: format!(
                         "{by} requires a join restriction (authorized keys or GitHub users), \
                          which backend {} does not have",
-                        req.backend
+                        q.backend
                     ),
                 },
-                Some(grant.rule_id),
+                rule,
             ));
         }
         backend
             .check()
-            .map_err(|e| (ShareError::Backend(e), Some(grant.rule_id.clone())))?;
-        Ok(Admitted {
-            ttl,
-            grant,
-            backend,
-        })
+            .map_err(|e| (ShareError::Backend(e), rule.clone()))?;
+        Ok(Admitted { grant, backend })
+    }
+
+    /// May `caller` act on the live share `info` (extend, revoke, switch)? Its claim
+    /// must be proven, and it must own the share or be the operator.
+    fn authorize(&self, info: &ShareInfo, caller: &Caller) -> Result<(), ShareError> {
+        let denied = |reason| ShareError::Denied {
+            rule_id: None,
+            reason,
+        };
+        caller.check_claim().map_err(denied)?;
+        if !caller.may_manage(info) {
+            return Err(denied(format!(
+                "{} may not act on share {} of {}",
+                caller.principal, info.share_id, info.principal
+            )));
+        }
+        Ok(())
+    }
+
+    /// Put a refused action on a live share on the record (the share is unchanged).
+    fn refused(&self, info: &ShareInfo, action: &str, caller: &Caller, err: &ShareError) {
+        record(
+            &self.ctx.audit,
+            AuditEvent::new(AuditKind::ShareRefused, info.share_id)
+                .principal(&info.principal)
+                .terminal(&info.terminal)
+                .backend(&info.backend)
+                .by(caller)
+                .detail("action", action)
+                .detail("reason", err.to_string()),
+        );
     }
 }
 
@@ -294,6 +339,7 @@ impl Actor for RootSupervisor {
                 audit: args.audit,
                 root: myself,
                 settings: args.settings,
+                fingerprints: args.fingerprints,
             }),
             shares: HashMap::new(),
             per_terminal: HashMap::new(),
@@ -316,19 +362,39 @@ impl Actor for RootSupervisor {
                 let id = ShareId::new();
                 metrics::counter!("termshare_shares_requested_total").increment(1);
                 let requested = AuditEvent::new(AuditKind::ShareRequested, id)
-                    .principal(&req.principal)
+                    .principal(req.principal())
                     .terminal(&req.terminal)
                     .backend(&req.backend)
+                    .asked_by(&req.caller)
                     .detail("access", req.access.as_str())
                     .detail(
                         "ttl_ms",
                         serde_json::json!(req.ttl.map(|t| t.as_millis() as u64)),
                     );
-                let Admitted {
-                    ttl,
-                    grant,
-                    backend,
-                } = match state.admit(&req) {
+                let ttl = req.ttl.unwrap_or(state.ctx.settings.default_ttl);
+                let admitted = req
+                    .caller
+                    .check_claim()
+                    .map_err(|reason| {
+                        (
+                            ShareError::Denied {
+                                rule_id: None,
+                                reason,
+                            },
+                            None,
+                        )
+                    })
+                    .and_then(|()| {
+                        state.admit(&AdmissionQuery {
+                            principal: req.principal(),
+                            terminal: &req.terminal,
+                            backend: &req.backend,
+                            access: req.access,
+                            total_ttl: ttl,
+                            moving: None,
+                        })
+                    });
+                let Admitted { grant, backend } = match admitted {
                     Ok(admitted) => admitted,
                     Err((err, rule_id)) => {
                         metrics::counter!("termshare_shares_denied_total").increment(1);
@@ -356,7 +422,7 @@ impl Actor for RootSupervisor {
                     terminal: req.terminal.clone(),
                     backend: req.backend.clone(),
                     access: req.access,
-                    principal: req.principal.clone(),
+                    principal: req.principal().clone(),
                     links: Links::default(),
                     started_at: now,
                     expires_at: now + ttl,
@@ -378,6 +444,7 @@ impl Actor for RootSupervisor {
                     reply,
                     ended: ended.clone(),
                     requested,
+                    caller: req.caller.clone(),
                 };
                 // Registered in this same handler, before the next request is read, so
                 // racing requests see it.
@@ -405,7 +472,7 @@ impl Actor for RootSupervisor {
                         record(
                             &state.ctx.audit,
                             AuditEvent::new(AuditKind::ShareFailed, id)
-                                .principal(&req.principal)
+                                .principal(req.principal())
                                 .terminal(&req.terminal)
                                 .backend(&req.backend)
                                 .detail("cause", format!("session did not start: {e}")),
@@ -416,96 +483,116 @@ impl Actor for RootSupervisor {
             RootMsg::Extend {
                 share_id,
                 by,
-                principal,
-                reply,
-            } => match state.shares.get(&share_id) {
-                Some(entry) => {
-                    let ended = entry.ended.clone();
-                    if let Err(ractor::MessagingErr::SendErr(SessionMsg::Extend {
-                        reply, ..
-                    })) = entry.session.cast(SessionMsg::Extend {
-                        by,
-                        principal,
-                        reply,
-                    }) {
-                        let _ = reply.send(Err(ended_error(share_id, ended.get())));
-                    }
-                }
-                None => {
-                    let _ = reply.send(Err(state.gone(share_id)));
-                }
-            },
-            RootMsg::Revoke {
-                share_id,
-                principal,
-                reply,
-            } => match state.shares.get(&share_id) {
-                Some(entry) => {
-                    let ended = entry.ended.clone();
-                    if let Err(ractor::MessagingErr::SendErr(SessionMsg::End {
-                        reply: Some(reply),
-                        ..
-                    })) = entry.session.cast(SessionMsg::End {
-                        reason: EndReason::Revoked,
-                        principal: Some(principal),
-                        reply: Some(reply),
-                    }) {
-                        let _ = reply.send(Err(ended_error(share_id, ended.get())));
-                    }
-                }
-                None => {
-                    let _ = reply.send(Err(state.gone(share_id)));
-                }
-            },
-            RootMsg::Switch {
-                share_id,
-                backend,
-                principal,
+                caller,
                 reply,
             } => {
                 let Some(entry) = state.shares.get(&share_id) else {
                     let _ = reply.send(Err(state.gone(share_id)));
                     return Ok(());
                 };
-                let Some(new_backend) = state.backends.get(&backend).cloned() else {
-                    let _ = reply.send(Err(ShareError::UnknownBackend(backend)));
+                if let Err(err) = state.authorize(&entry.info, &caller) {
+                    state.refused(&entry.info, "extend", &caller, &err);
+                    let _ = reply.send(Err(err));
                     return Ok(());
-                };
-                // The new backend needs the policy's consent like a new share does.
-                let decision = state.policy.evaluate(&PolicyQuery {
-                    principal: &principal,
+                }
+                // The rule that allows the share now bounds the extension (counted from
+                // the share's start, by the session).
+                let max_ttl = match state.policy.evaluate(&PolicyQuery {
+                    principal: &entry.info.principal,
                     terminal: &entry.info.terminal,
-                    backend: &backend,
+                    backend: &entry.info.backend,
                     access: entry.info.access,
-                });
-                let grant = match decision {
-                    PolicyDecision::Allow(g) => g,
+                }) {
+                    PolicyDecision::Allow(grant) => grant.max_ttl,
                     PolicyDecision::Deny { rule_id, reason } => {
                         let err = ShareError::Denied { rule_id, reason };
-                        record(
-                            &state.ctx.audit,
-                            AuditEvent::new(AuditKind::ShareDenied, share_id)
-                                .principal(&principal)
-                                .terminal(&entry.info.terminal)
-                                .backend(&backend)
-                                .detail("action", "switch")
-                                .detail("reason", err.to_string()),
-                        );
+                        state.refused(&entry.info, "extend", &caller, &err);
                         let _ = reply.send(Err(err));
                         return Ok(());
                     }
                 };
-                if let Err(e) = new_backend.check() {
-                    let _ = reply.send(Err(ShareError::Backend(e)));
+                let ended = entry.ended.clone();
+                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Extend { reply, .. })) =
+                    entry.session.cast(SessionMsg::Extend {
+                        by,
+                        max_ttl,
+                        caller,
+                        reply,
+                    })
+                {
+                    let _ = reply.send(Err(ended_error(share_id, ended.get())));
+                }
+            }
+            RootMsg::Revoke {
+                share_id,
+                caller,
+                reply,
+            } => {
+                let Some(entry) = state.shares.get(&share_id) else {
+                    let _ = reply.send(Err(state.gone(share_id)));
+                    return Ok(());
+                };
+                if let Err(err) = state.authorize(&entry.info, &caller) {
+                    state.refused(&entry.info, "revoke", &caller, &err);
+                    let _ = reply.send(Err(err));
                     return Ok(());
                 }
                 let ended = entry.ended.clone();
+                if let Err(ractor::MessagingErr::SendErr(SessionMsg::End {
+                    reply: Some(reply),
+                    ..
+                })) = entry.session.cast(SessionMsg::End {
+                    reason: EndReason::Revoked,
+                    by: Some(caller),
+                    reply: Some(reply),
+                }) {
+                    let _ = reply.send(Err(ended_error(share_id, ended.get())));
+                }
+            }
+            RootMsg::Switch {
+                share_id,
+                backend,
+                caller,
+                reply,
+            } => {
+                let Some(entry) = state.shares.get(&share_id) else {
+                    let _ = reply.send(Err(state.gone(share_id)));
+                    return Ok(());
+                };
+                let info = &entry.info;
+                // The new backend passes the same gate as a new share would, for the
+                // share as it is: its owner, access, and the life it already has.
+                let total_ttl = info
+                    .expires_at
+                    .duration_since(info.started_at)
+                    .unwrap_or_default();
+                let admitted = state.authorize(info, &caller).and_then(|()| {
+                    state
+                        .admit(&AdmissionQuery {
+                            principal: &info.principal,
+                            terminal: &info.terminal,
+                            backend: &backend,
+                            access: info.access,
+                            total_ttl,
+                            moving: Some(share_id),
+                        })
+                        .map_err(|(err, _)| err)
+                });
+                let Admitted { grant, backend } = match admitted {
+                    Ok(a) => a,
+                    Err(err) => {
+                        state.refused(info, "switch", &caller, &err);
+                        let _ = reply.send(Err(err));
+                        return Ok(());
+                    }
+                };
+                let ended = entry.ended.clone();
                 if let Err(ractor::MessagingErr::SendErr(SessionMsg::Switch { reply, .. })) =
                     entry.session.cast(SessionMsg::Switch {
-                        backend: new_backend,
+                        backend,
                         rule_id: grant.rule_id,
                         max_ttl: grant.max_ttl,
-                        principal,
+                        caller,
                         reply,
                     })
                 {
@@ -546,7 +633,7 @@ impl Actor for RootSupervisor {
                             .call(
                                 |tx| SessionMsg::End {
                                     reason: EndReason::Stopped,
-                                    principal: None,
+                                    by: None,
                                     reply: Some(tx),
                                 },
                                 Some(deadline),

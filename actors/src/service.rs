@@ -12,13 +12,15 @@ use crate::badge::Badges;
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditActor, AuditArgs, AuditEvent, AuditHealth, AuditMsg};
+use crate::caller::Caller;
 use crate::error::ShareError;
 use crate::handoff::{HandoffArgs, HandoffManager, HandoffMsg, HandoffRequest, HandoffView};
 use crate::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::settings::Settings;
 use crate::traits::{AuditSink, Backend, PolicyGate, TerminalHost};
-use crate::types::HandoffId;
-use crate::types::{BackendName, Principal, RevokeReport, ShareId, ShareInfo, ShareRequest};
+use crate::types::{
+    BackendName, FingerprintKey, HandoffId, RevokeReport, ShareId, ShareInfo, ShareRequest,
+};
 
 /// Everything the tree needs from the outside world.
 pub struct ServiceDeps {
@@ -26,6 +28,8 @@ pub struct ServiceDeps {
     pub policy: Arc<dyn PolicyGate>,
     pub host: Arc<dyn TerminalHost>,
     pub audit_sink: Box<dyn AuditSink>,
+    /// Keys the fingerprints of links in audit events (per installation, kept secret).
+    pub fingerprint_key: FingerprintKey,
 }
 
 pub struct ShareService {
@@ -73,6 +77,7 @@ impl ShareService {
                 audit: audit.clone(),
                 settings: settings.clone(),
                 badges: badge_tx,
+                fingerprints: deps.fingerprint_key,
             },
         )
         .await
@@ -151,17 +156,21 @@ impl ShareService {
         self.ask(t, |tx| RootMsg::Share(request, tx)).await
     }
 
+    /// Move a share's expiry `by` later (relative to its current expiry), within its
+    /// rule's `max_ttl` counted from the share's start. `caller` must own the share or
+    /// be the operator; a `Principal` is taken as vouched for by the embedder.
     pub async fn extend(
         &self,
         share_id: ShareId,
         by: Duration,
-        principal: Principal,
+        caller: impl Into<Caller>,
     ) -> Result<ShareInfo, ShareError> {
+        let caller = caller.into();
         self.ask(self.settings.audit_timeout + CALL_SLACK, |reply| {
             RootMsg::Extend {
                 share_id,
                 by,
-                principal,
+                caller,
                 reply,
             }
         })
@@ -172,24 +181,31 @@ impl ShareService {
     pub async fn revoke(
         &self,
         share_id: ShareId,
-        principal: Principal,
+        caller: impl Into<Caller>,
     ) -> Result<RevokeReport, ShareError> {
+        let caller = caller.into();
         let t = self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK;
         self.ask(t, |reply| RootMsg::Revoke {
             share_id,
-            principal,
+            caller,
             reply,
         })
         .await
     }
 
-    /// Move a live share to another backend: the old worker is reaped first.
+    /// Move a live share to another backend. The new backend passes the same admission
+    /// as a new share; the new worker starts while the old one still serves, and the
+    /// old one is reaped once the new one has its link. If the new one fails, the share
+    /// stays on the old backend (`share.switch_failed`) and the error is returned.
     pub async fn switch(
         &self,
         share_id: ShareId,
         backend: BackendName,
-        principal: Principal,
+        caller: impl Into<Caller>,
     ) -> Result<ShareInfo, ShareError> {
+        let caller = caller.into();
+        // The new worker's start (link timeout + the record of the request), then the
+        // old worker's stop (revoke deadline), then the record of the switch.
         let t = self.settings.revoke_deadline
             + self.settings.link_timeout
             + self.settings.audit_timeout
@@ -197,7 +213,7 @@ impl ShareService {
         self.ask(t, |reply| RootMsg::Switch {
             share_id,
             backend,
-            principal,
+            caller,
             reply,
         })
         .await
@@ -238,8 +254,9 @@ impl ShareService {
     pub async fn handoff_approve(
         &self,
         id: HandoffId,
-        by: Principal,
+        by: impl Into<Caller>,
     ) -> Result<HandoffView, ShareError> {
+        let by = by.into();
         let t = self.settings.link_timeout + self.settings.audit_timeout * 2 + CALL_SLACK * 3;
         self.ask_handoffs(t, |reply| HandoffMsg::Approve { id, by, reply })
             .await
@@ -249,9 +266,10 @@ impl ShareService {
     pub async fn handoff_deny(
         &self,
         id: HandoffId,
-        by: Principal,
+        by: impl Into<Caller>,
         reason: Option<String>,
     ) -> Result<HandoffView, ShareError> {
+        let by = by.into();
         self.ask_handoffs(self.settings.audit_timeout + CALL_SLACK, |reply| {
             HandoffMsg::Deny {
                 id,
@@ -263,13 +281,27 @@ impl ShareService {
         .await
     }
 
-    pub async fn handoff_show(&self, id: HandoffId) -> Result<HandoffView, ShareError> {
-        self.ask_handoffs(CALL_SLACK, |reply| HandoffMsg::Show(id, reply))
+    /// A handoff as `caller` may see it: only its parties (requester, receiver,
+    /// approvers) and the operator see it, and only the receiver and the operator see
+    /// its package.
+    pub async fn handoff_show(
+        &self,
+        id: HandoffId,
+        caller: impl Into<Caller>,
+    ) -> Result<HandoffView, ShareError> {
+        let caller = caller.into();
+        self.ask_handoffs(CALL_SLACK, |reply| HandoffMsg::Show(id, caller, reply))
             .await
     }
 
-    pub async fn handoff_list(&self) -> Result<Vec<HandoffView>, ShareError> {
-        self.ask_handoffs(CALL_SLACK, HandoffMsg::List).await
+    /// The handoffs `caller` is a party to (all of them for the operator).
+    pub async fn handoff_list(
+        &self,
+        caller: impl Into<Caller>,
+    ) -> Result<Vec<HandoffView>, ShareError> {
+        let caller = caller.into();
+        self.ask_handoffs(CALL_SLACK, |reply| HandoffMsg::List(caller, reply))
+            .await
     }
 
     /// End every share (as `stopped`), wait for every worker to be reaped, flush the

@@ -13,13 +13,14 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::audit::{record, record_acked, AuditEvent, AuditKind, AuditMsg};
+use crate::caller::Caller;
 use crate::error::{human, ShareError};
 use crate::root::RootMsg;
 use crate::settings::Settings;
 use crate::traits::{Backend, TerminalHost, TerminateOutcome, WorkerSpec};
 use crate::ttl::{TtlEvent, TtlMsg, TtlTimer};
 use crate::types::{
-    fingerprint, EndReason, Links, Principal, RevokeReport, ShareId, ShareInfo, ShareState,
+    EndReason, FingerprintKey, Links, RevokeReport, ShareId, ShareInfo, ShareState,
 };
 use crate::worker::{BackendWorker, WorkerArgs, WorkerEvent, WorkerMsg};
 
@@ -34,23 +35,28 @@ pub enum SessionMsg {
         event: WorkerEvent,
     },
     Ttl(TtlEvent),
+    /// Move the deadline by `by`, within `max_ttl` (the allowing rule's bound, counted
+    /// from the share's start).
     Extend {
         by: Duration,
-        principal: Principal,
+        max_ttl: Option<Duration>,
+        caller: Caller,
         reply: ShareReply,
     },
     /// End the share (revoke, stop, shutdown). Replies with the report.
     End {
         reason: EndReason,
-        principal: Option<Principal>,
+        by: Option<Caller>,
         reply: Option<EndReply>,
     },
-    /// Replace the worker with one of another backend; keeps id, TTL and links' owner.
+    /// Move the share to another backend (admitted by the root): the new worker starts
+    /// while the old one still serves, and the old one is stopped only once the new one
+    /// has its link. A new worker that fails leaves the share on the old one.
     Switch {
         backend: Arc<dyn Backend>,
         rule_id: String,
         max_ttl: Option<Duration>,
-        principal: Principal,
+        caller: Caller,
         reply: ShareReply,
     },
     Info(RpcReplyPort<ShareInfo>),
@@ -62,6 +68,8 @@ pub struct ServiceCtx {
     pub audit: ActorRef<AuditMsg>,
     pub root: ActorRef<RootMsg>,
     pub settings: Settings,
+    /// Keys the fingerprints of links in audit events.
+    pub fingerprints: FingerprintKey,
 }
 
 pub struct SessionArgs {
@@ -76,6 +84,8 @@ pub struct SessionArgs {
     pub ended: Arc<OnceLock<EndReason>>,
     /// The request's audit event, written before anything starts.
     pub requested: AuditEvent,
+    /// Who asked for the share (its peer goes on the `share.started` event).
+    pub caller: Caller,
 }
 
 enum Phase {
@@ -83,13 +93,27 @@ enum Phase {
         reply: Option<ShareReply>,
     },
     Active,
+    /// A new worker is starting while `old` still serves the share.
     Switching {
-        from: String,
-        by: Principal,
-        stopped: TerminateOutcome,
+        by: Caller,
+        old: Box<OldWorker>,
         reply: Option<ShareReply>,
     },
     Ended,
+}
+
+/// The worker a switch is moving away from, and what the share had with it: kept
+/// until the new worker has its link, and put back if it never gets one.
+struct OldWorker {
+    /// `None` once the old worker has exited by itself during the switch.
+    worker: Option<ActorRef<WorkerMsg>>,
+    generation: u64,
+    pid: Option<u32>,
+    tells_participants: bool,
+    backend: Arc<dyn Backend>,
+    links: Links,
+    rule_id: String,
+    max_ttl: Option<Duration>,
 }
 
 pub struct ShareSession;
@@ -115,6 +139,8 @@ pub struct SessionState {
     ended: Arc<OnceLock<EndReason>>,
     /// Taken by `Begin`, which writes it first.
     requested: Option<AuditEvent>,
+    /// Who asked for the share.
+    requested_by: Caller,
     /// The backend label under which this share counts in `termshare_active_shares`.
     counted_active: Option<String>,
 }
@@ -187,55 +213,9 @@ impl SessionState {
         deadline: Instant,
         grace: Duration,
     ) -> (TerminateOutcome, bool) {
-        let Some(worker) = self.worker.take() else {
-            return (
-                TerminateOutcome {
-                    escalated: false,
-                    already_gone: true,
-                },
-                true,
-            );
-        };
-        if !self.worker_ready {
-            // Still starting: its mailbox is busy with the start. Killing the actor
-            // drops the start future and with it every process it spawned.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ok = worker.kill_and_wait(Some(left)).await.is_ok();
-            return (
-                TerminateOutcome {
-                    escalated: true,
-                    already_gone: false,
-                },
-                ok,
-            );
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match worker
-            .call(|reply| WorkerMsg::Terminate { grace, reply }, Some(left))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(outcome)) => (outcome, true),
-            Ok(ractor::rpc::CallResult::SenderError) => (
-                // The worker actor went away on its own (its process exited).
-                TerminateOutcome {
-                    escalated: false,
-                    already_gone: true,
-                },
-                true,
-            ),
-            _ => {
-                // Deadline passed: kill the actor; its Drop guard SIGKILLs the group.
-                tracing::error!(share = %self.info.share_id, "worker missed the stop deadline");
-                worker.kill();
-                (
-                    TerminateOutcome {
-                        escalated: true,
-                        already_gone: false,
-                    },
-                    false,
-                )
-            }
-        }
+        let worker = self.worker.take();
+        let ready = self.worker_ready;
+        stop_worker(self.id(), worker, ready, deadline, grace).await
     }
 
     async fn participants(&self) -> Option<u32> {
@@ -257,7 +237,7 @@ impl SessionState {
         &mut self,
         myself: &ActorRef<SessionMsg>,
         reason: EndReason,
-        principal: Option<Principal>,
+        by: Option<Caller>,
         reply: Option<EndReply>,
     ) {
         if matches!(self.phase, Phase::Ended) {
@@ -268,10 +248,10 @@ impl SessionState {
         }
         let t0 = Instant::now();
         let deadline = t0 + self.ctx.settings.revoke_deadline;
-        let pending = match std::mem::replace(&mut self.phase, Phase::Ended) {
-            Phase::Starting { reply } => reply,
-            Phase::Switching { reply, .. } => reply,
-            Phase::Active | Phase::Ended => None,
+        let (pending, old) = match std::mem::replace(&mut self.phase, Phase::Ended) {
+            Phase::Starting { reply } => (reply, None),
+            Phase::Switching { reply, old, .. } => (reply, Some(old)),
+            Phase::Active | Phase::Ended => (None, None),
         };
         let _ = self.ended.set(reason.clone());
         self.info.state = ShareState::Ending;
@@ -285,7 +265,14 @@ impl SessionState {
             EndReason::Failed(_) | EndReason::TerminalClosed => Duration::ZERO,
             _ => self.ctx.settings.terminate_grace,
         };
-        let (outcome, stopped_in_time) = self.stop_worker(deadline, grace).await;
+        let (mut outcome, mut stopped_in_time) = self.stop_worker(deadline, grace).await;
+        if let Some(old) = old {
+            // A switch was under way: the worker it was moving away from still serves.
+            let (o, in_time) = stop_worker(self.id(), old.worker, true, deadline, grace).await;
+            outcome.escalated |= o.escalated;
+            outcome.already_gone &= o.already_gone;
+            stopped_in_time &= in_time;
+        }
         let elapsed = t0.elapsed();
         self.count_active(false);
         metrics::histogram!("termshare_revoke_seconds").record(elapsed.as_secs_f64());
@@ -312,8 +299,8 @@ impl SessionState {
             .detail("already_gone", report.already_gone)
             .detail("deadline_met", report.deadline_met)
             .detail("worker_pid", json!(self.worker_pid));
-        if let Some(p) = &principal {
-            event = event.detail("by", p.as_str());
+        if let Some(caller) = &by {
+            event = event.by(caller);
         }
         if let Some(n) = participants_before {
             event = event.detail("participants_before", n);
@@ -355,17 +342,64 @@ impl SessionState {
         let _ = myself.drain();
     }
 
-    /// A start (or switch) that failed before a link: audit it once, with its cause, and
-    /// answer the caller with the backend's own error.
+    /// A start that failed before a link: audit it once, with its cause, and answer the
+    /// caller with the backend's own error. (A switch that fails goes back to its old
+    /// worker instead: [`SessionState::fail_switch`].)
     async fn fail_start(&mut self, myself: &ActorRef<SessionMsg>, error: ShareError) {
+        if matches!(self.phase, Phase::Switching { .. }) {
+            self.fail_switch(myself, error).await;
+            return;
+        }
         let reply = match &mut self.phase {
-            Phase::Starting { reply } | Phase::Switching { reply, .. } => reply.take(),
+            Phase::Starting { reply } => reply.take(),
             _ => None,
         };
         self.end(myself, EndReason::Failed(error.to_string()), None, None)
             .await;
         if let Some(reply) = reply {
             let _ = reply.send(Err(error));
+        }
+    }
+
+    /// A switch whose new worker gave no link: the share goes back to the old worker,
+    /// which never stopped serving, and the caller gets the backend's error. If the old
+    /// worker died meanwhile, nothing serves the share any more: it fails.
+    async fn fail_switch(&mut self, myself: &ActorRef<SessionMsg>, error: ShareError) {
+        let Phase::Switching { by, old, reply } = std::mem::replace(&mut self.phase, Phase::Active)
+        else {
+            return;
+        };
+        self.worker = None; // the failed worker's actor has stopped (or was never spawned)
+        let to = self.info.backend.clone();
+        self.backend = old.backend;
+        self.info.backend = self.backend.name();
+        self.info.links = old.links;
+        self.info.rule_id = old.rule_id;
+        self.max_ttl = old.max_ttl;
+        self.worker_generation = old.generation;
+        self.worker_pid = old.pid;
+        self.worker_tells_participants = old.tells_participants;
+        self.worker_ready = true;
+        let old_alive = old.worker.is_some();
+        self.worker = old.worker;
+        record(
+            &self.ctx.audit,
+            self.event(AuditKind::ShareSwitchFailed)
+                .by(&by)
+                .detail("from", self.info.backend.as_str())
+                .detail("to", to.as_str())
+                .detail("cause", error.to_string())
+                .detail(
+                    "still_on",
+                    json!(old_alive.then(|| self.info.backend.as_str())),
+                ),
+        );
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(error));
+        }
+        if !old_alive {
+            let cause = format!("the worker exited during a switch to {to}, which failed");
+            self.end(myself, EndReason::Failed(cause), None, None).await;
         }
     }
 
@@ -412,6 +446,7 @@ impl Actor for ShareSession {
             worker_tells_participants: false,
             ended: args.ended,
             requested: Some(args.requested),
+            requested_by: args.caller,
             counted_active: None,
         };
         state.info.expires_at = SystemTime::now() + args.ttl;
@@ -464,6 +499,18 @@ impl Actor for ShareSession {
                 }
             }
             SessionMsg::Worker { generation, event } => {
+                if let Phase::Switching { old, .. } = &mut state.phase {
+                    if generation == old.generation {
+                        // The worker being switched away from ended by itself: the
+                        // switch carries on; if it fails, the share fails with it.
+                        if matches!(event, WorkerEvent::Exited(_) | WorkerEvent::Hung(_)) {
+                            if let Some(w) = old.worker.take() {
+                                w.kill();
+                            }
+                        }
+                        return Ok(());
+                    }
+                }
                 if generation != state.worker_generation || matches!(state.phase, Phase::Ended) {
                     return Ok(()); // from a worker replaced by a switch, or after the end
                 }
@@ -545,24 +592,21 @@ impl Actor for ShareSession {
             }
             SessionMsg::Extend {
                 by,
-                principal,
+                max_ttl,
+                caller,
                 reply,
             } => {
-                let result = extend(state, by, &principal).await;
+                let result = extend(state, by, max_ttl, &caller).await;
                 let _ = reply.send(result);
             }
-            SessionMsg::End {
-                reason,
-                principal,
-                reply,
-            } => {
-                state.end(&myself, reason, principal, reply).await;
+            SessionMsg::End { reason, by, reply } => {
+                state.end(&myself, reason, by, reply).await;
             }
             SessionMsg::Switch {
                 backend,
                 rule_id,
                 max_ttl,
-                principal,
+                caller,
                 reply,
             } => {
                 match state.phase {
@@ -581,31 +625,37 @@ impl Actor for ShareSession {
                         return Ok(());
                     }
                 }
-                // The old worker is stopped and reaped before the new one starts.
-                let deadline = Instant::now() + state.ctx.settings.revoke_deadline;
-                let grace = state.ctx.settings.terminate_grace;
-                let (stopped, _) = state.stop_worker(deadline, grace).await;
-                let from = state.info.backend.to_string();
-                state.backend = backend;
+                // Make before break: the old worker keeps serving (and the share keeps
+                // its links) until the new one has its own.
+                let old = Box::new(OldWorker {
+                    worker: state.worker.take(),
+                    generation: state.worker_generation,
+                    pid: state.worker_pid,
+                    tells_participants: state.worker_tells_participants,
+                    backend: std::mem::replace(&mut state.backend, backend),
+                    links: state.info.links.clone(),
+                    rule_id: std::mem::replace(&mut state.info.rule_id, rule_id),
+                    max_ttl: std::mem::replace(&mut state.max_ttl, max_ttl),
+                });
                 state.info.backend = state.backend.name();
-                state.info.rule_id = rule_id;
-                state.max_ttl = max_ttl;
-                state.info.links = Links::default();
                 state.phase = Phase::Switching {
-                    from,
-                    by: principal,
-                    stopped,
+                    by: caller,
+                    old,
                     reply: Some(reply),
                 };
-                let size = state
-                    .ctx
-                    .host
-                    .check(&state.info.terminal)
-                    .await
-                    .ok()
-                    .flatten();
+                let size = match state.ctx.host.check(&state.info.terminal).await {
+                    Ok(size) => size,
+                    Err(detail) => {
+                        let err = ShareError::UnknownTerminal {
+                            terminal: state.info.terminal.clone(),
+                            detail,
+                        };
+                        state.fail_switch(&myself, err).await;
+                        return Ok(());
+                    }
+                };
                 if let Err(e) = state.spawn_worker(&myself, size).await {
-                    state.fail_start(&myself, e).await;
+                    state.fail_switch(&myself, e).await;
                 }
             }
             SessionMsg::Info(reply) => {
@@ -631,6 +681,23 @@ impl Actor for ShareSession {
                 .ttl
                 .as_ref()
                 .is_some_and(|t| t.get_id() == cell.get_id());
+            if let Phase::Switching { old, .. } = &mut state.phase {
+                if old
+                    .worker
+                    .as_ref()
+                    .is_some_and(|w| w.get_id() == cell.get_id())
+                {
+                    old.worker = None; // its process guard went with it
+                    return Ok(());
+                }
+                if is_worker {
+                    // The new worker crashed while starting: back to the old one.
+                    state.worker = None;
+                    let err = ShareError::Internal(format!("the new worker crashed: {err}"));
+                    state.fail_switch(&myself, err).await;
+                    return Ok(());
+                }
+            }
             if is_worker {
                 state.worker = None; // its state, and so its process guard, is gone
                 metrics::counter!("termshare_worker_crashes_total").increment(1);
@@ -657,7 +724,8 @@ async fn on_ready(state: &mut SessionState, links: Links) -> Result<(), String> 
     state.info.links = links;
     state.info.state = ShareState::Active;
     state.count_active(true);
-    let link_fp = fingerprint(&state.info.links.link);
+    let fingerprints = state.ctx.fingerprints.clone();
+    let link_fp = fingerprints.fingerprint(&state.info.links.link);
     match std::mem::replace(&mut state.phase, Phase::Active) {
         Phase::Starting { reply } => {
             let backend = state.info.backend.to_string();
@@ -667,6 +735,7 @@ async fn on_ready(state: &mut SessionState, links: Links) -> Result<(), String> 
                 .record(state.started.elapsed().as_secs_f64());
             let mut event = state
                 .event(AuditKind::ShareStarted)
+                .asked_by(&state.requested_by)
                 .detail("access", state.info.access.as_str())
                 .detail("rule_id", state.info.rule_id.as_str())
                 .detail("link_fp", link_fp)
@@ -676,23 +745,26 @@ async fn on_ready(state: &mut SessionState, links: Links) -> Result<(), String> 
                     humantime::format_rfc3339_millis(state.info.expires_at).to_string(),
                 );
             if let Some(ro) = &state.info.links.read_only_link {
-                event = event.detail("read_only_link_fp", fingerprint(ro));
+                event = event.detail("read_only_link_fp", fingerprints.fingerprint(ro));
             }
             audited = announce(state, event, reply).await;
         }
-        Phase::Switching {
-            from,
-            by,
-            stopped,
-            reply,
-        } => {
+        Phase::Switching { by, old, reply } => {
+            // The new worker serves: now stop the old one, within the revoke deadline.
+            let deadline = Instant::now() + state.ctx.settings.revoke_deadline;
+            let grace = state.ctx.settings.terminate_grace;
+            let (stopped, in_time) =
+                stop_worker(state.id(), old.worker, true, deadline, grace).await;
             let event = state
                 .event(AuditKind::ShareSwitched)
-                .detail("by", by.as_str())
-                .detail("from", from)
+                .by(&by)
+                .detail("from", old.backend.name().as_str())
                 .detail("to", state.info.backend.as_str())
-                .detail("old_worker_stopped", true)
+                .detail("old_worker_pid", json!(old.pid))
+                .detail("old_worker_stopped", in_time)
+                .detail("old_worker_already_gone", stopped.already_gone)
                 .detail("old_worker_escalated", stopped.escalated)
+                .detail("old_link_fp", fingerprints.fingerprint(&old.links.link))
                 .detail("new_worker_pid", json!(state.worker_pid))
                 .detail("link_fp", link_fp);
             audited = announce(state, event, reply).await;
@@ -727,7 +799,8 @@ async fn announce(
 async fn extend(
     state: &mut SessionState,
     by: Duration,
-    principal: &Principal,
+    max_ttl: Option<Duration>,
+    caller: &Caller,
 ) -> Result<ShareInfo, ShareError> {
     match state.phase {
         Phase::Ended => {
@@ -749,21 +822,31 @@ async fn extend(
     }
     let new_deadline = state.deadline + by;
     let total = new_deadline - state.started;
-    if let Some(max) = state.max_ttl {
+    if let Some(max) = max_ttl {
         if total > max {
-            return Err(ShareError::ExtendAboveMax {
+            let err = ShareError::ExtendAboveMax {
                 share_id: state.id(),
                 by: human(by),
                 total: human(total),
                 max: human(max),
-            });
+            };
+            record(
+                &state.ctx.audit,
+                state
+                    .event(AuditKind::ShareRefused)
+                    .by(caller)
+                    .detail("action", "extend")
+                    .detail("by_ms", by.as_millis() as u64)
+                    .detail("reason", err.to_string()),
+            );
+            return Err(err);
         }
     }
     // On the record first: an extension the log cannot keep does not happen.
     let event = state
         .event(AuditKind::ShareExtended)
+        .by(caller)
         .detail("by_ms", by.as_millis() as u64)
-        .detail("by", principal.as_str())
         .detail(
             "expires_at",
             humantime::format_rfc3339_millis(state.info.expires_at + by).to_string(),
@@ -772,6 +855,7 @@ async fn extend(
         .await
         .map_err(ShareError::AuditUnavailable)?;
     state.deadline = new_deadline;
+    state.max_ttl = max_ttl;
     state.info.expires_at += by;
     if state.info.state == ShareState::Expiring {
         state.info.state = ShareState::Active;
@@ -779,4 +863,63 @@ async fn extend(
     state.arm_ttl();
     let _ = state.ctx.root.cast(RootMsg::Updated(state.info.clone()));
     Ok(state.info.clone())
+}
+
+/// Stop `worker` within what is left of `deadline`, after `grace` for a graceful stop.
+/// Returns how it went and whether it was gone in time. A worker still starting
+/// (`ready` false) is busy with its start: killing its actor drops the start future
+/// and, with it, every process it spawned.
+async fn stop_worker(
+    share: ShareId,
+    worker: Option<ActorRef<WorkerMsg>>,
+    ready: bool,
+    deadline: Instant,
+    grace: Duration,
+) -> (TerminateOutcome, bool) {
+    let Some(worker) = worker else {
+        return (
+            TerminateOutcome {
+                escalated: false,
+                already_gone: true,
+            },
+            true,
+        );
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !ready {
+        let ok = worker.kill_and_wait(Some(left)).await.is_ok();
+        return (
+            TerminateOutcome {
+                escalated: true,
+                already_gone: false,
+            },
+            ok,
+        );
+    }
+    match worker
+        .call(|reply| WorkerMsg::Terminate { grace, reply }, Some(left))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(outcome)) => (outcome, true),
+        Ok(ractor::rpc::CallResult::SenderError) => (
+            // The worker actor went away on its own (its process exited).
+            TerminateOutcome {
+                escalated: false,
+                already_gone: true,
+            },
+            true,
+        ),
+        _ => {
+            // Deadline passed: kill the actor; its Drop guard SIGKILLs the group.
+            tracing::error!(%share, "worker missed the stop deadline");
+            worker.kill();
+            (
+                TerminateOutcome {
+                    escalated: true,
+                    already_gone: false,
+                },
+                false,
+            )
+        }
+    }
 }

@@ -17,12 +17,16 @@ use crate::traits::{
 };
 use crate::types::{AccessMode, BackendName, Links, ShareId, TerminalName};
 
+/// How a fake worker is told to exit.
+type ExitSender = watch::Sender<Option<WorkerExit>>;
+
 /// What the fake backend's workers are doing, shared with the test.
 #[derive(Default)]
 pub struct FakeWorld {
-    /// Workers alive now (dropped or terminated ones are removed): the stand-in for
-    /// "a process exists".
-    live: Mutex<HashMap<ShareId, watch::Sender<Option<WorkerExit>>>>,
+    /// Workers alive now, by share and start number (dropped or terminated ones are
+    /// removed): the stand-in for "a process exists". A share has two for a moment
+    /// while it switches backends.
+    live: Mutex<HashMap<(ShareId, u64), ExitSender>>,
     pub starts: AtomicU64,
     /// The next start fails with this error.
     pub fail_next_start: Mutex<Option<BackendError>>,
@@ -37,26 +41,28 @@ pub struct FakeWorld {
 }
 
 impl FakeWorld {
+    /// The shares that have a live worker.
     pub fn live(&self) -> HashSet<ShareId> {
-        self.live.lock().keys().copied().collect()
+        self.live.lock().keys().map(|(share, _)| *share).collect()
     }
 
     pub fn live_count(&self) -> usize {
         self.live.lock().len()
     }
 
-    /// The worker of `share` exits by itself, as a crashed process would.
+    /// The workers of `share` exit by themselves, as crashed processes would.
     pub fn crash(&self, share: ShareId) -> bool {
-        match self.live.lock().remove(&share) {
-            Some(tx) => {
+        let mut live = self.live.lock();
+        let keys: Vec<_> = live.keys().filter(|(s, _)| *s == share).copied().collect();
+        for key in &keys {
+            if let Some(tx) = live.remove(key) {
                 let _ = tx.send(Some(WorkerExit {
                     description: "killed by SIGKILL (fake)".into(),
                     success: false,
                 }));
-                true
             }
-            None => false,
         }
+        !keys.is_empty()
     }
 }
 
@@ -79,6 +85,8 @@ impl FakeBackend {
 
 struct FakeWorker {
     share: ShareId,
+    /// The start that made it: its key in the world with `share`.
+    start: u64,
     world: Arc<FakeWorld>,
     exit: watch::Receiver<Option<WorkerExit>>,
 }
@@ -86,7 +94,7 @@ struct FakeWorker {
 impl Drop for FakeWorker {
     fn drop(&mut self) {
         // The Drop guard of a real worker kills its process group; here it goes away.
-        self.world.live.lock().remove(&self.share);
+        self.world.live.lock().remove(&(self.share, self.start));
     }
 }
 
@@ -113,7 +121,7 @@ impl Worker for FakeWorker {
         if *self.world.hang_on_terminate.lock() {
             std::future::pending::<()>().await;
         }
-        let sender = self.world.live.lock().remove(&self.share);
+        let sender = self.world.live.lock().remove(&(self.share, self.start));
         match sender {
             Some(tx) => {
                 let _ = tx.send(Some(WorkerExit {
@@ -137,15 +145,16 @@ impl Backend for FakeBackend {
     }
 
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
-        self.world.starts.fetch_add(1, Ordering::SeqCst);
+        let start = self.world.starts.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = self.world.fail_next_start.lock().take() {
             return Err(e);
         }
         let (tx, rx) = watch::channel(None);
-        self.world.live.lock().insert(spec.share_id, tx);
+        self.world.live.lock().insert((spec.share_id, start), tx);
         // From here on the worker "exists"; dropping this future must remove it.
         let worker = FakeWorker {
             share: spec.share_id,
+            start,
             world: self.world.clone(),
             exit: rx,
         };

@@ -5,10 +5,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::caller::Caller;
 use crate::error::InvalidInput;
 
 /// The identity of one share. UUIDv7, so ids sort by creation time in logs.
@@ -178,7 +180,12 @@ impl fmt::Display for Principal {
 
 /// The name of a host terminal (a tmux session by default). Restricted to characters
 /// that tmux takes literally in a target (`.` and `:` select windows and panes there)
-/// and that survive tty-share's whitespace splitting of `--args`.
+/// and that survive tty-share's whitespace splitting of `--args`. A name may not start
+/// with what tmux's target syntax reads as something other than a session name (`@1`
+/// is a window id, `$1` a session id, `%1` a pane id, `+`/`-` window offsets) or what a
+/// program would read as an option (`-x`): `termshare share @1` must never reach
+/// another session than the one it checked. (Attach targets are also written `=NAME`,
+/// which tmux matches exactly; this is the second lock.)
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TerminalName(String);
@@ -202,6 +209,14 @@ impl FromStr for TerminalName {
                 "terminal",
                 s,
                 "must be 1-64 characters of letters, digits, `_`, `-`, `@`, `+`",
+            ));
+        }
+        if s.starts_with(['@', '$', '%', '+', '-', '=', '~', '!', '{']) {
+            return Err(InvalidInput::new(
+                "terminal",
+                s,
+                "must not start with `@`, `+` or `-`, which tmux or the attach program would \
+                 read as a window id, a window offset or an option rather than a session name",
             ));
         }
         Ok(TerminalName(s.to_owned()))
@@ -286,15 +301,36 @@ impl fmt::Display for AccessMode {
     }
 }
 
-/// What a caller asks for. `ttl` and `grace` fall back to the service settings.
+/// What a caller asks for. `ttl` and `grace` fall back to the service settings. The
+/// share belongs to `caller.principal`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShareRequest {
     pub terminal: TerminalName,
     pub backend: BackendName,
     pub access: AccessMode,
-    pub principal: Principal,
+    pub caller: Caller,
     pub ttl: Option<Duration>,
     pub grace: Option<Vec<Duration>>,
+}
+
+impl ShareRequest {
+    /// A read-write share with the service's default TTL and grace warnings, by a
+    /// principal the embedder vouches for (or any [`Caller`]).
+    pub fn new(terminal: TerminalName, backend: BackendName, caller: impl Into<Caller>) -> Self {
+        ShareRequest {
+            terminal,
+            backend,
+            access: AccessMode::ReadWrite,
+            caller: caller.into(),
+            ttl: None,
+            grace: None,
+        }
+    }
+
+    /// The principal the share will belong to.
+    pub fn principal(&self) -> &Principal {
+        &self.caller.principal
+    }
 }
 
 /// The links a backend hands out. They are secrets: only the owner sees them; logs and
@@ -315,10 +351,44 @@ impl Links {
     }
 }
 
-/// First 12 hex digits of SHA-256: enough to tell links apart in a log, useless to join.
-pub fn fingerprint(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+/// The per-installation key of link fingerprints. A fingerprint is the first 12 hex
+/// digits of HMAC-SHA256(key, link): enough to tell links apart in a log, and, unlike a
+/// plain hash, impossible to recompute from a guess of the link (a link whose only
+/// unknown is a 16-bit port would otherwise be recovered by hashing every port).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FingerprintKey([u8; 32]);
+
+impl FingerprintKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        FingerprintKey(bytes)
+    }
+
+    /// A fresh random key (for tests and for a new installation).
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the kernel's random source is available");
+        FingerprintKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// 12 hex digits that name `secret` in logs and audit events.
+    pub fn fingerprint(&self, secret: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(secret.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The key is a secret: `Debug` never prints it.
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey(..)")
+    }
 }
 
 /// A running share as its owner sees it.
@@ -451,16 +521,36 @@ mod tests {
     #[test]
     fn terminal_names_refuse_tmux_target_syntax_and_spaces() {
         assert!("dev-1".parse::<TerminalName>().is_ok());
-        for bad in ["", "a.b", "a:b", "a b", &"x".repeat(65)] {
+        assert!("alice@box".parse::<TerminalName>().is_ok());
+        for bad in [
+            "",
+            "a.b",
+            "a:b",
+            "a b",
+            &"x".repeat(65),
+            "@1",
+            "$1",
+            "%1",
+            "+1",
+            "-t",
+            "=x",
+        ] {
             assert!(bad.parse::<TerminalName>().is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn fingerprint_is_12_hex_and_stable() {
-        let f = fingerprint("http://127.0.0.1:1/s/local/");
+    fn fingerprint_is_12_hex_stable_and_keyed() {
+        let key = FingerprintKey::random();
+        let f = key.fingerprint("http://127.0.0.1:1/s/local/");
         assert_eq!(f.len(), 12);
-        assert_eq!(f, fingerprint("http://127.0.0.1:1/s/local/"));
-        assert_ne!(f, fingerprint("http://127.0.0.1:2/s/local/"));
+        assert_eq!(f, key.fingerprint("http://127.0.0.1:1/s/local/"));
+        assert_ne!(f, key.fingerprint("http://127.0.0.1:2/s/local/"));
+        // Another installation's key gives another fingerprint of the same link.
+        assert_ne!(
+            f,
+            FingerprintKey::random().fingerprint("http://127.0.0.1:1/s/local/")
+        );
+        assert_eq!(format!("{key:?}"), "FingerprintKey(..)");
     }
 }

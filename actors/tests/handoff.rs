@@ -27,6 +27,7 @@ async fn harness(policy: impl PolicyGate) -> Harness {
             policy: Arc::new(policy),
             host: host.clone(),
             audit_sink: Box::new(audit.clone()),
+            fingerprint_key: termshare_actors::FingerprintKey::random(),
         },
         Settings::default(),
     )
@@ -51,7 +52,7 @@ fn chain() -> ChainPolicy {
 fn request(from: &str, to: &str, backend: Option<&str>) -> HandoffRequest {
     HandoffRequest {
         terminal: "dev".parse().unwrap(),
-        from: from.parse().unwrap(),
+        from: p(from).into(),
         to: to.parse().unwrap(),
         reason: "take over the build".into(),
         backend: backend.map(BackendName::new),
@@ -111,12 +112,15 @@ async fn a_two_step_chain_completes_with_the_terminals_context() {
         kinds,
         [
             AuditKind::HandoffRequested,
+            // The wrong approver's try is on the record; the handoff did not move.
+            AuditKind::HandoffRefused,
             AuditKind::HandoffApproved,
             AuditKind::HandoffApproved,
             AuditKind::HandoffCompleted
         ]
     );
-    assert_eq!(events[2].principal.as_ref().unwrap().as_str(), "human:lead");
+    assert_eq!(events[1].principal.as_ref().unwrap().as_str(), "human:lead");
+    assert_eq!(events[3].principal.as_ref().unwrap().as_str(), "human:lead");
     // The badge shows the completed handoff.
     let board = h.svc.badges().borrow().clone();
     let badge = &board[&"dev".parse().unwrap()];
@@ -154,7 +158,13 @@ async fn a_denial_at_step_two_ends_the_handoff_with_a_clear_error() {
         msg.contains("denied at step 2 by human:lead: not during the release"),
         "{msg}"
     );
-    assert!(h.svc.handoff_show(id).await.unwrap().package.is_none());
+    assert!(h
+        .svc
+        .handoff_show(id, p("human:owner"))
+        .await
+        .unwrap()
+        .package
+        .is_none());
     let last = h.audit.events.lock().last().unwrap().clone();
     assert_eq!(
         (last.kind, last.correlation_id),
@@ -174,7 +184,7 @@ async fn a_step_left_unanswered_times_out() {
         .handoff_id;
     h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(121)).await;
-    let view = h.svc.handoff_show(id).await.unwrap();
+    let view = h.svc.handoff_show(id, p("human:owner")).await.unwrap();
     assert_eq!(view.state, HandoffState::TimedOut);
     assert!(view
         .refusal
@@ -220,5 +230,174 @@ async fn an_agent_receiver_gets_a_read_only_share_when_it_may_not_write() {
     assert_eq!(share.access, AccessMode::ReadOnly);
     assert_eq!(share.principal.as_str(), "agent:claude");
     assert_eq!(h.world.live_count(), 1);
+    h.svc.shutdown().await;
+}
+
+/// A local user proven by the kernel, allowed `principals`.
+fn user(uid: u32, name: &str, principals: &[&str]) -> termshare_actors::Identity {
+    termshare_actors::Identity::local_user(
+        termshare_actors::Peer {
+            uid,
+            user: Some(name.into()),
+            pid: Some(4000 + uid as i32),
+        },
+        principals.iter().map(|s| p(s)).collect(),
+        false,
+    )
+}
+
+fn as_(principal: &str, identity: &termshare_actors::Identity) -> termshare_actors::Caller {
+    termshare_actors::Caller::new(p(principal), identity.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_identity_cannot_approve_two_steps_of_a_chain() {
+    let h = harness(chain()).await;
+    let alice = user(1001, "alice", &["human:alice"]);
+    // One person who may act as both approvers of the chain.
+    let boss = user(1002, "boss", &["human:owner", "human:lead"]);
+    let mut req = request("human:alice", "agent:claude", None);
+    req.from = as_("human:alice", &alice);
+    let id = h.svc.handoff_request(req).await.unwrap().handoff_id;
+    let step2 = h
+        .svc
+        .handoff_approve(id, as_("human:owner", &boss))
+        .await
+        .unwrap();
+    assert_eq!(step2.step, Some(2));
+    let err = h
+        .svc
+        .handoff_approve(id, as_("human:lead", &boss))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ShareError::Denied { reason, .. } if reason.contains("already approved step 1")),
+        "{err}"
+    );
+    let view = h.svc.handoff_show(id, p("human:owner")).await.unwrap();
+    assert_eq!((view.state, view.step), (HandoffState::Pending, Some(2)));
+    // The refusal is on the record with the peer that tried.
+    let refused = h
+        .audit
+        .events
+        .lock()
+        .iter()
+        .find(|e| e.kind == AuditKind::HandoffRefused)
+        .cloned()
+        .expect("handoff.refused");
+    assert_eq!(refused.peer.as_ref().map(|p| p.uid), Some(1002));
+    // Someone else may approve step 2.
+    let lead = user(1003, "lead", &["human:lead"]);
+    let done = h
+        .svc
+        .handoff_approve(id, as_("human:lead", &lead))
+        .await
+        .unwrap();
+    assert_eq!(done.state, HandoffState::Completed);
+    let approvals: Vec<_> = h
+        .audit
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.kind == AuditKind::HandoffApproved)
+        .map(|e| e.peer.as_ref().map(|p| p.uid))
+        .collect();
+    assert_eq!(approvals, [Some(1002), Some(1003)]);
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_requester_and_the_receiver_cannot_approve() {
+    let h = harness(chain()).await;
+    // The requester may also act as the first approver; the receiver as the second.
+    let alice = user(1001, "alice", &["human:alice", "human:owner"]);
+    let claude = user(1004, "claude", &["agent:claude", "human:lead"]);
+    let mut req = request("human:alice", "agent:claude", None);
+    req.from = as_("human:alice", &alice);
+    let id = h.svc.handoff_request(req).await.unwrap().handoff_id;
+    let err = h
+        .svc
+        .handoff_approve(id, as_("human:owner", &alice))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("the requester cannot approve"),
+        "{err}"
+    );
+    let owner = user(1002, "owner", &["human:owner"]);
+    h.svc
+        .handoff_approve(id, as_("human:owner", &owner))
+        .await
+        .unwrap();
+    let err = h
+        .svc
+        .handoff_approve(id, as_("human:lead", &claude))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("the receiver cannot approve"),
+        "{err}"
+    );
+    // A claim the identity does not prove is refused as well.
+    let err = h
+        .svc
+        .handoff_approve(id, as_("human:lead", &owner))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("may act as human:owner, not as human:lead"),
+        "{err}"
+    );
+    // The receiver sees how it went: pending at step 2, and no package yet.
+    let view = h
+        .svc
+        .handoff_show(id, as_("agent:claude", &claude))
+        .await
+        .unwrap();
+    assert_eq!((view.state, view.step), (HandoffState::Pending, Some(2)));
+    // Someone who is no party to it does not see it at all.
+    let mallory = user(1666, "mallory", &["human:mallory"]);
+    assert!(matches!(
+        h.svc.handoff_show(id, as_("human:mallory", &mallory)).await,
+        Err(ShareError::HandoffNotFound(_))
+    ));
+    assert!(h
+        .svc
+        .handoff_list(as_("human:mallory", &mallory))
+        .await
+        .unwrap()
+        .is_empty());
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_receiver_sees_the_package() {
+    let h = harness(chain()).await;
+    let alice = user(1001, "alice", &["human:alice"]);
+    let claude = user(1004, "claude", &["agent:claude"]);
+    let mut req = request("human:alice", "agent:claude", None);
+    req.from = as_("human:alice", &alice);
+    let id = h.svc.handoff_request(req).await.unwrap().handoff_id;
+    for (who, name) in [(1002, "human:owner"), (1003, "human:lead")] {
+        h.svc
+            .handoff_approve(id, as_(name, &user(who, "x", &[name])))
+            .await
+            .unwrap();
+    }
+    let receiver = h
+        .svc
+        .handoff_show(id, as_("agent:claude", &claude))
+        .await
+        .unwrap();
+    assert_eq!(receiver.state, HandoffState::Completed);
+    assert!(receiver.package.is_some());
+    let requester = h
+        .svc
+        .handoff_show(id, as_("human:alice", &alice))
+        .await
+        .unwrap();
+    assert_eq!(requester.state, HandoffState::Completed);
+    assert!(requester.package.is_none(), "the package is the receiver's");
     h.svc.shutdown().await;
 }

@@ -33,6 +33,7 @@ async fn harness(policy: impl PolicyGate, settings: Settings) -> Harness {
             policy: Arc::new(policy),
             host: host.clone(),
             audit_sink: Box::new(audit.clone()),
+            fingerprint_key: key(),
         },
         settings,
     )
@@ -44,6 +45,15 @@ async fn harness(policy: impl PolicyGate, settings: Settings) -> Harness {
         host,
         audit,
     }
+}
+
+/// One fixed fingerprint key, so a test can recompute a fingerprint.
+fn key() -> termshare_actors::FingerprintKey {
+    termshare_actors::FingerprintKey::from_bytes([7; 32])
+}
+
+fn p(s: &str) -> termshare_actors::Principal {
+    s.parse().unwrap()
 }
 
 fn allow() -> AllowAll {
@@ -59,7 +69,7 @@ fn req(terminal: &str) -> ShareRequest {
         terminal: terminal.parse().unwrap(),
         backend: BackendName::new("fake"),
         access: AccessMode::ReadWrite,
-        principal: "human:alice".parse().unwrap(),
+        caller: p("human:alice").into(),
         ttl: Some(Duration::from_secs(60)),
         grace: Some(vec![]),
     }
@@ -108,7 +118,7 @@ async fn share_starts_a_worker_and_audits_it_under_one_correlation_id() {
     assert!(!line.contains(&info.links.link));
     assert_eq!(
         started.details["link_fp"],
-        termshare_actors::fingerprint(&info.links.link)
+        key().fingerprint(&info.links.link)
     );
     assert_eq!(h.svc.list().await.unwrap(), vec![info]);
     h.svc.shutdown().await;
@@ -189,11 +199,7 @@ async fn racing_requests_for_one_terminal_admit_exactly_the_limit() {
 async fn revoke_stops_the_worker_and_reports() {
     let h = harness(allow(), Settings::default()).await;
     let info = h.svc.share(req("dev")).await.unwrap();
-    let report = h
-        .svc
-        .revoke(info.share_id, "human:bob".parse().unwrap())
-        .await
-        .unwrap();
+    let report = h.svc.revoke(info.share_id, p("human:bob")).await.unwrap();
     assert_eq!(report.reason, EndReason::Revoked);
     assert!(report.deadline_met && !report.escalated);
     assert_eq!(h.world.live_count(), 0);
@@ -202,10 +208,7 @@ async fn revoke_stops_the_worker_and_reports() {
     let revoked = h.audit.events.lock().last().unwrap().clone();
     assert_eq!(revoked.details["by"], "human:bob");
     // The share is gone: a second revoke says so.
-    let again = h
-        .svc
-        .revoke(info.share_id, "human:bob".parse().unwrap())
-        .await;
+    let again = h.svc.revoke(info.share_id, p("human:bob")).await;
     assert_eq!(
         again,
         Err(ShareError::ShareEnded(info.share_id, EndReason::Revoked))
@@ -225,7 +228,7 @@ async fn a_hung_worker_misses_the_deadline_is_killed_and_the_miss_is_audited() {
     let t0 = Instant::now();
     let err = h
         .svc
-        .revoke(info.share_id, "human:bob".parse().unwrap())
+        .revoke(info.share_id, p("human:bob"))
         .await
         .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(3));
@@ -287,7 +290,7 @@ async fn extension_moves_the_deadline_and_a_stale_expiry_is_ignored() {
     let t0 = Instant::now();
     let info = h.svc.share(req("dev")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(59)).await;
-    let who = "human:alice".parse().unwrap();
+    let who = p("human:alice");
     let extended = h
         .svc
         .extend(info.share_id, Duration::from_secs(30), who)
@@ -313,7 +316,7 @@ async fn extend_after_expiry_is_share_expired() {
     let mut rx = h.svc.subscribe();
     let info = h.svc.share(req("dev")).await.unwrap();
     wait_for(&mut rx, info.share_id, AuditKind::ShareExpired).await;
-    let who = "human:alice".parse().unwrap();
+    let who = p("human:alice");
     let err = h
         .svc
         .extend(info.share_id, Duration::from_secs(30), who)
@@ -330,7 +333,7 @@ async fn extension_and_expiry_racing_at_the_deadline_resolve_one_way() {
     let h = harness(allow(), Settings::default()).await;
     let info = h.svc.share(req("dev")).await.unwrap();
     tokio::time::sleep_until(Instant::now() + Duration::from_secs(60)).await;
-    let who = "human:alice".parse().unwrap();
+    let who = p("human:alice");
     let result = h
         .svc
         .extend(info.share_id, Duration::from_secs(30), who)
@@ -507,7 +510,7 @@ async fn revoke_during_start_kills_the_starting_worker() {
         }
         tokio::task::yield_now().await;
     };
-    let report = svc.revoke(id, "human:bob".parse().unwrap()).await.unwrap();
+    let report = svc.revoke(id, p("human:bob")).await.unwrap();
     assert!(report.deadline_met);
     assert_eq!(h.world.live_count(), 0);
     assert!(starting.await.unwrap().is_err());
@@ -515,17 +518,13 @@ async fn revoke_during_start_kills_the_starting_worker() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn switch_reaps_the_old_worker_before_the_new_one_starts() {
+async fn switch_starts_the_new_worker_then_reaps_the_old_one() {
     let h = harness(allow(), Settings::default()).await;
     let info = h.svc.share(req("dev")).await.unwrap();
     let starts_before = h.world.starts.load(std::sync::atomic::Ordering::SeqCst);
     let switched = h
         .svc
-        .switch(
-            info.share_id,
-            BackendName::new("fake-b"),
-            "human:alice".parse().unwrap(),
-        )
+        .switch(info.share_id, BackendName::new("fake-b"), p("human:alice"))
         .await
         .unwrap();
     assert_eq!(switched.share_id, info.share_id);
@@ -653,6 +652,7 @@ async fn harness_with_sink(
             policy: Arc::new(allow()),
             host: Arc::new(FakeHost::with(&["dev", "ops"])),
             audit_sink: Box::new(sink),
+            fingerprint_key: key(),
         },
         Settings::default(),
     )
@@ -679,9 +679,7 @@ async fn a_failing_audit_log_refuses_new_shares_but_live_ones_still_end() {
     assert!(svc.audit_error().unwrap().contains("No space left"));
     // The live share can still be revoked: its worker stops, and the caller is told
     // that the event could not be kept.
-    let revoked = svc
-        .revoke(live.share_id, "human:bob".parse().unwrap())
-        .await;
+    let revoked = svc.revoke(live.share_id, p("human:bob")).await;
     assert!(
         matches!(revoked, Err(ShareError::AuditUnavailable(_))),
         "{revoked:?}"
@@ -782,7 +780,7 @@ async fn a_slow_audit_disk_does_not_hold_up_a_revoke_behind_a_new_request() {
     let t0 = std::time::Instant::now();
     let revoking = {
         let svc = svc.clone();
-        tokio::spawn(async move { svc.revoke(a.share_id, "human:bob".parse().unwrap()).await })
+        tokio::spawn(async move { svc.revoke(a.share_id, p("human:bob")).await })
     };
     // The worker is stopped at once; only the revoke's answer waits for its event.
     while world.live().contains(&a.share_id) {
@@ -797,4 +795,183 @@ async fn a_slow_audit_disk_does_not_hold_up_a_revoke_behind_a_new_request() {
     requesting.await.unwrap().unwrap();
     *sink.delay.lock() = Duration::ZERO;
     Arc::into_inner(svc).unwrap().shutdown().await;
+}
+
+/// Allows `fake` for two hours and `fake-b` for ten minutes with a join restriction
+/// only where asked.
+struct TwoRules {
+    b_requires_join_restriction: bool,
+}
+
+impl PolicyGate for TwoRules {
+    fn evaluate(&self, q: &termshare_actors::PolicyQuery<'_>) -> termshare_actors::PolicyDecision {
+        use termshare_actors::{Grant, PolicyDecision};
+        match q.backend.as_str() {
+            "fake" => PolicyDecision::Allow(Grant {
+                rule_id: "long".into(),
+                max_ttl: Some(Duration::from_secs(7200)),
+                max_concurrent: None,
+                require_join_restriction: false,
+            }),
+            _ => PolicyDecision::Allow(Grant {
+                rule_id: "short".into(),
+                max_ttl: Some(Duration::from_secs(600)),
+                max_concurrent: None,
+                require_join_restriction: self.b_requires_join_restriction,
+            }),
+        }
+    }
+}
+
+/// The share as its owner sees it, and its live workers, must not have moved.
+async fn assert_unchanged(h: &Harness, before: &termshare_actors::ShareInfo) {
+    let now = h.svc.list().await.unwrap();
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].backend, before.backend);
+    assert_eq!(now[0].links, before.links);
+    assert_eq!(now[0].expires_at, before.expires_at);
+    assert_eq!(now[0].rule_id, before.rule_id);
+    assert_eq!(h.world.live_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switch_is_refused_where_a_new_share_would_be_and_changes_nothing() {
+    // max_ttl counted from the share's start: a 1 h share may not move under a 10 m rule.
+    let h = harness(
+        TwoRules {
+            b_requires_join_restriction: false,
+        },
+        Settings::default(),
+    )
+    .await;
+    let mut r = req("dev");
+    r.ttl = Some(Duration::from_secs(3600));
+    let info = h.svc.share(r).await.unwrap();
+    let err = h
+        .svc
+        .switch(info.share_id, BackendName::new("fake-b"), p("human:alice"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::TtlAboveMax { .. }), "{err}");
+    assert_unchanged(&h, &info).await;
+    assert_eq!(
+        kinds_of(&h.audit, info.share_id).last(),
+        Some(&AuditKind::ShareRefused)
+    );
+    h.svc.shutdown().await;
+
+    // The join restriction the new rule asks for.
+    let h = harness(
+        TwoRules {
+            b_requires_join_restriction: true,
+        },
+        Settings::default(),
+    )
+    .await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let err = h
+        .svc
+        .switch(info.share_id, BackendName::new("fake-b"), p("human:alice"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("join restriction"), "{err}");
+    assert_unchanged(&h, &info).await;
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switch_whose_new_backend_gives_no_link_leaves_the_share_on_the_old_one() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    *h.world.fail_next_start.lock() = Some(BackendError::StartFailed {
+        backend: "fake-b".into(),
+        detail: "no relay".into(),
+    });
+    let err = h
+        .svc
+        .switch(info.share_id, BackendName::new("fake-b"), p("human:alice"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::Backend(_)), "{err}");
+    assert_unchanged(&h, &info).await;
+    let last = h.audit.events.lock().last().unwrap().clone();
+    assert_eq!(last.kind, AuditKind::ShareSwitchFailed);
+    assert_eq!(last.details["still_on"], "fake");
+    // The share still works: it can be revoked, and its one worker goes.
+    let report = h.svc.revoke(info.share_id, p("human:alice")).await.unwrap();
+    assert!(report.deadline_met);
+    assert_eq!(h.world.live_count(), 0);
+    h.svc.shutdown().await;
+}
+
+fn bob() -> termshare_actors::Identity {
+    termshare_actors::Identity::local_user(
+        termshare_actors::Peer {
+            uid: 1001,
+            user: Some("bob".into()),
+            pid: Some(4242),
+        },
+        vec![p("human:bob")],
+        false,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_outside_the_callers_identity_is_denied_and_audited_with_its_peer() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut r = req("dev");
+    r.caller = termshare_actors::Caller::new(p("human:alice"), bob());
+    let err = h.svc.share(r).await.unwrap_err();
+    assert!(
+        matches!(&err, ShareError::Denied { reason, .. } if reason.contains("uid 1001 (bob) may act as human:bob, not as human:alice")),
+        "{err}"
+    );
+    assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let denied = h
+        .audit
+        .events
+        .lock()
+        .iter()
+        .find(|e| e.kind == AuditKind::ShareDenied)
+        .cloned()
+        .unwrap();
+    let peer = denied.peer.unwrap();
+    assert_eq!((peer.uid, peer.pid), (1001, Some(4242)));
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_owner_or_the_operator_acts_on_a_share() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let as_bob = termshare_actors::Caller::new(p("human:bob"), bob());
+    let err = h
+        .svc
+        .revoke(info.share_id, as_bob.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::Denied { .. }), "{err}");
+    let err = h
+        .svc
+        .extend(info.share_id, Duration::from_secs(60), as_bob)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::Denied { .. }), "{err}");
+    assert_unchanged(&h, &info).await;
+    let refused: Vec<_> = h
+        .audit
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.kind == AuditKind::ShareRefused)
+        .map(|e| (e.details["action"].clone(), e.peer.as_ref().map(|p| p.uid)))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (serde_json::json!("revoke"), Some(1001)),
+            (serde_json::json!("extend"), Some(1001))
+        ]
+    );
+    h.svc.shutdown().await;
 }

@@ -259,7 +259,10 @@ fn request(terminal: &str, backend: &str, ttl: Duration) -> ShareRequest {
         terminal: terminal.parse().unwrap(),
         backend: BackendName::new(backend),
         access: AccessMode::ReadWrite,
-        principal: "human:bench".parse().unwrap(),
+        caller: "human:bench"
+            .parse::<termshare_actors::Principal>()
+            .unwrap()
+            .into(),
         ttl: Some(ttl),
         grace: Some(vec![]),
     }
@@ -312,9 +315,14 @@ async fn start_to_link(n: usize, rows: &mut Vec<Row>) {
             .await
             .expect("share");
         let t = t0.elapsed();
-        ts.revoke(info.share_id, "human:bench".parse().unwrap())
-            .await
-            .unwrap();
+        ts.revoke(
+            info.share_id,
+            "human:bench"
+                .parse::<termshare_actors::Principal>()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
         let (mut child, _, d) = direct_tty_share(&host).await;
         let _ = child.kill().await;
         if i >= 2 {
@@ -359,8 +367,13 @@ async fn revoke_to_gone(n: usize, rows: &mut Vec<Row>) {
         let revoking = {
             let ts = ts.clone();
             tokio::spawn(async move {
-                ts.revoke(info.share_id, "human:bench".parse().unwrap())
-                    .await
+                ts.revoke(
+                    info.share_id,
+                    "human:bench"
+                        .parse::<termshare_actors::Principal>()
+                        .unwrap(),
+                )
+                .await
             })
         };
         ours.push(tokio::task::block_in_place(|| p.gone_after(t0)));
@@ -441,6 +454,7 @@ async fn fake_service(n: usize, sink: Box<dyn AuditSink>) -> (Arc<ShareService>,
             }),
             host: Arc::new(host),
             audit_sink: sink,
+            fingerprint_key: termshare::actors::FingerprintKey::random(),
         },
         scale_settings(),
     )
@@ -512,7 +526,15 @@ async fn scale(n: usize, rows: &mut Vec<Row>) {
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
         let svc = svc.clone();
-        tasks.spawn(async move { svc.revoke(id, "human:bench".parse().unwrap()).await });
+        tasks.spawn(async move {
+            svc.revoke(
+                id,
+                "human:bench"
+                    .parse::<termshare_actors::Principal>()
+                    .unwrap(),
+            )
+            .await
+        });
     }
     while let Some(r) = tasks.join_next().await {
         r.unwrap().expect("revoke");

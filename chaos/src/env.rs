@@ -169,6 +169,7 @@ impl Env {
                         policy: Arc::new(policy),
                         host: host.clone(),
                         audit_sink: Box::new(sink.clone()),
+                        fingerprint_key: termshare::actors::FingerprintKey::random(),
                     },
                     settings.clone(),
                 )

@@ -254,7 +254,7 @@ impl Runner {
             terminal: terminal.clone(),
             backend: BackendName::new(backend),
             access,
-            principal,
+            caller: principal.into(),
             ttl: Some(ttl),
             grace: Some(grace),
         };
@@ -373,7 +373,7 @@ impl Runner {
         };
         let request = HandoffRequest {
             terminal: terminal.clone(),
-            from: from.parse().unwrap(),
+            from: from.parse::<termshare_actors::Principal>().unwrap().into(),
             to: to.parse().unwrap(),
             reason: "chaos".into(),
             backend: None,
@@ -395,7 +395,12 @@ impl Runner {
         let step1 = self
             .env
             .svc()
-            .handoff_approve(id, "human:owner".parse().unwrap())
+            .handoff_approve(
+                id,
+                "human:owner"
+                    .parse::<termshare_actors::Principal>()
+                    .unwrap(),
+            )
             .await;
         if let Err(e) = step1 {
             self.op_error("handoff", &e);
@@ -406,7 +411,11 @@ impl Runner {
             let denied = self
                 .env
                 .svc()
-                .handoff_deny(id, "human:lead".parse().unwrap(), None)
+                .handoff_deny(
+                    id,
+                    "human:lead".parse::<termshare_actors::Principal>().unwrap(),
+                    None,
+                )
                 .await;
             return match denied {
                 Ok(_) => {
@@ -422,7 +431,10 @@ impl Runner {
         match self
             .env
             .svc()
-            .handoff_approve(id, "human:lead".parse().unwrap())
+            .handoff_approve(
+                id,
+                "human:lead".parse::<termshare_actors::Principal>().unwrap(),
+            )
             .await
         {
             Ok(done) => {
@@ -446,7 +458,10 @@ impl Runner {
             terminal: terminal.clone(),
             backend: BackendName::new(self.env.backend_names()[0]),
             access: AccessMode::ReadWrite,
-            principal: "agent:claude".parse().unwrap(),
+            caller: "agent:claude"
+                .parse::<termshare_actors::Principal>()
+                .unwrap()
+                .into(),
             ttl: None,
             grace: None,
         };
@@ -542,7 +557,9 @@ impl Runner {
                     .extend(
                         s.share_id,
                         Duration::from_secs(1),
-                        "human:alice".parse().unwrap(),
+                        "human:alice"
+                            .parse::<termshare_actors::Principal>()
+                            .unwrap(),
                     )
                     .await;
                 fail::remove("session.handle");

@@ -6,43 +6,26 @@
 //! | tmate     | the real Debian binary (no relay is reachable here: the link-timeout path) |
 //! | upterm    | a stand-in executable that prints what upterm prints (not packaged here) |
 
+pub mod link_front;
 pub mod tmate;
 pub mod tty_share;
 pub mod upterm;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use termshare_actors::BackendError;
 
-/// Find `program` the way `execvp` would: a path with a slash as is, else in `$PATH`.
-pub fn find_program(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        let p = Path::new(program);
-        return is_executable(p).then(|| p.to_path_buf());
+use crate::launch::Resolved;
+
+/// The backend's program as resolved at start, or why the backend is unavailable.
+pub(crate) fn program<'a>(backend: &str, resolved: &'a Resolved) -> Result<&'a Path, BackendError> {
+    match resolved {
+        Resolved::Found(p) => Ok(p),
+        Resolved::Missing(why) => Err(BackendError::Unavailable {
+            backend: backend.to_owned(),
+            reason: why.clone(),
+        }),
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| is_executable(p))
-    })
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-pub(crate) fn require_program(
-    backend: &str,
-    program: &str,
-    hint: &str,
-) -> Result<PathBuf, BackendError> {
-    find_program(program).ok_or_else(|| BackendError::Unavailable {
-        backend: backend.to_owned(),
-        reason: format!("`{program}` was not found in PATH ({hint})"),
-    })
 }
 
 /// Quote one word for `sh -c`.

@@ -1,7 +1,13 @@
 //! tmate: an ssh relay. Started in the foreground (`-F`) so the process we supervise is
 //! the one that holds the relay connection (tmate's server would daemonize otherwise,
 //! out of reach of PR_SET_PDEATHSIG), with its own socket and config file in a private
-//! 0700 directory, and `tmate-foreground-restart 0` so it exits instead of restarting.
+//! 0700 directory inside termshare's instance directory, and
+//! `tmate-foreground-restart 0` so it exits instead of restarting.
+//!
+//! tmate's socket hands out the share's links (read-write too) to whoever connects to
+//! it: it is made 0600 as soon as it exists, in a directory only the user can enter,
+//! and the directory goes with the share (or, after a kill -9, with the next start:
+//! [`crate::paths::InstanceDir`]).
 //!
 //! Under `-F` tmate prints the relay's notifications on stdout, among them
 //! `ssh session read only: ssh …` and then `ssh session: ssh …`. A relay that cannot be
@@ -9,13 +15,16 @@
 //! forever: tmate never gives up, so the link timeout is ours to enforce.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use termshare_actors::{AccessMode, BackendError, BackendName, Links, StartedWorker, WorkerSpec};
 
-use crate::backends::{require_program, shell_join};
+use crate::backends::{program, shell_join};
+use crate::launch::Resolved;
+use crate::paths::InstanceDir;
 use crate::process::{GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, WorkerCommand};
 
 pub const NAME: &str = "tmate";
@@ -32,16 +41,24 @@ pub struct TmateSettings {
 
 pub struct TmateBackend {
     spawner: Arc<ProcessSpawner>,
-    program: String,
+    program: Resolved,
     settings: TmateSettings,
+    /// Where each share's scratch directory (socket, config) is made.
+    scratch: Arc<InstanceDir>,
 }
 
 impl TmateBackend {
-    pub fn new(spawner: Arc<ProcessSpawner>, settings: TmateSettings) -> Self {
+    pub fn new(
+        spawner: Arc<ProcessSpawner>,
+        settings: TmateSettings,
+        program: Resolved,
+        scratch: Arc<InstanceDir>,
+    ) -> Self {
         TmateBackend {
             spawner,
-            program: "tmate".into(),
+            program,
             settings,
+            scratch,
         }
     }
 
@@ -133,38 +150,49 @@ impl termshare_actors::Backend for TmateBackend {
                 });
             }
         }
-        require_program(NAME, &self.program, "apt-get install tmate").map(|_| ())
+        program(NAME, &self.program).map(|_| ())
     }
 
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
-        let scratch = tempfile::Builder::new()
-            .prefix("termshare-tmate-")
-            .tempdir()
+        let tmate = program(NAME, &self.program)?.to_string_lossy().into_owned();
+        let scratch = self
+            .scratch
+            .scratch("tmate-")
             .map_err(|e| Self::err_start(format!("no private directory: {e}")))?;
         let conf = scratch.path().join("tmate.conf");
         let sock = scratch.path().join("tmate.sock");
         std::fs::File::create(&conf)
             .and_then(|mut f| f.write_all(self.config_text().as_bytes()))
             .map_err(|e| Self::err_start(format!("cannot write {}: {e}", conf.display())))?;
-        // The pane runs the attach command with TMUX unset: tmux refuses to nest.
-        let mut pane = vec!["env".to_string(), "-u".into(), "TMUX".into()];
-        pane.extend(spec.attach.iter().cloned());
+        // The pane runs the attach command with TMUX unset (tmux refuses to nest), by
+        // the shell's builtin: no program is looked up in PATH.
+        let pane = format!("unset TMUX; exec {}", shell_join(&spec.attach));
         let sock_s = sock.to_string_lossy().into_owned();
-        let mut cmd = WorkerCommand::new(&self.program)
+        let cmd = WorkerCommand::new(tmate.clone())
             .arg("-F")
             .args(["-f".to_string(), conf.to_string_lossy().into_owned()])
             .args(["-S".to_string(), sock_s.clone()])
             .arg("new-session")
-            .arg(shell_join(&pane));
-        cmd.env_remove.push("TMUX".into());
+            .arg(pane);
         let mut process = self
             .spawner
             .spawn(&cmd)
             .await
             .map_err(|e| Self::err_start(format!("cannot run tmate: {e}")))?;
+        // tmate makes its socket group-accessible: only the user may reach it (it
+        // hands out the read-write link). It appears before tmate prints anything.
+        let lock_socket = {
+            let sock = sock.clone();
+            move || {
+                let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+            }
+        };
         let mut parser = TmateLinkParser::default();
         let (rw, ro) = match process
-            .read_until(spec.link_timeout, |l| parser.feed(l))
+            .read_until(spec.link_timeout, |l| {
+                lock_socket();
+                parser.feed(l)
+            })
             .await
         {
             Ok(links) => links,
@@ -196,14 +224,14 @@ impl termshare_actors::Backend for TmateBackend {
                 read_only_link: Some(ro),
             },
         };
-        let mut kill = WorkerCommand::new(&self.program).args(["-S", &sock_s, "kill-server"]);
-        kill.env_remove.push("TMUX".into());
+        lock_socket();
+        let kill = WorkerCommand::new(tmate).args(["-S", &sock_s, "kill-server"]);
         Ok(StartedWorker {
             links,
             worker: Box::new(ProcessWorker::new(
                 process,
                 GracefulStop::Command(kill),
-                Some(scratch),
+                vec![Box::new(scratch)],
             )),
         })
     }
@@ -252,7 +280,15 @@ mod tests {
                 .build()
                 .unwrap();
             let _g = rt.enter();
-            TmateBackend::new(ProcessSpawner::new().unwrap(), spawner_free).config_text()
+            let tmp = tempfile::tempdir().unwrap();
+            let scratch = Arc::new(InstanceDir::create(&tmp.path().join("run")).unwrap());
+            TmateBackend::new(
+                ProcessSpawner::new().unwrap(),
+                spawner_free,
+                Resolved::resolve(NAME, None),
+                scratch,
+            )
+            .config_text()
         };
         assert!(text.contains("set -g tmate-foreground-restart 0"));
         assert!(text.contains("set -g tmate-server-host \"relay.example\""));

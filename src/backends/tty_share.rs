@@ -2,13 +2,18 @@
 //!
 //! `tty-share --headless --no-wait --listen HOST:PORT --command C --args 'A B'` prints
 //! `local session: http://HOST:PORT/s/local/` and serves participants (`tty-share URL`
-//! or a browser). It has no authentication: anyone who reaches the port joins, so the
-//! listener is loopback by default and the policy decides who may use it read-write.
+//! or a browser). It has no authentication: anyone who reaches the port joins. So, by
+//! default, it runs in a private network namespace no local user can reach
+//! ([`crate::netns`]), and participants reach it only through the [`LinkFront`], with a
+//! link that carries a secret. Where no namespace can be made, tty-share shares are
+//! refused, unless `[backends.tty_share] local_users_may_join = true` says in so many
+//! words that any local user may join; then it listens on loopback as it is.
 //!
 //! Two traps handled here: tty-share splits `--args` on spaces (so an attach argument
 //! with whitespace is refused), and when its port is taken it still prints the URL and
-//! exits a moment later, so a printed URL is not proof of life: the listening socket
-//! must belong to our process.
+//! exits a moment later, so a printed URL is not proof of life: something must answer
+//! on the port (in the namespace, only tty-share can), or (without the namespace) the
+//! listening socket must belong to our process.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::Arc;
@@ -18,35 +23,65 @@ use async_trait::async_trait;
 use termshare_actors::{BackendError, BackendName, Links, StartedWorker, WorkerSpec};
 use tokio::time::Instant;
 
-use crate::backends::require_program;
-use crate::process::{GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, WorkerCommand};
+use crate::backends::link_front::LinkFront;
+use crate::backends::program;
+use crate::launch::Resolved;
+use crate::netns;
+use crate::process::{
+    GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, SpawnedProcess, WorkerCommand,
+};
 
 pub const NAME: &str = "tty-share";
 
+/// How tty-share is kept from the machine's other users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// A private network namespace, reached only through the link front (default).
+    PrivateNetwork,
+    /// None: tty-share listens on `listen` as it is, and any local user who finds the
+    /// port joins. Only when the config says `local_users_may_join = true`.
+    LocalUsersMayJoin,
+}
+
 pub struct TtyShareBackend {
     spawner: Arc<ProcessSpawner>,
-    program: String,
+    program: Resolved,
+    /// Where participants connect: the link front's address (or tty-share's own,
+    /// without isolation).
     listen: IpAddr,
+    isolation: Isolation,
 }
 
 impl TtyShareBackend {
-    pub fn new(spawner: Arc<ProcessSpawner>, listen: IpAddr) -> Self {
+    pub fn new(
+        spawner: Arc<ProcessSpawner>,
+        program: Resolved,
+        listen: IpAddr,
+        isolation: Isolation,
+    ) -> Self {
         TtyShareBackend {
             spawner,
-            program: "tty-share".into(),
+            program,
             listen,
+            isolation,
         }
     }
 
     /// Run another program with tty-share's arguments (the chaos harness uses stand-ins
     /// that misbehave).
-    pub fn with_program(mut self, program: impl Into<String>) -> Self {
-        self.program = program.into();
+    pub fn with_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
+        self.program = Resolved::Found(program.into());
         self
     }
 
+    /// The real tty-share from PATH, isolated, its front on loopback.
     pub fn loopback(spawner: Arc<ProcessSpawner>) -> Self {
-        Self::new(spawner, IpAddr::V4(Ipv4Addr::LOCALHOST))
+        Self::new(
+            spawner,
+            Resolved::resolve(NAME, None),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Isolation::PrivateNetwork,
+        )
     }
 
     fn err_start(detail: String) -> BackendError {
@@ -56,8 +91,13 @@ impl TtyShareBackend {
         }
     }
 
-    fn command(&self, spec: &WorkerSpec, port: u16) -> Result<WorkerCommand, BackendError> {
-        let (program, rest) =
+    fn command(
+        &self,
+        spec: &WorkerSpec,
+        listen: &str,
+        port: u16,
+    ) -> Result<WorkerCommand, BackendError> {
+        let (program_arg, rest) =
             spec.attach
                 .split_first()
                 .ok_or_else(|| BackendError::Unsupported {
@@ -76,23 +116,145 @@ impl TtyShareBackend {
                 ),
             });
         }
+        let tty_share = program(NAME, &self.program)?;
         let (cols, rows) = spec.size.unwrap_or((80, 24));
-        let mut cmd = WorkerCommand::new(&self.program)
+        let mut cmd = WorkerCommand::new(tty_share.to_string_lossy())
             .arg("--headless")
             .arg("--no-wait")
             .args(["--headless-cols".to_string(), cols.to_string()])
             .args(["--headless-rows".to_string(), rows.to_string()])
-            .args([
-                "--listen".to_string(),
-                format!("{}:{port}", fmt_host(self.listen)),
-            ])
-            .args(["--command".to_string(), program.clone()])
+            .args(["--listen".to_string(), format!("{listen}:{port}")])
+            .args(["--command".to_string(), program_arg.clone()])
             .args(["--args".to_string(), rest.join(" ")]);
         if spec.access == termshare_actors::AccessMode::ReadOnly {
             cmd = cmd.arg("--readonly");
         }
-        cmd.env_remove.push("TMUX".into());
         Ok(cmd)
+    }
+
+    /// Spawn tty-share in its own network namespace, wait for its URL and for it to
+    /// listen there, and put the link front before it.
+    async fn start_isolated(&self, spec: &WorkerSpec) -> Result<StartedWorker, BackendError> {
+        let deadline = Instant::now() + spec.link_timeout;
+        let cmd = self.command(spec, "127.0.0.1", netns::INNER_PORT)?;
+        let (connector, helper_end, plan) = netns::pair(netns::INNER_PORT)
+            .map_err(|e| Self::err_start(format!("no socket pair: {e}")))?;
+        let spawned = self.spawner.spawn_in(&cmd, Some(plan)).await;
+        drop(helper_end); // the helper has its own copy now
+        let mut process = spawned.map_err(|e| BackendError::Unavailable {
+            backend: NAME.into(),
+            reason: format!(
+                "cannot start tty-share in a private network namespace ({e}). Without one, \
+                 any local user could join the share; enable unprivileged user namespaces, \
+                 or set [backends.tty_share] local_users_may_join = true to accept that"
+            ),
+        })?;
+        read_url(&mut process, spec, deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = connector.wait_listening(left).await {
+            return Err(if process.has_exited() {
+                Self::err_start(format!("tty-share exited: {}", process.stderr_tail()))
+            } else {
+                BackendError::LinkTimeout {
+                    backend: NAME.into(),
+                    after: spec.link_timeout,
+                    detail: format!("tty-share printed its URL but did not listen: {e}"),
+                }
+            });
+        }
+        let front = LinkFront::start(self.listen, connector)
+            .await
+            .map_err(|e| {
+                Self::err_start(format!(
+                    "cannot open the link front on {}: {e}",
+                    self.listen
+                ))
+            })?;
+        Ok(StartedWorker {
+            links: Links::new(front.link()),
+            worker: Box::new(ProcessWorker::new(
+                process,
+                GracefulStop::SigTerm,
+                vec![Box::new(front)],
+            )),
+        })
+    }
+
+    /// tty-share on `listen` as it is: any local user who finds the port may join.
+    async fn start_exposed(&self, spec: &WorkerSpec) -> Result<StartedWorker, BackendError> {
+        let deadline = Instant::now() + spec.link_timeout;
+        let mut last_error = String::new();
+        // A port picked free can be taken before tty-share binds it; try a few.
+        for _ in 0..3 {
+            let port = free_port(self.listen)
+                .map_err(|e| Self::err_start(format!("no free port: {e}")))?;
+            let cmd = self.command(spec, &fmt_host(self.listen), port)?;
+            let mut process = self
+                .spawner
+                .spawn(&cmd)
+                .await
+                .map_err(|e| Self::err_start(format!("cannot run tty-share: {e}")))?;
+            let link = read_url(&mut process, spec, deadline).await?;
+            // Proof of life: our own process listens on the port. A TCP connect tells
+            // cheaply when something listens (tty-share listens a moment after
+            // printing its URL); sock_diag and /proc/PID/fd then tell whether it is ours.
+            let addr = std::net::SocketAddr::new(self.listen, port);
+            loop {
+                let answering = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                .is_ok_and(|c| c.is_ok());
+                if answering && listens_on(process.pid, port) {
+                    return Ok(StartedWorker {
+                        links: Links::new(link),
+                        worker: Box::new(ProcessWorker::new(
+                            process,
+                            GracefulStop::SigTerm,
+                            vec![],
+                        )),
+                    });
+                }
+                if process.has_exited() {
+                    last_error = format!("port {port} was taken; tty-share exited");
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(BackendError::LinkTimeout {
+                        backend: NAME.into(),
+                        after: spec.link_timeout,
+                        detail: format!(
+                            "tty-share printed its URL but never listened on port {port}"
+                        ),
+                    });
+                }
+                // No event tells when a socket starts listening: look again shortly.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Err(Self::err_start(last_error))
+    }
+}
+
+/// Read tty-share's stdout until its URL line.
+async fn read_url(
+    process: &mut SpawnedProcess,
+    spec: &WorkerSpec,
+    deadline: Instant,
+) -> Result<String, BackendError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match process.read_until(left, parse_link).await {
+        Ok(link) => Ok(link),
+        Err(LinkWait::TimedOut) => Err(BackendError::LinkTimeout {
+            backend: NAME.into(),
+            after: spec.link_timeout,
+            detail: format!("tty-share printed no URL ({})", process.stderr_tail()),
+        }),
+        Err(LinkWait::Exited(how)) => Err(TtyShareBackend::err_start(format!(
+            "tty-share {how} before printing its URL: {}",
+            process.stderr_tail()
+        ))),
     }
 }
 
@@ -118,74 +280,14 @@ impl termshare_actors::Backend for TtyShareBackend {
     }
 
     fn check(&self) -> Result<(), BackendError> {
-        require_program(NAME, &self.program, "apt-get install tty-share").map(|_| ())
+        program(NAME, &self.program).map(|_| ())
     }
 
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
-        let deadline = Instant::now() + spec.link_timeout;
-        let mut last_error = String::new();
-        // A port picked free can be taken before tty-share binds it; try a few.
-        for _ in 0..3 {
-            let port = free_port(self.listen)
-                .map_err(|e| Self::err_start(format!("no free port: {e}")))?;
-            let cmd = self.command(&spec, port)?;
-            let mut process = self
-                .spawner
-                .spawn(&cmd)
-                .await
-                .map_err(|e| Self::err_start(format!("cannot run tty-share: {e}")))?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let link = match process.read_until(left, parse_link).await {
-                Ok(link) => link,
-                Err(LinkWait::TimedOut) => {
-                    return Err(BackendError::LinkTimeout {
-                        backend: NAME.into(),
-                        after: spec.link_timeout,
-                        detail: format!("tty-share printed no URL ({})", process.stderr_tail()),
-                    })
-                }
-                Err(LinkWait::Exited(how)) => {
-                    return Err(Self::err_start(format!(
-                        "tty-share {how} before printing its URL: {}",
-                        process.stderr_tail()
-                    )))
-                }
-            };
-            // Proof of life: our own process listens on the port. A TCP connect tells
-            // cheaply when something listens (tty-share listens a moment after
-            // printing its URL); sock_diag and /proc/PID/fd then tell whether it is ours.
-            let addr = std::net::SocketAddr::new(self.listen, port);
-            loop {
-                let answering = tokio::time::timeout(
-                    Duration::from_millis(100),
-                    tokio::net::TcpStream::connect(addr),
-                )
-                .await
-                .is_ok_and(|c| c.is_ok());
-                if answering && listens_on(process.pid, port) {
-                    return Ok(StartedWorker {
-                        links: Links::new(link),
-                        worker: Box::new(ProcessWorker::new(process, GracefulStop::SigTerm, None)),
-                    });
-                }
-                if process.has_exited() {
-                    last_error = format!("port {port} was taken; tty-share exited");
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(BackendError::LinkTimeout {
-                        backend: NAME.into(),
-                        after: spec.link_timeout,
-                        detail: format!(
-                            "tty-share printed its URL but never listened on port {port}"
-                        ),
-                    });
-                }
-                // No event tells when a socket starts listening: look again shortly.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+        match self.isolation {
+            Isolation::PrivateNetwork => self.start_isolated(&spec).await,
+            Isolation::LocalUsersMayJoin => self.start_exposed(&spec).await,
         }
-        Err(Self::err_start(last_error))
     }
 }
 

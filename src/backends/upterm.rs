@@ -18,7 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use termshare_actors::{AccessMode, BackendError, BackendName, Links, StartedWorker, WorkerSpec};
 
-use crate::backends::{require_program, shell_join, strip_ansi};
+use crate::backends::{program, shell_join, strip_ansi};
+use crate::launch::Resolved;
 use crate::process::{GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, WorkerCommand};
 
 pub const NAME: &str = "upterm";
@@ -49,11 +50,18 @@ impl Default for UptermSettings {
 pub struct UptermBackend {
     spawner: Arc<ProcessSpawner>,
     settings: UptermSettings,
+    /// `settings.program`, resolved when termshare started.
+    program: Resolved,
 }
 
 impl UptermBackend {
-    pub fn new(spawner: Arc<ProcessSpawner>, settings: UptermSettings) -> Self {
-        UptermBackend { spawner, settings }
+    /// `program` is `settings.program` resolved at start ([`crate::Programs`]).
+    pub fn new(spawner: Arc<ProcessSpawner>, settings: UptermSettings, program: Resolved) -> Self {
+        UptermBackend {
+            spawner,
+            settings,
+            program,
+        }
     }
 
     /// The full argv of `upterm host` for this share.
@@ -150,22 +158,13 @@ impl termshare_actors::Backend for UptermBackend {
                 }
             }
         }
-        require_program(
-            NAME,
-            &self.settings.program,
-            "upterm is not packaged for Debian; install it from its releases",
-        )
-        .map(|_| ())
+        program(NAME, &self.program).map(|_| ())
     }
 
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
-        let mut cmd = WorkerCommand::new(&self.settings.program).args(self.host_args(&spec));
-        // Everything is passed explicitly: no UPTERM_* from the environment, no TMUX.
-        cmd.env_remove = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .filter(|k| k.starts_with("UPTERM_"))
-            .chain(["TMUX".to_string()])
-            .collect();
+        // Everything is passed explicitly; the clean environment has no UPTERM_* or TMUX.
+        let upterm = program(NAME, &self.program)?;
+        let cmd = WorkerCommand::new(upterm.to_string_lossy()).args(self.host_args(&spec));
         let mut process =
             self.spawner
                 .spawn(&cmd)
@@ -209,7 +208,7 @@ impl termshare_actors::Backend for UptermBackend {
         };
         Ok(StartedWorker {
             links: Links::new(link),
-            worker: Box::new(ProcessWorker::new(process, GracefulStop::SigTerm, None)),
+            worker: Box::new(ProcessWorker::new(process, GracefulStop::SigTerm, vec![])),
         })
     }
 }

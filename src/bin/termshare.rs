@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
 use termshare::actors::{
-    AccessMode, AuditEvent, AuditKind, BackendName, InvalidInput, Principal, ShareRequest,
+    AccessMode, AuditEvent, AuditKind, BackendName, Caller, InvalidInput, Principal, ShareRequest,
     TerminalName,
 };
-use termshare::client::{Client, ClientError};
+use termshare::client::{Client, ClientError, ConnectError};
 use termshare::config::Config;
+use termshare::daemon::{PeerMap, SocketAccess};
 use termshare::policy::Policy;
 use termshare::{daemon, exit, protocol, Termshare};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -218,12 +219,38 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(exit::INTERNAL, format!("cannot start the runtime: {e}")),
     };
-    let socket = config.socket_path(cli.socket.as_deref());
     let json = cli.json;
+    let needs_socket = !matches!(cli.command, Command::Audit(_));
+    let socket = match config.socket_path(cli.socket.as_deref()) {
+        Ok(s) => Socket {
+            path: s,
+            daemon_uid: None,
+        },
+        Err(e) if needs_socket => return fail(exit::INVALID, e),
+        Err(_) => Socket {
+            path: PathBuf::new(),
+            daemon_uid: None,
+        },
+    };
+    let socket = match &config.service.daemon_user {
+        None => socket,
+        Some(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Socket {
+                daemon_uid: Some(u.uid.as_raw()),
+                ..socket
+            },
+            _ => {
+                return fail(
+                    exit::INVALID,
+                    format!("service.daemon_user `{name}`: no such user"),
+                )
+            }
+        },
+    };
     runtime.block_on(async move {
         match cli.command {
             Command::Share(args) => share(config, &socket, args, json).await,
-            Command::Serve { policy, check } => serve(config, &socket, policy, check).await,
+            Command::Serve { policy, check } => serve(config, &socket.path, policy, check).await,
             Command::List => list(&socket, json).await,
             Command::Extend { share, duration, principal } => {
                 let cmd = json!({"cmd": "extend", "share_id": share,
@@ -244,6 +271,13 @@ fn main() -> ExitCode {
     })
 }
 
+/// The daemon's socket, and whom the client trusts to listen on it.
+struct Socket {
+    path: PathBuf,
+    /// `[service] daemon_user`: a shared daemon that is not ours.
+    daemon_uid: Option<u32>,
+}
+
 /// Drop `null` fields so optional flags left out are not sent.
 fn compact(mut v: Value) -> Value {
     if let Value::Object(o) = &mut v {
@@ -252,16 +286,19 @@ fn compact(mut v: Value) -> Value {
     v
 }
 
-async fn connect(socket: &Path) -> Result<Client, ExitCode> {
-    Client::connect(socket).await.map_err(|e| {
-        fail(
-            exit::NO_DAEMON,
-            format!(
-                "no termshare daemon answers on {} ({e}); start one with `termshare serve`",
-                socket.display()
+async fn connect(socket: &Socket) -> Result<Client, ExitCode> {
+    Client::connect(&socket.path, socket.daemon_uid)
+        .await
+        .map_err(|e| match e {
+            ConnectError::NoDaemon(e) => fail(
+                exit::NO_DAEMON,
+                format!(
+                    "no termshare daemon answers on {} ({e}); start one with `termshare serve`",
+                    socket.path.display()
+                ),
             ),
-        )
-    })
+            ConnectError::Untrusted(e) => fail(exit::NO_DAEMON, e),
+        })
 }
 
 fn client_fail(e: ClientError) -> ExitCode {
@@ -273,16 +310,21 @@ fn client_fail(e: ClientError) -> ExitCode {
 
 // ---------------------------------------------------------------------------- share
 
-async fn share(config: Config, socket: &Path, args: ShareArgs, as_json: bool) -> ExitCode {
+async fn share(config: Config, socket: &Socket, args: ShareArgs, as_json: bool) -> ExitCode {
     let request = match build_request(&args) {
         Ok(r) => r,
         Err(e) => return fail(exit::INVALID, e),
     };
-    if let Ok(mut client) = Client::connect(socket).await {
+    let connected = Client::connect(&socket.path, socket.daemon_uid).await;
+    if let Err(ConnectError::Untrusted(e)) = &connected {
+        // Something answers that is not our daemon: never talk to it.
+        eprintln!("termshare: {e}; sharing in the foreground instead");
+    }
+    if let Ok(mut client) = connected {
         if args.policy.is_some() {
             eprintln!(
                 "termshare: note: a daemon answers on {}; its own policy applies, not --policy",
-                socket.display()
+                socket.path.display()
             );
         }
         let cmd = compact(json!({
@@ -290,7 +332,7 @@ async fn share(config: Config, socket: &Path, args: ShareArgs, as_json: bool) ->
             "terminal": request.terminal.as_str(),
             "backend": request.backend.as_str(),
             "access": request.access.as_str(),
-            "as": request.principal.as_str(),
+            "as": args.principal,
             "ttl": request.ttl.map(|d| humantime::format_duration(d).to_string()),
             "grace": request.grace.as_ref().map(|g| g.iter().map(|d| humantime::format_duration(*d).to_string()).collect::<Vec<_>>()),
         }));
@@ -302,7 +344,7 @@ async fn share(config: Config, socket: &Path, args: ShareArgs, as_json: bool) ->
             Err(e) => client_fail(e),
         };
     }
-    foreground_share(config, request, args.policy, as_json).await
+    foreground_share(config, request, args.principal, args.policy, as_json).await
 }
 
 fn signals() -> Result<(Signal, Signal), ExitCode> {
@@ -328,9 +370,12 @@ fn load_policy(
     }
 }
 
+/// Shares in the foreground: this process runs the subsystem, as its own user (the
+/// kernel's word): `--as` picks among that user's principals, as over the socket.
 async fn foreground_share(
     config: Config,
-    request: ShareRequest,
+    mut request: ShareRequest,
+    claimed: Option<String>,
     policy: Option<PathBuf>,
     as_json: bool,
 ) -> ExitCode {
@@ -338,17 +383,26 @@ async fn foreground_share(
         Ok(p) => p,
         Err(code) => return code,
     };
+    let me = nix::unistd::geteuid().as_raw();
+    let identity = match PeerMap::new(&policy, false).identify(me, Some(std::process::id() as i32))
+    {
+        Ok(identity) => identity,
+        Err(why) => return fail(exit::DENIED, why),
+    };
+    request.caller = match daemon::peers::caller(&identity, claimed.as_deref()) {
+        Ok(caller) => caller,
+        Err(e) => return fail(exit::code(&e), e),
+    };
     let (mut sigint, mut sigterm) = match signals() {
         Ok(s) => s,
         Err(code) => return code,
     };
     let ts = match Termshare::start(&config, policy).await {
         Ok(t) => t,
-        Err(e @ termshare::StartError::Config(_)) => return fail(exit::INVALID, e),
-        Err(e) => return fail(exit::INTERNAL, e),
+        Err(e) => return start_fail(e),
     };
     let mut events = ts.subscribe();
-    let principal = request.principal.clone();
+    let principal = request.caller.clone();
     let info = tokio::select! {
         r = ts.share(request) => r,
         _ = sigint.recv() => { ts.shutdown().await; return fail(exit::INTERNAL, "interrupted before the share started"); }
@@ -400,11 +454,15 @@ async fn foreground_share(
     }
 }
 
-fn default_principal() -> Result<Principal, String> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!("human:{user}")
-        .parse()
-        .map_err(|e: InvalidInput| format!("{e}; pass --as"))
+/// The exit for a subsystem that could not start: bad config or paths are invalid
+/// input, anything else internal.
+fn start_fail(e: termshare::StartError) -> ExitCode {
+    use termshare::StartError as E;
+    match e {
+        E::Config(_) | E::Path(_) | E::Audit { .. } | E::Runtime(_) => fail(exit::INVALID, e),
+        E::Service(ref s) => fail(exit::code(s), e),
+        E::Spawner(_) => fail(exit::INTERNAL, e),
+    }
 }
 
 fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
@@ -416,9 +474,11 @@ fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
         .access
         .parse()
         .map_err(|e: InvalidInput| e.to_string())?;
+    // Who shares is settled by the daemon (or the foreground) from the kernel's word;
+    // here the claim is only checked for form.
     let principal: Principal = match &args.principal {
         Some(p) => p.parse().map_err(|e: InvalidInput| e.to_string())?,
-        None => default_principal()?,
+        None => daemon::peers::default_principal(nix::unistd::geteuid().as_raw()),
     };
     if !["tty-share", "tmate", "upterm"].contains(&args.backend.as_str()) {
         return Err(format!(
@@ -430,7 +490,7 @@ fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
         terminal,
         backend: BackendName::new(args.backend.clone()),
         access,
-        principal,
+        caller: Caller::from(principal),
         ttl: args.ttl,
         grace: args.grace.clone(),
     })
@@ -451,12 +511,53 @@ async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bo
         Some(p) => format!("{} ({} rules)", p.display(), policy.rules.len()),
         None => "none: every share is denied".into(),
     };
+    let access = SocketAccess {
+        group: config.service.socket_group.clone(),
+    };
+    let peers = PeerMap::new(&policy, access.group.is_some());
     if check {
-        println!("socket:  {}", socket.display());
-        println!("policy:  {policy_desc}");
-        println!("audit:   {}", config.audit_path().display());
+        let programs = termshare::Programs::resolve(&config);
+        let audit = config
+            .audit_path()
+            .map_or_else(|e| format!("unavailable: {e}"), |p| p.display().to_string());
+        let runtime = config
+            .runtime_dir()
+            .map_or_else(|e| format!("unavailable: {e}"), |p| p.display().to_string());
+        println!("socket:    {}", socket.display());
         println!(
-            "metrics: {}",
+            "access:    {}",
+            match &access.group {
+                Some(g) => format!("the daemon's user and group {g} (socket 0660, directory 0750)"),
+                None => "the daemon's user only (socket 0600)".into(),
+            }
+        );
+        println!("policy:    {policy_desc}");
+        let me = nix::unistd::geteuid().as_raw();
+        if let Ok(owner) = peers.identify(me, None) {
+            let names: Vec<&str> = owner.principals().iter().map(|p| p.as_str()).collect();
+            println!("you act as: {} (operator)", names.join(", "));
+        }
+        for entry in &policy.identities {
+            let names: Vec<&str> = entry.principals.iter().map(|p| p.as_str()).collect();
+            println!(
+                "identity:  uid {}{} may act as {}",
+                entry.uid,
+                entry
+                    .user
+                    .as_deref()
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default(),
+                names.join(", ")
+            );
+        }
+        println!("audit:     {audit}");
+        println!("runtime:   {runtime}");
+        println!("tmux:      {}", programs.tmux.describe());
+        println!("tty-share: {}", programs.tty_share.describe());
+        println!("tmate:     {}", programs.tmate.describe());
+        println!("upterm:    {}", programs.upterm.describe());
+        println!(
+            "metrics:   {}",
             metrics.map_or("off".into(), |m| format!("http://{m}/metrics"))
         );
         return ExitCode::SUCCESS;
@@ -470,14 +571,17 @@ async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bo
         Ok(s) => s,
         Err(code) => return code,
     };
-    let listener = match daemon::bind(socket).await {
+    raise_open_file_limit();
+    let listener = match daemon::bind(socket, &access).await {
         Ok(l) => l,
         Err(e) => return fail(exit::INTERNAL, e),
     };
     let ts = match Termshare::start(&config, policy).await {
         Ok(t) => t,
-        Err(e @ termshare::StartError::Config(_)) => return fail(exit::INVALID, e),
-        Err(e) => return fail(exit::INTERNAL, e),
+        Err(e) => {
+            let _ = std::fs::remove_file(socket);
+            return start_fail(e);
+        }
     };
     tracing::info!(socket = %socket.display(), policy = %policy_desc, "termshare daemon listening");
     let shutdown = async {
@@ -486,7 +590,7 @@ async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bo
             _ = sigterm.recv() => {}
         }
     };
-    let reports = daemon::serve(ts, listener, socket.to_path_buf(), shutdown).await;
+    let reports = daemon::serve(ts, peers, listener, socket.to_path_buf(), shutdown).await;
     tracing::info!(
         shares = reports.len(),
         "termshare daemon stopped every share; exiting"
@@ -494,9 +598,18 @@ async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bo
     ExitCode::SUCCESS
 }
 
+/// Each connection and worker holds descriptors: raise the soft limit to the hard one
+/// (the daemon's own connection bound stays far below it).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 // ---------------------------------------------------------------------------- client commands
 
-async fn list(socket: &Path, as_json: bool) -> ExitCode {
+async fn list(socket: &Socket, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -543,7 +656,7 @@ async fn list(socket: &Path, as_json: bool) -> ExitCode {
     }
 }
 
-async fn one_share(socket: &Path, cmd: Value, as_json: bool) -> ExitCode {
+async fn one_share(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -557,7 +670,7 @@ async fn one_share(socket: &Path, cmd: Value, as_json: bool) -> ExitCode {
     }
 }
 
-async fn revoke(socket: &Path, cmd: Value, as_json: bool) -> ExitCode {
+async fn revoke(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -581,7 +694,7 @@ async fn revoke(socket: &Path, cmd: Value, as_json: bool) -> ExitCode {
     }
 }
 
-async fn status(socket: &Path, watch: bool, as_json: bool) -> ExitCode {
+async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -631,15 +744,12 @@ async fn status(socket: &Path, watch: bool, as_json: bool) -> ExitCode {
 
 // ---------------------------------------------------------------------------- handoff
 
-async fn handoff(socket: &Path, cmd: HandoffCommand, as_json: bool) -> ExitCode {
+async fn handoff(socket: &Socket, cmd: HandoffCommand, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let default_as = |p: Option<String>| match p {
-        Some(p) => Ok(p),
-        None => default_principal().map(|p| p.to_string()),
-    };
+    // Without --as, the daemon acts as the caller's first principal.
     let request = match cmd {
         HandoffCommand::Request {
             terminal,
@@ -647,27 +757,18 @@ async fn handoff(socket: &Path, cmd: HandoffCommand, as_json: bool) -> ExitCode 
             principal,
             reason,
             backend,
-        } => match default_as(principal) {
-            Ok(from) => {
-                json!({"cmd": "handoff_request", "terminal": terminal, "to": to, "as": from,
-                               "reason": reason, "backend": backend})
-            }
-            Err(e) => return fail(exit::INVALID, e),
-        },
-        HandoffCommand::Approve { handoff, principal } => match default_as(principal) {
-            Ok(by) => json!({"cmd": "handoff_approve", "handoff_id": handoff, "as": by}),
-            Err(e) => return fail(exit::INVALID, e),
-        },
+        } => json!({"cmd": "handoff_request", "terminal": terminal, "to": to, "as": principal,
+                    "reason": reason, "backend": backend}),
+        HandoffCommand::Approve { handoff, principal } => {
+            json!({"cmd": "handoff_approve", "handoff_id": handoff, "as": principal})
+        }
         HandoffCommand::Deny {
             handoff,
             principal,
             reason,
-        } => match default_as(principal) {
-            Ok(by) => {
-                json!({"cmd": "handoff_deny", "handoff_id": handoff, "as": by, "reason": reason})
-            }
-            Err(e) => return fail(exit::INVALID, e),
-        },
+        } => {
+            json!({"cmd": "handoff_deny", "handoff_id": handoff, "as": principal, "reason": reason})
+        }
         HandoffCommand::Show { handoff } => json!({"cmd": "handoff_show", "handoff_id": handoff}),
         HandoffCommand::List => json!({"cmd": "handoff_list"}),
     };
@@ -819,7 +920,10 @@ async fn audit(config: &Config, args: AuditArgs, as_json: bool) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(exit::INVALID, e),
     };
-    let path = args.file.clone().unwrap_or_else(|| config.audit_path());
+    let path = match args.file.clone().map_or_else(|| config.audit_path(), Ok) {
+        Ok(p) => p,
+        Err(e) => return fail(exit::INVALID, e),
+    };
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {

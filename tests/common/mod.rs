@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod users;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,28 +85,38 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", &format!("={}:", self.session)])
     }
 
-    /// A config file that points termshare at this server and an audit file beside it.
+    /// A config file that points termshare at this server, with an audit file, a
+    /// control socket and a runtime directory of the test's own.
     pub fn config(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("config.toml");
+        // A private control socket: never a daemon of the user's or another test's.
+        let service = format!(
+            "socket = \"{}\"\nruntime_dir = \"{}\"\n",
+            self.daemon_socket().display(),
+            self.runtime_dir().display()
+        );
+        let extra = match extra.find("[service]\n") {
+            Some(i) => {
+                let at = i + "[service]\n".len();
+                format!("{}{service}{}", &extra[..at], &extra[at..])
+            }
+            None => format!("{extra}\n[service]\n{service}"),
+        };
         std::fs::write(
             &path,
             format!(
-                "{extra}\n[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n{}",
+                "{extra}\n[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n",
                 self.socket.display(),
                 self.audit_path().display(),
-                // A private control socket: never a daemon of the user's or another test's.
-                if extra.contains("[service]") {
-                    String::new()
-                } else {
-                    format!(
-                        "[service]\nsocket = \"{}\"\n",
-                        self.daemon_socket().display()
-                    )
-                }
             ),
         )
         .unwrap();
         path
+    }
+
+    /// Where termshare keeps its instance directories (tmate's scratch, …).
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("rt")
     }
 
     pub fn daemon_socket(&self) -> PathBuf {
@@ -422,4 +434,14 @@ pub async fn end_event(
     .await
     .ok()
     .flatten()
+}
+
+/// Tests that switch uids or add users need root; they are `#[ignore]`d and run by
+/// `scripts/test.sh` as root (CI). Run by hand without root, they fail here, loudly.
+pub fn require_root() {
+    assert_eq!(
+        nix::unistd::geteuid().as_raw(),
+        0,
+        "this test needs root: run it as root (scripts/test.sh does in CI)"
+    );
 }

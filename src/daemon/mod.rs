@@ -1,24 +1,33 @@
-//! `termshare serve`: the subsystem behind a Unix socket that only its owner can use.
+//! `termshare serve`: the subsystem behind a Unix socket.
 //!
-//! The socket lives in a directory only the owner can enter (`$XDG_RUNTIME_DIR`, or a
-//! 0700 `/tmp/termshare-UID` that must be ours), is itself mode 0600, and every
-//! connection's peer uid is checked against ours. Requests are JSON lines
-//! ([`crate::protocol`]); each connection is served by its own task, and a bad line
-//! gets an error reply, never a crash. Shutdown stops accepting, removes the socket,
-//! revokes every share and reaps every worker.
+//! The socket lives in a directory only the daemon's user can write ([`socket`]); by
+//! default only that user can connect, and with `[service] socket_group` the members
+//! of that group can too. Every connection's peer is identified by the kernel
+//! (SO_PEERCRED) and mapped to the principals it may act as ([`peers`]); every action
+//! it takes goes through the same admission as the library API, with its peer on the
+//! audit record. Requests are JSON lines ([`crate::protocol`]); each connection is
+//! served by its own task, and a bad line gets an error reply, never a crash.
+//!
+//! Nobody can starve the socket: connections are bounded in all and per user, a
+//! connection that sends no complete request in [`IDLE_TIMEOUT`] is closed, and
+//! `watch` streams take slots of their own, so they never hold the slots control
+//! requests need. Shutdown stops accepting, removes the socket, revokes every share
+//! and reaps every worker.
 
+pub mod peers;
+pub mod socket;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use termshare_actors::{
-    AccessMode, BackendName, Principal, ShareError, ShareId, ShareRequest, TerminalName,
+    AccessMode, BackendName, Caller, Identity, ShareError, ShareId, ShareRequest, TerminalName,
 };
-use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -26,114 +35,117 @@ use tokio::sync::Semaphore;
 use crate::protocol::{self, Command, ProtocolError, MAX_LINE};
 use crate::Termshare;
 
-/// Connections served at once; more wait for a free slot.
-const MAX_CONNECTIONS: usize = 128;
+pub use peers::PeerMap;
+pub use socket::{bind, DaemonError, SocketAccess};
 
-#[derive(Debug, Error)]
-pub enum DaemonError {
-    #[error("another termshare daemon already answers on {0}")]
-    AlreadyRunning(PathBuf),
-    #[error("socket directory {path} is unsafe: {why}")]
-    UnsafeDirectory { path: PathBuf, why: String },
-    #[error("cannot listen on {path}: {source}")]
-    Listen { path: PathBuf, source: io::Error },
+/// Connections open at once, in all. More are turned away with `busy`.
+const MAX_CONNECTIONS: usize = 1024;
+/// Connections one user other than the daemon's may hold.
+const MAX_PER_OTHER_USER: usize = 64;
+/// `watch` streams at once. They hold no control slot.
+const MAX_WATCHERS: usize = 512;
+/// A connection that sends no complete request line for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counts of open connections per uid, to cap other users.
+#[derive(Default)]
+struct PerUser {
+    open: parking_lot::Mutex<HashMap<u32, usize>>,
 }
 
-/// The default socket: `$XDG_RUNTIME_DIR/termshare.sock`, else
-/// `/tmp/termshare-UID/termshare.sock`.
-pub fn default_socket() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir.join("termshare.sock"),
-        _ => PathBuf::from(format!("/tmp/termshare-{}", nix::unistd::geteuid()))
-            .join("termshare.sock"),
-    }
+/// One connection's place in [`PerUser`]; released on drop.
+struct UserSlot {
+    uid: u32,
+    table: Arc<PerUser>,
 }
 
-/// Make sure the socket's directory exists, is ours, and nobody else can write to it.
-fn prepare_directory(dir: &Path) -> Result<(), DaemonError> {
-    let unsafe_dir = |why: String| DaemonError::UnsafeDirectory {
-        path: dir.to_path_buf(),
-        why,
-    };
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| unsafe_dir(format!("cannot create it: {e}")))?;
-    }
-    let meta = std::fs::metadata(dir).map_err(|e| unsafe_dir(e.to_string()))?;
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(unsafe_dir(format!("it belongs to uid {}", meta.uid())));
-    }
-    // Whoever can write the directory can replace the socket under its clients.
-    if meta.mode() & 0o022 != 0 {
-        return Err(unsafe_dir(format!(
-            "others may write to it (mode {:o}); use a directory only you can write, such as one with mode 0700",
-            meta.mode() & 0o777
-        )));
-    }
-    Ok(())
-}
-
-/// Bind the socket: refuse if a daemon answers there, replace a stale file, mode 0600.
-pub async fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
-    if let Some(dir) = path.parent() {
-        prepare_directory(dir)?;
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(DaemonError::Listen {
-                path: path.to_path_buf(),
-                source: io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a file that is not a socket is in the way; not removing it",
-                ),
-            });
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock();
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
         }
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
-        }
-        // A stale socket from a daemon that died.
-        let _ = std::fs::remove_file(path);
     }
-    let listen_err = |source| DaemonError::Listen {
-        path: path.to_path_buf(),
-        source,
-    };
-    let listener = UnixListener::bind(path).map_err(listen_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
-    Ok(listener)
+}
+
+impl PerUser {
+    fn take(self: &Arc<Self>, uid: u32, limit: usize) -> Option<UserSlot> {
+        let mut open = self.open.lock();
+        let n = open.entry(uid).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            uid,
+            table: self.clone(),
+        })
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    ts: Termshare,
+    peers: PeerMap,
+    watchers: Arc<Semaphore>,
 }
 
 /// Serve until `shutdown` resolves, then stop every share and remove the socket.
 pub async fn serve(
     ts: Termshare,
+    peers: PeerMap,
     listener: UnixListener,
     path: PathBuf,
     shutdown: impl Future<Output = ()>,
 ) -> Vec<termshare_actors::RevokeReport> {
-    let ts = Arc::new(ts);
+    let shared = Arc::new(Shared {
+        ts,
+        peers,
+        watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+    });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_user = Arc::new(PerUser::default());
+    let owner = nix::unistd::geteuid().as_raw();
     let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let Ok((mut stream, _)) = accepted else { continue };
-                // At the limit, turn the newcomer away at once rather than stall the
+            // After an accept error (out of descriptors), wait before the next try
+            // instead of spinning; shutdown still wins.
+            accepted = async {
+                tokio::time::sleep(backoff).await;
+                listener.accept().await
+            } => {
+                let mut stream = match accepted {
+                    Ok((stream, _)) => {
+                        backoff = Duration::ZERO;
+                        stream
+                    }
+                    Err(e) => {
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        tracing::warn!(error = %e, ?backoff, "accept failed");
+                        continue;
+                    }
+                };
+                let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+                let limit = if uid == owner { MAX_CONNECTIONS } else { MAX_PER_OTHER_USER };
+                // At a limit, turn the newcomer away at once rather than stall the
                 // accept loop (and with it shutdown).
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    let busy = protocol::error(&Value::Null, "busy", crate::exit::INTERNAL, "too many connections; try again");
-                    let _ = write_line(&mut stream, &busy).await;
+                let (Ok(permit), Some(user_slot)) =
+                    (slots.clone().try_acquire_owned(), per_user.take(uid, limit))
+                else {
+                    let _ = write_line(&mut stream, &busy(&Value::Null)).await;
                     continue;
                 };
-                let ts = ts.clone();
+                let shared = shared.clone();
                 connections.spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = serve_connection(&ts, stream).await {
+                    let _slots = (permit, user_slot);
+                    if let Err(e) = serve_connection(&shared, stream).await {
                         tracing::debug!(error = %e, "connection ended");
                     }
                 });
@@ -143,17 +155,28 @@ pub async fn serve(
     }
     drop(listener);
     let _ = std::fs::remove_file(&path);
+    // Aborting connection tasks is safe: every operation's state lives in the actors,
+    // not in a connection task; an aborted caller only loses its answer.
     connections.shutdown().await;
-    match Arc::try_unwrap(ts) {
-        Ok(ts) => ts.shutdown().await,
-        Err(ts) => {
+    match Arc::try_unwrap(shared) {
+        Ok(shared) => shared.ts.shutdown().await,
+        Err(shared) => {
             // Every connection task has been joined, so this does not happen; if it
             // did, no worker may outlive the daemon all the same.
             tracing::error!("connections still hold the service at shutdown");
-            ts.kill_workers();
+            shared.ts.kill_workers();
             Vec::new()
         }
     }
+}
+
+fn busy(id: &Value) -> Value {
+    protocol::error(
+        id,
+        "busy",
+        crate::exit::INTERNAL,
+        "the daemon is serving too many connections; try again",
+    )
 }
 
 /// What reading one line gave.
@@ -207,17 +230,26 @@ async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), v: &Value) -> io::Resu
     w.write_all(&line).await
 }
 
-async fn serve_connection(ts: &Termshare, stream: UnixStream) -> io::Result<()> {
-    // The socket's mode already keeps others out; check the peer too.
-    let me = nix::unistd::geteuid().as_raw();
-    match stream.peer_cred() {
-        Ok(cred) if cred.uid() == me => {}
-        _ => return Ok(()), // drop the connection without a word
-    }
+async fn serve_connection(shared: &Shared, stream: UnixStream) -> io::Result<()> {
+    let cred = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
+    let identity = match shared.peers.identify(cred.uid(), cred.pid()) {
+        Ok(identity) => identity,
+        Err(why) => {
+            tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), %why, "connection turned away");
+            let e = protocol::error(&Value::Null, "denied", crate::exit::DENIED, &why);
+            return write_line(&mut write, &e).await;
+        }
+    };
     let mut read = BufReader::new(read);
     loop {
-        let line = match read_line_capped(&mut read).await? {
+        // A connection that sends no complete line in time (idle, or a half-sent
+        // line) gives its slot back.
+        let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line_capped(&mut read)).await {
+            Err(_) => return Ok(()),
+            Ok(line) => line?,
+        };
+        let line = match line {
             Line::Eof => return Ok(()),
             Line::TooLong => {
                 let e = protocol::protocol_error(&Value::Null, &ProtocolError::LineTooLong);
@@ -237,9 +269,13 @@ async fn serve_connection(ts: &Termshare, stream: UnixStream) -> io::Result<()> 
             }
         };
         if let Command::Watch {} = request.command {
-            return watch(ts, &request.id, &mut read, &mut write).await;
+            let Ok(_watching) = shared.watchers.clone().try_acquire_owned() else {
+                write_line(&mut write, &busy(&request.id)).await?;
+                continue;
+            };
+            return watch(&shared.ts, &identity, &request.id, &mut read, &mut write).await;
         }
-        let reply = match dispatch(ts, request.command).await {
+        let reply = match dispatch(&shared.ts, &identity, request.command).await {
             Ok(result) => protocol::ok(&request.id, result),
             Err(e) => protocol::share_error(&request.id, &e),
         };
@@ -247,9 +283,11 @@ async fn serve_connection(ts: &Termshare, stream: UnixStream) -> io::Result<()> 
     }
 }
 
-/// Stream the badge board: once now, then on every change, until the client leaves.
+/// Stream the badge board (the part `identity` may see): once now, then on every
+/// change, until the client leaves.
 async fn watch(
     ts: &Termshare,
+    identity: &Identity,
     id: &Value,
     read: &mut (impl AsyncBufRead + Unpin),
     write: &mut (impl AsyncWriteExt + Unpin),
@@ -257,7 +295,8 @@ async fn watch(
     let mut badges = ts.badges();
     write_line(write, &protocol::ok(id, json!("watching"))).await?;
     loop {
-        let board = serde_json::to_value(&*badges.borrow_and_update()).map_err(io::Error::other)?;
+        let board = peers::visible_board(&badges.borrow_and_update(), identity);
+        let board = serde_json::to_value(&board).map_err(io::Error::other)?;
         write_line(
             write,
             &json!({"v": protocol::VERSION, "id": id, "event": "badges", "badges": board,
@@ -281,17 +320,6 @@ fn audit_status(ts: &Termshare) -> Value {
     }
 }
 
-fn principal_or_default(p: Option<String>) -> Result<Principal, ShareError> {
-    match p {
-        Some(p) => Ok(p.parse()?),
-        None => Ok(format!(
-            "human:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        )
-        .parse()?),
-    }
-}
-
 fn duration(what: &str, s: &str) -> Result<Duration, ShareError> {
     let d = humantime::parse_duration(s)
         .map_err(|e| termshare_actors::InvalidInput::new(what, s, &e.to_string()))?;
@@ -303,7 +331,14 @@ fn duration(what: &str, s: &str) -> Result<Duration, ShareError> {
 
 /// Turn a protocol command into a call on the library API (the only implementation of
 /// every rule).
-async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError> {
+async fn dispatch(
+    ts: &Termshare,
+    identity: &Identity,
+    command: Command,
+) -> Result<Value, ShareError> {
+    let caller = |claimed: Option<String>| -> Result<Caller, ShareError> {
+        peers::caller(identity, claimed.as_deref())
+    };
     match command {
         Command::Ping {} => {
             Ok(json!({"version": env!("CARGO_PKG_VERSION"), "protocol": protocol::VERSION}))
@@ -323,7 +358,7 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
                     Some(a) => a.parse::<AccessMode>()?,
                     None => AccessMode::ReadWrite,
                 },
-                principal: principal_or_default(principal)?,
+                caller: caller(principal)?,
                 ttl: ttl.map(|t| duration("ttl", &t)).transpose()?,
                 grace: grace
                     .map(|g| {
@@ -335,9 +370,18 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
             };
             ts.share(request).await.map(|i| protocol::share_json(&i))
         }
-        Command::List {} => Ok(Value::Array(
-            ts.list().await?.iter().map(protocol::share_json).collect(),
-        )),
+        Command::List {} => {
+            // Only the shares this caller may manage (their links are secrets).
+            let me = caller(None)?;
+            Ok(Value::Array(
+                ts.list()
+                    .await?
+                    .iter()
+                    .filter(|info| me.may_manage(info))
+                    .map(protocol::share_json)
+                    .collect(),
+            ))
+        }
         Command::Extend {
             share_id,
             by,
@@ -345,7 +389,7 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
         } => {
             let id: ShareId = share_id.parse()?;
             let by = duration("duration", &by)?;
-            ts.extend(id, by, principal_or_default(principal)?)
+            ts.extend(id, by, caller(principal)?)
                 .await
                 .map(|i| protocol::share_json(&i))
         }
@@ -354,7 +398,7 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
             principal,
         } => {
             let id: ShareId = share_id.parse()?;
-            ts.revoke(id, principal_or_default(principal)?)
+            ts.revoke(id, caller(principal)?)
                 .await
                 .map(|r| protocol::report_json(&r))
         }
@@ -364,17 +408,13 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
             principal,
         } => {
             let id: ShareId = share_id.parse()?;
-            ts.switch(
-                id,
-                BackendName::new(backend),
-                principal_or_default(principal)?,
-            )
-            .await
-            .map(|i| protocol::share_json(&i))
+            ts.switch(id, BackendName::new(backend), caller(principal)?)
+                .await
+                .map(|i| protocol::share_json(&i))
         }
         Command::Status {} => {
-            let badges =
-                serde_json::to_value(&*ts.badges().borrow()).map_err(ShareError::internal)?;
+            let board = peers::visible_board(&ts.badges().borrow(), identity);
+            let badges = serde_json::to_value(&board).map_err(ShareError::internal)?;
             Ok(json!({"badges": badges, "audit": audit_status(ts)}))
         }
         Command::Watch {} => unreachable!("handled by the connection loop"),
@@ -387,7 +427,7 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
         } => {
             let request = termshare_actors::HandoffRequest {
                 terminal: terminal.parse()?,
-                from: principal_or_default(principal)?,
+                from: caller(principal)?,
                 to: to.parse()?,
                 reason: reason.unwrap_or_default(),
                 backend: backend.map(BackendName::new),
@@ -400,7 +440,7 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
             handoff_id,
             principal,
         } => ts
-            .handoff_approve(handoff_id.parse()?, principal_or_default(principal)?)
+            .handoff_approve(handoff_id.parse()?, caller(principal)?)
             .await
             .map(|v| protocol::handoff_json(&v)),
         Command::HandoffDeny {
@@ -408,19 +448,15 @@ async fn dispatch(ts: &Termshare, command: Command) -> Result<Value, ShareError>
             principal,
             reason,
         } => ts
-            .handoff_deny(
-                handoff_id.parse()?,
-                principal_or_default(principal)?,
-                reason,
-            )
+            .handoff_deny(handoff_id.parse()?, caller(principal)?, reason)
             .await
             .map(|v| protocol::handoff_json(&v)),
         Command::HandoffShow { handoff_id } => ts
-            .handoff_show(handoff_id.parse()?)
+            .handoff_show(handoff_id.parse()?, caller(None)?)
             .await
             .map(|v| protocol::handoff_json(&v)),
         Command::HandoffList {} => Ok(Value::Array(
-            ts.handoff_list()
+            ts.handoff_list(caller(None)?)
                 .await?
                 .iter()
                 .map(protocol::handoff_json)
@@ -451,40 +487,5 @@ mod tests {
         input.extend(vec![b'x'; MAX_LINE + 10]);
         input.extend(b"\nb\nlast");
         assert_eq!(lines_of(&input).await, ["a", "<too long>", "b", "last"]);
-    }
-}
-
-#[cfg(test)]
-mod bind_tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[tokio::test]
-    async fn refuses_a_shared_directory_and_a_non_socket_in_the_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = dir.path().join("open");
-        std::fs::create_dir(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = bind(&open.join("t.sock")).await.unwrap_err();
-        assert!(matches!(err, DaemonError::UnsafeDirectory { .. }), "{err}");
-
-        let private = dir.path().join("private");
-        let file = private.join("t.sock");
-        std::fs::create_dir(&private).unwrap();
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::write(&file, "precious").unwrap();
-        let err = bind(&file).await.unwrap_err();
-        assert!(err.to_string().contains("not a socket"), "{err}");
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
-
-        // A stale socket is replaced, a live one refused.
-        std::fs::remove_file(&file).unwrap();
-        let first = bind(&file).await.unwrap();
-        let err = bind(&file).await.unwrap_err();
-        assert!(matches!(err, DaemonError::AlreadyRunning(_)), "{err}");
-        drop(first);
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        bind(&file).await.unwrap();
     }
 }

@@ -1,0 +1,335 @@
+//! The link front: how participants reach a tty-share worker, and the only way.
+//!
+//! tty-share has no authentication, so it runs unreachable, in a private network
+//! namespace ([`crate::netns`]), and this front stands before it: an HTTP listener of
+//! termshare's own (on loopback by default, ephemeral port) that serves a share only
+//! under `/s/SECRET/`, SECRET being 192 random bits minted for the share. A request
+//! without the secret gets a bare 404 and never reaches tty-share: not one byte.
+//!
+//! tty-share itself only knows its local session, `/s/local/`. The front maps the
+//! participant's `/s/SECRET/…` to `/s/local/…` on the way in, and on the way out
+//! rewrites the paths tty-share hands to participants (the `TTYSHARE-*-WSPATH` headers
+//! the `tty-share URL` client follows, the `Location` of a redirect, and the session
+//! page a browser loads), so the websocket a participant opens next carries the secret
+//! too. A websocket upgrade is then piped both ways as it is.
+//!
+//! Built on hyper (HTTP/1.1, keep-alive, upgrades), so the front never parses HTTP by
+//! hand. It ends with its share: dropping it stops the listener and every connection.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::netns::Connector;
+
+/// Connections one share's front serves at once (a browser opens a handful).
+const MAX_CONNECTIONS: usize = 64;
+/// A session page larger than this is not a tty-share page: refused.
+const MAX_PAGE: usize = 1 << 20;
+/// A participant that sends no request head within this is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+struct Ctx {
+    secret: String,
+    connector: Arc<Connector>,
+    /// Cancelled when the front is dropped: every connection and pipe ends with it.
+    stop: CancellationToken,
+}
+
+/// A running front for one share. Dropping it closes the port and every connection.
+pub struct LinkFront {
+    addr: SocketAddr,
+    secret: String,
+    stop: CancellationToken,
+}
+
+impl Drop for LinkFront {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl LinkFront {
+    /// Listen on `ip` (ephemeral port) in front of the worker behind `connector`.
+    pub async fn start(ip: IpAddr, connector: Arc<Connector>) -> std::io::Result<LinkFront> {
+        let listener = TcpListener::bind((ip, 0)).await?;
+        let addr = listener.local_addr()?;
+        let secret = new_secret()?;
+        let stop = CancellationToken::new();
+        let ctx = Arc::new(Ctx {
+            secret: secret.clone(),
+            connector,
+            stop: stop.clone(),
+        });
+        tokio::spawn(serve(listener, ctx));
+        Ok(LinkFront { addr, secret, stop })
+    }
+
+    /// The participant's link: `http://IP:PORT/s/SECRET/`.
+    pub fn link(&self) -> String {
+        format!("http://{}/s/{}/", self.addr, self.secret)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// 192 random bits, URL-safe (base64url without padding: 32 characters).
+fn new_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((tcp, _)) = accepted else {
+            // Out of descriptors or similar: do not spin; try again shortly.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // at the limit: the connection is closed unanswered
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn({
+                let ctx = ctx.clone();
+                move |req| handle(req, ctx.clone())
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::select! {
+                _ = ctx.stop.cancelled() => {}
+                _ = conn => {}
+            }
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// `/s/SECRET/rest` → `Some("rest")` when SECRET matches (in constant time).
+fn strip_secret<'a>(path: &'a str, secret: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix("/s/")?;
+    let (given, rest) = match rest.split_once('/') {
+        Some((g, r)) => (g, r),
+        None => (rest, ""),
+    };
+    let same = given.len() == secret.len()
+        && given
+            .bytes()
+            .zip(secret.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    same.then_some(rest)
+}
+
+async fn handle(mut req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>, Infallible> {
+    let Some(rest) = strip_secret(req.uri().path(), &ctx.secret) else {
+        metrics::counter!("termshare_link_front_refused_total").increment(1);
+        return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
+    };
+    let inner = match req.uri().query() {
+        Some(q) => format!("/s/local/{rest}?{q}"),
+        None => format!("/s/local/{rest}"),
+    };
+    let Ok(uri) = inner.parse() else {
+        return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
+    };
+    *req.uri_mut() = uri;
+    let upstream = match ctx.connector.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "the share's worker did not answer");
+            return Ok(plain(
+                StatusCode::BAD_GATEWAY,
+                "the share is not available\n",
+            ));
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(upstream)).await
+    else {
+        return Ok(plain(
+            StatusCode::BAD_GATEWAY,
+            "the share is not available\n",
+        ));
+    };
+    let stop = ctx.stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = conn.with_upgrades() => {}
+        }
+    });
+    let upgrade = req.headers().contains_key(UPGRADE);
+    let participant_side = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let Ok(mut resp) = sender.send_request(req).await else {
+        return Ok(plain(
+            StatusCode::BAD_GATEWAY,
+            "the share is not available\n",
+        ));
+    };
+    rewrite_headers(&mut resp, &ctx.secret);
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(participant_side) = participant_side {
+            let worker_side = hyper::upgrade::on(&mut resp);
+            let stop = ctx.stop.clone();
+            tokio::spawn(async move {
+                let (Ok(p), Ok(w)) = tokio::join!(participant_side, worker_side) else {
+                    return;
+                };
+                let (mut p, mut w) = (TokioIo::new(p), TokioIo::new(w));
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::io::copy_bidirectional(&mut p, &mut w) => {}
+                }
+            });
+        }
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, full(Bytes::new())));
+    }
+    let is_page = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let (mut parts, body) = resp.into_parts();
+    if !is_page {
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ));
+    }
+    let page = match Limited::new(body, MAX_PAGE).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(plain(
+                StatusCode::BAD_GATEWAY,
+                "the share's page is too large\n",
+            ))
+        }
+    };
+    let page = rewrite_page(&page, &ctx.secret);
+    parts.headers.remove(CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, full(Bytes::from(page))))
+}
+
+/// Point the paths tty-share hands out at the secret path instead of `/s/local`.
+fn rewrite_headers<B>(resp: &mut Response<B>, secret: &str) {
+    let mut changed = Vec::new();
+    for (name, value) in resp.headers() {
+        let relevant = name.as_str().starts_with("ttyshare-") || name == LOCATION;
+        if let (true, Ok(v)) = (relevant, value.to_str()) {
+            if v.contains("/s/local") {
+                changed.push((name.clone(), v.replace("/s/local", &format!("/s/{secret}"))));
+            }
+        }
+    }
+    for (name, v) in changed {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+}
+
+/// The session page names its script and websocket under `/s/local`, once as a plain
+/// path and once escaped for JavaScript (`\/s\/local\/`).
+fn rewrite_page(page: &[u8], secret: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(page);
+    text.replace("/s/local/", &format!("/s/{secret}/"))
+        .replace(r"\/s\/local\/", &format!(r"\/s\/{secret}\/"))
+        .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_secret_opens_the_path() {
+        let s = "abcDEF123_-abcDEF123_-abcDEF1234";
+        assert_eq!(strip_secret(&format!("/s/{s}/"), s), Some(""));
+        assert_eq!(strip_secret(&format!("/s/{s}/ws"), s), Some("ws"));
+        assert_eq!(strip_secret(&format!("/s/{s}"), s), Some(""));
+        assert_eq!(strip_secret("/s/local/", s), None);
+        assert_eq!(strip_secret(&format!("/s/{s}x/"), s), None);
+        assert_eq!(strip_secret(&format!("/s/{}/", &s[1..]), s), None);
+        assert_eq!(strip_secret("/", s), None);
+        assert_eq!(strip_secret(&format!("/x/{s}/"), s), None);
+    }
+
+    #[test]
+    fn secrets_are_fresh_and_long() {
+        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn the_page_and_headers_point_at_the_secret() {
+        // The page tty-share 2.4 serves (server/frontend/templates/tty-share.in.html,
+        // rendered by Go's html/template, which escapes `/` in a script context).
+        let page = br#"<script type="text/javascript">
+            window.ttyInitialData = {
+                wsPath: "\/s\/local\/ws"
+            }
+        </script>
+        <script src="/s/local/static/tty-share.js"></script>"#;
+        let out = String::from_utf8(rewrite_page(page, "SECRET")).unwrap();
+        assert!(out.contains(r#"wsPath: "\/s\/SECRET\/ws""#), "{out}");
+        assert!(
+            out.contains(r#"src="/s/SECRET/static/tty-share.js""#),
+            "{out}"
+        );
+        assert!(!out.contains("local"));
+        let mut resp = Response::new(());
+        resp.headers_mut().insert(
+            "TTYSHARE-TTY-WSPATH",
+            HeaderValue::from_static("/s/local/ws"),
+        );
+        resp.headers_mut()
+            .insert("TTYSHARE-VERSION", HeaderValue::from_static("2"));
+        rewrite_headers(&mut resp, "SECRET");
+        assert_eq!(resp.headers()["ttyshare-tty-wspath"], "/s/SECRET/ws");
+        assert_eq!(resp.headers()["ttyshare-version"], "2");
+    }
+}

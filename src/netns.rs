@@ -1,0 +1,312 @@
+//! A private network namespace for a worker, and the only way into it.
+//!
+//! tty-share has no authentication: anyone who reaches its port joins, and a loopback
+//! port is visible to every local user (`ss -ltn`, `/proc/PID/cmdline`). So tty-share
+//! runs in a network namespace of its own, which needs no root: an unprivileged
+//! process may create a user namespace, and in it a network namespace (the kernel's
+//! `unshare(CLONE_NEWUSER | CLONE_NEWNET)`). Nothing outside can connect to a port in
+//! there, and other users cannot enter it (`setns` needs privileges they lack).
+//!
+//! termshare reaches tty-share through a *connector*: before tty-share is executed,
+//! its process (already inside the namespace) forks a tiny helper that stays in the
+//! namespace. On request over a socket pair, the helper connects to `127.0.0.1:PORT`
+//! inside the namespace and passes the connected socket back (SCM_RIGHTS). termshare's
+//! link front then talks to tty-share over that socket, after checking the
+//! participant's secret. The helper is in the worker's process group and dies with
+//! tty-share (PR_SET_PDEATHSIG), so revoke and the group guard reach it too.
+//!
+//! The code that runs between `fork` and `exec` may only make async-signal-safe calls
+//! (no allocation, no locks): [`enter`] and the helper's loop use raw system calls on
+//! data prepared before the fork ([`Plan`]).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    recvmsg, send, setsockopt, socketpair, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+
+/// The port tty-share listens on inside its namespace. Any port is free in a fresh
+/// namespace, so it is fixed; nothing outside can reach it.
+pub const INNER_PORT: u16 = 8000;
+
+/// Everything the child needs, prepared before the fork so that the child allocates
+/// nothing.
+pub struct Plan {
+    /// `UID UID 1`: the user keeps its own uid inside (so tmux finds its socket).
+    uid_map: Vec<u8>,
+    gid_map: Vec<u8>,
+    /// The helper's end of the socket pair.
+    helper_end: RawFd,
+    port: u16,
+}
+
+/// termshare's end of the socket pair: asks the helper for connections.
+pub struct Connector {
+    fd: OwnedFd,
+    /// One request at a time: replies come back in order.
+    lock: parking_lot::Mutex<()>,
+}
+
+/// Make the socket pair: the connector (ours) and the helper's end (to be passed to
+/// [`enter`] in the child, and dropped in the parent after the spawn).
+pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    // A helper that stopped answering (SIGSTOP) must not hold a request forever.
+    setsockopt(
+        &ours,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(2, 0),
+    )?;
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let plan = Plan {
+        uid_map: format!("{uid} {uid} 1\n").into_bytes(),
+        gid_map: format!("{gid} {gid} 1\n").into_bytes(),
+        helper_end: theirs.as_raw_fd(),
+        port,
+    };
+    Ok((
+        Arc::new(Connector {
+            fd: ours,
+            lock: parking_lot::Mutex::new(()),
+        }),
+        theirs,
+        plan,
+    ))
+}
+
+impl Connector {
+    /// A connection to the worker's port inside its namespace.
+    pub async fn connect(self: &Arc<Self>) -> io::Result<tokio::net::TcpStream> {
+        let me = self.clone();
+        let std_stream = tokio::task::spawn_blocking(move || me.connect_blocking())
+            .await
+            .map_err(io::Error::other)??;
+        std_stream.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(std_stream)
+    }
+
+    fn connect_blocking(&self) -> io::Result<std::net::TcpStream> {
+        let _one_at_a_time = self.lock.lock();
+        send(self.fd.as_raw_fd(), &[1u8], MsgFlags::MSG_NOSIGNAL)?;
+        let mut errno = [0u8; 4];
+        let mut iov = [io::IoSliceMut::new(&mut errno)];
+        let mut space = nix::cmsg_space!(RawFd);
+        let msg = recvmsg::<()>(
+            self.fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        if msg.bytes == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the worker's namespace is gone",
+            ));
+        }
+        let mut received = None;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just gave us this descriptor; nobody else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    received.get_or_insert(owned);
+                }
+            }
+        }
+        let code = i32::from_ne_bytes(errno);
+        match (code, received) {
+            (0, Some(fd)) => Ok(std::net::TcpStream::from(fd)),
+            (0, None) => Err(io::Error::other("the namespace helper sent no socket")),
+            (code, _) => Err(io::Error::from_raw_os_error(code)),
+        }
+    }
+
+    /// Wait until something listens on the port inside the namespace (only the worker
+    /// can: nothing else is in there), or `limit` passes.
+    pub async fn wait_listening(self: &Arc<Self>, limit: Duration) -> io::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.connect().await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "nothing listens in the worker's namespace",
+                ));
+            }
+            // No event tells when a socket starts listening: look again shortly.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl AsFd for Connector {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// In the forked child, before `exec`: enter a new user and network namespace, bring
+/// its loopback up, and fork the helper. `parent` is termshare's pid (the child must
+/// not run on if termshare died meanwhile).
+///
+/// # Safety
+/// Call only in the child between `fork` and `exec` (from a `pre_exec` closure): it
+/// forks, and the helper never returns.
+pub unsafe fn enter(plan: &Plan, parent: libc::pid_t) -> io::Result<()> {
+    if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    write_file(c"/proc/self/setgroups", b"deny")?;
+    write_file(c"/proc/self/uid_map", &plan.uid_map)?;
+    write_file(c"/proc/self/gid_map", &plan.gid_map)?;
+    loopback_up()?;
+    // A change of namespace may clear the parent-death signal: set it again, and do
+    // not run on if termshare is already gone.
+    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if libc::getppid() != parent {
+        return Err(io::Error::other("termshare exited during spawn"));
+    }
+    let worker = libc::getpid();
+    match libc::fork() {
+        -1 => Err(io::Error::last_os_error()),
+        0 => helper(plan.helper_end, plan.port, worker),
+        _ => {
+            libc::close(plan.helper_end);
+            Ok(())
+        }
+    }
+}
+
+unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
+    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = libc::write(fd, data.as_ptr().cast(), data.len());
+    libc::close(fd);
+    if n != data.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A new network namespace's loopback is down: bring it up (SIOCSIFFLAGS on `lo`).
+unsafe fn loopback_up() -> io::Result<()> {
+    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if s == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut req: libc::ifreq = std::mem::zeroed();
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    let result = if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    libc::close(s);
+    result
+}
+
+/// The helper: serve connection requests until termshare closes its end or the worker
+/// dies. Never returns.
+unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    if libc::getppid() != worker {
+        libc::_exit(0);
+    }
+    // Keep only the socket pair (as fd 3) and /dev/null as stdio: the helper must not
+    // hold the worker's output pipe, termshare's end of the pair, or anything else.
+    if end != 3 && libc::dup2(end, 3) == -1 {
+        libc::_exit(1);
+    }
+    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+    for fd in 0..3 {
+        libc::dup2(null, fd);
+    }
+    libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    loop {
+        let mut request = [0u8; 1];
+        let n = libc::recv(3, request.as_mut_ptr().cast(), 1, 0);
+        if n == 0 {
+            libc::_exit(0);
+        }
+        if n < 0 {
+            if *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            libc::_exit(0);
+        }
+        let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let failed = s == -1
+            || libc::connect(
+                s,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) == -1;
+        let code = if failed { *libc::__errno_location() } else { 0 };
+        reply(3, code, if code == 0 { s } else { -1 });
+        if s != -1 {
+            libc::close(s);
+        }
+    }
+}
+
+/// Send `code` (an errno, 0 for success) and, on success, the socket `fd`.
+unsafe fn reply(end: RawFd, code: i32, fd: RawFd) {
+    let mut bytes = code.to_ne_bytes();
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_mut_ptr().cast(),
+        iov_len: bytes.len(),
+    };
+    // Room for one descriptor, aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if fd != -1 {
+        let size = std::mem::size_of::<RawFd>() as u32;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(size) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size) as usize;
+        std::ptr::copy_nonoverlapping(
+            (&fd as *const RawFd).cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            size as usize,
+        );
+    }
+    libc::sendmsg(end, &msg, libc::MSG_NOSIGNAL);
+}
