@@ -37,12 +37,13 @@ tmux_socket = "$work/host.sock"
 path = "$work/audit.jsonl"
 [service]
 # A socket no daemon listens on: the share runs here, in the foreground.
-socket = "$work/termshare.sock"
+socket = "$work/run/termshare.sock"
+runtime_dir = "$work/run"
 CONF
 
 echo "== termshare share demo --backend tty-share --ttl 2m --json"
 "$bin" --config "$work/config.toml" share demo --backend tty-share --ttl 2m \
-  --policy examples/policy.toml --as human:demo --json > "$work/out" &
+  --policy examples/policy.toml --json > "$work/out" &
 ts_pid=$!
 wait_for 10 grep -q '"link"' "$work/out"
 head -1 "$work/out"

@@ -6,11 +6,14 @@ missing=()
 for p in tmux tty-share tmate; do
   command -v "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# The multi-user tests (run as root) add users and end their processes.
+command -v pkill >/dev/null 2>&1 || missing+=(procps)
+command -v useradd >/dev/null 2>&1 || missing+=(passwd)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (1.85 or newer) with rustup first" >&2

@@ -247,6 +247,11 @@ unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
         libc::dup2(null, fd);
     }
     libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+    // The helper never execs, so /proc/PID/environ would still show termshare's own
+    // environment, secrets included: wipe that block (fail closed if we cannot).
+    if !wipe_environ() {
+        libc::_exit(1);
+    }
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -280,6 +285,58 @@ unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
             libc::close(s);
         }
     }
+}
+
+/// Zero the memory `/proc/self/environ` shows (the block between `env_start` and
+/// `env_end` of `/proc/self/stat`, fields 50 and 51). Only stack buffers: this runs
+/// between fork and exec.
+unsafe fn wipe_environ() -> bool {
+    let mut buf = [0u8; 4096];
+    let fd = libc::open(
+        c"/proc/self/stat".as_ptr(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+    );
+    if fd == -1 {
+        return false;
+    }
+    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+    libc::close(fd);
+    if n <= 0 {
+        return false;
+    }
+    let stat = &buf[..n as usize];
+    // The command name may hold anything: fields are counted after its last ')'.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    // Fields after the name are separated by single spaces; the first is field 3.
+    let (mut start, mut end) = (0u64, 0u64);
+    for (i, token) in stat[close + 1..]
+        .split(|&b| b == b' ' || b == b'\n')
+        .filter(|t| !t.is_empty())
+        .enumerate()
+    {
+        let field = i + 3;
+        if field == 50 || field == 51 {
+            let mut value = 0u64;
+            for &b in token {
+                if !b.is_ascii_digit() {
+                    return false;
+                }
+                value = value.wrapping_mul(10).wrapping_add((b - b'0') as u64);
+            }
+            if field == 50 {
+                start = value;
+            } else {
+                end = value;
+            }
+        }
+    }
+    if start == 0 || end <= start {
+        return false;
+    }
+    std::ptr::write_bytes(start as *mut u8, 0, (end - start) as usize);
+    true
 }
 
 /// Send `code` (an errno, 0 for success) and, on success, the socket `fd`.

@@ -574,7 +574,9 @@ async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bo
     raise_open_file_limit();
     let listener = match daemon::bind(socket, &access).await {
         Ok(l) => l,
-        Err(e) => return fail(exit::INTERNAL, e),
+        Err(e @ daemon::DaemonError::AlreadyRunning(_)) => return fail(exit::INTERNAL, e),
+        // A refused directory or group is the config's to fix.
+        Err(e) => return fail(exit::INVALID, e),
     };
     let ts = match Termshare::start(&config, policy).await {
         Ok(t) => t,

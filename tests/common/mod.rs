@@ -151,7 +151,10 @@ pub struct Participant {
 
 impl Participant {
     pub fn start(argv: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), argv)
+    }
+
+    fn start_in(dir: tempfile::TempDir, argv: &[&str]) -> Self {
         let socket = dir.path().join("p.sock");
         let tmux = Tmux {
             dir,
@@ -263,6 +266,12 @@ pub struct Cli {
 
 impl Cli {
     pub fn spawn(args: &[&str], path_prefix: Option<&Path>) -> Self {
+        Self::spawn_with_env(args, path_prefix, &[])
+    }
+
+    /// Like [`Cli::spawn`], with extra environment variables (e.g. a secret the
+    /// workers must not inherit).
+    pub fn spawn_with_env(args: &[&str], path_prefix: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let mut c = Command::new(env!("CARGO_BIN_EXE_termshare"));
         c.args(args)
             .stdin(Stdio::null())
@@ -273,6 +282,9 @@ impl Cli {
         if let Some(dir) = path_prefix {
             let path = std::env::var("PATH").unwrap_or_default();
             c.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        for (k, v) in env {
+            c.env(k, v);
         }
         Cli {
             child: c.spawn().unwrap(),
@@ -351,8 +363,23 @@ impl Daemon {
     }
 
     pub fn start_with_policy(host: &Tmux, policy: &Path, extra: &str) -> Daemon {
+        Daemon::start_with_env(host, policy, extra, None, &[])
+    }
+
+    /// A daemon with `path_prefix` before `PATH` and extra environment variables.
+    pub fn start_with_env(
+        host: &Tmux,
+        policy: &Path,
+        extra: &str,
+        path_prefix: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let config = host.config(&format!("policy = \"{}\"\n{extra}", policy.display()));
-        let cli = Cli::spawn(&["--config", config.to_str().unwrap(), "serve"], None);
+        let cli = Cli::spawn_with_env(
+            &["--config", config.to_str().unwrap(), "serve"],
+            path_prefix,
+            env,
+        );
         let socket = host.daemon_socket();
         let up = wait_until(Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
@@ -444,4 +471,145 @@ pub fn require_root() {
         0,
         "this test needs root: run it as root (scripts/test.sh does in CI)"
     );
+}
+
+/// A participant run by another local user: its own tmux server, in a directory of
+/// its own, every tmux command run as that user.
+pub struct ParticipantAs {
+    pub dir: tempfile::TempDir,
+    uid: u32,
+    gid: u32,
+    socket: PathBuf,
+    pub pid: i32,
+}
+
+impl ParticipantAs {
+    pub fn start(user: &users::TestUser, argv: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
+        users::open_path_to(dir.path(), dir.path());
+        let socket = dir.path().join("p.sock");
+        // The pane stays when its program exits (a participant turned away exits at
+        // once), so its pid and last screen can still be read.
+        let conf = dir.path().join("tmux.conf");
+        std::fs::write(&conf, "set -g remain-on-exit on\nset -g status off\n").unwrap();
+        let conf = conf.to_str().unwrap().to_owned();
+        let tmux = |args: &[&str]| tmux_as(&socket, user.uid, user.gid, dir.path(), args);
+        let mut args = vec![
+            "-f",
+            &conf,
+            "new-session",
+            "-d",
+            "-s",
+            "p",
+            "-x",
+            "200",
+            "-y",
+            "60",
+        ];
+        args.extend_from_slice(argv);
+        assert!(tmux(&args).status().unwrap().success());
+        let shown = tmux(&["display-message", "-p", "-t", "=p:", "#{pane_pid}"])
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&shown.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no participant pane: {}",
+                    String::from_utf8_lossy(&shown.stderr)
+                )
+            });
+        ParticipantAs {
+            socket: socket.clone(),
+            dir,
+            uid: user.uid,
+            gid: user.gid,
+            pid,
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> Command {
+        tmux_as(&self.socket, self.uid, self.gid, self.dir.path(), args)
+    }
+
+    pub fn screen(&self) -> String {
+        let out = self
+            .tmux(&["capture-pane", "-p", "-t", "=p:"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn alive(&self) -> bool {
+        pid_alive(self.pid)
+    }
+}
+
+/// A tmux command on the server at `socket`, run as `uid`.
+fn tmux_as(socket: &Path, uid: u32, gid: u32, home: &Path, args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new("tmux");
+    c.arg("-S")
+        .arg(socket)
+        .args(args)
+        .uid(uid)
+        .gid(gid)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm-256color")
+        .env("HOME", home);
+    c
+}
+
+impl Drop for ParticipantAs {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]).stderr(Stdio::null()).status();
+    }
+}
+
+/// `pid` and every live process below it (by parent pid, from /proc).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if let Some(ppid) = fields.get(1).and_then(|f| f.parse::<i32>().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let cur = out[i];
+        out.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == cur)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out.retain(|p| pid_alive(*p));
+    out
+}
+
+/// The environment of process `pid`, as `KEY=VALUE` strings (`None`: unreadable).
+pub fn environ_of(pid: i32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
 }
