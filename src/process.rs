@@ -380,8 +380,17 @@ pub enum GracefulStop {
 }
 
 /// What must live exactly as long as a worker (its scratch directory, its link
-/// front), dropped with it.
-pub type Attachment = Box<dyn std::any::Any + Send + Sync>;
+/// front): dropped with it, and told first when the worker is being stopped.
+pub trait Attached: Send + Sync + 'static {
+    /// The worker is being stopped: let go of its participants now, before the
+    /// process is signalled (a front closes every connection at once).
+    fn stopping(&self) {}
+}
+
+/// A scratch directory: removed when the worker is dropped.
+impl Attached for tempfile::TempDir {}
+
+pub type Attachment = Box<dyn Attached>;
 
 /// A [`Worker`] over one OS process group.
 pub struct ProcessWorker {
@@ -389,7 +398,7 @@ pub struct ProcessWorker {
     graceful: GracefulStop,
     /// Dropped after the process guard has killed the group: files the worker needs
     /// while it runs (tmate's socket and config), the front participants reach it by.
-    _attached: Vec<Attachment>,
+    attached: Vec<Attachment>,
 }
 
 impl ProcessWorker {
@@ -397,7 +406,7 @@ impl ProcessWorker {
         ProcessWorker {
             process,
             graceful,
-            _attached: attached,
+            attached,
         }
     }
 
@@ -422,6 +431,9 @@ impl Worker for ProcessWorker {
     }
 
     async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {
+        for a in &self.attached {
+            a.stopping();
+        }
         if self.process.has_exited() {
             // The leader is gone; make sure nothing of its group is left either.
             self.process.guard.release();

@@ -242,9 +242,10 @@ async fn direct_tty_share(host: &Host) -> (tokio::process::Child, String, Durati
 
 async fn real_termshare(host: &Host) -> Termshare {
     let config = Config::parse(&format!(
-        "[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n",
+        "[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n[service]\nruntime_dir = \"{}\"\n",
         host.socket.display(),
-        host.dir.path().join("audit.jsonl").display()
+        host.dir.path().join("audit.jsonl").display(),
+        host.dir.path().join("run").display()
     ))
     .unwrap();
     let policy = Policy::parse(
@@ -788,6 +789,57 @@ async fn failure_detection(n: usize, rows: &mut Vec<Row>) {
     ));
 }
 
+/// Keystroke round trips as a participant makes them (a key in, its echo out over
+/// tty-share's websocket), through termshare's link front (tty-share in its private
+/// namespace) vs straight to a plain tty-share on loopback. Blocks of 20 keys,
+/// alternating, so drift hits both sides alike.
+async fn keystroke_round_trip(n: usize, rows: &mut Vec<Row>) {
+    use crate::keystroke::Keyboard;
+    let host = Host::new();
+    let ts = real_termshare(&host).await;
+    let info = ts
+        .share(request("b", "tty-share", Duration::from_secs(600)))
+        .await
+        .expect("share");
+    let (mut plain, plain_link, _) = direct_tty_share(&host).await;
+    let (mut ours, mut direct) = (Vec::new(), Vec::new());
+    let keys = |k: &mut Vec<f64>, took: Duration| k.push(ms(took));
+    for _ in 0..n.div_ceil(20) {
+        for (link, out) in [(&info.links.link, &mut ours), (&plain_link, &mut direct)] {
+            let mut kb = Keyboard::connect(link).await;
+            for _ in 0..10 {
+                keys(out, kb.round_trip(b"a", b"a").await);
+                keys(out, kb.round_trip(b"\x7f", b"").await);
+            }
+            kb.close().await;
+        }
+    }
+    let _ = plain.kill().await;
+    ts.shutdown().await;
+    let (p50, b50) = (pct(&ours, 50.0), pct(&direct, 50.0));
+    rows.push(value_row(
+        "keystroke_rtt_p50_ms",
+        p50,
+        "ms",
+        Some(b50),
+        None,
+    ));
+    rows.push(value_row(
+        "keystroke_rtt_p99_ms",
+        pct(&ours, 99.0),
+        "ms",
+        Some(pct(&direct, 99.0)),
+        None,
+    ));
+    rows.push(value_row(
+        "front_cost_per_keystroke_us",
+        (p50 - b50) * 1000.0,
+        "us",
+        None,
+        None,
+    ));
+}
+
 /// Run every benchmark (smaller with `quick`).
 pub async fn bench(quick: bool) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -800,6 +852,9 @@ pub async fn bench(quick: bool) -> Vec<Row> {
     start_to_link(n_real, &mut rows).await;
     eprintln!("bench: revoke to participants gone ({n_real} rounds)…");
     revoke_to_gone(n_real, &mut rows).await;
+    let n_keys = if quick { 40 } else { 400 };
+    eprintln!("bench: keystroke round trips ({n_keys} keys each way)…");
+    keystroke_round_trip(n_keys, &mut rows).await;
     eprintln!("bench: scale ({n_scale} shares)…");
     scale(n_scale, &mut rows).await;
     eprintln!("bench: ttl accuracy ({n_scale} shares)…");

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod env;
 pub mod faulty;
+pub mod keystroke;
 pub mod rng;
 pub mod scenario;
 

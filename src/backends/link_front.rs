@@ -62,6 +62,14 @@ impl Drop for LinkFront {
     }
 }
 
+/// A revoke closes the front first: every participant is cut off at once, before
+/// tty-share is even signalled.
+impl crate::process::Attached for LinkFront {
+    fn stopping(&self) {
+        self.stop.cancel();
+    }
+}
+
 impl LinkFront {
     /// Listen on `ip` (ephemeral port) in front of the worker behind `connector`.
     pub async fn start(ip: IpAddr, connector: Arc<Connector>) -> std::io::Result<LinkFront> {
@@ -113,11 +121,14 @@ async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
         };
         let _ = tcp.set_nodelay(true);
         let ctx = ctx.clone();
+        // The slot is held by the connection and by the websocket pipe an upgrade
+        // hands it to, so connections and pipes together stay within the bound.
+        let slot = Arc::new(permit);
         tokio::spawn(async move {
-            let _permit = permit;
             let service = hyper::service::service_fn({
                 let ctx = ctx.clone();
-                move |req| handle(req, ctx.clone())
+                let slot = slot.clone();
+                move |req| handle(req, ctx.clone(), slot.clone())
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -158,7 +169,11 @@ fn strip_secret<'a>(path: &'a str, secret: &str) -> Option<&'a str> {
     same.then_some(rest)
 }
 
-async fn handle(mut req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Response<Body>, Infallible> {
     let Some(rest) = strip_secret(req.uri().path(), &ctx.secret) else {
         metrics::counter!("termshare_link_front_refused_total").increment(1);
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
@@ -211,6 +226,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Bo
             let worker_side = hyper::upgrade::on(&mut resp);
             let stop = ctx.stop.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let (Ok(p), Ok(w)) = tokio::join!(participant_side, worker_side) else {
                     return;
                 };
