@@ -129,9 +129,7 @@ fn a_read_only_share_keeps_participant_keystrokes_out_of_the_host() {
     );
     // The participant types; then the host types a marker. Once the participant sees the
     // host's marker, anything it typed earlier would have reached the host too.
-    participant
-        .tmux
-        .run(&["send-keys", "-t", "=p:", "echo INTRUDER_$((1+1))", "Enter"]);
+    participant.type_line("echo INTRUDER_$((1+1))");
     host.type_line("echo HOSTMARK_$((2+3))");
     assert!(wait_until(Duration::from_secs(10), || participant
         .screen()

@@ -96,11 +96,11 @@ fn another_local_user_joins_a_tty_share_share_only_with_its_link() {
     // does a guess of a secret. With the link, the participant sees the terminal.
     let guess = format!("http://127.0.0.1:{front}/s/local/");
     let wrong = format!("http://127.0.0.1:{front}/s/{}/", "A".repeat(32));
-    let locked_out: Vec<ParticipantAs> = [guess, wrong]
+    let locked_out: Vec<Participant> = [guess, wrong]
         .iter()
-        .map(|url| ParticipantAs::start(mallory, &["tty-share", url]))
+        .map(|url| Participant::start_as(mallory, &["tty-share", url]))
         .collect();
-    let joined = ParticipantAs::start(mallory, &["tty-share", &link]);
+    let joined = Participant::start_as(mallory, &["tty-share", &link]);
     for p in &locked_out {
         let gave_up = wait_until(Duration::from_secs(10), || !p.alive());
         assert!(
@@ -524,6 +524,7 @@ fn tmates_scratch_is_private_and_gone_after_kill_9_and_a_restart() {
 #[test]
 fn a_switch_is_refused_where_a_share_would_be_and_the_share_stays_as_it_was() {
     let host = Tmux::new("S");
+    host.run(&["new-session", "-d", "-s", "T"]);
     let policy = host.dir.path().join("switch-policy.toml");
     std::fs::write(
         &policy,
@@ -538,43 +539,73 @@ access = ["read-only", "read-write"]
 max_ttl = "2h"
 
 [[rule]]
-id = "tmate-short"
+id = "tmate-read-only-short"
 effect = "allow"
 principals = ["human:*"]
 terminals = ["*"]
 backends = ["tmate"]
-access = ["read-only", "read-write"]
+access = ["read-only"]
 max_ttl = "10m"
 
 [[rule]]
-id = "upterm-read-only-restricted"
+id = "upterm-restricted"
 effect = "allow"
 principals = ["human:*"]
 terminals = ["*"]
 backends = ["upterm"]
-access = ["read-only"]
+access = ["read-only", "read-write"]
 require_join_restriction = true
 "#,
     )
     .unwrap();
     let daemon = Daemon::start_with_policy(&host, &policy, "");
-    let share = daemon.json(&["share", "S", "--backend", "tty-share", "--ttl", "1h"]);
-    let id = share["share_id"].as_str().unwrap().to_owned();
-    let worker = started_worker_pid(&host).unwrap();
-    let participant = Participant::start(&["tty-share", share["link"].as_str().unwrap()]);
-    for (backend, why) in [
-        ("tmate", "above the policy maximum 10m"),
-        ("upterm", "no policy rule allows"),
+    let rw = daemon.json(&["share", "S", "--backend", "tty-share", "--ttl", "5m"]);
+    let ro = daemon.json(&[
+        "share",
+        "T",
+        "--backend",
+        "tty-share",
+        "--ttl",
+        "1h",
+        "--access",
+        "read-only",
+    ]);
+    let participant = Participant::start(&["tty-share", rw["link"].as_str().unwrap()]);
+    let workers: Vec<i32> = host
+        .audit()
+        .iter()
+        .filter(|e| e["kind"] == "share.started")
+        .map(|e| e["details"]["worker_pid"].as_i64().unwrap() as i32)
+        .collect();
+    // Each refusal is one a new share would get: access (no tmate rule lets a share
+    // write), the join restriction (upterm without authorized keys), and max_ttl
+    // counted from the share's start (1 h under a 10 m rule).
+    for (share, backend, why) in [
+        (&rw, "tmate", "no policy rule allows"),
+        (&rw, "upterm", "join restriction"),
+        (&ro, "tmate", "above the policy maximum 10m"),
     ] {
-        let (code, _, err) = daemon.run(&["switch", &id, "--backend", backend]);
+        let id = share["share_id"].as_str().unwrap();
+        let (code, _, err) = daemon.run(&["switch", id, "--backend", backend]);
         assert_eq!(code, termshare::exit::DENIED, "{backend}: {err}");
         assert!(err.contains(why), "{backend}: {err}");
     }
-    let listed = daemon.json(&["list"]);
-    assert_eq!(listed["backend"], "tty-share");
-    assert_eq!(listed["link"], share["link"]);
-    assert_eq!(listed["expires_at"], share["expires_at"]);
-    assert!(pid_alive(worker));
+    let (code, out, _) = daemon.run(&["list", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for before in [&rw, &ro] {
+        let now = listed
+            .iter()
+            .find(|s| s["share_id"] == before["share_id"])
+            .unwrap();
+        assert_eq!(now["backend"], "tty-share");
+        assert_eq!(now["link"], before["link"]);
+        assert_eq!(now["expires_at"], before["expires_at"]);
+    }
+    assert!(workers.iter().all(|w| pid_alive(*w)), "{workers:?}");
     host.type_line("echo STILL_SHARED_$((6*7))");
     let seen = wait_until(Duration::from_secs(10), || {
         participant.screen().contains("STILL_SHARED_42")
@@ -585,7 +616,7 @@ require_join_restriction = true
         .into_iter()
         .filter(|e| e["kind"] == "share.refused")
         .collect();
-    assert_eq!(refused.len(), 2);
+    assert_eq!(refused.len(), 3);
     assert!(refused.iter().all(|e| e["details"]["action"] == "switch"));
     daemon.stop();
 }

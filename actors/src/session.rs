@@ -248,6 +248,7 @@ impl SessionState {
         }
         let t0 = Instant::now();
         let deadline = t0 + self.ctx.settings.revoke_deadline;
+        let was_starting = matches!(self.phase, Phase::Starting { .. });
         let (pending, old) = match std::mem::replace(&mut self.phase, Phase::Ended) {
             Phase::Starting { reply } => (reply, None),
             Phase::Switching { reply, old, .. } => (reply, Some(old)),
@@ -301,6 +302,9 @@ impl SessionState {
             .detail("worker_pid", json!(self.worker_pid));
         if let Some(caller) = &by {
             event = event.by(caller);
+        } else if was_starting {
+            // A start that fails is still the requester's action.
+            event = event.asked_by(&self.requested_by);
         }
         if let Some(n) = participants_before {
             event = event.detail("participants_before", n);
@@ -340,6 +344,18 @@ impl SessionState {
         });
         // Answer what is already queued (with "ended"), refuse what comes later.
         let _ = myself.drain();
+    }
+
+    /// The host terminal's size (when known), or the error that it does not exist.
+    async fn terminal_size(&self) -> Result<Option<(u16, u16)>, ShareError> {
+        self.ctx
+            .host
+            .check(&self.info.terminal)
+            .await
+            .map_err(|detail| ShareError::UnknownTerminal {
+                terminal: self.info.terminal.clone(),
+                detail,
+            })
     }
 
     /// A start that failed before a link: audit it once, with its cause, and answer the
@@ -483,13 +499,9 @@ impl Actor for ShareSession {
                         return Ok(());
                     }
                 }
-                let size = match state.ctx.host.check(&state.info.terminal).await {
+                let size = match state.terminal_size().await {
                     Ok(size) => size,
-                    Err(detail) => {
-                        let err = ShareError::UnknownTerminal {
-                            terminal: state.info.terminal.clone(),
-                            detail,
-                        };
+                    Err(err) => {
                         state.fail_start(&myself, err).await;
                         return Ok(());
                     }
@@ -643,14 +655,10 @@ impl Actor for ShareSession {
                     old,
                     reply: Some(reply),
                 };
-                let size = match state.ctx.host.check(&state.info.terminal).await {
+                let size = match state.terminal_size().await {
                     Ok(size) => size,
-                    Err(detail) => {
-                        let err = ShareError::UnknownTerminal {
-                            terminal: state.info.terminal.clone(),
-                            detail,
-                        };
-                        state.fail_switch(&myself, err).await;
+                    Err(err) => {
+                        state.fail_start(&myself, err).await;
                         return Ok(());
                     }
                 };

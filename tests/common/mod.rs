@@ -142,57 +142,6 @@ impl Drop for Tmux {
     }
 }
 
-/// A participant program running in a tmux server of its own, big enough that
-/// tty-share's "your window is smaller" screen never shows.
-pub struct Participant {
-    pub tmux: Tmux,
-    pub pid: i32,
-}
-
-impl Participant {
-    pub fn start(argv: &[&str]) -> Self {
-        Self::start_in(tempfile::tempdir().unwrap(), argv)
-    }
-
-    fn start_in(dir: tempfile::TempDir, argv: &[&str]) -> Self {
-        let socket = dir.path().join("p.sock");
-        let tmux = Tmux {
-            dir,
-            socket,
-            session: "p".into(),
-        };
-        let mut args = vec![
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "p",
-            "-x",
-            "200",
-            "-y",
-            "60",
-        ];
-        args.extend_from_slice(argv);
-        assert!(tmux.cmd(&args).status().unwrap().success());
-        tmux.run(&["set-option", "-g", "status", "off"]);
-        let pid = tmux
-            .run(&["display-message", "-p", "-t", "=p:", "#{pane_pid}"])
-            .trim()
-            .parse()
-            .unwrap();
-        Participant { tmux, pid }
-    }
-
-    pub fn screen(&self) -> String {
-        self.tmux.screen()
-    }
-
-    pub fn alive(&self) -> bool {
-        pid_alive(self.pid)
-    }
-}
-
 /// Is `pid` a live (non-zombie) process?
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -473,28 +422,43 @@ pub fn require_root() {
     );
 }
 
-/// A participant run by another local user: its own tmux server, in a directory of
-/// its own, every tmux command run as that user.
-pub struct ParticipantAs {
-    pub dir: tempfile::TempDir,
-    uid: u32,
-    gid: u32,
+/// A participant program (`tty-share LINK`) in a tmux server of its own, big enough
+/// that tty-share's "your window is smaller" screen never shows; run as the test's
+/// user or, with [`Participant::start_as`], as another local user. Its pane stays
+/// when the program exits (a participant turned away exits at once), so its pid and
+/// last screen can still be read.
+pub struct Participant {
+    dir: tempfile::TempDir,
     socket: PathBuf,
+    /// (uid, gid) to run its tmux as; `None`: the test's own.
+    user: Option<(u32, u32)>,
     pub pid: i32,
 }
 
-impl ParticipantAs {
-    pub fn start(user: &users::TestUser, argv: &[&str]) -> Self {
+impl Participant {
+    pub fn start(argv: &[&str]) -> Self {
+        Self::launch(None, argv)
+    }
+
+    pub fn start_as(user: &users::TestUser, argv: &[&str]) -> Self {
+        Self::launch(Some((user.uid, user.gid)), argv)
+    }
+
+    fn launch(user: Option<(u32, u32)>, argv: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
-        users::open_path_to(dir.path(), dir.path());
-        let socket = dir.path().join("p.sock");
-        // The pane stays when its program exits (a participant turned away exits at
-        // once), so its pid and last screen can still be read.
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            users::open_path_to(dir.path(), dir.path());
+        }
         let conf = dir.path().join("tmux.conf");
         std::fs::write(&conf, "set -g remain-on-exit on\nset -g status off\n").unwrap();
-        let conf = conf.to_str().unwrap().to_owned();
-        let tmux = |args: &[&str]| tmux_as(&socket, user.uid, user.gid, dir.path(), args);
+        let mut p = Participant {
+            socket: dir.path().join("p.sock"),
+            dir,
+            user,
+            pid: 0,
+        };
+        let conf = conf.to_string_lossy().into_owned();
         let mut args = vec![
             "-f",
             &conf,
@@ -508,11 +472,12 @@ impl ParticipantAs {
             "60",
         ];
         args.extend_from_slice(argv);
-        assert!(tmux(&args).status().unwrap().success());
-        let shown = tmux(&["display-message", "-p", "-t", "=p:", "#{pane_pid}"])
+        assert!(p.tmux(&args).status().unwrap().success());
+        let shown = p
+            .tmux(&["display-message", "-p", "-t", "=p:", "#{pane_pid}"])
             .output()
             .unwrap();
-        let pid = String::from_utf8_lossy(&shown.stdout)
+        p.pid = String::from_utf8_lossy(&shown.stdout)
             .trim()
             .parse()
             .unwrap_or_else(|_| {
@@ -521,17 +486,22 @@ impl ParticipantAs {
                     String::from_utf8_lossy(&shown.stderr)
                 )
             });
-        ParticipantAs {
-            socket: socket.clone(),
-            dir,
-            uid: user.uid,
-            gid: user.gid,
-            pid,
-        }
+        p
     }
 
     fn tmux(&self, args: &[&str]) -> Command {
-        tmux_as(&self.socket, self.uid, self.gid, self.dir.path(), args)
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket).args(args).env_remove("TMUX");
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid)
+                .gid(gid)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("TERM", "xterm-256color")
+                .env("HOME", self.dir.path());
+        }
+        c
     }
 
     pub fn screen(&self) -> String {
@@ -545,25 +515,16 @@ impl ParticipantAs {
     pub fn alive(&self) -> bool {
         pid_alive(self.pid)
     }
+
+    /// Type a line into the participant's program (its keystrokes).
+    pub fn type_line(&self, text: &str) {
+        let _ = self
+            .tmux(&["send-keys", "-t", "=p:", text, "Enter"])
+            .status();
+    }
 }
 
-/// A tmux command on the server at `socket`, run as `uid`.
-fn tmux_as(socket: &Path, uid: u32, gid: u32, home: &Path, args: &[&str]) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new("tmux");
-    c.arg("-S")
-        .arg(socket)
-        .args(args)
-        .uid(uid)
-        .gid(gid)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TERM", "xterm-256color")
-        .env("HOME", home);
-    c
-}
-
-impl Drop for ParticipantAs {
+impl Drop for Participant {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-server"]).stderr(Stdio::null()).status();
     }
