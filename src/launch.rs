@@ -88,10 +88,12 @@ impl Resolved {
         if !is_executable(&path) {
             return Resolved::Missing(format!("{} is not an executable file", path.display()));
         }
-        if let Err(e) = secure_fs::check_trusted_file(&path) {
-            return Resolved::Missing(format!("{} is not safe to run: {e}", path.display()));
+        // What runs is the real file that was checked, not a name that a symlink
+        // could point elsewhere later.
+        match secure_fs::check_trusted_file(&path) {
+            Ok(real) => Resolved::Found(real),
+            Err(e) => Resolved::Missing(format!("{} is not safe to run: {e}", path.display())),
         }
-        Resolved::Found(path)
     }
 
     pub fn path(&self) -> Option<&Path> {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod launch;
+pub mod limits;
 pub mod metrics_endpoint;
 pub mod netdiag;
 pub mod netns;

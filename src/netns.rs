@@ -47,8 +47,10 @@ pub struct Plan {
 /// termshare's end of the socket pair: asks the helper for connections.
 pub struct Connector {
     fd: OwnedFd,
-    /// One request at a time: replies come back in order.
-    lock: parking_lot::Mutex<()>,
+    /// One request at a time, each numbered: a reply that comes late (after a
+    /// timeout) is recognised by its number and thrown away, socket and all, so it
+    /// can never answer a later request.
+    next: parking_lot::Mutex<u32>,
 }
 
 /// Make the socket pair: the connector (ours) and the helper's end (to be passed to
@@ -77,7 +79,7 @@ pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
     Ok((
         Arc::new(Connector {
             fd: ours,
-            lock: parking_lot::Mutex::new(()),
+            next: parking_lot::Mutex::new(0),
         }),
         theirs,
         plan,
@@ -96,38 +98,52 @@ impl Connector {
     }
 
     fn connect_blocking(&self) -> io::Result<std::net::TcpStream> {
-        let _one_at_a_time = self.lock.lock();
-        send(self.fd.as_raw_fd(), &[1u8], MsgFlags::MSG_NOSIGNAL)?;
-        let mut errno = [0u8; 4];
-        let mut iov = [io::IoSliceMut::new(&mut errno)];
-        let mut space = nix::cmsg_space!(RawFd);
-        let msg = recvmsg::<()>(
+        let mut next = self.next.lock();
+        *next = next.wrapping_add(1);
+        let number = *next;
+        send(
             self.fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
+            &number.to_ne_bytes(),
+            MsgFlags::MSG_NOSIGNAL,
         )?;
-        if msg.bytes == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the worker's namespace is gone",
-            ));
-        }
-        let mut received = None;
-        for cmsg in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for fd in fds {
-                    // SAFETY: the kernel just gave us this descriptor; nobody else owns it.
-                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                    received.get_or_insert(owned);
+        loop {
+            // A reply: the request's number, an errno (0: success), and the socket.
+            let mut head = [0u8; 8];
+            let mut iov = [io::IoSliceMut::new(&mut head)];
+            let mut space = nix::cmsg_space!(RawFd);
+            let msg = recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            if msg.bytes == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the worker's namespace is gone",
+                ));
+            }
+            let mut received = None;
+            for cmsg in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                    for fd in fds {
+                        // SAFETY: the kernel just gave us this descriptor; nobody else
+                        // owns it. Any but the first is closed here.
+                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                        received.get_or_insert(owned);
+                    }
                 }
             }
-        }
-        let code = i32::from_ne_bytes(errno);
-        match (code, received) {
-            (0, Some(fd)) => Ok(std::net::TcpStream::from(fd)),
-            (0, None) => Err(io::Error::other("the namespace helper sent no socket")),
-            (code, _) => Err(io::Error::from_raw_os_error(code)),
+            let answered = u32::from_ne_bytes(head[..4].try_into().unwrap());
+            if answered != number {
+                continue; // a late reply to an earlier request: dropped with its socket
+            }
+            let code = i32::from_ne_bytes(head[4..].try_into().unwrap());
+            return match (code, received) {
+                (0, Some(fd)) => Ok(std::net::TcpStream::from(fd)),
+                (0, None) => Err(io::Error::other("the namespace helper sent no socket")),
+                (code, _) => Err(io::Error::from_raw_os_error(code)),
+            };
         }
     }
 
@@ -181,7 +197,8 @@ pub unsafe fn enter(plan: &Plan, parent: libc::pid_t) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     if libc::getppid() != parent {
-        return Err(io::Error::other("termshare exited during spawn"));
+        // (No allocation between fork and exec: a plain errno.)
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     let worker = libc::getpid();
     match libc::fork() {
@@ -247,7 +264,11 @@ unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
     for fd in 0..3 {
         libc::dup2(null, fd);
     }
-    libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+    // Fail closed: a helper that kept termshare's descriptors (listeners, other
+    // shares' connector ends, the instance lock) must not run.
+    if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) == -1 {
+        libc::_exit(1);
+    }
     // The helper never execs, so /proc/PID/environ would still show termshare's own
     // environment, secrets included: wipe that block (fail closed if we cannot).
     if !wipe_environ() {
@@ -262,8 +283,8 @@ unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
         sin_zero: [0; 8],
     };
     loop {
-        let mut request = [0u8; 1];
-        let n = libc::recv(3, request.as_mut_ptr().cast(), 1, 0);
+        let mut request = [0u8; 4];
+        let n = libc::recv(3, request.as_mut_ptr().cast(), request.len(), 0);
         if n == 0 {
             libc::_exit(0);
         }
@@ -281,7 +302,7 @@ unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
                 std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
             ) == -1;
         let code = if failed { *libc::__errno_location() } else { 0 };
-        reply(3, code, if code == 0 { s } else { -1 });
+        reply(3, request, code, if code == 0 { s } else { -1 });
         if s != -1 {
             libc::close(s);
         }
@@ -340,9 +361,13 @@ unsafe fn wipe_environ() -> bool {
     true
 }
 
-/// Send `code` (an errno, 0 for success) and, on success, the socket `fd`.
-unsafe fn reply(end: RawFd, code: i32, fd: RawFd) {
-    let mut bytes = code.to_ne_bytes();
+/// Answer request `number`: `code` (an errno, 0 for success) and, on success, the
+/// socket `fd`.
+unsafe fn reply(end: RawFd, number: [u8; 4], code: i32, fd: RawFd) {
+    let code = code.to_ne_bytes();
+    let mut bytes = [
+        number[0], number[1], number[2], number[3], code[0], code[1], code[2], code[3],
+    ];
     let mut iov = libc::iovec {
         iov_base: bytes.as_mut_ptr().cast(),
         iov_len: bytes.len(),

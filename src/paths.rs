@@ -74,13 +74,17 @@ pub fn default_socket() -> Result<PathBuf, PathError> {
 }
 
 /// The private directory of one running termshare: `RUNTIME/inst-PID-RANDOM/`, 0700,
-/// holding an exclusive lock for as long as the instance lives. Workers get their
-/// scratch directories (tmate's socket and config, upterm's keys) inside it.
+/// beside its lock file `inst-PID-RANDOM.lock`, held exclusively for as long as the
+/// instance lives. Workers get their scratch directories (tmate's socket and config,
+/// upterm's keys) inside it.
 ///
 /// A termshare killed with -9 cannot remove its directory; the lock goes with the
-/// process, though, so the next instance to start finds the directory unlocked and
-/// removes it ([`InstanceDir::create`]).
+/// process, though, so the next instance to start finds it free and removes the
+/// directory ([`InstanceDir::create`]). The lock is taken before the directory is
+/// made, so a directory without a held lock is never one that is just starting.
 pub struct InstanceDir {
+    parent: SafeDir,
+    name: String,
     dir: SafeDir,
     /// Held for the instance's life; the kernel drops it when the process dies.
     _lock: Flock<File>,
@@ -105,15 +109,27 @@ impl InstanceDir {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
+        // The lock file appears under its name only once it is locked (made under
+        // another name, locked, then renamed): a visible lock that can be taken is
+        // always a dead instance's, never one that is starting.
+        let lock_name = format!("{name}.lock");
+        let making = format!(".making-{lock_name}");
+        let lock_file =
+            parent.open_file(&making, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR)?;
+        let io = |source: std::io::Error| UnsafePath::Io {
+            path: parent.path().join(&lock_name),
+            source,
+        };
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io(e.into()))?;
+        std::fs::rename(parent.path().join(&making), parent.path().join(&lock_name)).map_err(io)?;
         let dir = parent.subdir(&name, true)?;
-        let lock_file = dir.open_file("lock", OFlag::O_CREAT | OFlag::O_RDWR)?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            UnsafePath::Io {
-                path: dir.path().join("lock"),
-                source: e.into(),
-            }
-        })?;
-        Ok(InstanceDir { dir, _lock: lock })
+        Ok(InstanceDir {
+            parent,
+            name,
+            dir,
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -132,36 +148,43 @@ impl InstanceDir {
 impl Drop for InstanceDir {
     fn drop(&mut self) {
         // Everything in it belongs to this instance's workers, which are gone by now.
-        let _ = std::fs::remove_dir_all(self.dir.path());
+        let _ = self.parent.remove(&self.name);
+        let _ = self.parent.remove(&format!("{}.lock", self.name));
     }
 }
 
-/// Remove the directories of instances whose lock is free (their process is gone).
+/// Remove the directories (and lock files) of instances whose lock is free: their
+/// process is gone.
 fn remove_stale(parent: &SafeDir) {
     let Ok(entries) = std::fs::read_dir(parent.path()) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("inst-")) else {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str().filter(|n| n.starts_with("inst-")) else {
             continue;
         };
-        let Ok(dir) = parent.subdir(name, false) else {
-            continue; // not ours, or not a directory: leave it alone
-        };
-        let free = match dir.open_file("lock", OFlag::O_RDWR) {
+        let instance = name.strip_suffix(".lock").unwrap_or(name);
+        let lock_name = format!("{instance}.lock");
+        let free = match parent.open_file(&lock_name, OFlag::O_RDWR) {
             Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
+            // No lock file: an instance always has one before its directory.
             Err(UnsafePath::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                true // died while creating it
+                true
             }
-            Err(_) => false,
+            Err(_) => false, // not ours: leave it alone
         };
-        if free {
-            tracing::info!(dir = %dir.path().display(), "removing the directory of a termshare that is gone");
-            if let Err(e) = parent.remove(name) {
-                tracing::warn!(dir = %dir.path().display(), error = %e, "could not remove a stale directory");
+        if !free {
+            continue;
+        }
+        if parent.subdir(instance, false).is_ok() {
+            tracing::info!(dir = %parent.path().join(instance).display(), "removing the directory of a termshare that is gone");
+            if let Err(e) = parent.remove(instance) {
+                tracing::warn!(error = %e, "could not remove a stale directory");
+                continue;
             }
         }
+        let _ = parent.remove(&lock_name);
     }
 }
 
@@ -178,15 +201,17 @@ mod tests {
         // A directory whose lock nobody holds: its instance died (kill -9).
         let dead = run.join("inst-1-dead");
         std::fs::create_dir(&dead).unwrap();
-        std::fs::write(dead.join("lock"), "").unwrap();
+        std::fs::write(run.join("inst-1-dead.lock"), "").unwrap();
         std::fs::create_dir(dead.join("tmate-x")).unwrap();
         let second = InstanceDir::create(&run).unwrap();
         assert!(!dead.exists(), "the dead instance's directory is gone");
+        assert!(!run.join("inst-1-dead.lock").exists());
         assert!(scratch.path().exists(), "the live instance's is kept");
         drop(second);
         drop(scratch);
         let path = live.path().to_path_buf();
         drop(live);
         assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0, "nothing left");
     }
 }

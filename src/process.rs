@@ -211,7 +211,8 @@ impl ProcessSpawner {
                 }
                 // The parent died before prctl took effect: do not run orphaned.
                 if libc::getppid() != parent {
-                    return Err(io::Error::other("parent exited during spawn"));
+                    // (No allocation between fork and exec: a plain errno.)
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });

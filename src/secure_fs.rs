@@ -200,7 +200,7 @@ pub fn open_dir(path: &Path, create: bool, trust: Trust) -> Result<SafeDir, Unsa
 /// above that, must be root's or the user's and writable by nobody else. What is read
 /// is what was checked: the checks are made on the open descriptor.
 pub fn read_trusted_file(path: &Path) -> Result<String, UnsafePath> {
-    let file = open_trusted_file(path)?;
+    let (file, _) = open_trusted_file(path)?;
     std::io::read_to_string(file).map_err(|source| UnsafePath::Io {
         path: path.to_path_buf(),
         source,
@@ -208,12 +208,14 @@ pub fn read_trusted_file(path: &Path) -> Result<String, UnsafePath> {
 }
 
 /// Check a file that decides what runs or who gets in (a program, a config) the way
-/// [`read_trusted_file`] does, without reading it.
-pub fn check_trusted_file(path: &Path) -> Result<(), UnsafePath> {
-    open_trusted_file(path).map(drop)
+/// [`read_trusted_file`] does, without reading it. Returns the real path that was
+/// checked: run that, not the name (a symlink in a directory someone else may write
+/// could be pointed elsewhere after the check).
+pub fn check_trusted_file(path: &Path) -> Result<PathBuf, UnsafePath> {
+    open_trusted_file(path).map(|(_, real)| real)
 }
 
-fn open_trusted_file(path: &Path) -> Result<File, UnsafePath> {
+fn open_trusted_file(path: &Path) -> Result<(File, PathBuf), UnsafePath> {
     let real = std::fs::canonicalize(path).map_err(|source| UnsafePath::Io {
         path: path.to_path_buf(),
         source,
@@ -255,9 +257,9 @@ fn open_trusted_file(path: &Path) -> Result<File, UnsafePath> {
         Mode::empty(),
     );
     match readable {
-        Ok(fd) => Ok(File::from(fd)),
+        Ok(fd) => Ok((File::from(fd), real)),
         // Executable but not readable (a program): checked all the same.
-        Err(Errno::EACCES) => Ok(File::from(fd)),
+        Err(Errno::EACCES) => Ok((File::from(fd), real)),
         Err(e) => Err(UnsafePath::io(&real, e)),
     }
 }

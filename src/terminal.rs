@@ -18,6 +18,7 @@ use termshare_actors::{AccessMode, TerminalContext, TerminalHost, TerminalName};
 use tokio::process::Command;
 
 use crate::launch::CleanEnv;
+use crate::secure_fs::{self, Trust};
 
 pub struct TmuxHost {
     /// The tmux binary, by absolute path.
@@ -85,7 +86,35 @@ impl TmuxHost {
         c
     }
 
+    /// Is the server at our socket ours? tmux checks its socket directory only when it
+    /// computes the default path itself, never for `-S`; so termshare does: the
+    /// directory must be the user's and writable by nobody else (no other user can
+    /// have made it first, or swap the socket), and the process listening on it must
+    /// run as the user (the kernel's word). Otherwise a server of someone else's could
+    /// be handed our attach client, and through it our shell.
+    async fn verify_server(&self) -> Result<(), String> {
+        let dir = self.socket.parent().unwrap_or(Path::new("/"));
+        secure_fs::open_dir(dir, false, Trust::default())
+            .map_err(|e| format!("the tmux socket's directory is refused: {e}"))?;
+        let server = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| format!("no tmux server at {}: {e}", self.socket.display()))?;
+        let uid = server
+            .peer_cred()
+            .map_err(|e| format!("cannot tell who runs the tmux server: {e}"))?
+            .uid();
+        let me = nix::unistd::geteuid().as_raw();
+        if uid != me {
+            return Err(format!(
+                "the tmux server at {} runs as uid {uid}, not as you (uid {me}): refused",
+                self.socket.display()
+            ));
+        }
+        Ok(())
+    }
+
     async fn run(&self, args: &[&str]) -> Result<String, String> {
+        self.verify_server().await?;
         let out = tokio::time::timeout(Duration::from_secs(3), self.tmux().args(args).output())
             .await
             .map_err(|_| "tmux did not answer within 3s".to_string())?

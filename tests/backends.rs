@@ -176,7 +176,9 @@ async fn upterm_link_is_read_from_its_session_block_and_flags_follow_the_share()
         after("--force-command"),
         format!(
             "{} -S {} attach-session -r -t =S",
-            termshare::launch::find_in_path("tmux").unwrap().display(),
+            std::fs::canonicalize(termshare::launch::find_in_path("tmux").unwrap())
+                .unwrap()
+                .display(),
             host.socket.display()
         )
     );

@@ -122,13 +122,25 @@ fn another_local_user_joins_a_tty_share_share_only_with_its_link() {
         assert!(!p.screen().contains("SECRET_ONLY_42"));
     }
 
-    // The audit's fingerprint is keyed: hashing every port's link does not find it.
+    // The audit's fingerprint is keyed: it is HMAC-SHA256 of the link under the
+    // installation's key, not a plain hash that a guess of the link (the old links
+    // differed only by port) could be checked against.
     let started = host
         .audit()
         .into_iter()
         .find(|e| e["kind"] == "share.started")
         .unwrap();
     let fp = started["details"]["link_fp"].as_str().unwrap().to_owned();
+    let key: [u8; 32] = std::fs::read(host.dir.path().join("fingerprint.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let keyed = termshare::actors::FingerprintKey::from_bytes(key);
+    assert_eq!(
+        keyed.fingerprint(&link),
+        fp,
+        "the fingerprint is the keyed one"
+    );
     use sha2::Digest;
     let plain = |s: &str| -> String {
         sha2::Sha256::digest(s.as_bytes())[..6]
@@ -401,12 +413,17 @@ fn another_users_directory_is_refused_and_a_client_refuses_their_daemon() {
         std::os::unix::net::UnixStream::connect(&fake).is_ok()
     });
     assert!(up.is_some(), "mallory's daemon did not come up");
+    // A handoff request would be on her daemon's record (requested, denied) had it
+    // reached it.
     let mut cli = Cli::spawn(
         &[
             "--socket",
             fake.to_str().unwrap(),
-            "revoke",
-            "01a21230-702e-73cf-b6c9-b45fd17312fc",
+            "handoff",
+            "request",
+            "S",
+            "--to",
+            "agent:x",
         ],
         None,
     );
@@ -515,9 +532,13 @@ fn tmates_scratch_is_private_and_gone_after_kill_9_and_a_restart() {
     let left: Vec<_> = std::fs::read_dir(&runtime)
         .unwrap()
         .flatten()
-        .map(|e| e.file_name())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left.len(), 1, "only the new instance's directory: {left:?}");
+    assert_eq!(
+        left.len(),
+        2,
+        "only the new instance's directory and its lock: {left:?}"
+    );
     restarted.stop();
 }
 
@@ -810,4 +831,74 @@ fn idle_and_watching_connections_do_not_keep_a_revoke_out() {
     drop(idle);
     drop(watchers);
     daemon.stop();
+}
+
+#[test]
+#[ignore = "needs root: adds a user"]
+fn another_users_watchers_are_capped_and_never_keep_the_owner_out() {
+    let host = Tmux::new("S");
+    let users = TestUsers::new(&["mallory"]);
+    let mallory = users.user("mallory");
+    let identities = users.identities(&[("mallory", &["human:mallory"])]);
+    let policy = std::fs::read_to_string(tty_share_policy(host.dir.path())).unwrap();
+    let d = SharedDaemon::start(&host, &users, &policy, &identities);
+    let share = d.daemon.json(&["share", "S", "--backend", "tty-share"]);
+    let id = share["share_id"].as_str().unwrap().to_owned();
+    // mallory starts 20 watchers: 16 (her part) get in, the rest are told busy.
+    struct Reap(Vec<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut watchers = Reap(
+        (0..20)
+            .map(|_| {
+                use std::os::unix::process::CommandExt;
+                std::process::Command::new(env!("CARGO_BIN_EXE_termshare"))
+                    .args([
+                        "--config",
+                        d.client_config.to_str().unwrap(),
+                        "--socket",
+                        d.daemon.socket.to_str().unwrap(),
+                        "status",
+                        "--watch",
+                        "--json",
+                    ])
+                    .uid(mallory.uid)
+                    .gid(mallory.gid)
+                    .env_clear()
+                    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let (mut watching, mut busy) = (0, 0);
+    for w in &mut watchers.0 {
+        let out = lines_of(w.stdout.take().unwrap());
+        match read_line_within(&out, Duration::from_secs(20)) {
+            Some(_) => watching += 1,
+            None => {
+                let status = w.wait().unwrap();
+                let mut err = String::new();
+                w.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                assert!(!status.success() && err.contains("busy"), "{err}");
+                busy += 1;
+            }
+        }
+    }
+    assert_eq!((watching, busy), (16, 4));
+    // The daemon's own user is not held up by any of it.
+    let t0 = Instant::now();
+    let (code, _, err) = d.daemon.run(&["revoke", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    drop(watchers);
+    d.daemon.stop();
 }

@@ -249,9 +249,11 @@ impl SessionState {
         let t0 = Instant::now();
         let deadline = t0 + self.ctx.settings.revoke_deadline;
         let was_starting = matches!(self.phase, Phase::Starting { .. });
-        let (pending, old) = match std::mem::replace(&mut self.phase, Phase::Ended) {
+        let (pending, starting_worker) = match std::mem::replace(&mut self.phase, Phase::Ended) {
             Phase::Starting { reply } => (reply, None),
-            Phase::Switching { reply, old, .. } => (reply, Some(old)),
+            // Mid-switch the old worker is the one serving: the record and the report
+            // are about it, and the new one, still starting, is stopped with it.
+            Phase::Switching { reply, old, .. } => (reply, self.go_back_to(*old)),
             Phase::Active | Phase::Ended => (None, None),
         };
         let _ = self.ended.set(reason.clone());
@@ -266,12 +268,10 @@ impl SessionState {
             EndReason::Failed(_) | EndReason::TerminalClosed => Duration::ZERO,
             _ => self.ctx.settings.terminate_grace,
         };
-        let (mut outcome, mut stopped_in_time) = self.stop_worker(deadline, grace).await;
-        if let Some(old) = old {
-            // A switch was under way: the worker it was moving away from still serves.
-            let (o, in_time) = stop_worker(self.id(), old.worker, true, deadline, grace).await;
-            outcome.escalated |= o.escalated;
-            outcome.already_gone &= o.already_gone;
+        let (outcome, mut stopped_in_time) = self.stop_worker(deadline, grace).await;
+        if starting_worker.is_some() {
+            let (_, in_time) =
+                stop_worker(self.id(), starting_worker, false, deadline, grace).await;
             stopped_in_time &= in_time;
         }
         let elapsed = t0.elapsed();
@@ -385,19 +385,10 @@ impl SessionState {
         else {
             return;
         };
-        self.worker = None; // the failed worker's actor has stopped (or was never spawned)
         let to = self.info.backend.clone();
-        self.backend = old.backend;
-        self.info.backend = self.backend.name();
-        self.info.links = old.links;
-        self.info.rule_id = old.rule_id;
-        self.max_ttl = old.max_ttl;
-        self.worker_generation = old.generation;
-        self.worker_pid = old.pid;
-        self.worker_tells_participants = old.tells_participants;
-        self.worker_ready = true;
-        let old_alive = old.worker.is_some();
-        self.worker = old.worker;
+        // The failed worker's actor has stopped (or was never spawned).
+        let _ = self.go_back_to(*old);
+        let old_alive = self.worker.is_some();
         record(
             &self.ctx.audit,
             self.event(AuditKind::ShareSwitchFailed)
@@ -410,6 +401,8 @@ impl SessionState {
                     json!(old_alive.then(|| self.info.backend.as_str())),
                 ),
         );
+        // The root's view (list, badges, admission) follows the share back.
+        let _ = self.ctx.root.cast(RootMsg::Updated(self.info.clone()));
         if let Some(reply) = reply {
             let _ = reply.send(Err(error));
         }
@@ -417,6 +410,22 @@ impl SessionState {
             let cause = format!("the worker exited during a switch to {to}, which failed");
             self.end(myself, EndReason::Failed(cause), None, None).await;
         }
+    }
+
+    /// Put the share back on the worker a switch was moving away from (it never
+    /// stopped serving); returns the new worker, if one was spawned.
+    fn go_back_to(&mut self, old: OldWorker) -> Option<ActorRef<WorkerMsg>> {
+        let new = std::mem::replace(&mut self.worker, old.worker);
+        self.backend = old.backend;
+        self.info.backend = self.backend.name();
+        self.info.links = old.links;
+        self.info.rule_id = old.rule_id;
+        self.max_ttl = old.max_ttl;
+        self.worker_generation = old.generation;
+        self.worker_pid = old.pid;
+        self.worker_tells_participants = old.tells_participants;
+        self.worker_ready = true;
+        new
     }
 
     fn count_active(&mut self, active: bool) {
@@ -637,6 +646,26 @@ impl Actor for ShareSession {
                         return Ok(());
                     }
                 }
+                // The root admitted the switch against the share's life as it knew it;
+                // an extension may have landed since: the new rule must still hold.
+                let total = state.deadline.saturating_duration_since(state.started);
+                if let Some(max) = max_ttl.filter(|max| total > *max) {
+                    let err = ShareError::TtlAboveMax {
+                        requested: human(total),
+                        max: human(max),
+                        rule_id,
+                    };
+                    record(
+                        &state.ctx.audit,
+                        state
+                            .event(AuditKind::ShareRefused)
+                            .by(&caller)
+                            .detail("action", "switch")
+                            .detail("reason", err.to_string()),
+                    );
+                    let _ = reply.send(Err(err));
+                    return Ok(());
+                }
                 // Make before break: the old worker keeps serving (and the share keeps
                 // its links) until the new one has its own.
                 let old = Box::new(OldWorker {
@@ -818,7 +847,16 @@ async fn extend(
                 None => ShareError::ShareEnding(state.id()),
             })
         }
-        Phase::Active | Phase::Starting { .. } | Phase::Switching { .. } => {}
+        // Mid-switch, which rule bounds the share is not settled yet: extend after.
+        Phase::Switching { .. } => {
+            return Err(crate::error::InvalidInput::new(
+                "extension",
+                &state.id().to_string(),
+                "the share is switching backends; extend it once the switch is done",
+            )
+            .into())
+        }
+        Phase::Active | Phase::Starting { .. } => {}
     }
     if by.is_zero() || by > crate::settings::MAX_DURATION {
         return Err(crate::error::InvalidInput::new(

@@ -975,3 +975,67 @@ async fn only_the_owner_or_the_operator_acts_on_a_share() {
     );
     h.svc.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_revoke_during_a_switch_stops_both_workers_and_records_the_one_that_served() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let svc = Arc::new(h.svc);
+    let switching = {
+        let svc = svc.clone();
+        let id = info.share_id;
+        tokio::spawn(async move {
+            svc.switch(id, BackendName::new("fake-b"), p("human:alice"))
+                .await
+        })
+    };
+    // The new worker has started (two workers live) but has no link yet.
+    while h.world.live_count() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let report = svc.revoke(info.share_id, p("human:alice")).await.unwrap();
+    assert!(report.deadline_met);
+    assert_eq!(h.world.live_count(), 0, "both workers are gone");
+    assert!(switching.await.unwrap().is_err());
+    let revoked = h
+        .audit
+        .events
+        .lock()
+        .iter()
+        .find(|e| e.kind == AuditKind::ShareRevoked)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        revoked.backend.unwrap().as_str(),
+        "fake",
+        "the worker that served"
+    );
+    Arc::into_inner(svc).unwrap().shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_extension_during_a_switch_is_refused_and_changes_nothing() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let svc = Arc::new(h.svc);
+    let switching = {
+        let svc = svc.clone();
+        let id = info.share_id;
+        tokio::spawn(async move {
+            svc.switch(id, BackendName::new("fake-b"), p("human:alice"))
+                .await
+        })
+    };
+    while h.world.live_count() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let err = svc
+        .extend(info.share_id, Duration::from_secs(60), p("human:alice"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::Invalid(_)), "{err}");
+    let switched = switching.await.unwrap().unwrap();
+    assert_eq!(switched.expires_at, info.expires_at);
+    assert!(!kinds_of(&h.audit, info.share_id).contains(&AuditKind::ShareExtended));
+    Arc::into_inner(svc).unwrap().shutdown().await;
+}

@@ -31,10 +31,17 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::{PerUser, UserSlot};
 use crate::netns::Connector;
 
-/// Connections one share's front serves at once (a browser opens a handful).
-const MAX_CONNECTIONS: usize = 64;
+/// Connections (and websocket pipes) that have shown the share's secret, at once: a
+/// browser opens a handful per participant.
+const MAX_VERIFIED: usize = 64;
+/// Connections that have not (yet) shown it, in all and per local user: someone
+/// without the link who opens many fills only their own few, never the slots a
+/// participant with the link needs to get in.
+const MAX_UNVERIFIED: usize = 48;
+const MAX_UNVERIFIED_PER_USER: usize = 4;
 /// A session page larger than this is not a tty-share page: refused.
 const MAX_PAGE: usize = 1 << 20;
 /// A participant that sends no request head within this is dropped.
@@ -45,6 +52,7 @@ type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 struct Ctx {
     secret: String,
     connector: Arc<Connector>,
+    verified: Arc<Semaphore>,
     /// Cancelled when the front is dropped: every connection and pipe ends with it.
     stop: CancellationToken,
 }
@@ -80,6 +88,7 @@ impl LinkFront {
         let ctx = Arc::new(Ctx {
             secret: secret.clone(),
             connector,
+            verified: Arc::new(Semaphore::new(MAX_VERIFIED)),
             stop: stop.clone(),
         });
         tokio::spawn(serve(listener, ctx));
@@ -104,26 +113,54 @@ fn new_secret() -> std::io::Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Where a connection stands: counted among those that have not shown the secret,
+/// or (once a request carried it) among the participants'.
+enum Standing {
+    Unverified {
+        _permit: tokio::sync::OwnedSemaphorePermit,
+        _user: UserSlot,
+    },
+    Verified {
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+}
+
+/// Shared by a connection and the websocket pipe an upgrade hands it to: the slot
+/// lives as long as either.
+type Slot = Arc<parking_lot::Mutex<Standing>>;
+
 async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let unverified = Arc::new(Semaphore::new(MAX_UNVERIFIED));
+    let per_user = Arc::new(PerUser::default());
     loop {
         let accepted = tokio::select! {
             _ = ctx.stop.cancelled() => return,
             a = listener.accept() => a,
         };
-        let Ok((tcp, _)) = accepted else {
+        let Ok((tcp, peer)) = accepted else {
             // Out of descriptors or similar: do not spin; try again shortly.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        // Who made the connection, when it comes from this machine (the kernel's
+        // word); a remote peer counts as one user, u32::MAX.
+        let uid = tcp
+            .local_addr()
+            .ok()
+            .and_then(|local| crate::netdiag::socket_owner(peer, local).ok().flatten())
+            .unwrap_or(u32::MAX);
+        let (Some(user_slot), Ok(permit)) = (
+            per_user.take(uid, MAX_UNVERIFIED_PER_USER),
+            unverified.clone().try_acquire_owned(),
+        ) else {
             continue; // at the limit: the connection is closed unanswered
         };
         let _ = tcp.set_nodelay(true);
         let ctx = ctx.clone();
-        // The slot is held by the connection and by the websocket pipe an upgrade
-        // hands it to, so connections and pipes together stay within the bound.
-        let slot = Arc::new(permit);
+        let slot: Slot = Arc::new(parking_lot::Mutex::new(Standing::Unverified {
+            _permit: permit,
+            _user: user_slot,
+        }));
         tokio::spawn(async move {
             let service = hyper::service::service_fn({
                 let ctx = ctx.clone();
@@ -141,6 +178,15 @@ async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             }
         });
     }
+}
+
+/// A bare answer that also ends the connection (a refused connection must not stay
+/// open, holding its slot, by sending more requests).
+fn closing(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = plain(status, text);
+    r.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
@@ -172,12 +218,27 @@ fn strip_secret<'a>(path: &'a str, secret: &str) -> Option<&'a str> {
 async fn handle(
     mut req: Request<Incoming>,
     ctx: Arc<Ctx>,
-    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    slot: Slot,
 ) -> Result<Response<Body>, Infallible> {
     let Some(rest) = strip_secret(req.uri().path(), &ctx.secret) else {
         metrics::counter!("termshare_link_front_refused_total").increment(1);
-        return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
+        return Ok(closing(StatusCode::NOT_FOUND, "not found\n"));
     };
+    {
+        let mut standing = slot.lock();
+        if let Standing::Unverified { .. } = *standing {
+            // It showed the secret: from now on it counts as a participant's.
+            match ctx.verified.clone().try_acquire_owned() {
+                Ok(permit) => *standing = Standing::Verified { _permit: permit },
+                Err(_) => {
+                    return Ok(closing(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections to this share\n",
+                    ))
+                }
+            }
+        }
+    }
     let inner = match req.uri().query() {
         Some(q) => format!("/s/local/{rest}?{q}"),
         None => format!("/s/local/{rest}"),

@@ -8,16 +8,16 @@
 //! audit record. Requests are JSON lines ([`crate::protocol`]); each connection is
 //! served by its own task, and a bad line gets an error reply, never a crash.
 //!
-//! Nobody can starve the socket: connections are bounded in all and per user, a
-//! connection that sends no complete request in [`IDLE_TIMEOUT`] is closed, and
-//! `watch` streams take slots of their own, so they never hold the slots control
-//! requests need. Shutdown stops accepting, removes the socket, revokes every share
-//! and reaps every worker.
+//! Nobody can starve the socket: connections are bounded in all and per user, part
+//! of them is kept for the daemon's own user, a connection that sends no complete
+//! request in [`IDLE_TIMEOUT`] is closed, and a connection that starts a `watch`
+//! stream gives its connection slot back for a watcher slot (bounded the same way),
+//! so watchers never hold what control requests need. Shutdown stops accepting,
+//! removes the socket, revokes every share and reaps every worker.
 
 pub mod peers;
 pub mod socket;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
@@ -32,6 +32,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
+use crate::limits::{PerUser, UserSlot};
 use crate::protocol::{self, Command, ProtocolError, MAX_LINE};
 use crate::Termshare;
 
@@ -40,48 +41,56 @@ pub use socket::{bind, DaemonError, SocketAccess};
 
 /// Connections open at once, in all. More are turned away with `busy`.
 const MAX_CONNECTIONS: usize = 1024;
+/// Of those, other users together may hold at most this many: the rest is the daemon
+/// user's, so others cannot crowd out its `revoke`.
+const MAX_OTHERS: usize = 768;
 /// Connections one user other than the daemon's may hold.
 const MAX_PER_OTHER_USER: usize = 64;
-/// `watch` streams at once. They hold no control slot.
+/// `watch` streams at once. A connection that starts watching gives its connection
+/// slot back and takes one of these: watchers never hold what control requests need.
 const MAX_WATCHERS: usize = 512;
-/// A connection that sends no complete request line for this long is closed.
+/// Watch streams of other users together, and of each one.
+const MAX_OTHERS_WATCHING: usize = 384;
+const MAX_WATCHERS_PER_OTHER_USER: usize = 16;
+/// A connection that sends no complete request line for this long is closed (blank
+/// lines do not count as requests).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Counts of open connections per uid, to cap other users.
-#[derive(Default)]
-struct PerUser {
-    open: parking_lot::Mutex<HashMap<u32, usize>>,
+/// A bounded pool: in all, for other users together, and per other user.
+struct Pool {
+    all: Arc<Semaphore>,
+    others: Arc<Semaphore>,
+    per_user: Arc<PerUser>,
+    per_user_limit: usize,
 }
 
-/// One connection's place in [`PerUser`]; released on drop.
-struct UserSlot {
-    uid: u32,
-    table: Arc<PerUser>,
+/// A place in a [`Pool`]; given back on drop.
+struct Place {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    _others: Option<(tokio::sync::OwnedSemaphorePermit, UserSlot)>,
 }
 
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock();
-        if let Some(n) = open.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.uid);
-            }
+impl Pool {
+    fn new(all: usize, others: usize, per_user_limit: usize) -> Self {
+        Pool {
+            all: Arc::new(Semaphore::new(all)),
+            others: Arc::new(Semaphore::new(others)),
+            per_user: Arc::new(PerUser::default()),
+            per_user_limit,
         }
     }
-}
 
-impl PerUser {
-    fn take(self: &Arc<Self>, uid: u32, limit: usize) -> Option<UserSlot> {
-        let mut open = self.open.lock();
-        let n = open.entry(uid).or_default();
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(UserSlot {
-            uid,
-            table: self.clone(),
+    /// A place for `uid` (`owner`: the daemon's own user), or `None` when full.
+    fn take(&self, uid: u32, owner: bool) -> Option<Place> {
+        let others = if owner {
+            None
+        } else {
+            let slot = self.per_user.take(uid, self.per_user_limit)?;
+            Some((self.others.clone().try_acquire_owned().ok()?, slot))
+        };
+        Some(Place {
+            _all: self.all.clone().try_acquire_owned().ok()?,
+            _others: others,
         })
     }
 }
@@ -90,7 +99,7 @@ impl PerUser {
 struct Shared {
     ts: Termshare,
     peers: PeerMap,
-    watchers: Arc<Semaphore>,
+    watchers: Pool,
 }
 
 /// Serve until `shutdown` resolves, then stop every share and remove the socket.
@@ -104,10 +113,13 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         ts,
         peers,
-        watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+        watchers: Pool::new(
+            MAX_WATCHERS,
+            MAX_OTHERS_WATCHING,
+            MAX_WATCHERS_PER_OTHER_USER,
+        ),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_user = Arc::new(PerUser::default());
+    let connections_pool = Pool::new(MAX_CONNECTIONS, MAX_OTHERS, MAX_PER_OTHER_USER);
     let owner = nix::unistd::geteuid().as_raw();
     let mut connections = tokio::task::JoinSet::new();
     let mut backoff = Duration::ZERO;
@@ -133,19 +145,15 @@ pub async fn serve(
                     }
                 };
                 let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
-                let limit = if uid == owner { MAX_CONNECTIONS } else { MAX_PER_OTHER_USER };
                 // At a limit, turn the newcomer away at once rather than stall the
                 // accept loop (and with it shutdown).
-                let (Ok(permit), Some(user_slot)) =
-                    (slots.clone().try_acquire_owned(), per_user.take(uid, limit))
-                else {
+                let Some(place) = connections_pool.take(uid, uid == owner) else {
                     let _ = write_line(&mut stream, &busy(&Value::Null)).await;
                     continue;
                 };
                 let shared = shared.clone();
                 connections.spawn(async move {
-                    let _slots = (permit, user_slot);
-                    if let Err(e) = serve_connection(&shared, stream).await {
+                    if let Err(e) = serve_connection(&shared, stream, place).await {
                         tracing::debug!(error = %e, "connection ended");
                     }
                 });
@@ -230,7 +238,7 @@ async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), v: &Value) -> io::Resu
     w.write_all(&line).await
 }
 
-async fn serve_connection(shared: &Shared, stream: UnixStream) -> io::Result<()> {
+async fn serve_connection(shared: &Shared, stream: UnixStream, place: Place) -> io::Result<()> {
     let cred = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
     let identity = match shared.peers.identify(cred.uid(), cred.pid()) {
@@ -242,10 +250,11 @@ async fn serve_connection(shared: &Shared, stream: UnixStream) -> io::Result<()>
         }
     };
     let mut read = BufReader::new(read);
+    // A connection that sends no complete request in time (idle, a half-sent line, or
+    // only blank lines) gives its slot back.
+    let mut idle_until = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
-        // A connection that sends no complete line in time (idle, or a half-sent
-        // line) gives its slot back.
-        let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line_capped(&mut read)).await {
+        let line = match tokio::time::timeout_at(idle_until, read_line_capped(&mut read)).await {
             Err(_) => return Ok(()),
             Ok(line) => line?,
         };
@@ -269,10 +278,13 @@ async fn serve_connection(shared: &Shared, stream: UnixStream) -> io::Result<()>
             }
         };
         if let Command::Watch {} = request.command {
-            let Ok(_watching) = shared.watchers.clone().try_acquire_owned() else {
+            let uid = cred.uid();
+            let Some(_watching) = shared.watchers.take(uid, identity.is_operator()) else {
                 write_line(&mut write, &busy(&request.id)).await?;
                 continue;
             };
+            // From here on this is a watcher: its connection slot goes back.
+            drop(place);
             return watch(&shared.ts, &identity, &request.id, &mut read, &mut write).await;
         }
         let reply = match dispatch(&shared.ts, &identity, request.command).await {
@@ -280,6 +292,7 @@ async fn serve_connection(shared: &Shared, stream: UnixStream) -> io::Result<()>
             Err(e) => protocol::share_error(&request.id, &e),
         };
         write_line(&mut write, &reply).await?;
+        idle_until = tokio::time::Instant::now() + IDLE_TIMEOUT;
     }
 }
 

@@ -28,7 +28,7 @@ pub enum DaemonError {
     Listen { path: PathBuf, source: io::Error },
     #[error("socket_group `{0}`: no such group")]
     NoSuchGroup(String),
-    #[error("with socket_group, the socket needs a directory of its own: {0} is shared with other things of yours")]
+    #[error("with socket_group, the socket needs a directory of its own (termshare makes it 0750 for the group): {0} holds other files; set [service] socket to a path in an empty directory")]
     SharedDirectory(PathBuf),
 }
 
@@ -56,7 +56,7 @@ pub async fn bind(path: &Path, access: &SocketAccess) -> Result<UnixListener, Da
     let dir = secure_fs::open_dir(dir_path, true, Trust::default())
         .map_err(DaemonError::UnsafeDirectory)?;
     if let Some(gid) = gid {
-        open_directory_to_group(dir.path(), gid)?;
+        open_directory_to_group(dir.path(), path.file_name(), gid)?;
     }
     let listen_err = |source| DaemonError::Listen {
         path: path.to_path_buf(),
@@ -84,13 +84,21 @@ pub async fn bind(path: &Path, access: &SocketAccess) -> Result<UnixListener, Da
     Ok(listener)
 }
 
-/// With `socket_group`: the directory becomes that group's, 0750. Refused for a
-/// directory that holds more than termshare's socket (the runtime or home directory).
-fn open_directory_to_group(dir: &Path, gid: Gid) -> Result<(), DaemonError> {
-    let shared = ["XDG_RUNTIME_DIR", "HOME", "XDG_STATE_HOME"]
-        .iter()
-        .filter_map(std::env::var_os)
-        .any(|v| Path::new(&v) == dir);
+/// With `socket_group`: the directory becomes that group's, 0750. It must hold
+/// nothing but the socket: opening a directory that holds more (the runtime or state
+/// directory with the audit log and its key, `~/.ssh`…) to a group is refused.
+fn open_directory_to_group(
+    dir: &Path,
+    socket: Option<&std::ffi::OsStr>,
+    gid: Gid,
+) -> Result<(), DaemonError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| DaemonError::Listen {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let shared = entries
+        .flatten()
+        .any(|e| Some(e.file_name().as_os_str()) != socket);
     if shared {
         return Err(DaemonError::SharedDirectory(dir.to_path_buf()));
     }

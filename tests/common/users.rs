@@ -41,43 +41,51 @@ fn id_of(flag: &str, name: &str) -> u32 {
 }
 
 impl TestUsers {
-    /// Make a group and one user per short name, each a member of the group.
+    /// Make a group and one user per short name, each a member of the group. The
+    /// guard exists from the group on, so a failure partway removes what was made.
     pub fn new(shorts: &[&str]) -> TestUsers {
         super::require_root();
-        let _one_at_a_time = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
         let mut tag = [0u8; 3];
         getrandom::fill(&mut tag).unwrap();
         let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
         let group = format!("tsg-{tag}");
-        run("groupadd", &[&group]);
-        let gid = {
-            let out = Command::new("getent")
-                .args(["group", &group])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout)
-                .split(':')
-                .nth(2)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
+        let mut made = {
+            let _one_at_a_time = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+            run("groupadd", &[&group]);
+            TestUsers {
+                group: group.clone(),
+                gid: 0,
+                users: Vec::new(),
+            }
         };
-        let mut users = Vec::new();
+        let out = Command::new("getent")
+            .args(["group", &group])
+            .output()
+            .unwrap();
+        made.gid = String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         for short in shorts {
             let name = format!("ts-{short}-{tag}");
-            run(
-                "useradd",
-                &["-M", "-N", "-g", &group, "-s", "/bin/sh", &name],
-            );
-            users.push(TestUser {
+            {
+                let _one_at_a_time = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+                run(
+                    "useradd",
+                    &["-M", "-N", "-g", &group, "-s", "/bin/sh", &name],
+                );
+            }
+            made.users.push(TestUser {
                 short: short.to_string(),
                 uid: id_of("-u", &name),
                 gid: id_of("-g", &name),
                 name,
             });
         }
-        TestUsers { group, gid, users }
+        made
     }
 
     pub fn user(&self, short: &str) -> &TestUser {
