@@ -37,7 +37,8 @@ pub fn code(e: &ShareError) -> i32 {
         ShareError::UnknownBackend(_)
         | ShareError::UnknownTerminal { .. }
         | ShareError::NotFound(_) => NOT_FOUND,
-        ShareError::Backend(BackendError::LinkTimeout { .. }) => LINK_TIMEOUT,
+        ShareError::Backend(BackendError::LinkTimeout { .. })
+        | ShareError::StartTimedOut { .. } => LINK_TIMEOUT,
         ShareError::Backend(BackendError::Unsupported { .. }) => INVALID,
         ShareError::Backend(_) => BACKEND_UNAVAILABLE,
         ShareError::ShareExpired(_) | ShareError::ShareEnding(_) | ShareError::ShareEnded(..) => {

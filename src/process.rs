@@ -75,6 +75,16 @@ pub struct ProcessGroupGuard {
 }
 
 impl ProcessGroupGuard {
+    /// Own group `pgid` (registered for the shutdown backstop) until dropped.
+    fn new(pgid: i32, registry: Arc<GroupRegistry>) -> Self {
+        registry.groups.lock().insert(pgid);
+        ProcessGroupGuard {
+            pgid,
+            registry,
+            released: false,
+        }
+    }
+
     pub fn pgid(&self) -> i32 {
         self.pgid
     }
@@ -133,7 +143,9 @@ impl WorkerCommand {
     }
 }
 
-type Job = (Command, oneshot::Sender<io::Result<Child>>);
+/// A spawned child and the guard that owns its group from the instant of the fork.
+type Spawned = (Child, ProcessGroupGuard);
+type Job = (Command, oneshot::Sender<io::Result<Spawned>>);
 
 /// Forks every worker from one long-lived thread (see the module docs for why).
 pub struct ProcessSpawner {
@@ -154,6 +166,8 @@ impl ProcessSpawner {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("termshare must be started inside a tokio runtime"))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let registry = Arc::new(GroupRegistry::default());
+        let groups = registry.clone();
         std::thread::Builder::new()
             .name("termshare-spawner".into())
             .spawn(move || {
@@ -161,12 +175,23 @@ impl ProcessSpawner {
                 // Ends when the last ProcessSpawner handle is dropped; the kernel then
                 // sends PDEATHSIG to any child still alive.
                 while let Ok((mut cmd, reply)) = rx.recv() {
-                    let _ = reply.send(cmd.spawn());
+                    // The guard owns the group from the instant of the fork: if the
+                    // caller is gone by the time the child is handed over (a revoke
+                    // during the start), the unsent pair is dropped, and the guard
+                    // kills the group.
+                    let spawned = cmd.spawn().and_then(|child| {
+                        let pid = child
+                            .id()
+                            .ok_or_else(|| io::Error::other("child has no pid"))?;
+                        Ok((child, ProcessGroupGuard::new(pid as i32, groups.clone())))
+                    });
+                    termshare_actors::faultpoints::pause_thread("spawn.handover");
+                    let _ = reply.send(spawned);
                 }
             })?;
         Ok(Arc::new(ProcessSpawner {
             jobs,
-            registry: Arc::new(GroupRegistry::default()),
+            registry,
             env: Arc::new(env),
         }))
     }
@@ -221,22 +246,16 @@ impl ProcessSpawner {
                 cmd.pre_exec(move || crate::netns::enter(&plan, parent));
             }
         }
+        termshare_actors::faultpoints::pause("spawn.before_fork").await;
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send((cmd, tx))
             .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-        let mut child = rx
+        let (mut child, guard) = rx
             .await
             .map_err(|_| io::Error::other("the spawner thread is gone"))??;
-        let pid = child
-            .id()
-            .ok_or_else(|| io::Error::other("child has no pid"))?;
-        let guard = ProcessGroupGuard {
-            pgid: pid as i32,
-            registry: self.registry.clone(),
-            released: false,
-        };
-        self.registry.groups.lock().insert(pid as i32);
+        let pid = guard.pgid() as u32;
+        termshare_actors::faultpoints::pause("spawn.after_fork").await;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (exit_tx, exit) = watch::channel(None);

@@ -192,6 +192,7 @@ pub fn share_error_code(e: &ShareError) -> &'static str {
         ShareError::UnknownBackend(_) | ShareError::UnknownTerminal { .. } => "not_found",
         ShareError::NotFound(_) => "not_found",
         ShareError::Backend(termshare_actors::BackendError::LinkTimeout { .. }) => "link_timeout",
+        ShareError::StartTimedOut { .. } => "start_timed_out",
         ShareError::Backend(termshare_actors::BackendError::Unsupported { .. }) => "invalid",
         ShareError::Backend(_) => "backend_unavailable",
         ShareError::ShareExpired(_) => "expired",

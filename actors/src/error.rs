@@ -77,6 +77,10 @@ pub enum ShareError {
     Backend(#[from] BackendError),
     #[error("no live share {0}")]
     NotFound(ShareId),
+    /// The whole start (record, terminal check, link, announcement) took longer than
+    /// its deadline: the share was stopped and never announced.
+    #[error("the share did not start within {after}; it was stopped, unannounced")]
+    StartTimedOut { after: String },
     #[error("share {0} has expired")]
     ShareExpired(ShareId),
     #[error("share {0} is ending")]

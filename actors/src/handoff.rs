@@ -304,8 +304,19 @@ async fn live_shares(root: &ActorRef<RootMsg>) -> Vec<ShareInfo> {
 }
 
 impl ManagerState {
+    /// Record what has happened (a denial, a timeout): written however late.
     async fn audit(&self, event: AuditEvent) -> Result<(), ShareError> {
         record_acked(&self.args.audit, event, self.args.audit_timeout)
+            .await
+            .map_err(ShareError::AuditUnavailable)
+    }
+
+    /// Record what happens only if it is on the record (a request, an approval, a
+    /// completion): withdrawn if the log does not take it in time, so a step reported
+    /// as not done never shows up later.
+    async fn audit_first(&self, event: AuditEvent) -> Result<(), ShareError> {
+        crate::audit::send(&self.args.audit, event)
+            .wait(self.args.audit_timeout)
             .await
             .map_err(ShareError::AuditUnavailable)
     }
@@ -460,7 +471,7 @@ impl ManagerState {
             .detail("reason", h.view.reason.as_str())
             .detail("rule_id", h.view.rule_id.as_str())
             .detail("approvers", json!(h.view.approvers));
-        self.audit(event).await?;
+        self.audit_first(event).await?;
         let view = h.view.clone();
         self.publish(&h);
         self.handoffs.insert(id, h);
@@ -491,7 +502,7 @@ impl ManagerState {
                 .detail("step", step)
                 .detail("of", h.view.approvers.len());
             // On the record first: an approval the log cannot keep does not count.
-            self.audit(event).await?;
+            self.audit_first(event).await?;
             let h = self.pending(id)?;
             h.view.approvals.push(Approval {
                 by: by.principal.clone(),
@@ -651,7 +662,16 @@ async fn complete(
                 grace: None,
             };
             match root
-                .call(|tx| RootMsg::Share(request, tx), Some(share_timeout))
+                .call(
+                    |reply| RootMsg::Share {
+                        request,
+                        start_deadline: tokio::time::Instant::now() + share_timeout,
+                        reply,
+                    },
+                    // The start's budget, then time for a failed start's stop and
+                    // record to come back as an answer.
+                    Some(share_timeout * 2),
+                )
                 .await
             {
                 Ok(ractor::rpc::CallResult::Success(Ok(info))) => {
@@ -819,7 +839,7 @@ impl Actor for HandoffManager {
                         event.peer = h.completed_by.clone();
                         h.view.package = Some(package);
                         let view = h.view.clone();
-                        state.audit(event).await.map(|()| view)
+                        state.audit_first(event).await.map(|()| view)
                     }
                     Err(e) => {
                         // The context could not be captured: nothing is handed over.

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::badge::{Badge, BadgeShare, Badges};
 
@@ -31,17 +32,25 @@ use crate::types::{
 const ENDED_MEMORY: usize = 4096;
 
 pub enum RootMsg {
-    Share(ShareRequest, ShareReply),
+    /// A new share; the whole start must be done by `start_deadline` (counted from the
+    /// request's arrival at the API).
+    Share {
+        request: ShareRequest,
+        start_deadline: Instant,
+        reply: ShareReply,
+    },
     Extend {
         share_id: ShareId,
         by: Duration,
         caller: Caller,
         reply: ShareReply,
     },
+    /// End a share now; its deadline counts from `requested_at`, the request's arrival.
     Revoke {
         share_id: ShareId,
         caller: Caller,
         reply: EndReply,
+        requested_at: Instant,
     },
     Switch {
         share_id: ShareId,
@@ -358,7 +367,11 @@ impl Actor for RootSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RootMsg::Share(req, reply) => {
+            RootMsg::Share {
+                request: req,
+                start_deadline,
+                reply,
+            } => {
                 let id = ShareId::new();
                 metrics::counter!("termshare_shares_requested_total").increment(1);
                 let requested = AuditEvent::new(AuditKind::ShareRequested, id)
@@ -445,6 +458,7 @@ impl Actor for RootSupervisor {
                     ended: ended.clone(),
                     requested,
                     caller: req.caller.clone(),
+                    start_deadline,
                 };
                 // Registered in this same handler, before the next request is read, so
                 // racing requests see it.
@@ -527,6 +541,7 @@ impl Actor for RootSupervisor {
                 share_id,
                 caller,
                 reply,
+                requested_at,
             } => {
                 let Some(entry) = state.shares.get(&share_id) else {
                     let _ = reply.send(Err(state.gone(share_id)));
@@ -545,6 +560,7 @@ impl Actor for RootSupervisor {
                     reason: EndReason::Revoked,
                     by: Some(caller),
                     reply: Some(reply),
+                    requested_at,
                 }) {
                     let _ = reply.send(Err(ended_error(share_id, ended.get())));
                 }
@@ -625,6 +641,7 @@ impl Actor for RootSupervisor {
             RootMsg::Shutdown(reply) => {
                 state.shutting_down = true;
                 let deadline = state.ctx.settings.revoke_deadline + Duration::from_secs(1);
+                let requested_at = Instant::now();
                 let mut set = JoinSet::new();
                 for entry in state.shares.values() {
                     let session = entry.session.clone();
@@ -635,6 +652,7 @@ impl Actor for RootSupervisor {
                                     reason: EndReason::Stopped,
                                     by: None,
                                     reply: Some(tx),
+                                    requested_at,
                                 },
                                 Some(deadline),
                             )

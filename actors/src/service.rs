@@ -92,7 +92,7 @@ impl ShareService {
                 root: root.clone(),
                 audit_timeout: settings.audit_timeout,
                 scrollback_lines: settings.handoff_scrollback_lines,
-                share_timeout: settings.link_timeout + settings.audit_timeout + CALL_SLACK,
+                share_timeout: settings.start_budget(),
                 backends: backend_names,
             },
         )
@@ -119,6 +119,11 @@ impl ShareService {
     /// audit file does not): this stream is for display, not for the record.
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
         self.events.subscribe()
+    }
+
+    /// Events handed to the audit writer and not yet written.
+    pub fn audit_queue(&self) -> usize {
+        self.audit_health.queued()
     }
 
     /// `Some(error)` while the audit sink fails to keep events (new shares are refused
@@ -150,10 +155,21 @@ impl ShareService {
         }
     }
 
-    /// Start a share; returns once its link is known (or the start failed).
+    /// Start a share; returns once its link is known (or the start failed). The whole
+    /// start has one deadline, [`Settings::start_budget`] from now: a start still going
+    /// then is stopped and never announced, so a caller that gets no link never leaves
+    /// a share running behind it.
     pub async fn share(&self, request: ShareRequest) -> Result<ShareInfo, ShareError> {
-        let t = self.settings.link_timeout + self.settings.revoke_deadline + CALL_SLACK * 2;
-        self.ask(t, |tx| RootMsg::Share(request, tx)).await
+        let budget = self.settings.start_budget();
+        let start_deadline = tokio::time::Instant::now() + budget;
+        // The start's budget, then the stop and record of a start that ran out of it.
+        let t = budget + self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK;
+        self.ask(t, |reply| RootMsg::Share {
+            request,
+            start_deadline,
+            reply,
+        })
+        .await
     }
 
     /// Move a share's expiry `by` later (relative to its current expiry), within its
@@ -184,11 +200,15 @@ impl ShareService {
         caller: impl Into<Caller>,
     ) -> Result<RevokeReport, ShareError> {
         let caller = caller.into();
+        // Stamped here: the deadline counts from the request's arrival, however long
+        // it waits anywhere inside.
+        let requested_at = tokio::time::Instant::now();
         let t = self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK;
         self.ask(t, |reply| RootMsg::Revoke {
             share_id,
             caller,
             reply,
+            requested_at,
         })
         .await
     }

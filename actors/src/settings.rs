@@ -36,6 +36,19 @@ pub struct Settings {
     pub handoff_scrollback_lines: usize,
 }
 
+/// The most a terminal check may take (tmux answers in milliseconds; this bounds it).
+pub const TERMINAL_CHECK: Duration = Duration::from_secs(3);
+
+impl Settings {
+    /// How long a whole start may take, from the request's arrival to the announced
+    /// link: the request's record, the terminal check, the link, the announcement's
+    /// record. A start still going then fails, and is never announced; the API caller
+    /// waits this long (and the end's own stop) for its answer.
+    pub fn start_budget(&self) -> Duration {
+        self.audit_timeout * 2 + TERMINAL_CHECK + self.link_timeout
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {

@@ -32,6 +32,8 @@ pub struct FakeWorld {
     pub fail_next_start: Mutex<Option<BackendError>>,
     /// Starts never produce a link (a relay that does not answer).
     pub never_link: Mutex<bool>,
+    /// When set, every start takes this long to give its link (a slow relay).
+    pub link_delay: Mutex<Option<Duration>>,
     /// Terminate does not finish (a hung worker): only a kill ends it.
     pub hang_on_terminate: Mutex<bool>,
     /// The next heartbeat probe panics inside the BackendWorker actor.
@@ -166,7 +168,8 @@ impl Backend for FakeBackend {
                 detail: "the relay was not reachable (fake)".into(),
             });
         }
-        tokio::time::sleep(self.link_delay).await;
+        let delay = self.world.link_delay.lock().unwrap_or(self.link_delay);
+        tokio::time::sleep(delay).await;
         Ok(StartedWorker {
             links: Links::new(format!("fake://{}/{}", self.name, spec.share_id)),
             worker: Box::new(worker),
@@ -179,8 +182,10 @@ impl Backend for FakeBackend {
 pub struct FakeHost {
     pub terminals: Mutex<HashSet<String>>,
     pub notices: Mutex<Vec<(String, String)>>,
-    /// The next notify panics (inside the ShareSession that calls it).
+    /// The next notify panics (in the session's notice task, which fails the session).
     pub panic_on_notify: Mutex<bool>,
+    /// Each notify takes this long (a tmux that is slow to answer).
+    pub notify_delay: Mutex<Duration>,
     /// What the terminals' screens hold, for handoff captures.
     pub screen: Mutex<String>,
 }
@@ -191,6 +196,7 @@ impl FakeHost {
             terminals: Mutex::new(terminals.iter().map(|s| s.to_string()).collect()),
             notices: Mutex::new(Vec::new()),
             panic_on_notify: Mutex::new(false),
+            notify_delay: Mutex::new(Duration::ZERO),
             screen: Mutex::new(String::new()),
         }
     }
@@ -236,6 +242,8 @@ impl TerminalHost for FakeHost {
         if std::mem::take(&mut *self.panic_on_notify.lock()) {
             panic!("injected: notify panicked");
         }
+        let delay = *self.notify_delay.lock();
+        tokio::time::sleep(delay).await;
         self.notices
             .lock()
             .push((terminal.to_string(), message.to_string()));

@@ -253,6 +253,7 @@ fn as_(principal: &str, identity: &termshare_actors::Identity) -> termshare_acto
 #[tokio::test(start_paused = true)]
 async fn one_identity_cannot_approve_two_steps_of_a_chain() {
     let h = harness(chain()).await;
+    let mut events = h.svc.subscribe();
     let alice = user(1001, "alice", &["human:alice"]);
     // One person who may act as both approvers of the chain.
     let boss = user(1002, "boss", &["human:owner", "human:lead"]);
@@ -277,14 +278,12 @@ async fn one_identity_cannot_approve_two_steps_of_a_chain() {
     let view = h.svc.handoff_show(id, p("human:owner")).await.unwrap();
     assert_eq!((view.state, view.step), (HandoffState::Pending, Some(2)));
     // The refusal is on the record with the peer that tried.
-    let refused = h
-        .audit
-        .events
-        .lock()
-        .iter()
-        .find(|e| e.kind == AuditKind::HandoffRefused)
-        .cloned()
-        .expect("handoff.refused");
+    let refused = loop {
+        let e = events.recv().await.expect("audit stream");
+        if e.kind == AuditKind::HandoffRefused {
+            break e;
+        }
+    };
     assert_eq!(refused.peer.as_ref().map(|p| p.uid), Some(1002));
     // Someone else may approve step 2.
     let lead = user(1003, "lead", &["human:lead"]);

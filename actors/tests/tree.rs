@@ -4,103 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use termshare_actors::audit::MemorySink;
+mod common;
+
+use common::*;
 use termshare_actors::testing::{AllowAll, DenyAll, FakeBackend, FakeHost, FakeWorld};
 use termshare_actors::{
-    AccessMode, AuditEvent, AuditKind, BackendError, BackendName, EndReason, PolicyGate,
-    ServiceDeps, Settings, ShareError, ShareId, ShareRequest, ShareService,
+    AuditKind, BackendError, BackendName, EndReason, PolicyGate, ServiceDeps, Settings, ShareError,
+    ShareService,
 };
-use tokio::sync::broadcast;
 use tokio::time::Instant;
-
-struct Harness {
-    svc: ShareService,
-    world: Arc<FakeWorld>,
-    host: Arc<FakeHost>,
-    audit: MemorySink,
-}
-
-async fn harness(policy: impl PolicyGate, settings: Settings) -> Harness {
-    let world = Arc::new(FakeWorld::default());
-    let host = Arc::new(FakeHost::with(&["dev", "ops"]));
-    let audit = MemorySink::default();
-    let svc = ShareService::start(
-        ServiceDeps {
-            backends: vec![
-                Arc::new(FakeBackend::new("fake", world.clone())),
-                Arc::new(FakeBackend::new("fake-b", world.clone())),
-            ],
-            policy: Arc::new(policy),
-            host: host.clone(),
-            audit_sink: Box::new(audit.clone()),
-            fingerprint_key: key(),
-        },
-        settings,
-    )
-    .await
-    .unwrap();
-    Harness {
-        svc,
-        world,
-        host,
-        audit,
-    }
-}
-
-/// One fixed fingerprint key, so a test can recompute a fingerprint.
-fn key() -> termshare_actors::FingerprintKey {
-    termshare_actors::FingerprintKey::from_bytes([7; 32])
-}
-
-fn p(s: &str) -> termshare_actors::Principal {
-    s.parse().unwrap()
-}
-
-fn allow() -> AllowAll {
-    AllowAll {
-        max_ttl: None,
-        max_concurrent: None,
-        require_join_restriction: false,
-    }
-}
-
-fn req(terminal: &str) -> ShareRequest {
-    ShareRequest {
-        terminal: terminal.parse().unwrap(),
-        backend: BackendName::new("fake"),
-        access: AccessMode::ReadWrite,
-        caller: p("human:alice").into(),
-        ttl: Some(Duration::from_secs(60)),
-        grace: Some(vec![]),
-    }
-}
-
-fn kinds_of(audit: &MemorySink, id: ShareId) -> Vec<AuditKind> {
-    audit
-        .events
-        .lock()
-        .iter()
-        .filter(|e| e.correlation_id == id)
-        .map(|e| e.kind)
-        .collect()
-}
-
-async fn wait_for(
-    rx: &mut broadcast::Receiver<AuditEvent>,
-    id: ShareId,
-    kind: AuditKind,
-) -> AuditEvent {
-    tokio::time::timeout(Duration::from_secs(600), async {
-        loop {
-            let e = rx.recv().await.expect("audit stream closed");
-            if e.correlation_id == id && e.kind == kind {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind:?} event for {id}"))
-}
 
 #[tokio::test(start_paused = true)]
 async fn share_starts_a_worker_and_audits_it_under_one_correlation_id() {
@@ -642,7 +554,7 @@ async fn badges_follow_the_share_through_its_life() {
     h.svc.shutdown().await;
 }
 
-async fn harness_with_sink(
+async fn flaky_service(
     sink: termshare_actors::testing::FlakySink,
 ) -> (ShareService, Arc<FakeWorld>) {
     let world = Arc::new(FakeWorld::default());
@@ -665,7 +577,7 @@ async fn harness_with_sink(
 async fn a_failing_audit_log_refuses_new_shares_but_live_ones_still_end() {
     use std::sync::atomic::Ordering::SeqCst;
     let sink = termshare_actors::testing::FlakySink::default();
-    let (svc, world) = harness_with_sink(sink.clone()).await;
+    let (svc, world) = flaky_service(sink.clone()).await;
     let live = svc.share(req("dev")).await.unwrap();
     sink.failing.store(true, SeqCst);
     let err = svc.share(req("ops")).await.unwrap_err();
@@ -697,7 +609,7 @@ async fn a_failing_audit_log_refuses_new_shares_but_live_ones_still_end() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_events_are_committed_in_groups() {
     let sink = termshare_actors::testing::FlakySink::default();
-    let (svc, _world) = harness_with_sink(sink.clone()).await;
+    let (svc, _world) = flaky_service(sink.clone()).await;
     let svc = Arc::new(svc);
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -767,7 +679,7 @@ async fn absurd_durations_are_refused_not_overflowed() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_audit_disk_does_not_hold_up_a_revoke_behind_a_new_request() {
     let sink = termshare_actors::testing::FlakySink::default();
-    let (svc, world) = harness_with_sink(sink.clone()).await;
+    let (svc, world) = flaky_service(sink.clone()).await;
     let svc = Arc::new(svc);
     let a = svc.share(req("dev")).await.unwrap();
     // From now on every audit write takes 1.5 s (real time: the writer blocks).

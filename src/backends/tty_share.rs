@@ -141,6 +141,7 @@ impl TtyShareBackend {
             .map_err(|e| Self::err_start(format!("no socket pair: {e}")))?;
         let spawned = self.spawner.spawn_in(&cmd, Some(plan)).await;
         drop(helper_end); // the helper has its own copy now
+        termshare_actors::faultpoints::pause("tty_share.after_spawn").await;
         let mut process = spawned.map_err(|e| BackendError::Unavailable {
             backend: NAME.into(),
             reason: format!(
@@ -150,6 +151,7 @@ impl TtyShareBackend {
             ),
         })?;
         read_url(&mut process, spec, deadline).await?;
+        termshare_actors::faultpoints::pause("tty_share.after_url").await;
         let left = deadline.saturating_duration_since(Instant::now());
         if let Err(e) = connector.wait_listening(left).await {
             return Err(if process.has_exited() {
@@ -162,6 +164,7 @@ impl TtyShareBackend {
                 }
             });
         }
+        termshare_actors::faultpoints::pause("tty_share.after_listen").await;
         let front = LinkFront::start(self.listen, connector)
             .await
             .map_err(|e| {

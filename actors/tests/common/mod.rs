@@ -1,0 +1,117 @@
+//! What the actor tests share: a service over in-process fakes, and small helpers.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use termshare_actors::audit::MemorySink;
+use termshare_actors::testing::{AllowAll, FakeBackend, FakeHost, FakeWorld};
+use termshare_actors::{
+    AccessMode, AuditEvent, AuditKind, AuditSink, BackendName, PolicyGate, ServiceDeps, Settings,
+    ShareId, ShareRequest, ShareService,
+};
+use tokio::sync::broadcast;
+
+pub struct Harness {
+    pub svc: ShareService,
+    pub world: Arc<FakeWorld>,
+    pub host: Arc<FakeHost>,
+    pub audit: MemorySink,
+}
+
+/// A service with backends `fake` and `fake-b`, terminals `dev` and `ops`, and an
+/// in-memory audit log.
+pub async fn harness(policy: impl PolicyGate, settings: Settings) -> Harness {
+    let audit = MemorySink::default();
+    harness_with_sink(policy, settings, Box::new(audit.clone()), audit).await
+}
+
+/// The same over another sink (`audit` still names the events the tests read).
+pub async fn harness_with_sink(
+    policy: impl PolicyGate,
+    settings: Settings,
+    sink: Box<dyn AuditSink>,
+    audit: MemorySink,
+) -> Harness {
+    let world = Arc::new(FakeWorld::default());
+    let host = Arc::new(FakeHost::with(&["dev", "ops"]));
+    let svc = ShareService::start(
+        ServiceDeps {
+            backends: vec![
+                Arc::new(FakeBackend::new("fake", world.clone())),
+                Arc::new(FakeBackend::new("fake-b", world.clone())),
+            ],
+            policy: Arc::new(policy),
+            host: host.clone(),
+            audit_sink: sink,
+            fingerprint_key: key(),
+        },
+        settings,
+    )
+    .await
+    .unwrap();
+    Harness {
+        svc,
+        world,
+        host,
+        audit,
+    }
+}
+
+/// One fixed fingerprint key, so a test can recompute a fingerprint.
+pub fn key() -> termshare_actors::FingerprintKey {
+    termshare_actors::FingerprintKey::from_bytes([7; 32])
+}
+
+pub fn p(s: &str) -> termshare_actors::Principal {
+    s.parse().unwrap()
+}
+
+pub fn allow() -> AllowAll {
+    AllowAll {
+        max_ttl: None,
+        max_concurrent: None,
+        require_join_restriction: false,
+    }
+}
+
+/// A 60 s read-write share of `terminal` over `fake` by human:alice, no grace warnings.
+pub fn req(terminal: &str) -> ShareRequest {
+    ShareRequest {
+        terminal: terminal.parse().unwrap(),
+        backend: BackendName::new("fake"),
+        access: AccessMode::ReadWrite,
+        caller: p("human:alice").into(),
+        ttl: Some(Duration::from_secs(60)),
+        grace: Some(vec![]),
+    }
+}
+
+pub fn kinds_of(audit: &MemorySink, id: ShareId) -> Vec<AuditKind> {
+    audit
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.correlation_id == id)
+        .map(|e| e.kind)
+        .collect()
+}
+
+/// The next event of `kind` for `id` (bounded: ten minutes, of the paused clock).
+pub async fn wait_for(
+    rx: &mut broadcast::Receiver<AuditEvent>,
+    id: ShareId,
+    kind: AuditKind,
+) -> AuditEvent {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            let e = rx.recv().await.expect("audit stream closed");
+            if e.correlation_id == id && e.kind == kind {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind:?} event for {id}"))
+}
