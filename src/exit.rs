@@ -49,6 +49,8 @@ pub fn code(e: &ShareError) -> i32 {
         ShareError::HandoffNotFound(_) => NOT_FOUND,
         ShareError::NotApprover { .. } => DENIED,
         ShareError::HandoffClosed { .. } => EXPIRED,
+        // The cause's own code: a receiver share at the terminal's limit exits 7.
+        ShareError::HandoffFailed { cause, .. } => code(cause),
         ShareError::ShuttingDown | ShareError::Internal(_) => INTERNAL,
     }
 }

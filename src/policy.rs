@@ -29,7 +29,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use termshare_actors::{AccessMode, Grant, PolicyDecision, PolicyGate, PolicyQuery, Principal};
+use termshare_actors::{
+    AccessMode, Grant, PolicyDecision, PolicyGate, PolicyQuery, Principal, ReceiverShare,
+};
 use thiserror::Error;
 
 use crate::secure_fs::UnsafePath;
@@ -87,6 +89,9 @@ struct RawHandoff {
     approvers: Vec<String>,
     step_timeout: String,
     agent_access: AccessMode,
+    /// `"required"` (the default) or `"optional"`.
+    #[serde(default)]
+    receiver_share: ReceiverShare,
 }
 
 /// A `[[handoff]]` rule: who may hand which terminals to whom, approved by whom.
@@ -99,6 +104,7 @@ pub struct HandoffRule {
     pub approvers: Vec<String>,
     pub step_timeout: Duration,
     pub agent_access: AccessMode,
+    pub receiver_share: ReceiverShare,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +209,7 @@ impl Policy {
                 approvers: h.approvers,
                 step_timeout,
                 agent_access: h.agent_access,
+                receiver_share: h.receiver_share,
             });
         }
         let mut rules = Vec::with_capacity(file.rule.len());
@@ -323,6 +330,7 @@ impl PolicyGate for Policy {
                 approvers: h.approvers.clone(),
                 step_timeout: h.step_timeout,
                 agent_access: h.agent_access,
+                receiver_share: h.receiver_share,
             })
             .ok_or_else(|| format!("no handoff rule lets {from} hand terminal {terminal} to {to}"))
     }
@@ -466,6 +474,16 @@ agent_access = "read-only"
         assert_eq!(g.approvers, ["human:owner", "human:lead"]);
         assert_eq!(g.step_timeout, Duration::from_secs(120));
         assert_eq!(g.agent_access, AccessMode::ReadOnly);
+        // A receiver's share is part of the handoff unless the rule says otherwise.
+        assert_eq!(g.receiver_share, ReceiverShare::Required);
+        let optional = Policy::parse(
+            "[[handoff]]\nid=\"h\"\nfrom=[\"*\"]\nto=[\"*\"]\nterminals=[\"*\"]\napprovers=[\"human:a\"]\nstep_timeout=\"1m\"\nagent_access=\"read-only\"\nreceiver_share=\"optional\"",
+        )
+        .unwrap();
+        assert_eq!(
+            optional.handoff(&a, &b, &t).unwrap().receiver_share,
+            ReceiverShare::Optional
+        );
         let err = p.handoff(&b, &a, &t).unwrap_err();
         assert!(err.contains("no handoff rule lets agent:y"), "{err}");
         for bad in [
@@ -473,6 +491,7 @@ agent_access = "read-only"
             "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[\"lead\"]\nstep_timeout=\"1m\"\nagent_access=\"read-only\"",
             "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[\"human:a\"]\nstep_timeout=\"soon\"\nagent_access=\"read-only\"",
             "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[\"human:a\"]\nstep_timeout=\"1m\"\nagent_access=\"all\"",
+            "[[handoff]]\nid=\"h\"\nfrom=[]\nto=[]\nterminals=[]\napprovers=[\"human:a\"]\nstep_timeout=\"1m\"\nagent_access=\"read-only\"\nreceiver_share=\"sometimes\"",
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }

@@ -202,6 +202,7 @@ pub fn share_error_code(e: &ShareError) -> &'static str {
         ShareError::HandoffNotFound(_) => "not_found",
         ShareError::NotApprover { .. } => "not_approver",
         ShareError::HandoffClosed { .. } => "handoff_closed",
+        ShareError::HandoffFailed { .. } => "handoff_failed",
         ShareError::AuditUnavailable(_) => "audit_unavailable",
         ShareError::ShuttingDown => "shutting_down",
         ShareError::Internal(_) => "internal",

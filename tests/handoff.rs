@@ -255,6 +255,55 @@ fn human_to_agent_through_two_approvals_hands_over_context_and_a_read_only_share
 
 #[test]
 #[ignore = "needs root: adds users"]
+fn a_receiver_share_the_terminal_has_no_room_for_fails_the_handoff_visibly() {
+    let (host, users, d) = setup();
+    let (alice, bob, claude) = (users.user("alice"), users.user("bob"), users.user("claude"));
+    // bob's share takes the terminal's one slot.
+    let busy = d.json_as(bob, &["share", "S", "--backend", "tty-share"]);
+    let requested = d.json_as(
+        alice,
+        &[
+            "handoff",
+            "request",
+            "S",
+            "--to",
+            "agent:claude",
+            "--backend",
+            "tty-share",
+        ],
+    );
+    let id = requested["handoff_id"].as_str().unwrap().to_owned();
+    d.json_as(users.user("owner"), &["handoff", "approve", &id]);
+    let (code, _, err) = d.run_as(users.user("lead"), &["handoff", "approve", &id]);
+    // The receiver's share's own exit code, and words that say the handoff failed.
+    assert_eq!(code, termshare::exit::LIMIT_REACHED, "{err}");
+    assert!(err.contains(&format!("handoff {id} failed")), "{err}");
+    assert!(err.contains("already has 1 live share"), "{err}");
+    let shown = d.json_as(claude, &["handoff", "show", &id]);
+    assert_eq!(shown["state"], "failed");
+    assert!(shown.get("package").is_none(), "{shown}");
+    assert_eq!(
+        kinds_for(&host, &id),
+        [
+            "handoff.requested",
+            "handoff.approved",
+            "handoff.approved",
+            "handoff.failed"
+        ]
+    );
+    // Only bob's share is live.
+    let live: Vec<String> = d
+        .run_as(bob, &["list", "--json"])
+        .1
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["share_id"].to_string())
+        .collect();
+    assert_eq!(live, [busy["share_id"].to_string()]);
+    d.daemon.stop();
+}
+
+#[test]
+#[ignore = "needs root: adds users"]
 fn agent_to_human_denied_at_step_two_is_a_clear_error_then_approved_the_same_way() {
     let (host, users, d) = setup();
     let (lead, owner, bob) = (users.user("lead"), users.user("owner"), users.user("bob"));

@@ -112,6 +112,14 @@ pub enum ShareError {
         expected: String,
         got: String,
     },
+    /// Every step approved, but the handoff could not be carried out (the context could
+    /// not be captured, or the receiver's required share did not start). Nothing was
+    /// handed over; the audit has `handoff.failed`.
+    #[error("handoff {handoff_id} failed: {cause}")]
+    HandoffFailed {
+        handoff_id: HandoffId,
+        cause: Box<ShareError>,
+    },
     #[error("the audit log refused the event: {0}")]
     AuditUnavailable(String),
     #[error("the share service is shutting down")]

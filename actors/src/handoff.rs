@@ -26,7 +26,9 @@ use crate::audit::{record, record_acked, AuditEvent, AuditKind, AuditMsg};
 use crate::caller::{Caller, Identity, Peer};
 use crate::error::{human, ShareError};
 use crate::root::RootMsg;
-use crate::traits::{HandoffGrant, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
+use crate::traits::{
+    HandoffGrant, PolicyDecision, PolicyGate, PolicyQuery, ReceiverShare, TerminalHost,
+};
 use crate::types::{
     glob_match, AccessMode, BackendName, HandoffId, Principal, ShareId, ShareInfo, ShareRequest,
     TerminalName,
@@ -53,6 +55,9 @@ pub enum HandoffState {
     Completed,
     Denied,
     TimedOut,
+    /// Every step approved, but nothing could be handed over (context capture or the
+    /// receiver's required share failed, or the completion could not be recorded).
+    Failed,
 }
 
 impl HandoffState {
@@ -63,6 +68,7 @@ impl HandoffState {
             HandoffState::Completed => "completed",
             HandoffState::Denied => "denied",
             HandoffState::TimedOut => "timed_out",
+            HandoffState::Failed => "failed",
         }
     }
 }
@@ -84,7 +90,9 @@ pub struct HandoffPackage {
     /// The receiver's link, when a share was started for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
-    /// Why no share could be started for the receiver, if one was asked for.
+    /// Why no share could be started for the receiver, when one was asked for and the
+    /// rule makes it optional (`receiver_share = "optional"`); a required one that
+    /// cannot start fails the handoff instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share_error: Option<String>,
 }
@@ -157,7 +165,7 @@ pub enum HandoffMsg {
     /// From the completion task.
     Completed {
         id: HandoffId,
-        package: Result<HandoffPackage, String>,
+        package: Result<HandoffPackage, ShareError>,
     },
 }
 
@@ -193,6 +201,9 @@ struct Handoff {
     timer: Option<JoinHandle<()>>,
     /// The approver whose approval completes the handoff waits for the package.
     completing_reply: Option<(HandoffReply, Caller)>,
+    /// Who the receiver's share is started as (to stop it if the completion cannot be
+    /// recorded).
+    receiver: Option<Caller>,
 }
 
 impl Handoff {
@@ -463,6 +474,7 @@ impl ManagerState {
             completed_by: None,
             timer: None,
             completing_reply: None,
+            receiver: None,
         };
         let event = h
             .event(AuditKind::HandoffRequested)
@@ -541,6 +553,7 @@ impl ManagerState {
                     h.view.to.clone(),
                     Identity::handoff_receiver(id, &h.view.to, h.completed_by.clone()),
                 );
+                h.receiver = Some(receiver.clone());
                 let task = complete(
                     h.view.clone(),
                     h.grant.clone(),
@@ -573,26 +586,158 @@ impl ManagerState {
     ) -> Result<HandoffView, ShareError> {
         let h = self.pending(id)?;
         let step = h.view.step.unwrap_or(0);
+        let mut event = h
+            .event(AuditKind::HandoffDenied)
+            .detail("step", step)
+            .detail("of", h.view.approvers.len())
+            .detail("reason", reason.as_str());
+        if state == HandoffState::TimedOut {
+            event = event.detail("timed_out", true);
+        }
+        match &by {
+            // A person's denial is theirs to retry: if the log cannot take it, the
+            // handoff is untouched and they are told so.
+            Some(by) => {
+                self.audit_first(event.principal(&by.principal).asked_by(by))
+                    .await?
+            }
+            // A step's timeout has happened whatever the log says: written however late
+            // (the error is logged by the caller), and the handoff ends either way.
+            None => {
+                if let Err(e) = self.audit(event).await {
+                    tracing::error!(handoff = %id, error = %e, "timeout record is late");
+                }
+            }
+        }
+        let h = self.pending(id)?;
         h.cancel_timer();
         h.view.state = state;
         h.view.step = None;
         h.view.refusal = Some(Refusal {
             step,
             by: by.as_ref().map(|c| c.principal.clone()),
-            reason: reason.clone(),
+            reason,
         });
-        let mut event = h
-            .event(AuditKind::HandoffDenied)
-            .detail("step", step)
-            .detail("of", h.view.approvers.len())
-            .detail("reason", reason.as_str());
-        if let Some(by) = &by {
-            event = event.principal(&by.principal).asked_by(by);
-        }
         let view = h.view.clone();
-        self.audit(event).await?;
         self.publish(&self.handoffs[&id]);
         Ok(view)
+    }
+
+    /// The completion task's outcome: on the record first, then the state. A failure
+    /// (or a completion the log cannot take) ends the handoff as `failed`, stops the
+    /// receiver's share if one was started, and answers with the cause.
+    async fn completed(&mut self, id: HandoffId, outcome: Result<HandoffPackage, ShareError>) {
+        let Some(h) = self.handoffs.get_mut(&id) else {
+            return;
+        };
+        let reply = h.completing_reply.take();
+        let result = match outcome {
+            Ok(package) => {
+                let mut event = h
+                    .event(AuditKind::HandoffCompleted)
+                    .principal(&h.view.to)
+                    .detail("access", package.access.as_str())
+                    .detail("cwd", package.cwd.as_str())
+                    .detail("command", package.command.as_str())
+                    .detail("scrollback_lines", package.scrollback.lines().count())
+                    .detail("cols", package.cols)
+                    .detail("rows", package.rows);
+                if let Some(s) = package.share_id {
+                    event = event.detail("receiver_share_id", s.to_string());
+                }
+                if let Some(e) = &package.share_error {
+                    event = event
+                        .detail("share_error", e.as_str())
+                        .detail("receiver_share", "optional");
+                }
+                // The approval that completed the chain asked for this.
+                event.peer = h.completed_by.clone();
+                match self.audit_first(event).await {
+                    Ok(()) => {
+                        let h = self.handoffs.get_mut(&id).expect("still here");
+                        h.view.state = HandoffState::Completed;
+                        h.view.package = Some(package);
+                        Ok(())
+                    }
+                    Err(cause) => {
+                        // Not on the record, so not handed over: the receiver's share
+                        // (if one was started for it) goes too.
+                        if package.link.is_some() {
+                            self.stop_receiver_share(id, package.share_id);
+                        }
+                        Err(self.fail(id, cause).await)
+                    }
+                }
+            }
+            Err(cause) => Err(self.fail(id, cause).await),
+        };
+        if let Some(h) = self.handoffs.get(&id) {
+            self.publish(h);
+        }
+        if let Some((reply, approver)) = reply {
+            // The approver learns the outcome; the package is the receiver's.
+            let result = result.map(|()| self.handoffs[&id].view_for(&approver));
+            let _ = reply.send(result);
+        }
+    }
+
+    /// End a completing handoff as failed: `handoff.failed` (written however late: the
+    /// failure has happened), then the state. Returns the error for the approver.
+    async fn fail(&mut self, id: HandoffId, cause: ShareError) -> ShareError {
+        let Some(h) = self.handoffs.get(&id) else {
+            return cause;
+        };
+        let step = h.view.approvers.len();
+        let mut event = h
+            .event(AuditKind::HandoffFailed)
+            .principal(&h.view.to)
+            .detail("step", step)
+            .detail("cause", cause.to_string());
+        event.peer = h.completed_by.clone();
+        if let Err(e) = self.audit(event).await {
+            tracing::error!(handoff = %id, error = %e, "handoff.failed record is late");
+        }
+        if let Some(h) = self.handoffs.get_mut(&id) {
+            h.view.state = HandoffState::Failed;
+            h.view.refusal = Some(Refusal {
+                step,
+                by: None,
+                reason: cause.to_string(),
+            });
+        }
+        ShareError::HandoffFailed {
+            handoff_id: id,
+            cause: Box::new(cause),
+        }
+    }
+
+    /// Revoke the share started for a handoff's receiver, off the mailbox.
+    fn stop_receiver_share(&self, id: HandoffId, share: Option<ShareId>) {
+        let (Some(share_id), Some(caller)) = (
+            share,
+            self.handoffs.get(&id).and_then(|h| h.receiver.clone()),
+        ) else {
+            return;
+        };
+        let root = self.args.root.clone();
+        let t = self.args.share_timeout;
+        tokio::spawn(async move {
+            let requested_at = tokio::time::Instant::now();
+            let asked = root
+                .call(
+                    |reply| RootMsg::Revoke {
+                        share_id,
+                        caller,
+                        reply,
+                        requested_at,
+                    },
+                    Some(t),
+                )
+                .await;
+            if !matches!(asked, Ok(ractor::rpc::CallResult::Success(Ok(_)))) {
+                tracing::error!(handoff = %id, share = %share_id, "receiver share not revoked");
+            }
+        });
     }
 }
 
@@ -610,8 +755,14 @@ async fn complete(
     root: ActorRef<RootMsg>,
     lines: usize,
     share_timeout: Duration,
-) -> Result<HandoffPackage, String> {
-    let context = host.capture(&view.terminal, lines).await?;
+) -> Result<HandoffPackage, ShareError> {
+    let context =
+        host.capture(&view.terminal, lines)
+            .await
+            .map_err(|e| ShareError::UnknownTerminal {
+                terminal: view.terminal.clone(),
+                detail: format!("its context could not be captured: {e}"),
+            })?;
     // An agent gets at most the rule's agent_access, and anyone read-write only where
     // the share policy would let them write: over the requested backend, or, when none
     // was named, over at least one backend.
@@ -661,7 +812,7 @@ async fn complete(
                 ttl: None,
                 grace: None,
             };
-            match root
+            let started = match root
                 .call(
                     |reply| RootMsg::Share {
                         request,
@@ -674,14 +825,19 @@ async fn complete(
                 )
                 .await
             {
-                Ok(ractor::rpc::CallResult::Success(Ok(info))) => {
+                Ok(ractor::rpc::CallResult::Success(result)) => result,
+                Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::StartTimedOut {
+                    after: human(share_timeout),
+                }),
+                _ => Err(ShareError::ShuttingDown),
+            };
+            match (started, grant.receiver_share) {
+                (Ok(info), _) => {
                     package.share_id = Some(info.share_id);
                     package.link = Some(info.links.link);
                 }
-                Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-                    package.share_error = Some(e.to_string())
-                }
-                _ => package.share_error = Some("the share did not start in time".into()),
+                (Err(e), ReceiverShare::Optional) => package.share_error = Some(e.to_string()),
+                (Err(e), ReceiverShare::Required) => return Err(e),
             }
         }
         None => {
@@ -704,6 +860,7 @@ fn describe_end(view: &HandoffView) -> String {
             r.reason
         ),
         (HandoffState::TimedOut, Some(r)) => format!("timed out at step {}: {}", r.step, r.reason),
+        (HandoffState::Failed, Some(r)) => format!("failed after every approval: {}", r.reason),
         (state, _) => state.as_str().to_string(),
     }
 }
@@ -812,58 +969,7 @@ impl Actor for HandoffManager {
                     }
                 }
             }
-            HandoffMsg::Completed { id, package } => {
-                let Some(h) = state.handoffs.get_mut(&id) else {
-                    return Ok(());
-                };
-                let reply = h.completing_reply.take();
-                let result = match package {
-                    Ok(package) => {
-                        h.view.state = HandoffState::Completed;
-                        let mut event = h
-                            .event(AuditKind::HandoffCompleted)
-                            .principal(&h.view.to.clone())
-                            .detail("access", package.access.as_str())
-                            .detail("cwd", package.cwd.as_str())
-                            .detail("command", package.command.as_str())
-                            .detail("scrollback_lines", package.scrollback.lines().count())
-                            .detail("cols", package.cols)
-                            .detail("rows", package.rows);
-                        if let Some(s) = package.share_id {
-                            event = event.detail("receiver_share_id", s.to_string());
-                        }
-                        if let Some(e) = &package.share_error {
-                            event = event.detail("share_error", e.as_str());
-                        }
-                        // The approval that completed the chain asked for this.
-                        event.peer = h.completed_by.clone();
-                        h.view.package = Some(package);
-                        let view = h.view.clone();
-                        state.audit_first(event).await.map(|()| view)
-                    }
-                    Err(e) => {
-                        // The context could not be captured: nothing is handed over.
-                        h.view.state = HandoffState::Pending;
-                        let n = h.view.approvers.len();
-                        h.view.step = Some(n);
-                        h.view.approvals.pop();
-                        h.approver_keys.pop();
-                        let reason = format!("the terminal's context could not be captured: {e}");
-                        state
-                            .refuse(id, None, reason.clone(), HandoffState::Denied)
-                            .await
-                            .and(Err(ShareError::Internal(reason)))
-                    }
-                };
-                if let Some(h) = state.handoffs.get(&id) {
-                    state.publish(h);
-                }
-                if let Some((reply, approver)) = reply {
-                    // The approver learns the outcome; the package is the receiver's.
-                    let result = result.map(|_| state.handoffs[&id].view_for(&approver));
-                    let _ = reply.send(result);
-                }
-            }
+            HandoffMsg::Completed { id, package } => state.completed(id, package).await,
         }
         Ok(())
     }

@@ -313,6 +313,7 @@ pub struct ChainPolicy {
     pub approvers: Vec<String>,
     pub step_timeout: Duration,
     pub agent_access: AccessMode,
+    pub receiver_share: crate::traits::ReceiverShare,
 }
 
 impl PolicyGate for ChainPolicy {
@@ -342,6 +343,7 @@ impl PolicyGate for ChainPolicy {
             approvers: self.approvers.clone(),
             step_timeout: self.step_timeout,
             agent_access: self.agent_access,
+            receiver_share: self.receiver_share,
         })
     }
 }

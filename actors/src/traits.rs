@@ -157,6 +157,22 @@ pub struct HandoffGrant {
     pub step_timeout: std::time::Duration,
     /// The most an agent receiver gets.
     pub agent_access: AccessMode,
+    /// Whether the handoff fails when the receiver's share (asked for with a backend)
+    /// cannot start.
+    pub receiver_share: ReceiverShare,
+}
+
+/// The `[[handoff]]` rule's `receiver_share`: is the receiver's share part of the
+/// handoff, or a convenience it can go without?
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiverShare {
+    /// No share, no handoff: a share that cannot start fails the handoff
+    /// (`handoff.failed`, the share's own exit code).
+    #[default]
+    Required,
+    /// The handoff completes without it; the package says why in `share_error`.
+    Optional,
 }
 
 /// Decides whether a share may start, and who must approve a handoff. Deny by

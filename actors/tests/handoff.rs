@@ -6,8 +6,8 @@ use std::time::Duration;
 use termshare_actors::audit::MemorySink;
 use termshare_actors::testing::{ChainPolicy, DenyAll, FakeBackend, FakeHost, FakeWorld};
 use termshare_actors::{
-    AccessMode, AuditKind, BackendName, HandoffRequest, HandoffState, PolicyGate, ServiceDeps,
-    Settings, ShareError, ShareService,
+    AccessMode, AuditKind, BackendName, HandoffRequest, HandoffState, PolicyGate, ReceiverShare,
+    ServiceDeps, Settings, ShareError, ShareService,
 };
 
 struct Harness {
@@ -18,15 +18,25 @@ struct Harness {
 }
 
 async fn harness(policy: impl PolicyGate) -> Harness {
+    let audit = MemorySink::default();
+    harness_with(policy, audit.clone(), Box::new(audit)).await
+}
+
+/// `audit` is what the test reads; `sink` what the service writes to (the same events,
+/// or a sink that fails on demand).
+async fn harness_with(
+    policy: impl PolicyGate,
+    audit: MemorySink,
+    sink: Box<dyn termshare_actors::AuditSink>,
+) -> Harness {
     let world = Arc::new(FakeWorld::default());
     let host = Arc::new(FakeHost::with(&["dev"]));
-    let audit = MemorySink::default();
     let svc = ShareService::start(
         ServiceDeps {
             backends: vec![Arc::new(FakeBackend::new("fake", world.clone()))],
             policy: Arc::new(policy),
             host: host.clone(),
-            audit_sink: Box::new(audit.clone()),
+            audit_sink: sink,
             fingerprint_key: termshare_actors::FingerprintKey::random(),
         },
         Settings::default(),
@@ -46,6 +56,7 @@ fn chain() -> ChainPolicy {
         approvers: vec!["human:owner".into(), "human:lead".into()],
         step_timeout: Duration::from_secs(120),
         agent_access: AccessMode::ReadWrite,
+        receiver_share: ReceiverShare::Required,
     }
 }
 
@@ -398,5 +409,153 @@ async fn only_the_receiver_sees_the_package() {
         .unwrap();
     assert_eq!(requester.state, HandoffState::Completed);
     assert!(requester.package.is_none(), "the package is the receiver's");
+    h.svc.shutdown().await;
+}
+
+fn kinds_of(audit: &MemorySink, id: termshare_actors::HandoffId) -> Vec<AuditKind> {
+    audit
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.correlation_id == id.0)
+        .map(|e| e.kind)
+        .collect()
+}
+
+/// The terminal already has its one live share: the receiver's cannot start.
+async fn terminal_at_its_limit(h: &Harness) {
+    let busy = termshare_actors::ShareRequest {
+        terminal: "dev".parse().unwrap(),
+        backend: BackendName::new("fake"),
+        access: AccessMode::ReadOnly,
+        caller: p("human:bob").into(),
+        ttl: None,
+        grace: None,
+    };
+    h.svc.share(busy).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receiver_share_that_cannot_start_fails_the_handoff() {
+    let h = harness(chain()).await;
+    terminal_at_its_limit(&h).await;
+    let id = h
+        .svc
+        .handoff_request(request("human:alice", "agent:claude", Some("fake")))
+        .await
+        .unwrap()
+        .handoff_id;
+    h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
+    let err = h
+        .svc
+        .handoff_approve(id, p("human:lead"))
+        .await
+        .unwrap_err();
+    match &err {
+        ShareError::HandoffFailed { handoff_id, cause } => {
+            assert_eq!(*handoff_id, id);
+            assert!(
+                matches!(**cause, ShareError::LimitReached { .. }),
+                "{cause}"
+            );
+        }
+        other => panic!("expected a failed handoff, got {other}"),
+    }
+    let view = h.svc.handoff_show(id, p("agent:claude")).await.unwrap();
+    assert_eq!(view.state, HandoffState::Failed);
+    assert!(view.package.is_none(), "nothing was handed over");
+    assert!(view.refusal.unwrap().reason.contains("limit"));
+    assert_eq!(
+        kinds_of(&h.audit, id),
+        [
+            AuditKind::HandoffRequested,
+            AuditKind::HandoffApproved,
+            AuditKind::HandoffApproved,
+            AuditKind::HandoffFailed
+        ]
+    );
+    // Only bob's share runs.
+    assert_eq!(h.world.live_count(), 1);
+    // It is over: no more approvals.
+    assert!(matches!(
+        h.svc.handoff_approve(id, p("human:lead")).await,
+        Err(ShareError::HandoffClosed { .. })
+    ));
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_optional_receiver_share_lets_the_handoff_complete_and_says_why_not() {
+    let h = harness(ChainPolicy {
+        receiver_share: ReceiverShare::Optional,
+        ..chain()
+    })
+    .await;
+    terminal_at_its_limit(&h).await;
+    let id = h
+        .svc
+        .handoff_request(request("human:alice", "agent:claude", Some("fake")))
+        .await
+        .unwrap()
+        .handoff_id;
+    h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
+    let done = h.svc.handoff_approve(id, p("human:lead")).await.unwrap();
+    assert_eq!(done.state, HandoffState::Completed);
+    let package = done.package.unwrap();
+    assert!(package.share_id.is_none() && package.link.is_none());
+    assert!(
+        package.share_error.as_deref().unwrap().contains("limit"),
+        "{package:?}"
+    );
+    let events = h.audit.events.lock().clone();
+    let completed = events
+        .iter()
+        .find(|e| e.kind == AuditKind::HandoffCompleted)
+        .unwrap();
+    assert_eq!(completed.details["receiver_share"], "optional");
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_last_approval_the_log_cannot_take_leaves_the_handoff_pending() {
+    let audit = MemorySink::default();
+    let sink = termshare_actors::testing::FlakySink {
+        events: audit.events.clone(),
+        ..Default::default()
+    };
+    let failing = sink.failing.clone();
+    let h = harness_with(chain(), audit, Box::new(sink)).await;
+    let id = h
+        .svc
+        .handoff_request(request("human:alice", "agent:claude", Some("fake")))
+        .await
+        .unwrap()
+        .handoff_id;
+    h.svc.handoff_approve(id, p("human:owner")).await.unwrap();
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = h
+        .svc
+        .handoff_approve(id, p("human:lead"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::AuditUnavailable(_)), "{err}");
+    // Not `completing` forever: still waiting for step 2, and nothing started.
+    let view = h.svc.handoff_show(id, p("agent:claude")).await.unwrap();
+    assert_eq!((view.state, view.step), (HandoffState::Pending, Some(2)));
+    assert_eq!(h.world.live_count(), 0);
+    // Once the disk is back, the same approval goes through.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let done = h.svc.handoff_approve(id, p("human:lead")).await.unwrap();
+    assert_eq!(done.state, HandoffState::Completed);
+    assert_eq!(h.world.live_count(), 1);
+    assert_eq!(
+        kinds_of(&h.audit, id),
+        [
+            AuditKind::HandoffRequested,
+            AuditKind::HandoffApproved,
+            AuditKind::HandoffApproved,
+            AuditKind::HandoffCompleted
+        ]
+    );
     h.svc.shutdown().await;
 }

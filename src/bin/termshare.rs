@@ -831,7 +831,12 @@ fn print_handoff(h: &Value, as_json: bool) {
             println!("link:    {}", str_of(l));
         }
         if let Some(e) = p.get("share_error") {
-            println!("no share: {}", str_of(e));
+            // Only when the rule says the receiver's share is optional.
+            println!(
+                "no share (optional under rule {}): {}",
+                str_of(&h["rule_id"]),
+                str_of(e)
+            );
         }
         println!("--- scrollback ---\n{}", str_of(&p["scrollback"]));
     }
