@@ -268,6 +268,16 @@ impl Config {
         if revoke_deadline > Duration::from_secs(5) {
             return Err("revoke.deadline may be at most 5s".into());
         }
+        let terminate_grace = duration("revoke.grace", &self.revoke.grace, d.terminate_grace)?;
+        if terminate_grace >= revoke_deadline {
+            // SIGKILL comes at `grace`: past the deadline, every revoke of a worker
+            // that ignores SIGTERM would miss it.
+            return Err(format!(
+                "revoke.grace ({}) must be below revoke.deadline ({}): the kill after the grace must land within the deadline",
+                termshare_actors::error::human(terminate_grace),
+                termshare_actors::error::human(revoke_deadline)
+            ));
+        }
         let probe_interval = duration(
             "heartbeat.interval",
             &self.heartbeat.interval,
@@ -329,7 +339,7 @@ impl Config {
             per_terminal_limit,
             link_timeout: duration("link_timeout", &self.link_timeout, d.link_timeout)?,
             revoke_deadline,
-            terminate_grace: duration("revoke.grace", &self.revoke.grace, d.terminate_grace)?,
+            terminate_grace,
             require_join_restriction: self.access.require_join_restriction,
             probe_interval,
             heartbeat_timeout,
@@ -477,6 +487,8 @@ github_users = ["octocat"]
             "[ttl]\ndefault = \"0s\"",
             "[limits]\nper_terminal = 0",
             "[revoke]\ndeadline = \"10s\"",
+            "[revoke]\ngrace = \"6s\"",
+            "[revoke]\ndeadline = \"2s\"\ngrace = \"2s\"",
             "[backends.tty_share]\nlisten = \"localhost\"",
             "[backends.tty_share]\nlisten = \"0.0.0.0\"",
             "[terminal]\ntmux = \"tmux\"",

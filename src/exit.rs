@@ -33,7 +33,7 @@ pub fn code(e: &ShareError) -> i32 {
         ShareError::Denied { .. }
         | ShareError::TtlAboveMax { .. }
         | ShareError::ExtendAboveMax { .. } => DENIED,
-        ShareError::LimitReached { .. } => LIMIT_REACHED,
+        ShareError::LimitReached { .. } | ShareError::ServiceFull { .. } => LIMIT_REACHED,
         ShareError::UnknownBackend(_)
         | ShareError::UnknownTerminal { .. }
         | ShareError::NotFound(_) => NOT_FOUND,

@@ -188,7 +188,7 @@ pub fn share_error_code(e: &ShareError) -> &'static str {
         ShareError::Invalid(_) => "invalid",
         ShareError::Denied { .. } | ShareError::TtlAboveMax { .. } => "denied",
         ShareError::ExtendAboveMax { .. } => "denied",
-        ShareError::LimitReached { .. } => "limit_reached",
+        ShareError::LimitReached { .. } | ShareError::ServiceFull { .. } => "limit_reached",
         ShareError::UnknownBackend(_) | ShareError::UnknownTerminal { .. } => "not_found",
         ShareError::NotFound(_) => "not_found",
         ShareError::Backend(termshare_actors::BackendError::LinkTimeout { .. }) => "link_timeout",

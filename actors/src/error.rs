@@ -66,6 +66,9 @@ pub enum ShareError {
     },
     #[error("terminal {terminal} already has {limit} live share(s), its limit")]
     LimitReached { terminal: TerminalName, limit: u32 },
+    /// The service runs as many shares (or holds as many pending handoffs) as it may.
+    #[error("termshare already holds {limit} {what}, its limit")]
+    ServiceFull { what: &'static str, limit: usize },
     #[error("unknown backend `{0}`")]
     UnknownBackend(BackendName),
     #[error("unknown terminal `{terminal}`: {detail}")]

@@ -13,7 +13,7 @@
 //! The HandoffManager is one actor beside the root: the single writer of every
 //! handoff's state, so an approval and a timeout of the same step cannot both win.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -184,7 +184,18 @@ pub struct HandoffArgs {
     /// Every backend the service has (to decide a receiver's access when the request
     /// names none).
     pub backends: Vec<BackendName>,
+    /// New handoffs are refused while the audit log cannot keep up.
+    pub audit_health: Arc<crate::audit::AuditHealth>,
+    /// Handoffs waiting for approval: in all, and per requesting identity.
+    pub max_pending: usize,
+    pub max_pending_per_requester: usize,
 }
+
+/// Ended handoffs kept to be shown (`handoff show`); older ones are forgotten (the
+/// audit log keeps them).
+pub const ENDED_KEPT: usize = 1024;
+/// The longest reason a request or a denial may carry.
+pub const MAX_REASON: usize = 1024;
 
 struct Handoff {
     view: HandoffView,
@@ -303,7 +314,19 @@ impl Drop for Handoff {
 
 pub struct ManagerState {
     args: HandoffArgs,
+    /// Pending and recently ended handoffs: at most `max_pending` + ENDED_KEPT.
     handoffs: HashMap<HandoffId, Handoff>,
+    /// Ended handoffs, oldest first: past ENDED_KEPT the oldest is forgotten.
+    ended: VecDeque<HandoffId>,
+}
+
+/// A reason as typed, if it is short enough to keep.
+fn check_reason(reason: &str) -> Result<(), ShareError> {
+    if reason.len() > MAX_REASON {
+        let why = format!("at most {MAX_REASON} bytes (got {})", reason.len());
+        return Err(crate::error::InvalidInput::new("reason", reason, &why).into());
+    }
+    Ok(())
 }
 
 /// The root's view of a terminal's live shares, for the package and the audit.
@@ -343,6 +366,47 @@ impl ManagerState {
                 .detail("step", json!(h.view.step))
                 .detail("reason", err.to_string()),
         );
+    }
+
+    /// A handoff reached a final state: keep it to be shown, within ENDED_KEPT.
+    fn retire(&mut self, id: HandoffId) {
+        self.ended.push_back(id);
+        while self.ended.len() > ENDED_KEPT {
+            if let Some(old) = self.ended.pop_front() {
+                self.handoffs.remove(&old);
+            }
+        }
+    }
+
+    /// Why no new handoff may be asked for now, if so.
+    fn refuse_new(&self, requester: &Identity) -> Result<(), ShareError> {
+        if let Some(why) = self.args.audit_health.refusal() {
+            return Err(ShareError::AuditUnavailable(why));
+        }
+        let pending = self
+            .handoffs
+            .values()
+            .filter(|h| h.view.state == HandoffState::Pending);
+        let (mut all, mut mine) = (0, 0);
+        for h in pending {
+            all += 1;
+            if h.requester.key() == requester.key() {
+                mine += 1;
+            }
+        }
+        if all >= self.args.max_pending {
+            return Err(ShareError::ServiceFull {
+                what: "pending handoffs",
+                limit: self.args.max_pending,
+            });
+        }
+        if mine >= self.args.max_pending_per_requester {
+            return Err(ShareError::ServiceFull {
+                what: "pending handoffs from this requester",
+                limit: self.args.max_pending_per_requester,
+            });
+        }
+        Ok(())
     }
 
     fn publish(&self, h: &Handoff) {
@@ -389,6 +453,8 @@ impl ManagerState {
         myself: &ActorRef<HandoffMsg>,
         req: HandoffRequest,
     ) -> Result<HandoffView, ShareError> {
+        check_reason(&req.reason)?;
+        self.refuse_new(&req.from.identity)?;
         let id = HandoffId::new();
         let from = req.from.principal.clone();
         let requested = AuditEvent::new(AuditKind::HandoffRequested, id)
@@ -620,6 +686,7 @@ impl ManagerState {
         });
         let view = h.view.clone();
         self.publish(&self.handoffs[&id]);
+        self.retire(id);
         Ok(view)
     }
 
@@ -657,6 +724,7 @@ impl ManagerState {
                         let h = self.handoffs.get_mut(&id).expect("still here");
                         h.view.state = HandoffState::Completed;
                         h.view.package = Some(package);
+                        self.retire(id);
                         Ok(())
                     }
                     Err(cause) => {
@@ -704,6 +772,7 @@ impl ManagerState {
                 by: None,
                 reason: cause.to_string(),
             });
+            self.retire(id);
         }
         ShareError::HandoffFailed {
             handoff_id: id,
@@ -878,6 +947,7 @@ impl Actor for HandoffManager {
         Ok(ManagerState {
             args,
             handoffs: HashMap::new(),
+            ended: VecDeque::new(),
         })
     }
 
@@ -898,43 +968,46 @@ impl Actor for HandoffManager {
                 reason,
                 reply,
             } => {
-                let result = match state.pending(id) {
+                let result = match reason.as_deref().map(check_reason).transpose() {
                     Err(e) => Err(e),
-                    Ok(h) => {
-                        let step = h.view.step.unwrap_or(1);
-                        let expected = h.view.approvers[step - 1].clone();
-                        // The step's approver, or the receiver, may say no: with a claim
-                        // their identity proves.
-                        let refusal = match by.check_claim() {
-                            Err(why) => Some(ShareError::Denied {
-                                rule_id: Some(h.view.rule_id.clone()),
-                                reason: why,
-                            }),
-                            Ok(())
-                                if glob_match(&expected, by.principal.as_str())
-                                    || by.principal == h.view.to =>
-                            {
-                                None
-                            }
-                            Ok(()) => Some(ShareError::NotApprover {
-                                handoff_id: id,
-                                step,
-                                expected,
-                                got: by.principal.to_string(),
-                            }),
-                        };
-                        match refusal {
-                            Some(err) => {
-                                state.refused(&state.handoffs[&id], "deny", &by, &err);
-                                Err(err)
-                            }
-                            None => {
-                                let why =
-                                    reason.unwrap_or_else(|| format!("denied by {}", by.principal));
-                                state.refuse(id, Some(by), why, HandoffState::Denied).await
+                    Ok(_) => match state.pending(id) {
+                        Err(e) => Err(e),
+                        Ok(h) => {
+                            let step = h.view.step.unwrap_or(1);
+                            let expected = h.view.approvers[step - 1].clone();
+                            // The step's approver, or the receiver, may say no: with a claim
+                            // their identity proves.
+                            let refusal = match by.check_claim() {
+                                Err(why) => Some(ShareError::Denied {
+                                    rule_id: Some(h.view.rule_id.clone()),
+                                    reason: why,
+                                }),
+                                Ok(())
+                                    if glob_match(&expected, by.principal.as_str())
+                                        || by.principal == h.view.to =>
+                                {
+                                    None
+                                }
+                                Ok(()) => Some(ShareError::NotApprover {
+                                    handoff_id: id,
+                                    step,
+                                    expected,
+                                    got: by.principal.to_string(),
+                                }),
+                            };
+                            match refusal {
+                                Some(err) => {
+                                    state.refused(&state.handoffs[&id], "deny", &by, &err);
+                                    Err(err)
+                                }
+                                None => {
+                                    let why = reason
+                                        .unwrap_or_else(|| format!("denied by {}", by.principal));
+                                    state.refuse(id, Some(by), why, HandoffState::Denied).await
+                                }
                             }
                         }
-                    }
+                    },
                 };
                 let _ = reply.send(result);
             }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::badge::{Badge, BadgeShare, Badges};
 
-use crate::audit::{record, record_acked, AuditEvent, AuditKind, AuditMsg};
+use crate::audit::{record, record_acked, AuditEvent, AuditHealth, AuditKind, AuditMsg};
 use crate::caller::Caller;
 use crate::error::{human, ShareError};
 use crate::session::{EndReply, ServiceCtx, SessionArgs, SessionMsg, ShareReply, ShareSession};
@@ -82,6 +82,8 @@ pub struct RootArgs {
     pub settings: Settings,
     pub badges: watch::Sender<Badges>,
     pub fingerprints: FingerprintKey,
+    /// Whether the audit log keeps up: new work is refused while it does not.
+    pub audit_health: Arc<AuditHealth>,
 }
 
 /// What admission is asked about: a new share, or a live share moving to another
@@ -117,7 +119,11 @@ pub struct RootState {
     backends: HashMap<BackendName, Arc<dyn Backend>>,
     policy: Arc<dyn PolicyGate>,
     ctx: Arc<ServiceCtx>,
+    audit_health: Arc<AuditHealth>,
     shares: HashMap<ShareId, Entry>,
+    /// Each live session's actor, to its share: a supervision event finds its share in
+    /// O(1) (ending n shares is O(n), not O(n²)).
+    by_actor: HashMap<ractor::ActorId, ShareId>,
     /// Live shares of each terminal: the limit's count and the badge's rows.
     per_terminal: HashMap<TerminalName, BTreeSet<ShareId>>,
     /// Each terminal's latest handoff, for its badge.
@@ -156,6 +162,7 @@ impl RootState {
 
     fn remember_end(&mut self, id: ShareId, reason: EndReason) {
         if let Some(entry) = self.shares.remove(&id) {
+            self.by_actor.remove(&entry.session.get_id());
             let terminal = entry.info.terminal;
             if let Some(set) = self.per_terminal.get_mut(&terminal) {
                 set.remove(&id);
@@ -211,6 +218,20 @@ impl RootState {
     fn admit(&self, q: &AdmissionQuery<'_>) -> Result<Admitted, Refusal> {
         if self.shutting_down {
             return Err((ShareError::ShuttingDown, None));
+        }
+        // Fail closed, and keep memory flat: while the log cannot keep up, nothing new
+        // starts (what is live can still end).
+        if let Some(why) = self.audit_health.refusal() {
+            return Err((ShareError::AuditUnavailable(why), None));
+        }
+        if q.moving.is_none() && self.shares.len() >= self.ctx.settings.max_live_shares {
+            return Err((
+                ShareError::ServiceFull {
+                    what: "live shares",
+                    limit: self.ctx.settings.max_live_shares,
+                },
+                None,
+            ));
         }
         let backend = self
             .backends
@@ -317,6 +338,10 @@ impl RootState {
 
     /// Put a refused action on a live share on the record (the share is unchanged).
     fn refused(&self, info: &ShareInfo, action: &str, caller: &Caller, err: &ShareError) {
+        if matches!(err, ShareError::AuditUnavailable(_)) {
+            // The log is what refused: another event would only queue behind it.
+            return;
+        }
         record(
             &self.ctx.audit,
             AuditEvent::new(AuditKind::ShareRefused, info.share_id)
@@ -350,7 +375,9 @@ impl Actor for RootSupervisor {
                 settings: args.settings,
                 fingerprints: args.fingerprints,
             }),
+            audit_health: args.audit_health,
             shares: HashMap::new(),
+            by_actor: HashMap::new(),
             per_terminal: HashMap::new(),
             handoffs: HashMap::new(),
             badges: args.badges,
@@ -409,6 +436,12 @@ impl Actor for RootSupervisor {
                     });
                 let Admitted { grant, backend } = match admitted {
                     Ok(admitted) => admitted,
+                    Err((err @ ShareError::AuditUnavailable(_), _)) => {
+                        // Nothing to put on a record that cannot keep up.
+                        metrics::counter!("termshare_shares_denied_total").increment(1);
+                        let _ = reply.send(Err(err));
+                        return Ok(());
+                    }
                     Err((err, rule_id)) => {
                         metrics::counter!("termshare_shares_denied_total").increment(1);
                         // Audit and answer off the root's mailbox: a slow disk must
@@ -464,6 +497,7 @@ impl Actor for RootSupervisor {
                 // racing requests see it.
                 match Actor::spawn_linked(None, ShareSession, args, myself.get_cell()).await {
                     Ok((session, _)) => {
+                        state.by_actor.insert(session.get_id(), id);
                         state
                             .per_terminal
                             .entry(req.terminal.clone())
@@ -507,6 +541,10 @@ impl Actor for RootSupervisor {
                 if let Err(err) = state.authorize(&entry.info, &caller) {
                     state.refused(&entry.info, "extend", &caller, &err);
                     let _ = reply.send(Err(err));
+                    return Ok(());
+                }
+                if let Some(why) = state.audit_health.refusal() {
+                    let _ = reply.send(Err(ShareError::AuditUnavailable(why)));
                     return Ok(());
                 }
                 // The rule that allows the share now bounds the extension (counted from
@@ -703,10 +741,10 @@ impl Actor for RootSupervisor {
             _ => return Ok(()),
         };
         let found = state
-            .shares
-            .iter()
-            .find(|(_, e)| e.session.get_id() == cell.get_id())
-            .map(|(id, e)| (*id, e.info.clone(), e.ended.get().is_some()));
+            .by_actor
+            .get(&cell.get_id())
+            .and_then(|id| state.shares.get(id).map(|e| (*id, e)))
+            .map(|(id, e)| (id, e.info.clone(), e.ended.get().is_some()));
         if let Some((id, info, reported)) = found {
             if reported {
                 // Normal end; `Ended` may still be in the mailbox. Nothing to audit.

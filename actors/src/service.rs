@@ -42,6 +42,11 @@ pub struct ShareService {
     badges: watch::Receiver<Badges>,
     audit_health: Arc<AuditHealth>,
     settings: Settings,
+    /// Permits for calls in progress (`Settings::max_in_flight`): the bound on what the
+    /// root's and the handoff manager's mailboxes can hold.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Revokes have permits of their own: an end never waits behind new work.
+    ends_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Slack on top of the operation's own deadline before a call is declared lost.
@@ -78,6 +83,7 @@ impl ShareService {
                 settings: settings.clone(),
                 badges: badge_tx,
                 fingerprints: deps.fingerprint_key,
+                audit_health: audit_health.clone(),
             },
         )
         .await
@@ -94,6 +100,9 @@ impl ShareService {
                 scrollback_lines: settings.handoff_scrollback_lines,
                 share_timeout: settings.start_budget(),
                 backends: backend_names,
+                audit_health: audit_health.clone(),
+                max_pending: settings.max_pending_handoffs,
+                max_pending_per_requester: settings.max_pending_handoffs_per_requester,
             },
         )
         .await
@@ -107,6 +116,8 @@ impl ShareService {
             events,
             badges,
             audit_health,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight.max(1))),
+            ends_in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight.max(1))),
             settings,
         })
     }
@@ -132,6 +143,12 @@ impl ShareService {
         self.audit_health.error()
     }
 
+    /// `Some(why)` while new work is refused for the audit log's sake: its sink fails,
+    /// its queue is past its high-water mark, or a write has stalled.
+    pub fn audit_refusal(&self) -> Option<String> {
+        self.audit_health.refusal()
+    }
+
     /// The live badge board: one badge per terminal with live shares, republished on
     /// every lifecycle change. `changed().await` on the receiver wakes on each one.
     pub fn badges(&self) -> watch::Receiver<Badges> {
@@ -143,6 +160,19 @@ impl ShareService {
         timeout: Duration,
         msg: impl FnOnce(RpcReplyPort<Result<T, ShareError>>) -> RootMsg,
     ) -> Result<T, ShareError> {
+        self.ask_with(&self.in_flight, timeout, msg).await
+    }
+
+    async fn ask_with<T: Send + 'static>(
+        &self,
+        permits: &tokio::sync::Semaphore,
+        timeout: Duration,
+        msg: impl FnOnce(RpcReplyPort<Result<T, ShareError>>) -> RootMsg,
+    ) -> Result<T, ShareError> {
+        let _permit = permits
+            .acquire()
+            .await
+            .map_err(|_| ShareError::ShuttingDown)?;
         match self.root.call(msg, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::Internal(format!(
@@ -204,7 +234,7 @@ impl ShareService {
         // it waits anywhere inside.
         let requested_at = tokio::time::Instant::now();
         let t = self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK;
-        self.ask(t, |reply| RootMsg::Revoke {
+        self.ask_with(&self.ends_in_flight, t, |reply| RootMsg::Revoke {
             share_id,
             caller,
             reply,
@@ -248,6 +278,11 @@ impl ShareService {
         timeout: Duration,
         msg: impl FnOnce(RpcReplyPort<Result<T, ShareError>>) -> HandoffMsg,
     ) -> Result<T, ShareError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ShareError::ShuttingDown)?;
         match self.handoffs.call(msg, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::Internal(format!(

@@ -34,6 +34,16 @@ pub struct Settings {
     pub audit_max_batch: usize,
     /// Lines of scrollback a handoff package carries.
     pub handoff_scrollback_lines: usize,
+    /// Live shares across every terminal: a bound on the tree's tables and on the
+    /// processes termshare runs.
+    pub max_live_shares: usize,
+    /// Handoffs waiting for approval, in all.
+    pub max_pending_handoffs: usize,
+    /// Handoffs waiting for approval that one identity asked for.
+    pub max_pending_handoffs_per_requester: usize,
+    /// API calls in progress at once; more wait their turn. Bounds the root's and the
+    /// handoff manager's mailboxes (ractor's are unbounded).
+    pub max_in_flight: usize,
 }
 
 /// The most a terminal check may take (tmux answers in milliseconds; this bounds it).
@@ -64,6 +74,10 @@ impl Default for Settings {
             require_join_restriction: false,
             audit_max_batch: 1024,
             handoff_scrollback_lines: 200,
+            max_live_shares: 1024,
+            max_pending_handoffs: 4096,
+            max_pending_handoffs_per_requester: 256,
+            max_in_flight: 1024,
         }
     }
 }

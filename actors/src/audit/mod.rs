@@ -54,13 +54,12 @@ impl AuditHealth {
         self.error.lock().clone()
     }
 
-    /// Why new work must wait, if it must: the sink fails, the queue is past its high
-    /// water mark, or a write has hung (a stalled disk). Memory then stays flat: only
-    /// the live shares' own events queue up.
+    /// Why new work must be refused before it is tried, if it must: the queue is past
+    /// its high-water mark, or a write has hung (a stalled disk). Memory then stays
+    /// flat: only the live shares' own events queue up. A sink that fails fast (a full
+    /// disk) is not in here: each new request's own record fails at once and is
+    /// refused, and the first that succeeds is how a recovered disk is noticed.
     pub fn refusal(&self) -> Option<String> {
-        if let Some(e) = self.error() {
-            return Some(e);
-        }
         let queued = self.queued();
         if queued > QUEUE_HIGH_WATER {
             return Some(format!(

@@ -115,3 +115,57 @@ pub async fn wait_for(
     .await
     .unwrap_or_else(|_| panic!("no {kind:?} event for {id}"))
 }
+
+/// This process's resident set, in KiB, from /proc/self/status.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// An audit sink that keeps only a count of each kind (a long run's events would
+/// otherwise be the memory a test measures), and blocks its writes while `stalled` is
+/// set: a disk that stops answering.
+#[derive(Clone, Default)]
+pub struct CountingSink {
+    pub counts: Arc<parking_lot::Mutex<std::collections::HashMap<AuditKind, usize>>>,
+    pub stalled: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Writes that are blocked right now.
+    pub blocked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingSink {
+    pub fn count(&self, kind: AuditKind) -> usize {
+        self.counts.lock().get(&kind).copied().unwrap_or(0)
+    }
+
+    pub fn stall(&self, on: bool) {
+        let (lock, cvar) = &*self.stalled;
+        *lock.lock().unwrap() = on;
+        cvar.notify_all();
+    }
+}
+
+impl AuditSink for CountingSink {
+    fn append(&mut self, events: &[AuditEvent]) -> Result<(), String> {
+        let (lock, cvar) = &*self.stalled;
+        let mut stalled = lock.lock().unwrap();
+        if *stalled {
+            self.blocked
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            while *stalled {
+                stalled = cvar.wait(stalled).unwrap();
+            }
+            self.blocked
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut counts = self.counts.lock();
+        for e in events {
+            *counts.entry(e.kind).or_default() += 1;
+        }
+        Ok(())
+    }
+}
