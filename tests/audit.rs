@@ -43,7 +43,9 @@ fn a_scripted_run_leaves_one_event_per_action_without_gaps_or_links() {
     let b_id = b["share_id"].as_str().unwrap().to_owned();
     links.push(b["link"].as_str().unwrap().to_owned());
     let expired = wait_until(Duration::from_secs(5), || {
-        host.audit().iter().any(|e| e["kind"] == "share.expired")
+        host.audit_all()
+            .iter()
+            .any(|e| e["kind"] == "share.expired")
     });
     assert!(expired.is_some(), "the 1 s share did not expire");
     // one denied request (tmate is not in the policy)
@@ -58,7 +60,7 @@ fn a_scripted_run_leaves_one_event_per_action_without_gaps_or_links() {
             "a link is in the audit log: {link}"
         );
     }
-    let events = host.audit();
+    let events = host.audit_all();
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(
         seqs,
@@ -95,7 +97,10 @@ fn a_scripted_run_leaves_one_event_per_action_without_gaps_or_links() {
         per_share(denied[0]["correlation_id"].as_str().unwrap()),
         ["share.requested", "share.denied"]
     );
-    assert_eq!(events.len(), 5 + 3 + 2);
+    // The daemon's own start and clean stop frame the run.
+    assert_eq!(events.len(), 1 + 5 + 3 + 2 + 1);
+    assert_eq!(events[0]["kind"], "service.started");
+    assert_eq!(events[events.len() - 1]["kind"], "service.stopped");
     for e in &events {
         for key in [
             "id",
@@ -165,7 +170,11 @@ fn audit_follow_prints_events_as_they_are_kept() {
     while seen.len() < 2 {
         let line = read_line_within(&lines, Duration::from_secs(5))
             .expect("audit --follow printed nothing");
-        seen.push(serde_json::from_str::<Value>(&line).unwrap());
+        let event = serde_json::from_str::<Value>(&line).unwrap();
+        // (The daemon's own service.started comes first.)
+        if event["correlation_id"] == share["share_id"] {
+            seen.push(event);
+        }
     }
     assert_eq!(seen[1]["kind"], "share.started");
     assert_eq!(seen[1]["correlation_id"], share["share_id"]);
@@ -246,8 +255,10 @@ fn kill_9_during_a_burst_loses_no_acknowledged_action() {
 
     // Restart on the same log: it opens cleanly (a torn line is cut) and numbering goes on.
     let restarted = Cli::spawn(&["--config", config.to_str().unwrap(), "serve"], None);
+    // The socket is bound before the log is reopened: wait for an answer.
+    let cfg = config.to_str().unwrap().to_owned();
     let up = wait_until(Duration::from_secs(10), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        run_cli(&["--config", &cfg, "list"]).0 == 0
     });
     assert!(up.is_some());
     let daemon = Daemon {
@@ -255,7 +266,7 @@ fn kill_9_during_a_burst_loses_no_acknowledged_action() {
         socket,
         config,
     };
-    let events = host.audit();
+    let events = host.audit_all();
     let kept: HashSet<(String, String)> = events
         .iter()
         .map(|e| {
@@ -269,7 +280,7 @@ fn kill_9_during_a_burst_loses_no_acknowledged_action() {
     assert!(lost.is_empty(), "acknowledged but not in the log: {lost:?}");
     let before = events.last().unwrap()["seq"].as_u64().unwrap();
     daemon.json(&["share", "S1", "--backend", "tty-share"]);
-    let after = host.audit();
+    let after = host.audit_all();
     let mut by_kind = BTreeMap::<String, usize>::new();
     for e in &after {
         *by_kind
@@ -283,4 +294,106 @@ fn kill_9_during_a_burst_loses_no_acknowledged_action() {
         "numbering restarted"
     );
     daemon.stop();
+
+    // `termshare audit | head -1`: the log is far longer than a pipe holds, so the
+    // command writes into a closed pipe; it ends quietly with exit 0 (no panic, 101).
+    let text = std::fs::read(host.audit_path()).unwrap();
+    assert!(text.len() > 128 * 1024, "{} bytes", text.len());
+    let out = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c"])
+        .arg(format!(
+            "'{}' --config '{}' audit --json | head -1",
+            env!("CARGO_BIN_EXE_termshare"),
+            cfg
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["seq"], 1);
+}
+
+#[test]
+fn after_kill_9_with_20_live_shares_a_restart_gives_each_start_exactly_one_end() {
+    let host = Tmux::new("S");
+    let daemon = Daemon::start(&host, "[limits]\nper_terminal = 21\n");
+    let live: Vec<String> = (0..20)
+        .map(|_| {
+            daemon.json(&["share", "S", "--backend", "tty-share", "--ttl", "1h"])["share_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    // One that ended the usual way before the crash.
+    let revoked = daemon.json(&["share", "S", "--backend", "tty-share"]);
+    let revoked = revoked["share_id"].as_str().unwrap().to_owned();
+    let Daemon {
+        mut cli,
+        socket,
+        config,
+    } = daemon;
+    let (code, _, err) = run_cli(&["--config", config.to_str().unwrap(), "revoke", &revoked]);
+    assert_eq!(code, 0, "{err}");
+    cli.signal(libc::SIGKILL);
+    let _ = cli.child.wait();
+    let restarted = Cli::spawn(&["--config", config.to_str().unwrap(), "serve"], None);
+    // The socket is bound before the log is reopened: wait for an answer.
+    let cfg = config.to_str().unwrap().to_owned();
+    let up = wait_until(Duration::from_secs(10), || {
+        run_cli(&["--config", &cfg, "list"]).0 == 0
+    });
+    assert!(up.is_some(), "the daemon did not come back");
+    let daemon = Daemon {
+        cli: restarted,
+        socket,
+        config,
+    };
+    let events = host.audit_all();
+    let ends = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["correlation_id"] == id)
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .filter(|k| {
+                [
+                    "share.revoked",
+                    "share.expired",
+                    "share.stopped",
+                    "share.failed",
+                    "share.ended",
+                ]
+                .contains(&k.as_str())
+            })
+            .collect()
+    };
+    // Every start in the whole log has exactly one end.
+    for started in events.iter().filter(|e| e["kind"] == "share.started") {
+        let id = started["correlation_id"].as_str().unwrap();
+        assert_eq!(ends(id).len(), 1, "share {id}: ends {:?}", ends(id));
+    }
+    for id in &live {
+        assert_eq!(ends(id), ["share.ended"], "share {id}");
+        let ended = events
+            .iter()
+            .find(|e| e["correlation_id"] == id.as_str() && e["kind"] == "share.ended")
+            .unwrap();
+        assert_eq!(ended["details"]["cause"], "termshare restarted");
+        assert_eq!(ended["terminal"], "S");
+    }
+    assert_eq!(ends(&revoked), ["share.revoked"]);
+    // The restart says what it did, after the ends it wrote.
+    let started = events
+        .iter()
+        .rfind(|e| e["kind"] == "service.started")
+        .unwrap();
+    assert_eq!(started["details"]["ended_shares"], 20);
+    assert_eq!(started["details"]["checkpoint"], true);
+    // A clean stop is on the record too.
+    daemon.stop();
+    let last = host.audit_all().pop().unwrap();
+    assert_eq!(last["kind"], "service.stopped");
+    assert_eq!(last["correlation_id"], started["correlation_id"]);
 }

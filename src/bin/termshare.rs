@@ -173,6 +173,36 @@ struct ShareArgs {
     policy: Option<PathBuf>,
 }
 
+/// `println!` for a command whose output is the point: when stdout is a closed pipe
+/// (`termshare audit | head -1`) the reader has what it wanted, so the command ends
+/// quietly with exit 0 (not a panic, not an error). Only where nothing is left to clean
+/// up: a foreground share prints with `say!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// `println!` that never ends the process: a foreground share whose stdout went away
+/// keeps running until Ctrl-C or its TTL, and then stops its worker.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(exit::OK);
+    }
+    eprintln!("termshare: cannot write to stdout: {e}");
+    std::process::exit(exit::INTERNAL);
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
     if d.is_zero() {
@@ -523,23 +553,23 @@ async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bo
         let runtime = config
             .runtime_dir()
             .map_or_else(|e| format!("unavailable: {e}"), |p| p.display().to_string());
-        println!("socket:    {}", socket.display());
-        println!(
+        out!("socket:    {}", socket.display());
+        out!(
             "access:    {}",
             match &access.group {
                 Some(g) => format!("the daemon's user and group {g} (socket 0660, directory 0750)"),
                 None => "the daemon's user only (socket 0600)".into(),
             }
         );
-        println!("policy:    {policy_desc}");
+        out!("policy:    {policy_desc}");
         let me = nix::unistd::geteuid().as_raw();
         if let Ok(owner) = peers.identify(me, None) {
             let names: Vec<&str> = owner.principals().iter().map(|p| p.as_str()).collect();
-            println!("you act as: {} (operator)", names.join(", "));
+            out!("you act as: {} (operator)", names.join(", "));
         }
         for entry in &policy.identities {
             let names: Vec<&str> = entry.principals.iter().map(|p| p.as_str()).collect();
-            println!(
+            out!(
                 "identity:  uid {}{} may act as {}",
                 entry.uid,
                 entry
@@ -550,13 +580,13 @@ async fn serve(config: Config, socket: &Path, policy: Option<PathBuf>, check: bo
                 names.join(", ")
             );
         }
-        println!("audit:     {audit}");
-        println!("runtime:   {runtime}");
-        println!("tmux:      {}", programs.tmux.describe());
-        println!("tty-share: {}", programs.tty_share.describe());
-        println!("tmate:     {}", programs.tmate.describe());
-        println!("upterm:    {}", programs.upterm.describe());
-        println!(
+        out!("audit:     {audit}");
+        out!("runtime:   {runtime}");
+        out!("tmux:      {}", programs.tmux.describe());
+        out!("tty-share: {}", programs.tty_share.describe());
+        out!("tmate:     {}", programs.tmate.describe());
+        out!("upterm:    {}", programs.upterm.describe());
+        out!(
             "metrics:   {}",
             metrics.map_or("off".into(), |m| format!("http://{m}/metrics"))
         );
@@ -620,10 +650,10 @@ async fn list(socket: &Socket, as_json: bool) -> ExitCode {
         Ok(Value::Array(shares)) => {
             if as_json {
                 for s in &shares {
-                    println!("{s}");
+                    out!("{s}");
                 }
             } else if shares.is_empty() {
-                println!("no live shares");
+                out!("no live shares");
             } else {
                 print_table(
                     &[
@@ -680,9 +710,9 @@ async fn revoke(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
     match client.call(compact(cmd)).await {
         Ok(report) => {
             if as_json {
-                println!("{report}");
+                out!("{report}");
             } else {
-                println!(
+                out!(
                     "revoked share {}: worker stopped in {:.1} ms (escalated: {}, deadline met: {})",
                     str_of(&report["share_id"]),
                     report["elapsed_ms"].as_f64().unwrap_or(f64::NAN),
@@ -705,7 +735,7 @@ async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
         return match client.call(json!({"cmd": "status"})).await {
             Ok(status) => {
                 if as_json {
-                    println!("{status}");
+                    out!("{status}");
                 } else {
                     print_audit_warning(&status["audit"]);
                     print_badges(&status["badges"]);
@@ -727,7 +757,7 @@ async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
                 Ok(Some(e)) => {
                     event = e;
                     if as_json {
-                        println!("{}", json!({"badges": event["badges"], "audit": event["audit"]}));
+                        out!("{}", json!({"badges": event["badges"], "audit": event["audit"]}));
                         continue;
                     }
                 }
@@ -780,7 +810,7 @@ async fn handoff(socket: &Socket, cmd: HandoffCommand, as_json: bool) -> ExitCod
                 print_handoff(h, as_json);
             }
             if list.is_empty() && !as_json {
-                println!("no handoffs");
+                out!("no handoffs");
             }
             ExitCode::SUCCESS
         }
@@ -794,7 +824,7 @@ async fn handoff(socket: &Socket, cmd: HandoffCommand, as_json: bool) -> ExitCod
 
 fn print_handoff(h: &Value, as_json: bool) {
     if as_json {
-        println!("{h}");
+        out!("{h}");
         return;
     }
     let approvers: Vec<String> = h["approvers"]
@@ -807,7 +837,7 @@ fn print_handoff(h: &Value, as_json: bool) {
         Some(s) => format!(", waiting for step {s} of {}", approvers.len()),
         None => String::new(),
     };
-    println!(
+    out!(
         "handoff {} of terminal {}: {} -> {}: {}{step}",
         str_of(&h["handoff_id"]),
         str_of(&h["terminal"]),
@@ -815,30 +845,30 @@ fn print_handoff(h: &Value, as_json: bool) {
         str_of(&h["to"]),
         str_of(&h["state"]),
     );
-    println!("approval chain: {}", approvers.join(" -> "));
+    out!("approval chain: {}", approvers.join(" -> "));
     if let Some(r) = h.get("refusal") {
-        println!("ended at step {}: {}", r["step"], str_of(&r["reason"]));
+        out!("ended at step {}: {}", r["step"], str_of(&r["reason"]));
     }
     if let Some(p) = h.get("package") {
-        println!("cwd:     {}", str_of(&p["cwd"]));
-        println!("command: {}", str_of(&p["command"]));
-        println!("size:    {}x{}", p["cols"], p["rows"]);
-        println!("access:  {}", str_of(&p["access"]));
+        out!("cwd:     {}", str_of(&p["cwd"]));
+        out!("command: {}", str_of(&p["command"]));
+        out!("size:    {}x{}", p["cols"], p["rows"]);
+        out!("access:  {}", str_of(&p["access"]));
         if let Some(s) = p.get("share_id") {
-            println!("share:   {}", str_of(s));
+            out!("share:   {}", str_of(s));
         }
         if let Some(l) = p.get("link") {
-            println!("link:    {}", str_of(l));
+            out!("link:    {}", str_of(l));
         }
         if let Some(e) = p.get("share_error") {
             // Only when the rule says the receiver's share is optional.
-            println!(
+            out!(
                 "no share (optional under rule {}): {}",
                 str_of(&h["rule_id"]),
                 str_of(e)
             );
         }
-        println!("--- scrollback ---\n{}", str_of(&p["scrollback"]));
+        out!("--- scrollback ---\n{}", str_of(&p["scrollback"]));
     }
 }
 
@@ -905,11 +935,11 @@ impl AuditFilter {
 
 fn print_audit_line(e: &AuditEvent, as_json: bool) {
     if as_json {
-        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        out!("{}", serde_json::to_string(e).unwrap_or_default());
         return;
     }
     let details: Vec<String> = e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!(
+    out!(
         "{:>6}  {}  {:<20}  {}  {}  {}  {}  {}",
         e.seq,
         humantime::format_rfc3339_millis(e.at),
@@ -1008,7 +1038,7 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        out!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
     for r in rows {
@@ -1018,7 +1048,7 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
 
 fn print_audit_warning(audit: &Value) {
     if audit["healthy"] == json!(false) {
-        println!(
+        out!(
             "AUDIT LOG FAILING: {} (new shares are refused)",
             str_of(&audit["error"])
         );
@@ -1043,7 +1073,7 @@ fn print_badges(board: &Value) {
         }
     }
     if rows.is_empty() {
-        println!("no live shares");
+        out!("no live shares");
         return;
     }
     print_table(
@@ -1062,27 +1092,27 @@ fn print_badges(board: &Value) {
 
 fn print_share(share: &Value, as_json: bool, foreground: bool) {
     if as_json {
-        println!("{share}");
+        say!("{share}");
         return;
     }
-    println!(
+    say!(
         "share {} of terminal {} over {} ({})",
         str_of(&share["share_id"]),
         str_of(&share["terminal"]),
         str_of(&share["backend"]),
         str_of(&share["access"])
     );
-    println!("link:           {}", str_of(&share["link"]));
+    say!("link:           {}", str_of(&share["link"]));
     if share.get("read_only_link").is_some() {
-        println!("read-only link: {}", str_of(&share["read_only_link"]));
+        say!("read-only link: {}", str_of(&share["read_only_link"]));
     }
-    println!(
+    say!(
         "expires at:     {} (in {})",
         str_of(&share["expires_at"]),
         countdown(&share["expires_at"])
     );
     if foreground {
-        println!("Ctrl-C revokes the share.");
+        say!("Ctrl-C revokes the share.");
     }
 }
 
@@ -1098,15 +1128,15 @@ fn print_event(e: &AuditEvent, as_json: bool) {
         for (k, v) in &e.details {
             o.insert(k.clone(), v.clone());
         }
-        println!("{}", Value::Object(o));
+        say!("{}", Value::Object(o));
     } else {
         let d = |k: &str| e.details.get(k).map(|v| v.to_string()).unwrap_or_default();
         match e.kind {
             AuditKind::ShareGraceWarning => {
-                println!("warning: the share ends in {} ms", d("remaining_ms"))
+                say!("warning: the share ends in {} ms", d("remaining_ms"))
             }
             AuditKind::ShareRevoked | AuditKind::ShareExpired | AuditKind::ShareStopped => {
-                println!(
+                say!(
                     "{}: worker stopped in {} ms (escalated: {}, deadline met: {})",
                     e.kind.as_str().trim_start_matches("share."),
                     d("elapsed_ms"),
@@ -1114,8 +1144,8 @@ fn print_event(e: &AuditEvent, as_json: bool) {
                     d("deadline_met")
                 )
             }
-            AuditKind::ShareFailed => println!("failed: {}", d("cause")),
-            other => println!("{}", other.as_str()),
+            AuditKind::ShareFailed => say!("failed: {}", d("cause")),
+            other => say!("{}", other.as_str()),
         }
     }
 }

@@ -127,7 +127,17 @@ impl Tmux {
         self.dir.path().join("audit.jsonl")
     }
 
+    /// The share and handoff events of the audit log, in order (without the service's
+    /// own `service.started` / `service.stopped`, which frame every run).
     pub fn audit(&self) -> Vec<serde_json::Value> {
+        self.audit_all()
+            .into_iter()
+            .filter(|e| !e["kind"].as_str().unwrap_or("").starts_with("service."))
+            .collect()
+    }
+
+    /// Every line of the audit log, in order.
+    pub fn audit_all(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.audit_path())
             .unwrap_or_default()
             .lines()
