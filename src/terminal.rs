@@ -34,7 +34,7 @@ pub struct TmuxHost {
 
 impl TmuxHost {
     /// A host on the tmux server at `socket` (see [`TmuxHost::default_socket`]),
-    /// attaching with `program -S socket attach-session [-r] -t =NAME`.
+    /// attaching with `program -S socket attach-session (-r | -f ignore-size) -t =NAME`.
     pub fn new(program: PathBuf, socket: PathBuf, env: Arc<CleanEnv>) -> Self {
         let attach = default_attach(&program, &socket, false);
         let attach_read_only = default_attach(&program, &socket, true);
@@ -127,7 +127,11 @@ impl TmuxHost {
     }
 }
 
-/// `[TMUX, "-S", SOCKET, "attach-session", ("-r",) "-t", "={terminal}"]`.
+/// `[TMUX, "-S", SOCKET, "attach-session", ("-r" | "-f", "ignore-size"), "-t",
+/// "={terminal}"]`. A share's client never sizes the host's window (tmux ≥ 3.2):
+/// `ignore-size` read-write, `-r` (read-only and ignore-size) read-only. Without it,
+/// under `window-size latest` the window would take the size of whichever share's
+/// client was typed into last, less its status line: one row smaller per share.
 fn default_attach(program: &Path, socket: &Path, read_only: bool) -> Vec<String> {
     let mut v = vec![
         program.to_string_lossy().into_owned(),
@@ -137,9 +141,26 @@ fn default_attach(program: &Path, socket: &Path, read_only: bool) -> Vec<String>
     ];
     if read_only {
         v.push("-r".into());
+    } else {
+        v.extend(["-f".into(), "ignore-size".into()]);
     }
     v.extend(["-t".into(), "={terminal}".into()]);
     v
+}
+
+/// The terminal a share's client needs to show the whole window: the window's size,
+/// plus the session's status lines (`status` is `off`, `on` or a line count), from
+/// `"WIDTH HEIGHT STATUS"`.
+fn client_size(out: &str) -> Option<(u16, u16)> {
+    let mut fields = out.split_whitespace();
+    let cols: u16 = fields.next()?.parse().ok()?;
+    let rows: u16 = fields.next()?.parse().ok()?;
+    let status_lines = match fields.next() {
+        Some("off") | None => 0,
+        Some("on") => 1,
+        Some(n) => n.parse::<u16>().unwrap_or(1),
+    };
+    Some((cols, rows.saturating_add(status_lines)))
 }
 
 #[async_trait]
@@ -161,7 +182,7 @@ impl TerminalHost for TmuxHost {
                 "-p",
                 "-t",
                 &window,
-                "#{window_width} #{window_height}",
+                "#{window_width} #{window_height} #{status}",
             ])
             .await
             .map_err(|e| {
@@ -171,9 +192,7 @@ impl TerminalHost for TmuxHost {
                     e
                 }
             })?;
-        Ok(out
-            .split_once(' ')
-            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))))
+        Ok(client_size(&out))
     }
 
     fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String> {
@@ -250,5 +269,20 @@ impl TerminalHost for TmuxHost {
             .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_size;
+
+    #[test]
+    fn a_shares_terminal_holds_the_window_and_its_status_lines() {
+        assert_eq!(client_size("100 30 on"), Some((100, 31)));
+        assert_eq!(client_size("100 30 off"), Some((100, 30)));
+        assert_eq!(client_size("100 30 3"), Some((100, 33)));
+        assert_eq!(client_size("100 30"), Some((100, 30)));
+        assert_eq!(client_size("wide 30 on"), None);
+        assert_eq!(client_size(""), None);
     }
 }
