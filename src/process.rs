@@ -419,6 +419,8 @@ pub struct ProcessWorker {
     /// Dropped after the process guard has killed the group: files the worker needs
     /// while it runs (tmate's socket and config), the front participants reach it by.
     attached: Vec<Attachment>,
+    /// How the heartbeat checks that it still serves, when the backend can tell.
+    serving: Option<termshare_actors::ServingProbe>,
 }
 
 impl ProcessWorker {
@@ -427,7 +429,14 @@ impl ProcessWorker {
             process,
             graceful,
             attached,
+            serving: None,
         }
+    }
+
+    /// Check that it still serves, not only that it runs ([`crate::backends::serving`]).
+    pub fn with_serving_probe(mut self, probe: termshare_actors::ServingProbe) -> Self {
+        self.serving = Some(probe);
+        self
     }
 
     async fn exited_within(&self, d: Duration) -> bool {
@@ -448,6 +457,10 @@ impl Worker for ProcessWorker {
 
     fn exit_watch(&self) -> watch::Receiver<Option<WorkerExit>> {
         self.process.exit.clone()
+    }
+
+    fn serving_probe(&self) -> Option<termshare_actors::ServingProbe> {
+        self.serving.clone()
     }
 
     async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {

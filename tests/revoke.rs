@@ -171,13 +171,56 @@ async fn a_sigstopped_worker_fails_its_share_within_the_heartbeat_timeout_plus_1
         .as_str()
         .unwrap()
         .starts_with("heartbeat timeout"));
+    // The serving probe (every 100 ms here) last saw it answer up to 100 ms before
+    // the SIGSTOP: the timeout counts from then.
     assert!(
-        took >= Duration::from_secs(2) && took <= Duration::from_millis(2200),
+        took >= Duration::from_millis(1850) && took <= Duration::from_millis(2200),
         "{took:?}"
     );
     assert!(
         !termshare::process::group_alive(pgid),
         "the hung worker was not killed"
+    );
+    assert!(host.alive());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_runs_but_no_longer_serves_fails_its_share_within_the_heartbeat_timeout_plus_10_percent(
+) {
+    let host = Tmux::new("S");
+    // A stand-in tty-share that deadlocks after SIGSTOP + SIGCONT: running (state S),
+    // its port accepting, never answering (tests/bin/tty-share-deadlocks).
+    let standin = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bin/tty-share-deadlocks");
+    let ts = start(
+        &host,
+        &format!("[backends.tty_share]\nprogram = \"{standin}\"\n"),
+    )
+    .await;
+    let mut events = ts.subscribe();
+    let info = ts.share(request(120)).await.unwrap();
+    let pgid = ts.live_process_groups()[0];
+    let t0 = Instant::now();
+    unsafe {
+        libc::kill(pgid, libc::SIGSTOP);
+        libc::kill(pgid, libc::SIGCONT);
+    }
+    // It runs: the kernel's view is not "stopped".
+    let state = termshare::process::process_state(pgid as u32);
+    assert!(matches!(state, Some('S') | Some('R')), "{state:?}");
+    let failed = end_event(&mut events, info.share_id)
+        .await
+        .expect("the deadlocked worker's share did not end");
+    let took = t0.elapsed();
+    let timeout = ts.settings().heartbeat_timeout;
+    eprintln!("deadlock to share.failed: {took:?} (heartbeat timeout {timeout:?})");
+    assert_eq!(failed.kind.as_str(), "share.failed");
+    let cause = failed.details["cause"].as_str().unwrap();
+    assert!(cause.contains("runs but does not serve"), "{cause}");
+    assert!(took <= timeout + timeout / 10, "{took:?}");
+    assert!(
+        !termshare::process::group_alive(pgid),
+        "the worker was not killed"
     );
     assert!(host.alive());
     ts.shutdown().await;

@@ -37,8 +37,8 @@ pub use service::{ServiceDeps, ShareService};
 pub use settings::Settings;
 pub use traits::{
     AuditSink, Backend, Grant, HandoffGrant, PolicyDecision, PolicyGate, PolicyQuery, Probe,
-    ReceiverShare, StartedWorker, TerminalContext, TerminalHost, TerminateOutcome, Worker,
-    WorkerExit, WorkerSpec,
+    ReceiverShare, ServingProbe, StartedWorker, TerminalContext, TerminalHost, TerminateOutcome,
+    Worker, WorkerExit, WorkerSpec,
 };
 pub use types::{
     glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId, Links, Principal,

@@ -2,6 +2,7 @@
 //! them over OS processes and tmux; tests and the chaos harness implement them in
 //! process. The actors never touch an OS process directly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,6 +81,19 @@ pub enum Probe {
     Unresponsive,
 }
 
+/// A check that a worker still does its job, not only that its process runs: its port
+/// answers an HTTP request, its socket answers a command. Run by the heartbeat off the
+/// worker's mailbox (a stop never waits behind it), bounded by
+/// [`SERVING_PROBE_TIMEOUT`]. `Err` says what did not answer.
+pub type ServingProbe = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The longest a [`ServingProbe`] may take before it counts as not answering.
+pub const SERVING_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A running worker. Dropping it must kill everything it started (a `Drop` guard):
 /// ractor skips `post_stop` when an actor is killed, so `Drop` is the only cleanup
 /// that always runs.
@@ -104,6 +118,13 @@ pub trait Worker: Send + 'static {
         } else {
             Probe::Alive
         }
+    }
+
+    /// How to check that the worker still serves, when the backend can tell: a worker
+    /// that runs but has not served for the heartbeat timeout is hung, like a stopped
+    /// one.
+    fn serving_probe(&self) -> Option<ServingProbe> {
+        None
     }
 
     /// Whether [`Worker::participants`] can ever answer; when not, nobody asks (a

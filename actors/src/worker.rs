@@ -14,7 +14,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::BackendError;
 use crate::session::SessionMsg;
-use crate::traits::{Backend, Probe, TerminateOutcome, Worker, WorkerExit, WorkerSpec};
+use crate::traits::{
+    Backend, Probe, ServingProbe, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
+    SERVING_PROBE_TIMEOUT,
+};
 use crate::types::Links;
 
 /// What a BackendWorker tells its session. `generation` tells the current worker from
@@ -29,8 +32,12 @@ pub enum WorkerEvent {
     },
     StartFailed(BackendError),
     Exited(WorkerExit),
-    /// Unresponsive for longer than the heartbeat timeout.
-    Hung(Duration),
+    /// Unresponsive (stopped, or not serving) for longer than the heartbeat timeout;
+    /// the text says what was seen.
+    Hung {
+        silent: Duration,
+        detail: String,
+    },
 }
 
 pub enum WorkerMsg {
@@ -47,6 +54,8 @@ pub enum WorkerMsg {
     Exited(WorkerExit),
     /// Heartbeat tick: probe the worker.
     Probe,
+    /// From the serving probe task: the worker answered (or not, and why).
+    Served(Result<(), String>),
 }
 
 pub struct BackendWorker;
@@ -67,14 +76,24 @@ pub struct WorkerState {
     heartbeat: Option<JoinHandle<()>>,
     /// When the probe first found the worker unresponsive (reset when it answers).
     unresponsive_since: Option<tokio::time::Instant>,
+    /// The serving probe's task, when the worker has one.
+    serving_task: Option<JoinHandle<()>>,
+    /// When the serving probe last succeeded (the start counts: the link was just
+    /// given), and its last error since.
+    last_served: Option<tokio::time::Instant>,
+    serving_error: Option<String>,
     stopping: bool,
 }
 
 impl Drop for WorkerState {
     fn drop(&mut self) {
-        for task in [self.watcher.take(), self.heartbeat.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.watcher.take(),
+            self.heartbeat.take(),
+            self.serving_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -108,6 +127,9 @@ impl Actor for BackendWorker {
             watcher: None,
             heartbeat: None,
             unresponsive_since: None,
+            serving_task: None,
+            last_served: None,
+            serving_error: None,
             stopping: false,
         })
     }
@@ -174,6 +196,14 @@ impl Actor for BackendWorker {
                                 }
                             }
                         }));
+                        if let Some(probe) = started.worker.serving_probe() {
+                            state.last_served = Some(tokio::time::Instant::now());
+                            state.serving_task = Some(tokio::spawn(serve_checks(
+                                probe,
+                                myself.clone(),
+                                serving_interval(&state.args),
+                            )));
+                        }
                         state.worker = Some(started.worker);
                         state.report(WorkerEvent::Ready {
                             links: started.links,
@@ -219,10 +249,29 @@ impl Actor for BackendWorker {
                     if silent >= state.args.heartbeat_timeout {
                         // The session stops it (SIGKILL: a hung worker gets no grace).
                         state.stopping = true;
-                        state.report(WorkerEvent::Hung(silent));
+                        state.report(WorkerEvent::Hung {
+                            silent,
+                            detail: "the worker process is stopped".into(),
+                        });
                     }
                 } else {
                     state.unresponsive_since = None;
+                }
+                // Running is not serving: a worker whose port or socket has not
+                // answered for the heartbeat timeout is hung too.
+                if let (Some(last), false) = (state.last_served, state.stopping) {
+                    let silent = last.elapsed();
+                    if probe != Probe::Gone && silent >= state.args.heartbeat_timeout {
+                        state.stopping = true;
+                        let why = state
+                            .serving_error
+                            .clone()
+                            .unwrap_or_else(|| "no answer yet".into());
+                        state.report(WorkerEvent::Hung {
+                            silent,
+                            detail: format!("the worker runs but does not serve ({why})"),
+                        });
+                    }
                 }
                 if probe == Probe::Gone && !state.stopping {
                     state.stopping = true;
@@ -233,6 +282,11 @@ impl Actor for BackendWorker {
                     myself.stop(Some("worker gone".into()));
                 }
             }
+            WorkerMsg::Served(Ok(())) => {
+                state.last_served = Some(tokio::time::Instant::now());
+                state.serving_error = None;
+            }
+            WorkerMsg::Served(Err(e)) => state.serving_error = Some(e),
             WorkerMsg::Exited(status) => {
                 if !state.stopping {
                     state.stopping = true;
@@ -242,5 +296,34 @@ impl Actor for BackendWorker {
             }
         }
         Ok(())
+    }
+}
+
+/// How often the serving probe runs: often enough that a hang is seen within the
+/// heartbeat timeout and a twentieth of it, never more often than the process probe,
+/// and at least once a second.
+fn serving_interval(args: &WorkerArgs) -> Duration {
+    (args.heartbeat_timeout / 20)
+        .max(args.probe_interval)
+        .min(Duration::from_secs(1))
+}
+
+/// Run the serving probe every `every` (each bounded by SERVING_PROBE_TIMEOUT), and
+/// report each outcome to the worker actor, until the actor is gone.
+async fn serve_checks(probe: ServingProbe, me: ActorRef<WorkerMsg>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outcome = match tokio::time::timeout(SERVING_PROBE_TIMEOUT, probe()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no answer within {}",
+                crate::error::human(SERVING_PROBE_TIMEOUT)
+            )),
+        };
+        if me.cast(WorkerMsg::Served(outcome)).is_err() {
+            break;
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! | upterm    | a stand-in executable that prints what upterm prints (not packaged here) |
 
 pub mod link_front;
+pub mod serving;
 pub mod tmate;
 pub mod tty_share;
 pub mod upterm;

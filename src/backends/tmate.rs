@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use termshare_actors::{AccessMode, BackendError, BackendName, Links, StartedWorker, WorkerSpec};
 
-use crate::backends::{program, shell_join};
+use crate::backends::{program, serving, shell_join};
 use crate::launch::Resolved;
 use crate::paths::InstanceDir;
 use crate::process::{GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, WorkerCommand};
@@ -225,14 +225,18 @@ impl termshare_actors::Backend for TmateBackend {
             },
         };
         lock_socket();
-        let kill = WorkerCommand::new(tmate).args(["-S", &sock_s, "kill-server"]);
+        let kill = WorkerCommand::new(tmate.clone()).args(["-S", &sock_s, "kill-server"]);
+        let ask = WorkerCommand::new(tmate).args(["-S", &sock_s, "display-message", "-p", "ok"]);
         Ok(StartedWorker {
             links,
-            worker: Box::new(ProcessWorker::new(
-                process,
-                GracefulStop::Command(kill),
-                vec![Box::new(scratch)],
-            )),
+            worker: Box::new(
+                ProcessWorker::new(
+                    process,
+                    GracefulStop::Command(kill),
+                    vec![Box::new(scratch)],
+                )
+                .with_serving_probe(serving::command(ask, self.spawner.env().clone())),
+            ),
         })
     }
 }

@@ -24,7 +24,7 @@ use termshare_actors::{BackendError, BackendName, Links, StartedWorker, WorkerSp
 use tokio::time::Instant;
 
 use crate::backends::link_front::LinkFront;
-use crate::backends::program;
+use crate::backends::{program, serving};
 use crate::launch::Resolved;
 use crate::netns;
 use crate::process::{
@@ -165,6 +165,7 @@ impl TtyShareBackend {
             });
         }
         termshare_actors::faultpoints::pause("tty_share.after_listen").await;
+        let serving = serving::http_through(connector.clone());
         let front = LinkFront::start(self.listen, connector)
             .await
             .map_err(|e| {
@@ -175,11 +176,10 @@ impl TtyShareBackend {
             })?;
         Ok(StartedWorker {
             links: Links::new(front.link()),
-            worker: Box::new(ProcessWorker::new(
-                process,
-                GracefulStop::SigTerm,
-                vec![Box::new(front)],
-            )),
+            worker: Box::new(
+                ProcessWorker::new(process, GracefulStop::SigTerm, vec![Box::new(front)])
+                    .with_serving_probe(serving),
+            ),
         })
     }
 
@@ -212,11 +212,10 @@ impl TtyShareBackend {
                 if answering && listens_on(process.pid, port) {
                     return Ok(StartedWorker {
                         links: Links::new(link),
-                        worker: Box::new(ProcessWorker::new(
-                            process,
-                            GracefulStop::SigTerm,
-                            vec![],
-                        )),
+                        worker: Box::new(
+                            ProcessWorker::new(process, GracefulStop::SigTerm, vec![])
+                                .with_serving_probe(serving::http_at(addr)),
+                        ),
                     });
                 }
                 if process.has_exited() {

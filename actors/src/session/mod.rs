@@ -478,10 +478,10 @@ impl Actor for ShareSession {
                         state.worker = None;
                         state.fail_start(&myself, ShareError::Backend(e)).await;
                     }
-                    WorkerEvent::Hung(silent) => {
+                    WorkerEvent::Hung { silent, detail } => {
                         metrics::counter!("termshare_worker_crashes_total").increment(1);
                         let cause = format!(
-                            "heartbeat timeout: the worker did not answer for {}",
+                            "heartbeat timeout: {detail}, for {}",
                             human(Duration::from_millis(silent.as_millis() as u64))
                         );
                         state.end_now(&myself, EndReason::Failed(cause)).await;

@@ -171,7 +171,7 @@ impl SessionState {
                     let e = ShareError::Backend(e.clone());
                     self.fail_switch(myself, e).await;
                 }
-                WorkerEvent::Exited(_) | WorkerEvent::Hung(_) => {
+                WorkerEvent::Exited(_) | WorkerEvent::Hung { .. } => {
                     let cause = "the new worker stopped during a switch".to_string();
                     self.end_now(myself, EndReason::Failed(cause)).await;
                 }
@@ -179,7 +179,7 @@ impl SessionState {
             return true;
         }
         if generation == self.worker_generation
-            && matches!(event, WorkerEvent::Exited(_) | WorkerEvent::Hung(_))
+            && matches!(event, WorkerEvent::Exited(_) | WorkerEvent::Hung { .. })
         {
             // The worker being switched away from is gone: the switch carries on; if it
             // fails, the share fails with it.
