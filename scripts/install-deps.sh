@@ -9,13 +9,16 @@ done
 # The multi-user tests (run as root) add users and end their processes.
 command -v pkill >/dev/null 2>&1 || missing+=(procps)
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)
-# Test stand-ins (a tty-share that stops serving) are python3 scripts.
+# Test stand-ins (a tty-share that stops serving) are python3 scripts; a real sshd
+# plays a tmate relay whose host key is not the configured one.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 openssh-server openssh-client >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (1.85 or newer) with rustup first" >&2

@@ -97,7 +97,9 @@ async fn tmate_without_a_reachable_relay_times_out_and_leaves_no_tmate() {
     match &err {
         ShareError::Backend(BackendError::LinkTimeout { detail, .. }) => {
             assert!(
-                detail.contains("not reachable") && detail.contains(&format!("127.0.0.1:{port}")),
+                detail.contains("the relay refused the connection")
+                    && detail.contains("Error connecting: Connection refused")
+                    && detail.contains(&format!("127.0.0.1:{port}")),
                 "{detail}"
             );
         }
@@ -119,7 +121,7 @@ async fn tmate_without_a_reachable_relay_times_out_and_leaves_no_tmate() {
     assert!(failed["details"]["cause"]
         .as_str()
         .unwrap()
-        .contains("not reachable"));
+        .contains("the relay refused the connection"));
     assert!(host.alive());
     ts.shutdown().await;
 }
@@ -498,4 +500,113 @@ fn tmate_socket_in(runtime: &Path) -> Option<String> {
             let i = argv.iter().position(|a| a == "-S")?;
             argv.get(i + 1).cloned()
         })
+}
+
+/// A real ssh server (OpenSSH's sshd, on an ephemeral port with a host key of its
+/// own) stands in for a tmate relay whose host key is not the one configured: tmate
+/// gets as far as the key exchange and refuses the server.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("host_ed25519");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (openssh-client) is needed");
+        assert!(made.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM no\n",
+                key.display(),
+                dir.path().join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        // sshd insists on its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let mut child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("/usr/sbin/sshd (openssh-server) is needed");
+        let up = wait_until(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if up.is_none() {
+            let _ = child.kill();
+            panic!("sshd did not listen on {port}");
+        }
+        Sshd {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: sshd wants its privilege separation directory /run/sshd"]
+async fn tmate_with_a_wrong_relay_fingerprint_says_the_relay_could_not_be_authenticated() {
+    let host = Tmux::new("S");
+    let sshd = Sshd::start();
+    let ts = start(
+        &host,
+        &format!(
+            "link_timeout = \"3s\"\n[backends.tmate]\nserver_host = \"127.0.0.1\"\nserver_port = {}\nserver_ed25519_fingerprint = \"SHA256:notTheRelaysKeyAtAll\"\n",
+            sshd.port
+        ),
+    )
+    .await;
+    let err = ts
+        .share(request("S", "tmate", AccessMode::ReadWrite))
+        .await
+        .unwrap_err();
+    let ShareError::Backend(BackendError::LinkTimeout { detail, .. }) = &err else {
+        panic!("expected a link timeout, got {err}");
+    };
+    assert!(
+        detail.contains("the relay could not be authenticated"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!("127.0.0.1:{}", sshd.port)),
+        "{detail}"
+    );
+    assert_eq!(termshare::exit::code(&err), termshare::exit::LINK_TIMEOUT);
+    // Nothing of tmate is left.
+    assert!(ts.live_process_groups().is_empty());
+    let cause = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.failed")
+        .unwrap()["details"]["cause"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(cause.contains("could not be authenticated"), "{cause}");
+    ts.shutdown().await;
 }

@@ -105,13 +105,16 @@ impl TmateBackend {
 }
 
 /// Collects tmate's link lines; `Some` once both have arrived (the read-only one is
-/// sent first by the relay).
+/// sent first by the relay). Keeps tmate's own diagnostic for an error message.
 #[derive(Default)]
 pub struct TmateLinkParser {
     rw: Option<String>,
     ro: Option<String>,
     /// The last line that was not a link, for the timeout message.
     pub last_other: String,
+    /// The last line that says why the relay was not reached (not the `Connecting…` /
+    /// `Reconnecting…` progress lines that follow it).
+    diagnostic: Option<String>,
 }
 
 impl TmateLinkParser {
@@ -123,11 +126,60 @@ impl TmateLinkParser {
             self.rw = Some(rw.trim().to_owned());
         } else if !line.is_empty() {
             self.last_other = line.chars().take(200).collect();
+            if relay_trouble(line).is_some() {
+                self.diagnostic = Some(self.last_other.clone());
+            }
         }
         match (&self.rw, &self.ro) {
             (Some(rw), Some(ro)) => Some((rw.clone(), ro.clone())),
             _ => None,
         }
+    }
+
+    /// Why no link came, in tmate's words and ours: `the relay could not be
+    /// authenticated (tmate said: "Cannot authenticate server")`.
+    pub fn cause(&self, relay: &str) -> String {
+        match &self.diagnostic {
+            Some(line) => format!(
+                "tmate relay {relay}: {} (tmate said: {line:?})",
+                relay_trouble(line).unwrap_or("the relay was not reached")
+            ),
+            None => format!(
+                "the tmate relay {relay} was not reachable (tmate said: {:?})",
+                self.last_other
+            ),
+        }
+    }
+}
+
+/// What one of tmate's status lines says about the relay, if it says something. The
+/// texts are tmate's (tmate-ssh-client.c): Debian's tmate 2.4 says `Cannot authenticate
+/// server` for a host key whose fingerprint does not match the configured one; newer
+/// ones `Server fingerprint not recognized`.
+fn relay_trouble(line: &str) -> Option<&'static str> {
+    let line = line
+        .strip_prefix("Reconnecting... (")
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or(line);
+    if line.starts_with("Cannot authenticate server")
+        || line.starts_with("Server fingerprint not recognized")
+        || line.starts_with("Failed to get server fingerprint")
+    {
+        Some("the relay could not be authenticated: its host key does not match the configured tmate-server fingerprint")
+    } else if line.starts_with("Auth error") || line.starts_with("SSH keys not found") {
+        Some("the relay refused termshare's ssh authentication")
+    } else if let Some(why) = line.strip_prefix("Error connecting: ") {
+        Some(if why.contains("refused") {
+            "the relay refused the connection (nothing listens on its port)"
+        } else {
+            "the relay is unreachable"
+        })
+    } else if line.starts_with("Error opening channel")
+        || line.starts_with("Error initializing tmate")
+    {
+        Some("the relay accepted the connection but did not start a tmate session")
+    } else {
+        None
     }
 }
 
@@ -201,11 +253,7 @@ impl termshare_actors::Backend for TmateBackend {
                 return Err(BackendError::LinkTimeout {
                     backend: NAME.into(),
                     after: spec.link_timeout,
-                    detail: format!(
-                        "the tmate relay {} was not reachable (tmate said: {:?})",
-                        self.relay(),
-                        parser.last_other
-                    ),
+                    detail: parser.cause(&self.relay()),
                 });
             }
             Err(LinkWait::Exited(how)) => {
@@ -267,6 +315,41 @@ mod tests {
                 "ssh -p2222 ro-AbC@127.0.0.1".into()
             ))
         );
+    }
+
+    #[test]
+    fn the_cause_names_tmates_own_diagnostic() {
+        let relay = "relay.example:22";
+        let mut p = TmateLinkParser::default();
+        for line in [
+            "To connect to the session locally, run: tmate -S /x attach",
+            "Connecting to relay.example...",
+            "Cannot authenticate server",
+            "Reconnecting...",
+            "Connecting to relay.example...",
+        ] {
+            assert_eq!(p.feed(line), None);
+        }
+        let cause = p.cause(relay);
+        assert!(
+            cause.contains("the relay could not be authenticated"),
+            "{cause}"
+        );
+        assert!(cause.contains("Cannot authenticate server"), "{cause}");
+        let mut p = TmateLinkParser::default();
+        p.feed("Error connecting: Connection refused");
+        p.feed("Reconnecting...");
+        assert!(p.cause(relay).contains("refused the connection"));
+        let mut p = TmateLinkParser::default();
+        p.feed("Reconnecting... (Error connecting: Timeout connecting to 10.9.9.9)");
+        assert!(p.cause(relay).contains("the relay is unreachable"));
+        let mut p = TmateLinkParser::default();
+        p.feed("Server fingerprint not recognized: `SHA256:a', expected `SHA256:b'");
+        assert!(p.cause(relay).contains("could not be authenticated"));
+        // Nothing said: the last line, as before.
+        let mut p = TmateLinkParser::default();
+        p.feed("Connecting to relay.example...");
+        assert!(p.cause(relay).contains("was not reachable"));
     }
 
     #[test]
