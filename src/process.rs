@@ -350,7 +350,18 @@ impl SpawnedProcess {
     pub async fn read_until<T>(
         &mut self,
         timeout: Duration,
+        parse: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T, LinkWait> {
+        self.read_until_then(timeout, parse, |_| {}).await
+    }
+
+    /// [`SpawnedProcess::read_until`], then every later line goes to `then` (tmate's
+    /// new links after a relay reconnect) while stdout is drained.
+    pub async fn read_until_then<T>(
+        &mut self,
+        timeout: Duration,
         mut parse: impl FnMut(&str) -> Option<T>,
+        mut then: impl FnMut(&str) + Send + 'static,
     ) -> Result<T, LinkWait> {
         let mut lines = self.stdout.take().expect("stdout read once");
         let deadline = Instant::now() + timeout;
@@ -368,7 +379,9 @@ impl SpawnedProcess {
             }
         };
         self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-            while let Ok(Some(_)) = lines.next_line().await {}
+            while let Ok(Some(line)) = lines.next_line().await {
+                then(&line);
+            }
         })));
         result
     }
@@ -421,6 +434,8 @@ pub struct ProcessWorker {
     attached: Vec<Attachment>,
     /// How the heartbeat checks that it still serves, when the backend can tell.
     serving: Option<termshare_actors::ServingProbe>,
+    /// New links the backend hands out while it runs, when it does.
+    link_updates: Option<watch::Receiver<termshare_actors::Links>>,
 }
 
 impl ProcessWorker {
@@ -430,7 +445,14 @@ impl ProcessWorker {
             graceful,
             attached,
             serving: None,
+            link_updates: None,
         }
+    }
+
+    /// Links the backend announces after the first (they replace the share's).
+    pub fn with_link_updates(mut self, updates: watch::Receiver<termshare_actors::Links>) -> Self {
+        self.link_updates = Some(updates);
+        self
     }
 
     /// Check that it still serves, not only that it runs ([`crate::backends::serving`]).
@@ -461,6 +483,10 @@ impl Worker for ProcessWorker {
 
     fn serving_probe(&self) -> Option<termshare_actors::ServingProbe> {
         self.serving.clone()
+    }
+
+    fn link_updates(&self) -> Option<watch::Receiver<termshare_actors::Links>> {
+        self.link_updates.clone()
     }
 
     async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {

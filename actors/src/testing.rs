@@ -40,6 +40,8 @@ pub struct FakeWorld {
     pub panic_on_probe: Mutex<bool>,
     /// Workers that stopped answering (the fake SIGSTOP).
     pub hung: Mutex<HashSet<ShareId>>,
+    /// Each live worker's channel for new links (a relay that reconnected).
+    relinks: Mutex<HashMap<(ShareId, u64), watch::Sender<Links>>>,
 }
 
 impl FakeWorld {
@@ -50,6 +52,20 @@ impl FakeWorld {
 
     pub fn live_count(&self) -> usize {
         self.live.lock().len()
+    }
+
+    /// The newest worker of `share` hands out `link` (its relay reconnected); `false`
+    /// when it has none.
+    pub fn relink(&self, share: ShareId, link: &str) -> bool {
+        let relinks = self.relinks.lock();
+        let newest = relinks
+            .iter()
+            .filter(|((s, _), _)| *s == share)
+            .max_by_key(|((_, start), _)| *start);
+        match newest {
+            Some((_, tx)) => tx.send(Links::new(link)).is_ok(),
+            None => false,
+        }
     }
 
     /// The workers of `share` exit by themselves, as crashed processes would.
@@ -91,12 +107,14 @@ struct FakeWorker {
     start: u64,
     world: Arc<FakeWorld>,
     exit: watch::Receiver<Option<WorkerExit>>,
+    links: watch::Receiver<Links>,
 }
 
 impl Drop for FakeWorker {
     fn drop(&mut self) {
         // The Drop guard of a real worker kills its process group; here it goes away.
         self.world.live.lock().remove(&(self.share, self.start));
+        self.world.relinks.lock().remove(&(self.share, self.start));
     }
 }
 
@@ -117,6 +135,10 @@ impl Worker for FakeWorker {
 
     fn exit_watch(&self) -> watch::Receiver<Option<WorkerExit>> {
         self.exit.clone()
+    }
+
+    fn link_updates(&self) -> Option<watch::Receiver<Links>> {
+        Some(self.links.clone())
     }
 
     async fn terminate(&mut self, _grace: Duration) -> TerminateOutcome {
@@ -153,12 +175,19 @@ impl Backend for FakeBackend {
         }
         let (tx, rx) = watch::channel(None);
         self.world.live.lock().insert((spec.share_id, start), tx);
+        let first = Links::new(format!("fake://{}/{}", self.name, spec.share_id));
+        let (relink, links) = watch::channel(first.clone());
+        self.world
+            .relinks
+            .lock()
+            .insert((spec.share_id, start), relink);
         // From here on the worker "exists"; dropping this future must remove it.
         let worker = FakeWorker {
             share: spec.share_id,
             start,
             world: self.world.clone(),
             exit: rx,
+            links,
         };
         if *self.world.never_link.lock() {
             tokio::time::sleep(spec.link_timeout).await;
@@ -171,7 +200,7 @@ impl Backend for FakeBackend {
         let delay = self.world.link_delay.lock().unwrap_or(self.link_delay);
         tokio::time::sleep(delay).await;
         Ok(StartedWorker {
-            links: Links::new(format!("fake://{}/{}", self.name, spec.share_id)),
+            links: first,
             worker: Box::new(worker),
         })
     }

@@ -127,6 +127,12 @@ pub trait Worker: Send + 'static {
         None
     }
 
+    /// New links the backend hands out while the worker runs (tmate after a relay
+    /// reconnect), when it can: each value replaces the share's links.
+    fn link_updates(&self) -> Option<watch::Receiver<Links>> {
+        None
+    }
+
     /// Whether [`Worker::participants`] can ever answer; when not, nobody asks (a
     /// revoke then skips the round trip).
     fn tells_participants(&self) -> bool {

@@ -32,6 +32,8 @@ pub enum WorkerEvent {
     },
     StartFailed(BackendError),
     Exited(WorkerExit),
+    /// The backend handed out new links (its relay reconnected).
+    Relinked(Links),
     /// Unresponsive (stopped, or not serving) for longer than the heartbeat timeout;
     /// the text says what was seen.
     Hung {
@@ -78,6 +80,8 @@ pub struct WorkerState {
     unresponsive_since: Option<tokio::time::Instant>,
     /// The serving probe's task, when the worker has one.
     serving_task: Option<JoinHandle<()>>,
+    /// Forwards the backend's new links to the session, when it hands any out.
+    relink_task: Option<JoinHandle<()>>,
     /// When the serving probe last succeeded (the start counts: the link was just
     /// given), and its last error since.
     last_served: Option<tokio::time::Instant>,
@@ -91,6 +95,7 @@ impl Drop for WorkerState {
             self.watcher.take(),
             self.heartbeat.take(),
             self.serving_task.take(),
+            self.relink_task.take(),
         ]
         .into_iter()
         .flatten()
@@ -128,6 +133,7 @@ impl Actor for BackendWorker {
             heartbeat: None,
             unresponsive_since: None,
             serving_task: None,
+            relink_task: None,
             last_served: None,
             serving_error: None,
             stopping: false,
@@ -196,6 +202,20 @@ impl Actor for BackendWorker {
                                 }
                             }
                         }));
+                        if let Some(mut updates) = started.worker.link_updates() {
+                            let session = state.args.session.clone();
+                            let generation = state.args.generation;
+                            state.relink_task = Some(tokio::spawn(async move {
+                                while updates.changed().await.is_ok() {
+                                    let links = updates.borrow_and_update().clone();
+                                    let event = WorkerEvent::Relinked(links);
+                                    let msg = SessionMsg::Worker { generation, event };
+                                    if session.cast(msg).is_err() {
+                                        break;
+                                    }
+                                }
+                            }));
+                        }
                         if let Some(probe) = started.worker.serving_probe() {
                             state.last_served = Some(tokio::time::Instant::now());
                             state.serving_task = Some(tokio::spawn(serve_checks(

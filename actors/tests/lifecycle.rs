@@ -129,3 +129,37 @@ async fn one_deadline_bounds_the_whole_start() {
     assert_eq!(h.world.live_count(), 0);
     h.svc.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn new_links_from_a_reconnected_relay_replace_the_shares_and_are_on_the_record() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut events = h.svc.subscribe();
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let new_link = "fake://relay-after-reconnect/7f3a";
+    assert!(h.world.relink(info.share_id, new_link));
+    let relinked = wait_for(&mut events, info.share_id, AuditKind::ShareRelinked).await;
+    // By fingerprint only, old and new.
+    let key = key();
+    assert_eq!(relinked.details["link_fp"], key.fingerprint(new_link));
+    assert_eq!(
+        relinked.details["old_link_fp"],
+        key.fingerprint(&info.links.link)
+    );
+    assert!(!serde_json::to_string(&relinked).unwrap().contains(new_link));
+    // The share answers with the new link now.
+    let listed = h.svc.list().await.unwrap();
+    assert_eq!(listed[0].links.link, new_link);
+    // The same link again changes nothing and records nothing.
+    assert!(h.world.relink(info.share_id, new_link));
+    h.svc.revoke(info.share_id, p("human:alice")).await.unwrap();
+    assert_eq!(
+        kinds_of(&h.audit, info.share_id),
+        [
+            AuditKind::ShareRequested,
+            AuditKind::ShareStarted,
+            AuditKind::ShareRelinked,
+            AuditKind::ShareRevoked
+        ]
+    );
+    h.svc.shutdown().await;
+}

@@ -152,6 +152,38 @@ impl TmateLinkParser {
     }
 }
 
+/// What reads tmate's lines after its first links: each complete new pair goes to
+/// `updates` (a pair is both lines again, so a half-announced reconnect changes
+/// nothing).
+fn relinks(
+    access: AccessMode,
+    updates: tokio::sync::watch::Sender<Links>,
+) -> impl FnMut(&str) + Send + 'static {
+    let mut parser = TmateLinkParser::default();
+    move |line: &str| {
+        if let Some((rw, ro)) = parser.feed(line) {
+            parser = TmateLinkParser::default();
+            let new = links_for(access, rw, ro);
+            updates.send_if_modified(|current| {
+                let changed = *current != new;
+                *current = new;
+                changed
+            });
+        }
+    }
+}
+
+/// The links a share hands out: a read-only share only the read-only one.
+fn links_for(access: AccessMode, rw: String, ro: String) -> Links {
+    match access {
+        AccessMode::ReadOnly => Links::new(ro),
+        AccessMode::ReadWrite => Links {
+            link: rw,
+            read_only_link: Some(ro),
+        },
+    }
+}
+
 /// What one of tmate's status lines says about the relay, if it says something. The
 /// texts are tmate's (tmate-ssh-client.c): Debian's tmate 2.4 says `Cannot authenticate
 /// server` for a host key whose fingerprint does not match the configured one; newer
@@ -240,11 +272,19 @@ impl termshare_actors::Backend for TmateBackend {
             }
         };
         let mut parser = TmateLinkParser::default();
+        // After the first links, tmate announces new ones when its relay reconnects
+        // (a new session on the relay): they replace the share's.
+        let (relink, link_updates) = tokio::sync::watch::channel(Links::default());
+        let then = relinks(spec.access, relink);
         let (rw, ro) = match process
-            .read_until(spec.link_timeout, |l| {
-                lock_socket();
-                parser.feed(l)
-            })
+            .read_until_then(
+                spec.link_timeout,
+                |l| {
+                    lock_socket();
+                    parser.feed(l)
+                },
+                then,
+            )
             .await
         {
             Ok(links) => links,
@@ -264,14 +304,7 @@ impl termshare_actors::Backend for TmateBackend {
                 )))
             }
         };
-        let links = match spec.access {
-            // A read-only share hands out only the read-only link.
-            AccessMode::ReadOnly => Links::new(ro),
-            AccessMode::ReadWrite => Links {
-                link: rw,
-                read_only_link: Some(ro),
-            },
-        };
+        let links = links_for(spec.access, rw, ro);
         lock_socket();
         let kill = WorkerCommand::new(tmate.clone()).args(["-S", &sock_s, "kill-server"]);
         let ask = WorkerCommand::new(tmate).args(["-S", &sock_s, "display-message", "-p", "ok"]);
@@ -283,7 +316,8 @@ impl termshare_actors::Backend for TmateBackend {
                     GracefulStop::Command(kill),
                     vec![Box::new(scratch)],
                 )
-                .with_serving_probe(serving::command(ask, self.spawner.env().clone())),
+                .with_serving_probe(serving::command(ask, self.spawner.env().clone()))
+                .with_link_updates(link_updates),
             ),
         })
     }
@@ -315,6 +349,31 @@ mod tests {
                 "ssh -p2222 ro-AbC@127.0.0.1".into()
             ))
         );
+    }
+
+    #[test]
+    fn links_announced_after_a_reconnect_replace_the_first() {
+        let (tx, mut rx) = tokio::sync::watch::channel(Links::default());
+        let mut then = relinks(AccessMode::ReadWrite, tx);
+        then("Reconnecting... (Error reading from channel: Socket error: disconnected)");
+        then("Connecting to relay.example...");
+        then("ssh session read only: ssh ro-NEW@relay.example");
+        assert!(!rx.has_changed().unwrap(), "half a pair changes nothing");
+        then("ssh session: ssh NEW@relay.example");
+        assert!(rx.has_changed().unwrap());
+        let links = rx.borrow_and_update().clone();
+        assert_eq!(links.link, "ssh NEW@relay.example");
+        assert_eq!(
+            links.read_only_link.as_deref(),
+            Some("ssh ro-NEW@relay.example")
+        );
+        // A read-only share gets only the read-only link.
+        let (tx, rx) = tokio::sync::watch::channel(Links::default());
+        let mut then = relinks(AccessMode::ReadOnly, tx);
+        then("ssh session read only: ssh ro-X@r");
+        then("ssh session: ssh X@r");
+        assert_eq!(rx.borrow().link, "ssh ro-X@r");
+        assert!(rx.borrow().read_only_link.is_none());
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum AuditKind {
     ShareFailed,
     #[serde(rename = "share.switched")]
     ShareSwitched,
+    /// The backend gave the share new links while it ran (tmate after its relay
+    /// reconnected): the share now answers with these (their fingerprints here).
+    #[serde(rename = "share.relinked")]
+    ShareRelinked,
     /// A switch whose new backend gave no link: the share stays on its old backend.
     #[serde(rename = "share.switch_failed")]
     ShareSwitchFailed,
@@ -81,6 +85,7 @@ impl AuditKind {
             AuditKind::ShareStopped => "share.stopped",
             AuditKind::ShareFailed => "share.failed",
             AuditKind::ShareSwitched => "share.switched",
+            AuditKind::ShareRelinked => "share.relinked",
             AuditKind::ShareSwitchFailed => "share.switch_failed",
             AuditKind::ShareRefused => "share.refused",
             AuditKind::ShareEnded => "share.ended",

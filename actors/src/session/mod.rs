@@ -320,6 +320,30 @@ impl SessionState {
         }
     }
 
+    /// The worker's backend handed out new links while it ran: the share answers with
+    /// them from now on, and the record says so (by fingerprint).
+    fn relinked(&mut self, links: crate::types::Links) {
+        if links == self.info.links {
+            return;
+        }
+        let fingerprints = &self.ctx.fingerprints;
+        let mut event = AuditEvent::new(AuditKind::ShareRelinked, self.info.share_id)
+            .principal(&self.info.principal)
+            .terminal(&self.info.terminal)
+            .backend(&self.info.backend)
+            .detail(
+                "old_link_fp",
+                fingerprints.fingerprint(&self.info.links.link),
+            )
+            .detail("link_fp", fingerprints.fingerprint(&links.link));
+        if let Some(ro) = &links.read_only_link {
+            event = event.detail("read_only_link_fp", fingerprints.fingerprint(ro));
+        }
+        crate::audit::record(&self.ctx.audit, event);
+        self.info.links = links;
+        self.publish();
+    }
+
     fn publish(&self) {
         let _ = self.ctx.root.cast(RootMsg::Updated(self.info.clone()));
     }
@@ -487,6 +511,7 @@ impl Actor for ShareSession {
                         state.end_now(&myself, EndReason::Failed(cause)).await;
                     }
                     WorkerEvent::Exited(status) => state.worker_exited(&myself, status),
+                    WorkerEvent::Relinked(links) => state.relinked(links),
                 }
             }
             SessionMsg::WorkerGone {

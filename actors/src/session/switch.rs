@@ -171,6 +171,13 @@ impl SessionState {
                     let e = ShareError::Backend(e.clone());
                     self.fail_switch(myself, e).await;
                 }
+                WorkerEvent::Relinked(links) => {
+                    // The new worker's links changed before the switch completed: the
+                    // share takes the latest.
+                    if let Some(ready) = &mut switch.ready {
+                        ready.0 = links.clone();
+                    }
+                }
                 WorkerEvent::Exited(_) | WorkerEvent::Hung { .. } => {
                     let cause = "the new worker stopped during a switch".to_string();
                     self.end_now(myself, EndReason::Failed(cause)).await;
