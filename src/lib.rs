@@ -67,7 +67,8 @@ pub enum StartError {
 
 /// A running termshare subsystem: the supervision tree with the real backends.
 pub struct Termshare {
-    service: ShareService,
+    /// `None` only once `shutdown` has taken it.
+    service: Option<ShareService>,
     spawner: Arc<ProcessSpawner>,
     /// Backends' scratch directories live here; removed when termshare stops.
     _instance: Arc<InstanceDir>,
@@ -142,14 +143,16 @@ impl Termshare {
         )
         .await?;
         Ok(Termshare {
-            service,
+            service: Some(service),
             spawner,
             _instance: instance,
         })
     }
 
     pub fn service(&self) -> &ShareService {
-        &self.service
+        self.service
+            .as_ref()
+            .expect("the service lives until shutdown")
     }
 
     /// Process groups of live workers (for operators and tests).
@@ -165,8 +168,11 @@ impl Termshare {
 
     /// Stop every share, reap every worker, flush the audit log. Any worker group still
     /// registered afterwards is killed as a backstop.
-    pub async fn shutdown(self) -> Vec<RevokeReport> {
-        let reports = self.service.shutdown().await;
+    pub async fn shutdown(mut self) -> Vec<RevokeReport> {
+        let Some(service) = self.service.take() else {
+            return Vec::new();
+        };
+        let reports = service.shutdown().await;
         self.spawner.registry().kill_all();
         reports
     }
@@ -253,9 +259,30 @@ fn tmux_host(
     Ok(host.with_attach(rw, ro))
 }
 
+/// An embedder that drops termshare without `shutdown()` (or unwinds past it) leaves no
+/// worker behind: every live worker's process group is killed here, at once. Nothing
+/// can be awaited in `drop`, so these ends are not recorded as revokes: the shares'
+/// sessions record the workers' exits if the runtime still runs, and otherwise the next
+/// start records `share.ended` for them ([`audit_file`]).
+impl Drop for Termshare {
+    fn drop(&mut self) {
+        if self.service.is_none() {
+            return; // shut down properly
+        }
+        let live = self.spawner.registry().live();
+        if !live.is_empty() {
+            tracing::warn!(
+                groups = live.len(),
+                "termshare dropped without shutdown(): killing its workers"
+            );
+            self.spawner.registry().kill_all();
+        }
+    }
+}
+
 impl std::ops::Deref for Termshare {
     type Target = ShareService;
     fn deref(&self) -> &ShareService {
-        &self.service
+        self.service()
     }
 }

@@ -225,3 +225,21 @@ async fn a_worker_that_runs_but_no_longer_serves_fails_its_share_within_the_hear
     assert!(host.alive());
     ts.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_termshare_without_shutdown_leaves_no_worker() {
+    let host = Tmux::new("S");
+    let ts = start(&host, "").await;
+    ts.share(request(120)).await.unwrap();
+    let pgid = ts.live_process_groups()[0];
+    assert!(termshare::process::group_alive(pgid));
+    // An embedder that forgets shutdown().
+    drop(ts);
+    // SIGKILL was sent in drop; the kernel ends the group a moment later.
+    let gone = wait_until(Duration::from_secs(1), || {
+        !termshare::process::group_alive(pgid)
+    });
+    assert!(gone.is_some(), "the worker's group outlived its Termshare");
+    assert!(processes_mentioning("tty-share", host.socket.to_str().unwrap()).is_empty());
+    assert!(host.alive());
+}

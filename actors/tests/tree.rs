@@ -870,6 +870,9 @@ async fn only_the_owner_or_the_operator_acts_on_a_share() {
         .unwrap_err();
     assert!(matches!(err, ShareError::Denied { .. }), "{err}");
     assert_unchanged(&h, &info).await;
+    // A refusal is recorded without holding up its answer: the stop writes out the
+    // queue before the log is read.
+    h.svc.shutdown().await;
     let refused: Vec<_> = h
         .audit
         .events
@@ -885,7 +888,6 @@ async fn only_the_owner_or_the_operator_acts_on_a_share() {
             (serde_json::json!("extend"), Some(1001))
         ]
     );
-    h.svc.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
