@@ -28,18 +28,45 @@ pub fn check(_name: &str) -> Option<Option<String>> {
 }
 
 /// A pause point: with `return(MS)` configured, wait that long here (on the runtime's
-/// clock). For tests that cancel work at a given step.
-pub async fn pause(name: &str) {
+/// clock). For tests that cancel work at a given step: [`paused_at`] tells them it has
+/// been reached.
+pub async fn pause(name: &'static str) {
     if let Some(arg) = check(name) {
         let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(1000);
+        reached(name);
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 }
 
 /// [`pause`] for a plain thread (the spawner's).
-pub fn pause_thread(name: &str) {
+pub fn pause_thread(name: &'static str) {
     if let Some(arg) = check(name) {
         let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(1000);
+        reached(name);
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
+}
+
+/// How many times each configured pause point has been reached.
+#[cfg(feature = "failpoints")]
+static REACHED: std::sync::Mutex<Vec<(&str, u64)>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(feature = "failpoints")]
+fn reached(name: &'static str) {
+    let mut seen = REACHED.lock().unwrap_or_else(|p| p.into_inner());
+    match seen.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, count)) => *count += 1,
+        None => seen.push((name, 1)),
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn reached(_name: &'static str) {}
+
+/// How many times the pause point `name` has been reached (and is pausing, or has
+/// paused) since the process started.
+#[cfg(feature = "failpoints")]
+pub fn paused_at(name: &str) -> u64 {
+    let seen = REACHED.lock().unwrap_or_else(|p| p.into_inner());
+    seen.iter().find(|(n, _)| *n == name).map_or(0, |(_, c)| *c)
 }

@@ -316,7 +316,7 @@ impl Env {
 
     /// Worker processes of this run: programs started with our tmux socket in their
     /// arguments (tty-share and the misbehaving stand-ins), live ones only.
-    fn processes(&self) -> Vec<u32> {
+    pub fn processes(&self) -> Vec<u32> {
         let marker = self.tmux_socket.to_string_lossy().into_owned();
         let mut out = Vec::new();
         let Ok(dir) = std::fs::read_dir("/proc") else {

@@ -1,0 +1,118 @@
+//! A start cancelled at any step of the spawn path leaves no process, by pid and by
+//! process group. Real tty-share (in its network namespace); each step is a fail point
+//! that pauses there (`termshare_actors::faultpoints`), and the share is revoked while
+//! it waits. The only test in its binary: fail points are process-wide.
+
+use std::time::Duration;
+
+use termshare::actors::{AccessMode, BackendName, Principal, ShareRequest, ShareState};
+use termshare_actors::faultpoints::paused_at;
+use termshare_chaos::env::Env;
+use termshare_chaos::Mode;
+
+/// Each step, in the order a start passes them, and whether a process exists there.
+const STEPS: [(&str, bool); 6] = [
+    ("spawn.before_fork", false),
+    // The spawner thread has forked and holds the child and its guard; the start that
+    // asked for it may be gone before the handover.
+    ("spawn.handover", true),
+    ("spawn.after_fork", true),
+    ("tty_share.after_spawn", true),
+    ("tty_share.after_url", true),
+    ("tty_share.after_listen", true),
+];
+
+const PAUSE_MS: u64 = 1000;
+
+/// The process group of `pid`, from /proc.
+fn pgid_of(pid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+fn alive(pid: u32) -> bool {
+    !matches!(
+        termshare::process::process_state(pid),
+        None | Some('Z') | Some('X')
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
+    let scenario = fail::FailScenario::setup();
+    let mut env = Env::new(Mode::TtyShare, 1).await;
+    let terminal = env.terminals[0].clone();
+    let owner: Principal = "human:alice".parse().unwrap();
+    for (step, forked) in STEPS {
+        let before = paused_at(step);
+        fail::cfg(step, &format!("return({PAUSE_MS})")).unwrap();
+        let request = ShareRequest {
+            terminal: terminal.clone(),
+            backend: BackendName::new("tty-share"),
+            access: AccessMode::ReadWrite,
+            caller: owner.clone().into(),
+            ttl: Some(Duration::from_secs(60)),
+            grace: Some(vec![]),
+        };
+        let svc = env.svc();
+        let cancel = async {
+            // Wait until the start is held at the step.
+            while paused_at(step) == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            fail::remove(step);
+            let seen: Vec<(u32, Option<i32>)> = env
+                .processes()
+                .into_iter()
+                .map(|pid| (pid, pgid_of(pid)))
+                .collect();
+            let starting = svc
+                .list()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|s| s.state == ShareState::Starting)
+                .expect("the share is starting");
+            let revoked = svc.revoke(starting.share_id, owner.clone()).await;
+            (seen, revoked)
+        };
+        let (started, (seen, revoked)) = tokio::join!(svc.share(request), cancel);
+        assert!(
+            started.is_err(),
+            "{step}: the start went through: {started:?}"
+        );
+        assert!(revoked.is_ok(), "{step}: {revoked:?}");
+        if forked {
+            assert!(!seen.is_empty(), "{step}: no process at this step");
+        } else {
+            assert!(
+                seen.is_empty(),
+                "{step}: a process before the fork: {seen:?}"
+            );
+        }
+        // Whatever was held at the step (a thread's sleep included) is over by now;
+        // nothing started afterwards either. No event says "nothing happened": wait
+        // out the pause.
+        tokio::time::sleep(Duration::from_millis(PAUSE_MS + 500)).await;
+        for (pid, pgid) in &seen {
+            assert!(
+                !alive(*pid),
+                "{step}: pid {pid} outlived its cancelled start"
+            );
+            let pgid = pgid.expect("a process group");
+            assert!(
+                !termshare::process::group_alive(pgid),
+                "{step}: group {pgid} outlived its cancelled start"
+            );
+        }
+        assert!(env.processes().is_empty(), "{step}: {:?}", env.processes());
+    }
+    env.shutdown().await;
+    assert_eq!(env.leftovers(), 0);
+    scenario.teardown();
+}
