@@ -1,7 +1,8 @@
 //! A start cancelled at any step of the spawn path leaves no process, by pid and by
 //! process group. Real tty-share (in its network namespace); each step is a fail point
 //! that pauses there (`termshare_actors::faultpoints`), and the share is revoked while
-//! it waits. The only test in its binary: fail points are process-wide.
+//! it waits. Then a caller that gives up mid-start: never `share.started`, no process.
+//! The only test in its binary: fail points are process-wide.
 
 use std::time::Duration;
 
@@ -112,6 +113,62 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
         }
         assert!(env.processes().is_empty(), "{step}: {:?}", env.processes());
     }
+
+    // A caller that gives up while tty-share is starting (its link is on the way): the
+    // start is stopped before it is announced. Nothing says `share.started`, and no
+    // process is left.
+    let step = "tty_share.after_url";
+    let before = paused_at(step);
+    fail::cfg(step, &format!("return({PAUSE_MS})")).unwrap();
+    let request = ShareRequest {
+        terminal: terminal.clone(),
+        backend: BackendName::new("tty-share"),
+        access: AccessMode::ReadWrite,
+        caller: owner.clone().into(),
+        ttl: Some(Duration::from_secs(60)),
+        grace: Some(vec![]),
+    };
+    let svc = env.svc();
+    let mut events = svc.subscribe();
+    let gave_up = tokio::select! {
+        r = svc.share(request) => panic!("the start finished while held: {r:?}"),
+        () = async {
+            while paused_at(step) == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        } => env.processes(),
+    };
+    fail::remove(step);
+    assert!(!gave_up.is_empty(), "tty-share was not running yet");
+    let id = loop {
+        let e = events.recv().await.unwrap();
+        if e.kind.as_str() == "share.requested" {
+            break e.correlation_id;
+        }
+    };
+    // The session finds its caller gone once the link is there, and ends the share.
+    let end = loop {
+        let e = events.recv().await.unwrap();
+        if e.correlation_id == id && e.kind.is_terminal() {
+            break e;
+        }
+    };
+    assert_eq!(end.kind.as_str(), "share.failed", "{end:?}");
+    let kinds: Vec<&str> = env
+        .audit_events()
+        .iter()
+        .filter(|e| e.correlation_id == id)
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert!(!kinds.contains(&"share.started"), "{kinds:?}");
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        while gave_up.iter().any(|p| alive(*p)) || !env.processes().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "left running: {:?}", env.processes());
+
     env.shutdown().await;
     assert_eq!(env.leftovers(), 0);
     scenario.teardown();
