@@ -74,7 +74,7 @@ impl Default for Settings {
             require_join_restriction: false,
             audit_max_batch: 1024,
             handoff_scrollback_lines: 200,
-            max_live_shares: 1024,
+            max_live_shares: 10_000,
             max_pending_handoffs: 4096,
             max_pending_handoffs_per_requester: 256,
             max_in_flight: 1024,
