@@ -201,7 +201,11 @@ pub struct TmateSection {
 pub struct UptermSection {
     pub program: Option<String>,
     pub server: Option<String>,
+    /// The server's host CA key, `ssh-ed25519 AAAA…` (uptermd's host certificate).
+    pub server_ca_key: Option<String>,
     pub known_hosts: Option<PathBuf>,
+    /// The key upterm authenticates with; absent: a new key per share.
+    pub private_key: Option<PathBuf>,
     pub authorized_keys: Option<PathBuf>,
     #[serde(default)]
     pub github_users: Vec<String>,
@@ -333,6 +337,10 @@ impl Config {
                 ));
             }
         }
+        if let Some(key) = &self.backends.upterm.server_ca_key {
+            crate::backends::upterm::check_ca_key(key)
+                .map_err(|e| format!("backends.upterm.{e}"))?;
+        }
         Ok(Settings {
             default_ttl: duration("ttl.default", &self.ttl.default, d.default_ttl)?,
             grace,
@@ -372,7 +380,9 @@ impl Config {
         UptermSettings {
             program: u.program.clone().unwrap_or(d.program),
             server: u.server.clone().unwrap_or(d.server),
+            server_ca_key: u.server_ca_key.clone(),
             known_hosts: u.known_hosts.as_deref().map(|p| self.resolve(p)),
+            private_key: u.private_key.as_deref().map(|p| self.resolve(p)),
             authorized_keys: u.authorized_keys.as_deref().map(|p| self.resolve(p)),
             github_users: u.github_users.clone(),
         }

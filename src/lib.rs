@@ -119,6 +119,7 @@ impl Termshare {
                 spawner.clone(),
                 config.upterm(),
                 programs.upterm,
+                instance.clone(),
             )),
         ];
         let backends = wrap(&spawner, backends);

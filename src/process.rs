@@ -141,6 +141,12 @@ impl WorkerCommand {
         self.args.extend(a.into_iter().map(Into::into));
         self
     }
+
+    /// One variable on top of the clean environment.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
 }
 
 /// A spawned child and the guard that owns its group from the instant of the fork.
@@ -264,10 +270,17 @@ impl ProcessSpawner {
             let _ = exit_tx.send(Some(describe_exit(status)));
         });
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
-        let tail = stderr_tail.clone();
+        let stderr_head = Arc::new(Mutex::new(Vec::new()));
+        let (tail, head) = (stderr_tail.clone(), stderr_head.clone());
         let stderr_task = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                // The first lines (an error before a long usage text), then the last.
+                let mut h = head.lock();
+                if h.len() < 20 {
+                    h.push(line);
+                    continue;
+                }
                 let mut t = tail.lock();
                 if t.len() == 20 {
                     t.remove(0);
@@ -281,6 +294,7 @@ impl ProcessSpawner {
             exit,
             guard,
             stderr_tail,
+            stderr_head,
             tasks: vec![AbortOnDrop(stderr_task)],
             env: self.env.clone(),
             _reaper: reaper,
@@ -324,6 +338,8 @@ pub struct SpawnedProcess {
     pub exit: watch::Receiver<Option<WorkerExit>>,
     pub guard: ProcessGroupGuard,
     stderr_tail: Arc<Mutex<Vec<String>>>,
+    /// The first 20 lines of stderr (the tail has the last 20 after those).
+    stderr_head: Arc<Mutex<Vec<String>>>,
     tasks: Vec<AbortOnDrop>,
     /// For the commands that stop it (`tmate kill-server`): the same clean environment.
     env: Arc<CleanEnv>,
@@ -341,7 +357,22 @@ pub enum LinkWait {
 impl SpawnedProcess {
     /// The last lines the process wrote to stderr, for error messages.
     pub fn stderr_tail(&self) -> String {
-        self.stderr_tail.lock().join(" | ")
+        let head = self.stderr_head.lock();
+        let tail = self.stderr_tail.lock();
+        let last: Vec<&String> = head.iter().chain(tail.iter()).collect();
+        let from = last.len().saturating_sub(20);
+        last[from..]
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    /// Every stderr line kept: the first 20, then the last 20.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        let mut all = self.stderr_head.lock().clone();
+        all.extend(self.stderr_tail.lock().iter().cloned());
+        all
     }
 
     /// Read stdout lines until `parse` returns the value, the process exits, or

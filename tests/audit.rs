@@ -15,20 +15,12 @@ fn policy_with_upterm(host: &Tmux) -> std::path::PathBuf {
     policy(host.dir.path(), &["tty-share", "upterm"], "1h")
 }
 
-fn standin() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bin/upterm").to_string()
-}
-
 #[test]
 fn a_scripted_run_leaves_one_event_per_action_without_gaps_or_links() {
     let host = Tmux::new("S");
     host.run(&["new-session", "-d", "-s", "T"]);
     let policy = policy_with_upterm(&host);
-    let daemon = Daemon::start_with_policy(
-        &host,
-        &policy,
-        &format!("[backends.upterm]\nprogram = \"{}\"\n", standin()),
-    );
+    let daemon = Daemon::start_with_policy(&host, &policy, &upterm_config(&upterm_standin(), ""));
     let mut links = Vec::new();
     // start, extend, switch, revoke
     let a = daemon.json(&["share", "S", "--backend", "tty-share", "--ttl", "10m"]);

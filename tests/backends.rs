@@ -39,31 +39,6 @@ async fn start(host: &Tmux, extra_config: &str) -> Termshare {
     Termshare::start(&config, policy).await.unwrap()
 }
 
-/// A wrapper around the upterm stand-in that records its argv in `argv_file` (workers
-/// get a clean environment, so the file's name is written into the wrapper).
-fn upterm_recording_argv(host: &Tmux, argv_file: &Path) -> std::path::PathBuf {
-    let wrapper = host.dir.path().join("upterm");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nTERMSHARE_TEST_ARGV_FILE='{}' exec '{}' \"$@\"\n",
-            argv_file.display(),
-            standin()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper
-}
-
-fn standin() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/bin/upterm")
-        .display()
-        .to_string()
-}
-
 /// termshare with tmate pointed at a loopback port where nothing listens (no relay).
 async fn start_with_unreachable_tmate(host: &Tmux, link_timeout: &str) -> (Termshare, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -127,88 +102,9 @@ async fn tmate_without_a_reachable_relay_times_out_and_leaves_no_tmate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upterm_link_is_read_from_its_session_block_and_flags_follow_the_share() {
-    let host = Tmux::new("S");
-    let argv_file = host.dir.path().join("upterm-argv");
-    let program = upterm_recording_argv(&host, &argv_file);
-    let keys = host.dir.path().join("authorized_keys");
-    std::fs::write(&keys, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE test\n").unwrap();
-    let ts = start(
-        &host,
-        &format!(
-            "[backends.upterm]\nprogram = \"{}\"\nserver = \"ssh://127.0.0.1:2222\"\nauthorized_keys = \"{}\"\ngithub_users = [\"octocat\"]\n",
-            program.display(),
-            keys.display()
-        ),
-    )
-    .await;
-    let info = ts
-        .share(request("S", "upterm", AccessMode::ReadOnly))
-        .await
-        .unwrap();
-    // The stand-in wraps the value over two lines, as upterm does at 80 columns.
-    assert_eq!(
-        info.links.link,
-        "ssh Cg8KB2ZsYXNrMjESBmRldmljZQ:MTAuMC4wLjE6MjI=@uptermd.upterm.dev"
-    );
-    let argv: Vec<String> = std::fs::read_to_string(&argv_file)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    for flag in [
-        "host",
-        "--accept",
-        "--no-sftp",
-        "--read-only",
-        "--force-command",
-        "--",
-    ] {
-        assert!(
-            argv.iter().any(|a| a == flag),
-            "{flag} missing from {argv:?}"
-        );
-    }
-    let after = |f: &str| argv[argv.iter().position(|a| a == f).unwrap() + 1].clone();
-    assert_eq!(after("--server"), "ssh://127.0.0.1:2222");
-    assert_eq!(after("--authorized-keys"), keys.display().to_string());
-    assert_eq!(after("--github-user"), "octocat");
-    // Participants are forced into a read-only attach of the shared tmux session.
-    assert_eq!(
-        after("--force-command"),
-        format!(
-            "{} -S {} attach-session -r -t =S",
-            std::fs::canonicalize(termshare::launch::find_in_path("tmux").unwrap())
-                .unwrap()
-                .display(),
-            host.socket.display()
-        )
-    );
-    let pgid = ts.live_process_groups()[0];
-    assert!(termshare::process::group_alive(pgid));
-    let report = ts
-        .revoke(
-            info.share_id,
-            "human:tester"
-                .parse::<termshare::actors::Principal>()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert!(report.deadline_met && !report.escalated, "{report:?}");
-    assert!(!termshare::process::group_alive(pgid));
-    assert!(ts.live_process_groups().is_empty());
-    ts.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_upterm_binary_is_a_clear_error_before_anything_starts() {
     let host = Tmux::new("S");
-    let ts = start(
-        &host,
-        "[backends.upterm]\nprogram = \"/nonexistent/upterm\"\n",
-    )
-    .await;
+    let ts = start(&host, &upterm_config("/nonexistent/upterm", "")).await;
     let err = ts
         .share(request("S", "upterm", AccessMode::ReadWrite))
         .await
@@ -229,11 +125,7 @@ async fn a_missing_upterm_binary_is_a_clear_error_before_anything_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_starts_the_new_worker_then_reaps_the_old_one() {
     let host = Tmux::new("S");
-    let ts = start(
-        &host,
-        &format!("[backends.upterm]\nprogram = \"{}\"\n", standin()),
-    )
-    .await;
+    let ts = start(&host, &upterm_config(&upterm_standin(), "")).await;
     let info = ts
         .share(request("S", "tty-share", AccessMode::ReadWrite))
         .await
@@ -340,10 +232,9 @@ async fn policy_and_config_can_require_a_join_restriction() {
         "[[rule]]\nid = \"keys-only\"\neffect = \"allow\"\nprincipals = [\"human:*\"]\nterminals = [\"*\"]\nbackends = [\"*\"]\naccess = [\"read-only\", \"read-write\"]\nrequire_join_restriction = true\n",
     )
     .unwrap();
-    let config = Config::load(&host.config(&format!(
-        "[backends.upterm]\nprogram = \"{}\"\nauthorized_keys = \"{}\"\n",
-        standin(),
-        keys.display()
+    let config = Config::load(&host.config(&upterm_config(
+        &upterm_standin(),
+        &format!("authorized_keys = \"{}\"\n", keys.display()),
     )))
     .unwrap();
     let ts = Termshare::start(&config, Policy::load(&policy_path).unwrap())

@@ -13,10 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn standin() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bin/upterm").to_string()
-}
-
 /// The host window `W` as `COLSxROWS`.
 fn size(host: &Tmux) -> String {
     host.run(&[
@@ -59,11 +55,7 @@ fn fifty_shares_and_twenty_switches_leave_a_detached_100x30_window_100x30() {
     );
     assert_eq!(size(&host), "100x30");
     let policy = policy(host.dir.path(), &["tty-share", "upterm"], "1h");
-    let daemon = Daemon::start_with_policy(
-        &host,
-        &policy,
-        &format!("[backends.upterm]\nprogram = \"{}\"\n", standin()),
-    );
+    let daemon = Daemon::start_with_policy(&host, &policy, &upterm_config(&upterm_standin(), ""));
     for i in 0..50 {
         let share = daemon.json(&["share", "W", "--backend", "tty-share"]);
         // The share's client is attached (the moment a resize would happen).

@@ -584,3 +584,21 @@ pub fn environ_of(pid: i32) -> Option<Vec<String>> {
             .collect(),
     )
 }
+
+/// The uptermd host CA key the tests configure (made up: the stand-in only checks that
+/// the known_hosts termshare gives it trusts the server with an `@cert-authority` line).
+pub const UPTERM_CA_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlcm1zaGFyZS10ZXN0LWNhLWtleS0wMDAwMDAw termshare-test-ca";
+
+/// The upterm stand-in (tests/bin/upterm: what upterm v0.24 prints and does).
+pub fn upterm_standin() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bin/upterm").to_string()
+}
+
+/// `[backends.upterm]` for `program` against a loopback uptermd, trusted by its CA key,
+/// with `extra` keys after.
+pub fn upterm_config(program: &str, extra: &str) -> String {
+    format!(
+        "[backends.upterm]\nprogram = \"{program}\"\nserver = \"ssh://127.0.0.1:2222\"\nserver_ca_key = \"{UPTERM_CA_KEY}\"\n{extra}"
+    )
+}
