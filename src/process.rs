@@ -467,7 +467,12 @@ pub struct ProcessWorker {
     serving: Option<termshare_actors::ServingProbe>,
     /// New links the backend hands out while it runs, when it does.
     link_updates: Option<watch::Receiver<termshare_actors::Links>>,
+    /// How many participants are connected, when the backend can tell.
+    participants: Option<ParticipantCount>,
 }
+
+/// Counts a worker's connected participants (from what the backend writes down).
+pub type ParticipantCount = Arc<dyn Fn() -> Option<u32> + Send + Sync>;
 
 impl ProcessWorker {
     pub fn new(process: SpawnedProcess, graceful: GracefulStop, attached: Vec<Attachment>) -> Self {
@@ -477,7 +482,14 @@ impl ProcessWorker {
             attached,
             serving: None,
             link_updates: None,
+            participants: None,
         }
+    }
+
+    /// Tell participants with `count` (upterm: its log of joins and leaves).
+    pub fn with_participants(mut self, count: ParticipantCount) -> Self {
+        self.participants = Some(count);
+        self
     }
 
     /// Links the backend announces after the first (they replace the share's).
@@ -518,6 +530,19 @@ impl Worker for ProcessWorker {
 
     fn link_updates(&self) -> Option<watch::Receiver<termshare_actors::Links>> {
         self.link_updates.clone()
+    }
+
+    fn tells_participants(&self) -> bool {
+        self.participants.is_some()
+    }
+
+    async fn participants(&mut self) -> Option<u32> {
+        let count = self.participants.clone()?;
+        // A small file read, off the runtime's threads.
+        tokio::task::spawn_blocking(move || count())
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {

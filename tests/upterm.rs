@@ -191,8 +191,20 @@ async fn a_share_starts_unattended_with_files_of_termshares_own_and_flags_that_f
     let admin = admin_sockets(&share_dir);
     assert_eq!(admin.len(), 1, "{admin:?}");
     let pgid = ts.live_process_groups()[0];
+    // Two participants join and one leaves (upterm logs each): the revoke counts one.
+    let log = share_dir.join("state/upterm/upterm.log");
+    for (signal, lines) in [(libc::SIGUSR1, 1), (libc::SIGUSR1, 2), (libc::SIGUSR2, 3)] {
+        unsafe {
+            libc::kill(pgid, signal);
+        }
+        let logged = wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == lines)
+        });
+        assert!(logged.is_some(), "the stand-in did not log");
+    }
     let report = ts.revoke(info.share_id, tester()).await.unwrap();
     assert!(report.deadline_met, "{report:?}");
+    assert_eq!(report.participants_before, Some(1), "{report:?}");
     assert!(!termshare::process::group_alive(pgid));
     assert!(!share_dir.exists(), "the share's directory outlived it");
     ts.shutdown().await;

@@ -229,13 +229,13 @@ impl termshare_actors::Backend for UptermBackend {
                 });
             }
         };
+        let log = dir.join("state").join("upterm").join("upterm.log");
         Ok(StartedWorker {
             links: Links::new(link),
-            worker: Box::new(ProcessWorker::new(
-                process,
-                GracefulStop::SigTerm,
-                vec![Box::new(scratch)],
-            )),
+            worker: Box::new(
+                ProcessWorker::new(process, GracefulStop::SigTerm, vec![Box::new(scratch)])
+                    .with_participants(Arc::new(move || parse::participants(&log))),
+            ),
         })
     }
 }
