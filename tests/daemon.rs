@@ -350,3 +350,66 @@ fn a_badge_watcher_hears_of_each_change_within_100ms() {
     drop(watcher);
     daemon.stop();
 }
+
+#[test]
+fn share_daemon_without_a_daemon_exits_11_at_once_and_share_says_which_mode_it_chose() {
+    let host = Tmux::new("S");
+    let config = host.config("");
+    let cfg = config.to_str().unwrap();
+    let t0 = std::time::Instant::now();
+    let mut cli = Cli::spawn(
+        &[
+            "--config",
+            cfg,
+            "share",
+            "S",
+            "--backend",
+            "tty-share",
+            "--daemon",
+        ],
+        None,
+    );
+    let (status, _, err) = cli.finish();
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(termshare::exit::NO_DAEMON), "{err}");
+    assert!(err.contains("no termshare daemon answers"), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Without --daemon the foreground is chosen, and stderr says so at once.
+    let pol = policy(host.dir.path(), &["tty-share"], "1h");
+    let mut cli = Cli::spawn(
+        &[
+            "--config",
+            cfg,
+            "share",
+            "S",
+            "--backend",
+            "tty-share",
+            "--ttl",
+            "1s",
+            "--policy",
+            pol.to_str().unwrap(),
+        ],
+        None,
+    );
+    let (status, _, err) = cli.finish();
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("no daemon answers") && err.contains("sharing in the foreground"),
+        "{err}"
+    );
+    // --daemon and --foreground together are bad input.
+    let mut cli = Cli::spawn(
+        &[
+            "--config",
+            cfg,
+            "share",
+            "S",
+            "--backend",
+            "tty-share",
+            "--daemon",
+            "--foreground",
+        ],
+        None,
+    );
+    assert_eq!(cli.finish().0.code(), Some(2));
+}

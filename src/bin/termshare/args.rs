@@ -1,0 +1,171 @@
+//! The command line's shape (clap): every command, flag and argument.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "termshare", version, about = "Share a live terminal safely")]
+pub struct Cli {
+    /// Config file (TOML); every key is optional.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// The daemon's control socket (default: $XDG_RUNTIME_DIR/termshare.sock).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// One JSON object per line instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Share a terminal (a tmux session): through the daemon if one runs, else in the
+    /// foreground until its TTL ends or Ctrl-C (--daemon or --foreground to choose).
+    Share(ShareArgs),
+    /// Run the daemon: the subsystem behind the control socket.
+    Serve {
+        /// Policy file (TOML); without one every share is denied.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Check the config and policy, print what would be served, and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// List the daemon's live shares.
+    List,
+    /// Extend a share's TTL by DURATION (bounded by its rule's max_ttl).
+    Extend {
+        share: String,
+        #[arg(value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// End a share now and print the revoke report.
+    Revoke {
+        share: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Move a share to another backend (the old worker is reaped first).
+    Switch {
+        share: String,
+        #[arg(long)]
+        backend: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Show each terminal's badge; with --watch, redraw on every change.
+    Status {
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Read the audit log (the config's `[audit] path`), filtered; --follow tails it.
+    Audit(AuditArgs),
+    /// Hand a terminal to another principal through the policy's approval chain.
+    #[command(subcommand)]
+    Handoff(HandoffCommand),
+}
+
+#[derive(Subcommand)]
+pub enum HandoffCommand {
+    /// Ask to hand TERMINAL to --to; prints the handoff and its approvers.
+    Request {
+        terminal: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also start a share for the receiver over this backend once approved.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Approve the handoff's current step.
+    Approve {
+        handoff: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Deny the handoff at its current step.
+    Deny {
+        handoff: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show a handoff, with its package once completed.
+    Show { handoff: String },
+    /// List handoffs.
+    List,
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// Only events of this share or handoff (correlation id).
+    #[arg(long, alias = "correlation")]
+    pub share: Option<String>,
+    /// Only events of this terminal.
+    #[arg(long)]
+    pub terminal: Option<String>,
+    /// Only events of this kind (`share.revoked`, or just `revoked`).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only events at or after this time: RFC 3339, or a duration meaning "ago" (10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Keep printing events as they are written.
+    #[arg(long)]
+    pub follow: bool,
+    /// Read this file instead of the config's audit log.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ShareArgs {
+    /// The terminal: a tmux session name.
+    pub terminal: String,
+    /// tty-share, tmate or upterm.
+    #[arg(long)]
+    pub backend: String,
+    /// Time to live, e.g. 30m (default from config: 30m).
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Grace warnings before expiry, e.g. 5m,1m (default from config).
+    #[arg(long, value_delimiter = ',', value_parser = parse_duration)]
+    pub grace: Option<Vec<Duration>>,
+    /// read-only or read-write.
+    #[arg(long, default_value = "read-write")]
+    pub access: String,
+    /// Who shares: human:NAME or agent:NAME (default human:$USER).
+    #[arg(long = "as")]
+    pub principal: Option<String>,
+    /// Policy file for a foreground share (a daemon applies its own).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Share through the daemon, or fail (exit 11) if none answers.
+    #[arg(long, conflicts_with = "foreground")]
+    pub daemon: bool,
+    /// Share in the foreground (this process runs it), even if a daemon answers.
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+/// A positive duration, as the config writes them (`30m`, `1h30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("`{s}`: must be positive"));
+    }
+    Ok(d)
+}

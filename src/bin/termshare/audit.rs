@@ -1,0 +1,140 @@
+//! `audit`: read the audit log (the config's `[audit] path`), filtered, and with
+//! `--follow` keep printing what is written.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use termshare::actors::AuditEvent;
+use termshare::config::Config;
+use termshare::exit;
+
+use crate::args::AuditArgs;
+use crate::output::fail;
+
+/// An RFC 3339 time, or a duration meaning that long ago.
+fn parse_when(s: &str) -> Result<SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    let ago = humantime::parse_duration(s)
+        .map_err(|_| format!("`{s}` is neither an RFC 3339 time nor a duration"))?;
+    SystemTime::now()
+        .checked_sub(ago)
+        .ok_or_else(|| format!("`{s}` is too long ago"))
+}
+
+struct AuditFilter {
+    share: Option<uuid::Uuid>,
+    terminal: Option<String>,
+    kind: Option<String>,
+    since: Option<SystemTime>,
+    until: Option<SystemTime>,
+}
+
+impl AuditFilter {
+    fn new(a: &AuditArgs) -> Result<Self, String> {
+        let share = a
+            .share
+            .as_deref()
+            .map(|s| uuid::Uuid::parse_str(s).map_err(|_| format!("--share `{s}` is not an id")))
+            .transpose()?;
+        let kind = a.kind.as_ref().map(|k| {
+            if k.contains('.') {
+                k.clone()
+            } else {
+                format!("share.{k}")
+            }
+        });
+        Ok(AuditFilter {
+            share,
+            terminal: a.terminal.clone(),
+            kind,
+            since: a.since.as_deref().map(parse_when).transpose()?,
+            until: a.until.as_deref().map(parse_when).transpose()?,
+        })
+    }
+
+    fn accepts(&self, e: &AuditEvent) -> bool {
+        self.share.is_none_or(|id| {
+            e.correlation_id == id || e.details.get("share_id") == Some(&json!(id.to_string()))
+        }) && self
+            .terminal
+            .as_deref()
+            .is_none_or(|t| e.terminal.as_ref().is_some_and(|et| et.as_str() == t))
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|k| e.kind.as_str() == k || k == format!("share.{}", e.kind.as_str()))
+            && self.since.is_none_or(|t| e.at >= t)
+            && self.until.is_none_or(|t| e.at < t)
+    }
+}
+
+fn print_audit_line(e: &AuditEvent, as_json: bool) {
+    if as_json {
+        out!("{}", serde_json::to_string(e).unwrap_or_default());
+        return;
+    }
+    let details: Vec<String> = e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    out!(
+        "{:>6}  {}  {:<20}  {}  {}  {}  {}  {}",
+        e.seq,
+        humantime::format_rfc3339_millis(e.at),
+        e.kind.as_str(),
+        e.correlation_id,
+        e.principal.as_ref().map_or("-", |p| p.as_str()),
+        e.terminal.as_ref().map_or("-", |t| t.as_str()),
+        e.backend.as_ref().map_or("-", |b| b.as_str()),
+        details.join(" ")
+    );
+}
+
+pub async fn audit(config: &Config, args: AuditArgs, as_json: bool) -> ExitCode {
+    let filter = match AuditFilter::new(&args) {
+        Ok(f) => f,
+        Err(e) => return fail(exit::INVALID, e),
+    };
+    let path = match args.file.clone().map_or_else(|| config.audit_path(), Ok) {
+        Ok(p) => p,
+        Err(e) => return fail(exit::INVALID, e),
+    };
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(
+                exit::NOT_FOUND,
+                format!("cannot open the audit log {}: {e}", path.display()),
+            )
+        }
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut bad = 0usize;
+    loop {
+        let mut chunk = Vec::new();
+        if let Err(e) = std::io::Read::read_to_end(&mut file, &mut chunk) {
+            return fail(exit::INTERNAL, format!("reading {}: {e}", path.display()));
+        }
+        pending.extend_from_slice(&chunk);
+        // Only complete lines: a line being written (or torn) waits for its newline.
+        if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+            let complete: Vec<u8> = pending.drain(..=end).collect();
+            for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<AuditEvent>(line) {
+                    Ok(e) if filter.accepts(&e) => print_audit_line(&e, as_json),
+                    Ok(_) => {}
+                    Err(_) => bad += 1,
+                }
+            }
+        }
+        if !args.follow {
+            break;
+        }
+        // Like `tail -f`: look for more once the end has been reached.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if bad > 0 {
+        eprintln!("termshare: skipped {bad} line(s) of the audit log that did not parse");
+    }
+    ExitCode::SUCCESS
+}

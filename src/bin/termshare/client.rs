@@ -1,0 +1,184 @@
+//! Commands against a running daemon: `list`, `extend`, `revoke`, `switch`, `status`,
+//! and the connection they share.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use termshare::client::{Client, ClientError, ConnectError};
+use termshare::exit;
+
+use crate::output::{
+    countdown, fail, print_audit_warning, print_badges, print_share, print_table, str_of,
+};
+
+/// The daemon's socket, and whom the client trusts to listen on it.
+pub struct Socket {
+    pub path: PathBuf,
+    /// `[service] daemon_user`: a shared daemon that is not ours.
+    pub daemon_uid: Option<u32>,
+}
+
+/// Drop `null` fields so optional flags left out are not sent.
+pub fn compact(mut v: Value) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
+pub async fn connect(socket: &Socket) -> Result<Client, ExitCode> {
+    Client::connect(&socket.path, socket.daemon_uid)
+        .await
+        .map_err(|e| match e {
+            ConnectError::NoDaemon(e) => fail(
+                exit::NO_DAEMON,
+                format!(
+                    "no termshare daemon answers on {} ({e}); start one with `termshare serve`",
+                    socket.path.display()
+                ),
+            ),
+            ConnectError::Untrusted(e) => fail(exit::NO_DAEMON, e),
+        })
+}
+
+pub fn client_fail(e: ClientError) -> ExitCode {
+    match e {
+        ClientError::Remote(r) => fail(r.exit, r.message),
+        other => fail(exit::INTERNAL, other),
+    }
+}
+
+pub async fn list(socket: &Socket, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(json!({"cmd": "list"})).await {
+        Ok(Value::Array(shares)) => {
+            if as_json {
+                for s in &shares {
+                    out!("{s}");
+                }
+            } else if shares.is_empty() {
+                out!("no live shares");
+            } else {
+                print_table(
+                    &[
+                        "SHARE",
+                        "TERMINAL",
+                        "BACKEND",
+                        "ACCESS",
+                        "STATE",
+                        "EXPIRES IN",
+                        "LINK",
+                    ],
+                    shares
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                str_of(&s["share_id"]),
+                                str_of(&s["terminal"]),
+                                str_of(&s["backend"]),
+                                str_of(&s["access"]),
+                                str_of(&s["state"]),
+                                countdown(&s["expires_at"]),
+                                str_of(&s["link"]),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail(exit::INTERNAL, format!("unexpected answer: {other}")),
+        Err(e) => client_fail(e),
+    }
+}
+
+pub async fn one_share(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(compact(cmd)).await {
+        Ok(share) => {
+            print_share(&share, as_json, false);
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_fail(e),
+    }
+}
+
+pub async fn revoke(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(compact(cmd)).await {
+        Ok(report) => {
+            if as_json {
+                out!("{report}");
+            } else {
+                out!(
+                    "revoked share {}: worker stopped in {:.1} ms (escalated: {}, deadline met: {})",
+                    str_of(&report["share_id"]),
+                    report["elapsed_ms"].as_f64().unwrap_or(f64::NAN),
+                    report["escalated"],
+                    report["deadline_met"]
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_fail(e),
+    }
+}
+
+pub async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !watch {
+        return match client.call(json!({"cmd": "status"})).await {
+            Ok(status) => {
+                if as_json {
+                    out!("{status}");
+                } else {
+                    print_audit_warning(&status["audit"]);
+                    print_badges(&status["badges"]);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => client_fail(e),
+        };
+    }
+    if let Err(e) = client.call(json!({"cmd": "watch"})).await {
+        return client_fail(e);
+    }
+    // Redraw on every badge change; in text mode also once a second for the countdown.
+    let mut event = Value::Null;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            line = client.next_line() => match line {
+                Ok(Some(e)) => {
+                    event = e;
+                    if as_json {
+                        out!("{}", json!({"badges": event["badges"], "audit": event["audit"]}));
+                        continue;
+                    }
+                }
+                Ok(None) => return ExitCode::SUCCESS, // the daemon stopped
+                Err(e) => return client_fail(e),
+            },
+            _ = tick.tick(), if !as_json => {}
+        }
+        if !as_json && !event.is_null() {
+            print!("\x1b[2J\x1b[H");
+            print_audit_warning(&event["audit"]);
+            print_badges(&event["badges"]);
+        }
+    }
+}
