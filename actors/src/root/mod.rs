@@ -1,0 +1,142 @@
+//! RootSupervisor: owns the share table and the per-terminal limits.
+//!
+//! Admission (policy, TTL bound, limit) happens here, in one mailbox, so two racing
+//! requests for one terminal cannot both pass the limit. Nothing is spawned for a
+//! request that is refused. Each admitted share gets a ShareSession, linked here: a
+//! session that crashes is audited as failed and its children (and so its worker
+//! process) are killed, while every other share carries on.
+
+mod actor;
+mod admission;
+mod requests;
+mod state;
+
+use state::ended_error;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::badge::{Badge, BadgeShare, Badges};
+
+use crate::audit::{record, record_acked, AuditEvent, AuditHealth, AuditKind, AuditMsg};
+use crate::caller::Caller;
+use crate::error::{human, ShareError};
+use crate::session::{EndReply, ServiceCtx, SessionArgs, SessionMsg, ShareReply, ShareSession};
+use crate::settings::Settings;
+use crate::traits::{Backend, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
+use crate::types::{
+    AccessMode, BackendName, EndReason, FingerprintKey, Links, Principal, RevokeReport, ShareId,
+    ShareInfo, ShareRequest, ShareState, TerminalName,
+};
+
+/// How many ended shares the root remembers, to answer "expired" rather than "unknown".
+const ENDED_MEMORY: usize = 4096;
+
+pub enum RootMsg {
+    /// A new share; the whole start must be done by `start_deadline` (counted from the
+    /// request's arrival at the API).
+    Share {
+        request: ShareRequest,
+        start_deadline: Instant,
+        reply: ShareReply,
+    },
+    Extend {
+        share_id: ShareId,
+        by: Duration,
+        caller: Caller,
+        reply: ShareReply,
+    },
+    /// End a share now; its deadline counts from `requested_at`, the request's arrival.
+    Revoke {
+        share_id: ShareId,
+        caller: Caller,
+        reply: EndReply,
+        requested_at: Instant,
+    },
+    Switch {
+        share_id: ShareId,
+        backend: BackendName,
+        caller: Caller,
+        reply: ShareReply,
+    },
+    List(RpcReplyPort<Result<Vec<ShareInfo>, ShareError>>),
+    /// End every share (as `stopped`), then stop the root.
+    Shutdown(RpcReplyPort<Vec<RevokeReport>>),
+    /// From a session: its link arrived or its info changed.
+    Updated(ShareInfo),
+    /// From the HandoffManager: a terminal's latest handoff changed.
+    HandoffBadge(crate::handoff::HandoffView),
+    /// From a session: it has ended and is draining.
+    Ended {
+        share_id: ShareId,
+        reason: EndReason,
+    },
+}
+
+pub struct RootSupervisor;
+
+pub struct RootArgs {
+    pub backends: HashMap<BackendName, Arc<dyn Backend>>,
+    pub policy: Arc<dyn PolicyGate>,
+    pub host: Arc<dyn TerminalHost>,
+    pub audit: ActorRef<AuditMsg>,
+    pub settings: Settings,
+    pub badges: watch::Sender<Badges>,
+    pub fingerprints: FingerprintKey,
+    /// Whether the audit log keeps up: new work is refused while it does not.
+    pub audit_health: Arc<AuditHealth>,
+}
+
+/// What admission is asked about: a new share, or a live share moving to another
+/// backend. Both pass the same checks ("one gate").
+struct AdmissionQuery<'a> {
+    /// The share's owner (the policy's subject).
+    principal: &'a Principal,
+    terminal: &'a TerminalName,
+    backend: &'a BackendName,
+    access: AccessMode,
+    /// The share's whole life counted from its start: the requested TTL of a new share,
+    /// what a live share already has for a switch. `max_ttl` bounds it.
+    total_ttl: Duration,
+    /// A live share being moved: it already counts toward its terminal's limit.
+    moving: Option<ShareId>,
+}
+
+struct Admitted {
+    grant: crate::traits::Grant,
+    backend: Arc<dyn Backend>,
+}
+
+/// A refusal: the error for the caller and the rule that decided, if any.
+type Refusal = (ShareError, Option<String>);
+
+struct Entry {
+    session: ActorRef<SessionMsg>,
+    info: ShareInfo,
+    ended: Arc<OnceLock<EndReason>>,
+}
+
+pub struct RootState {
+    backends: HashMap<BackendName, Arc<dyn Backend>>,
+    policy: Arc<dyn PolicyGate>,
+    ctx: Arc<ServiceCtx>,
+    audit_health: Arc<AuditHealth>,
+    shares: HashMap<ShareId, Entry>,
+    /// Each live session's actor, to its share: a supervision event finds its share in
+    /// O(1) (ending n shares is O(n), not O(n²)).
+    by_actor: HashMap<ractor::ActorId, ShareId>,
+    /// Live shares of each terminal: the limit's count and the badge's rows.
+    per_terminal: HashMap<TerminalName, BTreeSet<ShareId>>,
+    /// Each terminal's latest handoff, for its badge.
+    handoffs: HashMap<TerminalName, crate::badge::BadgeHandoff>,
+    badges: watch::Sender<Badges>,
+    ended: HashMap<ShareId, EndReason>,
+    ended_order: VecDeque<ShareId>,
+    shutting_down: bool,
+}

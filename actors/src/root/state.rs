@@ -1,0 +1,90 @@
+//! The root's tables: live shares by id, by terminal and by session actor, ended
+//! shares (bounded), and the badge board they feed.
+
+use super::*;
+
+impl RootState {
+    /// Republish one terminal's badge (after a share of it started, changed or ended).
+    pub(super) fn publish_badge(&self, terminal: &TerminalName) {
+        let shares: Vec<BadgeShare> = self
+            .per_terminal
+            .get(terminal)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.shares.get(id))
+            .map(|e| BadgeShare::from(&e.info))
+            .collect();
+        let handoff = self.handoffs.get(terminal).cloned();
+        self.badges.send_if_modified(|board| {
+            if shares.is_empty() && handoff.is_none() {
+                board.remove(terminal).is_some()
+            } else {
+                let badge = Badge { shares, handoff };
+                if board.get(terminal) == Some(&badge) {
+                    return false;
+                }
+                board.insert(terminal.clone(), badge);
+                true
+            }
+        });
+    }
+
+    pub(super) fn remember_end(&mut self, id: ShareId, reason: EndReason) {
+        if let Some(entry) = self.shares.remove(&id) {
+            self.by_actor.remove(&entry.session.get_id());
+            let terminal = entry.info.terminal;
+            if let Some(set) = self.per_terminal.get_mut(&terminal) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.per_terminal.remove(&terminal);
+                }
+            }
+            self.publish_badge(&terminal);
+        }
+        if self.ended.insert(id, reason).is_none() {
+            self.ended_order.push_back(id);
+            if self.ended_order.len() > ENDED_MEMORY {
+                if let Some(old) = self.ended_order.pop_front() {
+                    self.ended.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The error for an operation on a share that is not live.
+    pub(super) fn gone(&self, id: ShareId) -> ShareError {
+        match self.ended.get(&id) {
+            Some(EndReason::Expired) => ShareError::ShareExpired(id),
+            Some(reason) => ShareError::ShareEnded(id, reason.clone()),
+            None => ShareError::NotFound(id),
+        }
+    }
+
+    pub(super) fn denied_event(
+        &self,
+        req: &ShareRequest,
+        id: ShareId,
+        err: &ShareError,
+        rule_id: Option<&str>,
+    ) -> AuditEvent {
+        let mut e = AuditEvent::new(AuditKind::ShareDenied, id)
+            .principal(req.principal())
+            .terminal(&req.terminal)
+            .backend(&req.backend)
+            .asked_by(&req.caller)
+            .detail("access", req.access.as_str())
+            .detail("reason", err.to_string());
+        if let Some(rule) = rule_id {
+            e = e.detail("rule_id", rule);
+        }
+        e
+    }
+}
+
+pub(super) fn ended_error(id: ShareId, reason: Option<&EndReason>) -> ShareError {
+    match reason {
+        Some(EndReason::Expired) => ShareError::ShareExpired(id),
+        Some(reason) => ShareError::ShareEnded(id, reason.clone()),
+        None => ShareError::ShareEnding(id),
+    }
+}
