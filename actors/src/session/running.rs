@@ -1,0 +1,113 @@
+//! A live share's own events: its TTL armed and re-armed, grace notices, new links,
+//! its worker's exit.
+
+use super::*;
+
+impl SessionState {
+    pub(super) fn arm_ttl(&mut self) {
+        self.ttl_generation += 1;
+        if let Some(ttl) = &self.ttl {
+            let _ = ttl.cast(TtlMsg::Arm {
+                deadline: self.deadline,
+                thresholds: self.grace.clone(),
+                generation: self.ttl_generation,
+            });
+        }
+    }
+
+    /// The worker's backend handed out new links while it ran: the share answers with
+    /// them from now on, and the record says so (by fingerprint).
+    pub(super) fn relinked(&mut self, links: crate::types::Links) {
+        if links == self.info.links {
+            return;
+        }
+        let fingerprints = &self.ctx.fingerprints;
+        let mut event = AuditEvent::new(AuditKind::ShareRelinked, self.info.share_id)
+            .principal(&self.info.principal)
+            .terminal(&self.info.terminal)
+            .backend(&self.info.backend)
+            .detail(
+                "old_link_fp",
+                fingerprints.fingerprint(&self.info.links.link),
+            )
+            .detail("link_fp", fingerprints.fingerprint(&links.link));
+        if let Some(ro) = &links.read_only_link {
+            event = event.detail("read_only_link_fp", fingerprints.fingerprint(ro));
+        }
+        crate::audit::record(&self.ctx.audit, event);
+        self.info.links = links;
+        self.publish();
+    }
+
+    pub(super) fn publish(&self) {
+        let _ = self.ctx.root.cast(RootMsg::Updated(self.info.clone()));
+    }
+
+    pub(super) fn count_active(&mut self, active: bool) {
+        if let Some(b) = self.counted_active.take() {
+            metrics::gauge!("termshare_active_shares", "backend" => b).decrement(1.0);
+        }
+        if active {
+            let b = self.info.backend.to_string();
+            metrics::gauge!("termshare_active_shares", "backend" => b.clone()).increment(1.0);
+            self.counted_active = Some(b);
+        }
+    }
+
+    /// A grace threshold passed: mark the share expiring and show the notice off the
+    /// mailbox; its record follows once it is known whether anyone was shown it.
+    pub(super) fn grace(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        remaining: Duration,
+        generation: u64,
+    ) {
+        if generation != self.ttl_generation || matches!(self.phase, Phase::Ended) {
+            return;
+        }
+        if self.info.state == ShareState::Active {
+            self.info.state = ShareState::Expiring;
+            self.publish();
+        }
+        let message = format!(
+            "termshare: this share of {} ends in {}",
+            self.info.terminal,
+            human(remaining)
+        );
+        let (host, terminal, me) = (
+            self.ctx.host.clone(),
+            self.info.terminal.clone(),
+            myself.clone(),
+        );
+        self.run(async move {
+            let shown =
+                tokio::time::timeout(Duration::from_secs(1), host.notify(&terminal, &message))
+                    .await;
+            let _ = me.cast(SessionMsg::GraceNoticed {
+                generation,
+                remaining,
+                notified: matches!(shown, Ok(Ok(()))),
+            });
+        });
+    }
+
+    /// The current worker exited: find out (off the mailbox) whether its terminal went
+    /// with it, then end the share.
+    pub(super) fn worker_exited(&mut self, myself: &ActorRef<SessionMsg>, status: WorkerExit) {
+        self.worker = None;
+        metrics::counter!("termshare_worker_crashes_total").increment(1);
+        let (check, me, generation) = (
+            self.check_terminal(),
+            myself.clone(),
+            self.worker_generation,
+        );
+        self.run(async move {
+            let terminal_closed = check.await.is_err();
+            let _ = me.cast(SessionMsg::WorkerGone {
+                generation,
+                status,
+                terminal_closed,
+            });
+        });
+    }
+}
