@@ -1,0 +1,174 @@
+//! A worker process as the BackendWorker actor sees it: stopped gracefully then by
+//! force, probed, with what it needs while it runs attached.
+
+use super::*;
+
+/// How a worker is asked to stop before it is killed.
+pub enum GracefulStop {
+    /// SIGTERM to the process group.
+    SigTerm,
+    /// Run this command (e.g. `tmate -S SOCK kill-server`), then SIGTERM the group.
+    Command(WorkerCommand),
+}
+
+/// What must live exactly as long as a worker (its scratch directory, its link
+/// front): dropped with it, and told first when the worker is being stopped.
+pub trait Attached: Send + Sync + 'static {
+    /// The worker is being stopped: let go of its participants now, before the
+    /// process is signalled (a front closes every connection at once).
+    fn stopping(&self) {}
+}
+
+/// A scratch directory: removed when the worker is dropped.
+impl Attached for tempfile::TempDir {}
+
+pub type Attachment = Box<dyn Attached>;
+
+/// A [`Worker`] over one OS process group.
+pub struct ProcessWorker {
+    process: SpawnedProcess,
+    graceful: GracefulStop,
+    /// Dropped after the process guard has killed the group: files the worker needs
+    /// while it runs (tmate's socket and config), the front participants reach it by.
+    attached: Vec<Attachment>,
+    /// How the heartbeat checks that it still serves, when the backend can tell.
+    serving: Option<termshare_actors::ServingProbe>,
+    /// New links the backend hands out while it runs, when it does.
+    link_updates: Option<watch::Receiver<termshare_actors::Links>>,
+    /// How many participants are connected, when the backend can tell.
+    participants: Option<ParticipantCount>,
+}
+
+/// Counts a worker's connected participants (from what the backend writes down).
+pub type ParticipantCount = Arc<dyn Fn() -> Option<u32> + Send + Sync>;
+
+impl ProcessWorker {
+    pub fn new(process: SpawnedProcess, graceful: GracefulStop, attached: Vec<Attachment>) -> Self {
+        ProcessWorker {
+            process,
+            graceful,
+            attached,
+            serving: None,
+            link_updates: None,
+            participants: None,
+        }
+    }
+
+    /// Tell participants with `count` (upterm: its log of joins and leaves).
+    pub fn with_participants(mut self, count: ParticipantCount) -> Self {
+        self.participants = Some(count);
+        self
+    }
+
+    /// Links the backend announces after the first (they replace the share's).
+    pub fn with_link_updates(mut self, updates: watch::Receiver<termshare_actors::Links>) -> Self {
+        self.link_updates = Some(updates);
+        self
+    }
+
+    /// Check that it still serves, not only that it runs ([`crate::backends::serving`]).
+    pub fn with_serving_probe(mut self, probe: termshare_actors::ServingProbe) -> Self {
+        self.serving = Some(probe);
+        self
+    }
+
+    pub(super) async fn exited_within(&self, d: Duration) -> bool {
+        let mut exit = self.process.exit.clone();
+        let exited = matches!(
+            tokio::time::timeout(d, exit.wait_for(|e| e.is_some())).await,
+            Ok(Ok(_))
+        );
+        exited
+    }
+}
+
+#[async_trait]
+impl Worker for ProcessWorker {
+    fn pid(&self) -> Option<u32> {
+        Some(self.process.pid)
+    }
+
+    fn exit_watch(&self) -> watch::Receiver<Option<WorkerExit>> {
+        self.process.exit.clone()
+    }
+
+    fn serving_probe(&self) -> Option<termshare_actors::ServingProbe> {
+        self.serving.clone()
+    }
+
+    fn link_updates(&self) -> Option<watch::Receiver<termshare_actors::Links>> {
+        self.link_updates.clone()
+    }
+
+    fn tells_participants(&self) -> bool {
+        self.participants.is_some()
+    }
+
+    async fn participants(&mut self) -> Option<u32> {
+        let count = self.participants.clone()?;
+        // A small file read, off the runtime's threads.
+        tokio::task::spawn_blocking(move || count())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {
+        for a in &self.attached {
+            a.stopping();
+        }
+        if self.process.has_exited() {
+            // The leader is gone; make sure nothing of its group is left either.
+            self.process.guard.release();
+            return TerminateOutcome {
+                escalated: false,
+                already_gone: true,
+            };
+        }
+        let pgid = self.process.guard.pgid();
+        let started = Instant::now();
+        if let GracefulStop::Command(cmd) = &self.graceful {
+            let mut c = Command::new(&cmd.program);
+            c.args(&cmd.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            self.process.env.apply(&mut c);
+            for (k, v) in &cmd.env {
+                c.env(k, v);
+            }
+            if let Ok(mut child) = c.spawn() {
+                let _ = tokio::time::timeout(grace, child.wait()).await;
+            }
+        }
+        let _ = kill_group(pgid, Signal::SIGTERM);
+        let left = grace.saturating_sub(started.elapsed());
+        if self.exited_within(left).await {
+            self.process.guard.release();
+            return TerminateOutcome::default();
+        }
+        let _ = kill_group(pgid, Signal::SIGKILL);
+        if self.exited_within(Duration::from_secs(2)).await {
+            self.process.guard.release();
+        } else {
+            tracing::error!(pid = self.process.pid, "worker not reaped 2s after SIGKILL");
+        }
+        TerminateOutcome {
+            escalated: true,
+            already_gone: false,
+        }
+    }
+
+    async fn probe(&mut self) -> Probe {
+        if self.process.has_exited() {
+            return Probe::Gone;
+        }
+        // The kernel's view: `T` (stopped, e.g. SIGSTOP) or `t` (traced) does not run.
+        match process_state(self.process.pid) {
+            None | Some('Z') | Some('X') => Probe::Gone,
+            Some('T') | Some('t') => Probe::Unresponsive,
+            Some(_) => Probe::Alive,
+        }
+    }
+}
