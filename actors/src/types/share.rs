@@ -1,0 +1,208 @@
+//! A share: what is asked for, its links (and their keyed fingerprints), how it is
+//! seen while it runs, and how it ended.
+
+use super::*;
+
+/// What a caller asks for. `ttl` and `grace` fall back to the service settings. The
+/// share belongs to `caller.principal`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareRequest {
+    pub terminal: TerminalName,
+    pub backend: BackendName,
+    pub access: AccessMode,
+    pub caller: Caller,
+    pub ttl: Option<Duration>,
+    pub grace: Option<Vec<Duration>>,
+}
+
+impl ShareRequest {
+    /// A read-write share with the service's default TTL and grace warnings, by a
+    /// principal the embedder vouches for (or any [`Caller`]).
+    pub fn new(terminal: TerminalName, backend: BackendName, caller: impl Into<Caller>) -> Self {
+        ShareRequest {
+            terminal,
+            backend,
+            access: AccessMode::ReadWrite,
+            caller: caller.into(),
+            ttl: None,
+            grace: None,
+        }
+    }
+
+    /// The principal the share will belong to.
+    pub fn principal(&self) -> &Principal {
+        &self.caller.principal
+    }
+}
+
+/// The links a backend hands out. They are secrets: only the owner sees them; logs and
+/// audit events carry [`fingerprint`]s.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Links {
+    pub link: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_link: Option<String>,
+}
+
+impl Links {
+    pub fn new(link: impl Into<String>) -> Self {
+        Links {
+            link: link.into(),
+            read_only_link: None,
+        }
+    }
+}
+
+/// The per-installation key of link fingerprints. A fingerprint is the first 12 hex
+/// digits of HMAC-SHA256(key, link): enough to tell links apart in a log, and, unlike a
+/// plain hash, impossible to recompute from a guess of the link (a link whose only
+/// unknown is a 16-bit port would otherwise be recovered by hashing every port).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FingerprintKey([u8; 32]);
+
+impl FingerprintKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        FingerprintKey(bytes)
+    }
+
+    /// A fresh random key (for tests and for a new installation).
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the kernel's random source is available");
+        FingerprintKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// 12 hex digits that name `secret` in logs and audit events.
+    pub fn fingerprint(&self, secret: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(secret.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The key is a secret: `Debug` never prints it.
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey(..)")
+    }
+}
+
+/// A running share as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareInfo {
+    pub share_id: ShareId,
+    pub terminal: TerminalName,
+    pub backend: BackendName,
+    pub access: AccessMode,
+    pub principal: Principal,
+    pub links: Links,
+    pub started_at: SystemTime,
+    pub expires_at: SystemTime,
+    /// The policy rule that allowed the share.
+    pub rule_id: String,
+    pub state: ShareState,
+    /// Participants connected, when the backend tells.
+    pub participants: Option<u32>,
+}
+
+/// Where a live share is in its life (what a badge shows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareState {
+    /// Admitted; waiting for the backend's link.
+    Starting,
+    Active,
+    /// A grace warning has fired: the share ends soon unless extended.
+    Expiring,
+    /// Being stopped (revoke, expiry, failure).
+    Ending,
+}
+
+impl ShareState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareState::Starting => "starting",
+            ShareState::Active => "active",
+            ShareState::Expiring => "expiring",
+            ShareState::Ending => "ending",
+        }
+    }
+}
+
+/// Why a share ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", content = "cause", rename_all = "snake_case")]
+pub enum EndReason {
+    Expired,
+    Revoked,
+    Stopped,
+    Failed(String),
+    TerminalClosed,
+}
+
+impl EndReason {
+    /// The audit kind that records a share ending this way.
+    pub fn audit_kind(&self) -> crate::audit::AuditKind {
+        use crate::audit::AuditKind;
+        match self {
+            EndReason::Expired => AuditKind::ShareExpired,
+            EndReason::Revoked => AuditKind::ShareRevoked,
+            EndReason::Stopped => AuditKind::ShareStopped,
+            EndReason::Failed(_) | EndReason::TerminalClosed => AuditKind::ShareFailed,
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::Expired => f.write_str("expired"),
+            EndReason::Revoked => f.write_str("revoked"),
+            EndReason::Stopped => f.write_str("stopped"),
+            EndReason::Failed(cause) => write!(f, "failed: {cause}"),
+            EndReason::TerminalClosed => f.write_str("terminal closed"),
+        }
+    }
+}
+
+/// What ending a share took: the answer to a revoke.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeReport {
+    pub share_id: ShareId,
+    pub reason: EndReason,
+    /// From the request to the worker being reaped.
+    #[serde(with = "duration_ms")]
+    pub elapsed: Duration,
+    /// The graceful stop did not finish within the grace period: the group got SIGKILL.
+    pub escalated: bool,
+    /// The worker had already exited when the stop began.
+    pub already_gone: bool,
+    /// Participants connected just before the stop, where the backend tells.
+    pub participants_before: Option<u32>,
+    /// Whether everything was done within the revoke deadline.
+    pub deadline_met: bool,
+}
+
+/// Serialize a duration as whole milliseconds (`elapsed_ms` style fields).
+pub mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        if !ms.is_finite() || ms < 0.0 {
+            return Err(serde::de::Error::custom("duration must be >= 0"));
+        }
+        Ok(Duration::from_secs_f64(ms / 1000.0))
+    }
+}
