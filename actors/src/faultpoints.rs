@@ -11,6 +11,7 @@
 //! | `audit.append` | before a batch is written | return: the write fails |
 //! | `process.drop_guard` | a worker's process-group guard | return: the guard does not kill (a deliberately broken build) |
 //! | `session.stall` | every ShareSession message | return(MS): the session is busy that long |
+//! | `ttl.late` | a share's expiry timer | return(MS): the expiry comes that late (the TTL invariant must catch it) |
 //! | `spawn.before_fork`, `spawn.handover` (spawner thread), `spawn.after_fork`, `tty_share.after_spawn`, `tty_share.after_url`, `tty_share.after_listen` | each step of a worker's spawn path | return(MS): wait there, so a test can cancel the start at that step |
 
 /// `None` when the point is off; `Some(arg)` when configured to `return(arg)`. A point

@@ -110,6 +110,8 @@ impl Actor for TtlTimer {
                 let session = state.session.clone();
                 state.ticks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(deadline).await;
+                    // The chaos harness's late timer: the TTL invariant must catch it.
+                    crate::faultpoints::pause("ttl.late").await;
                     let _ = session.cast(SessionMsg::Ttl(TtlEvent::Expired { generation }));
                 }));
             }

@@ -91,6 +91,11 @@ pub enum Seen {
     Process(u32),
 }
 
+/// Where an incremental reader of the audit log is: an event index (fake) or a byte
+/// offset (the file).
+#[derive(Default)]
+pub struct AuditCursor(usize);
+
 pub struct Env {
     pub mode: Mode,
     service: Option<Service>,
@@ -485,6 +490,40 @@ impl Env {
             None => termshare::audit_file::read_events(&self.audit_path)
                 .map(|(e, _)| e)
                 .unwrap_or_default(),
+        }
+    }
+
+    /// The audit events written since `cursor` (and the cursor moved past them): what an
+    /// incremental check reads, so its cost does not grow with the log.
+    pub fn new_audit_events(&self, cursor: &mut AuditCursor) -> Vec<AuditEvent> {
+        match &self.fake_audit {
+            Some(sink) => {
+                let events = sink.events.lock();
+                let new = events[cursor.0.min(events.len())..].to_vec();
+                cursor.0 = events.len();
+                new
+            }
+            None => {
+                use std::io::{Read, Seek, SeekFrom};
+                let Ok(mut f) = std::fs::File::open(&self.audit_path) else {
+                    return Vec::new();
+                };
+                let mut text = Vec::new();
+                if f.seek(SeekFrom::Start(cursor.0 as u64)).is_err()
+                    || f.read_to_end(&mut text).is_err()
+                {
+                    return Vec::new();
+                }
+                // Only complete lines; a line being written waits for the next look.
+                let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
+                    return Vec::new();
+                };
+                cursor.0 += end + 1;
+                text[..end]
+                    .split(|&b| b == b'\n')
+                    .filter_map(|l| serde_json::from_slice::<AuditEvent>(l).ok())
+                    .collect()
+            }
         }
     }
 

@@ -66,3 +66,18 @@ async fn a_drop_guard_that_does_not_kill_is_caught_as_an_orphan() {
     assert_eq!(v.invariant, "no worker without a live share", "{v:?}");
     assert!(broken.reproduce.as_deref().unwrap().contains("--seed 3"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_late_expiry_is_reported_as_a_violation_even_when_it_ends_between_checks() {
+    termshare_chaos::quiet_injected_panics();
+    // Every expiry timer fires 1.5 s late: shares live past their TTL by more than 1 s.
+    let mut cfg = RunConfig::new(11, 400, 20, Mode::Fake);
+    cfg.standing_failpoints = vec![("ttl.late".into(), "return(1500)".into())];
+    let s = run(cfg.clone()).await;
+    assert!(!s.ok(), "a 1.5 s late expiry went unnoticed");
+    let v = &s.violations[0];
+    assert_eq!(v.invariant, "no share outlives its TTL by 1 s", "{v:?}");
+    // The same run on time is clean.
+    cfg.standing_failpoints.clear();
+    assert_clean(&run(cfg).await);
+}

@@ -114,6 +114,11 @@ impl SessionState {
             .detail("already_gone", report.already_gone)
             .detail("deadline_met", report.deadline_met)
             .detail("worker_pid", json!(self.worker_pid));
+        if reason == EndReason::Expired {
+            // How long past its TTL the share was served: its worker gone now.
+            let late = Instant::now().saturating_duration_since(self.deadline);
+            event = event.detail("past_deadline_ms", late.as_secs_f64() * 1000.0);
+        }
         if let Some(caller) = &by {
             event = event.by(caller);
         } else if was_starting {
