@@ -1,0 +1,211 @@
+//! What the benchmarks run against: a private tmux host, a participant that joins a
+//! tty-share link, a plain tty-share for the baselines, a real termshare.
+
+use super::*;
+
+/// A private tmux server with a session `b` whose shell shows `host$`.
+pub(super) struct Host {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl Host {
+    pub(super) fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tmux.sock");
+        let ok = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args([
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "b",
+                "-x",
+                "100",
+                "-y",
+                "30",
+            ])
+            .arg("env PS1='host$ ' sh")
+            .env_remove("TMUX")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "tmux failed");
+        Host { dir, socket }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+/// `tty-share LINK` in a tmux server of its own, big enough for the shared screen.
+pub(super) struct Participant {
+    socket: PathBuf,
+    pid: i32,
+    _dir: tempfile::TempDir,
+}
+
+impl Participant {
+    pub(super) fn join(link: &str) -> Participant {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("p.sock");
+        let tmux = |args: &[&str]| {
+            Command::new("tmux")
+                .arg("-S")
+                .arg(&socket)
+                .args(args)
+                .env_remove("TMUX")
+                .output()
+                .unwrap()
+        };
+        tmux(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "p",
+            "-x",
+            "200",
+            "-y",
+            "60",
+            &format!("tty-share {link}"),
+        ]);
+        let shown = tmux(&["display-message", "-p", "-t", "=p:", "#{pane_pid}"]);
+        let pid: i32 = String::from_utf8_lossy(&shown.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bench: the participant for {link} never started"));
+        let p = Participant {
+            socket: socket.clone(),
+            pid,
+            _dir: dir,
+        };
+        // A participant that never joined would make a revoke look instant: the row
+        // is worthless then, so the benchmark stops here, loudly.
+        let t0 = Instant::now();
+        loop {
+            let screen = tmux(&["capture-pane", "-p", "-t", "=p:"]);
+            let screen = String::from_utf8_lossy(&screen.stdout);
+            if screen.contains("host$") && p.alive() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10) && p.alive(),
+                "bench: the participant never joined {link}; its screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p
+    }
+
+    pub(super) fn alive(&self) -> bool {
+        termshare::process::process_state(self.pid as u32).is_some_and(|s| s != 'Z')
+    }
+
+    /// Milliseconds from `t0` until the participant's process is gone (polled at 1 ms).
+    pub(super) fn gone_after(&self, t0: Instant) -> f64 {
+        while self.alive() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        ms(t0.elapsed())
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The same tty-share command termshare runs, spawned plainly and read until its URL.
+pub(super) async fn direct_tty_share(host: &Host) -> (tokio::process::Child, String, Duration) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new("tty-share")
+        .args([
+            "--headless",
+            "--no-wait",
+            "--headless-cols",
+            "100",
+            "--headless-rows",
+            "30",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--command",
+            "tmux",
+        ])
+        .args([
+            "--args",
+            &format!("-S {} attach-session -t b", host.socket.display()),
+        ])
+        .env_remove("TMUX")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tty-share");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut link = String::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if let Some(u) = termshare::backends::tty_share::parse_link(&l) {
+            link = u;
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, link, took)
+}
+
+pub(super) async fn real_termshare(host: &Host) -> Termshare {
+    let config = Config::parse(&format!(
+        "[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n[service]\nruntime_dir = \"{}\"\n",
+        host.socket.display(),
+        host.dir.path().join("audit.jsonl").display(),
+        host.dir.path().join("run").display()
+    ))
+    .unwrap();
+    let policy = Policy::parse(
+        "[[rule]]\nid=\"bench\"\neffect=\"allow\"\nprincipals=[\"human:*\"]\nterminals=[\"*\"]\nbackends=[\"tty-share\"]\naccess=[\"read-only\",\"read-write\"]\n",
+    )
+    .unwrap();
+    Termshare::start(&config, policy).await.unwrap()
+}
+
+pub(super) fn request(terminal: &str, backend: &str, ttl: Duration) -> ShareRequest {
+    ShareRequest {
+        terminal: terminal.parse().unwrap(),
+        backend: BackendName::new(backend),
+        access: AccessMode::ReadWrite,
+        caller: "human:bench"
+            .parse::<termshare_actors::Principal>()
+            .unwrap()
+            .into(),
+        ttl: Some(ttl),
+        grace: Some(vec![]),
+    }
+}
