@@ -6,6 +6,9 @@
 //! - `tty-share`: the real binary over a private tmux server, real processes checked
 //!   in /proc by process group, the real JSON-lines audit file.
 
+mod fake;
+mod real;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -133,159 +136,30 @@ impl Env {
         let pids: Arc<Mutex<HashMap<ShareId, u32>>> = Arc::default();
         match mode {
             Mode::Fake => {
-                let world = Arc::new(FakeWorld::default());
-                let host = Arc::new(FakeHost::with(
-                    &names.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                ));
-                let sink = FlakySink::default();
-                let crash: Crash = {
-                    let world = world.clone();
-                    Arc::new(move |share, _| {
-                        world.crash(share);
-                    })
-                };
-                let backends: Vec<Arc<dyn Backend>> = mode
-                    .backends()
-                    .iter()
-                    .map(|name| {
-                        Arc::new(FaultyBackend {
-                            inner: Arc::new(FakeBackend::new(name, world.clone())),
-                            garbage: None,
-                            silent: None,
-                            plan: plan.clone(),
-                            crash: crash.clone(),
-                        }) as Arc<dyn Backend>
-                    })
-                    .collect();
-                let settings = Settings {
-                    default_ttl: Duration::from_secs(600),
-                    grace: vec![Duration::from_secs(30)],
-                    per_terminal_limit: 1,
-                    link_timeout: Duration::from_secs(5),
-                    revoke_deadline: Duration::from_secs(5),
-                    terminate_grace: Duration::from_millis(500),
-                    probe_interval: Duration::from_millis(200),
-                    heartbeat_timeout: Duration::from_secs(2),
-                    ..Settings::default()
-                };
-                let svc = ShareService::start(
-                    ServiceDeps {
-                        backends,
-                        policy: Arc::new(policy),
-                        host: host.clone(),
-                        audit_sink: Box::new(sink.clone()),
-                        fingerprint_key: termshare::actors::FingerprintKey::random(),
-                    },
-                    settings.clone(),
+                fake::start(
+                    mode,
+                    dir,
+                    names,
+                    plan,
+                    tmux_socket,
+                    audit_path,
+                    policy,
+                    pids,
                 )
                 .await
-                .expect("service");
-                Env {
-                    mode,
-                    service: Some(Service::Fake(svc)),
-                    terminals: names,
-                    plan,
-                    settings,
-                    world: Some(world),
-                    fake_host: Some(host),
-                    fake_audit: Some(sink),
-                    tmux_socket,
-                    audit_path,
-                    pids,
-                    _dir: dir,
-                }
             }
             Mode::TtyShare => {
-                let shell = "env PS1='host$ ' sh";
-                for (i, t) in names.iter().enumerate() {
-                    let mut c = Command::new("tmux");
-                    c.arg("-S").arg(&tmux_socket);
-                    if i == 0 {
-                        c.args(["-f", "/dev/null"]);
-                    }
-                    let ok = c
-                        .args([
-                            "new-session",
-                            "-d",
-                            "-s",
-                            t.as_str(),
-                            "-x",
-                            "100",
-                            "-y",
-                            "30",
-                            shell,
-                        ])
-                        .env_remove("TMUX")
-                        .status()
-                        .map(|s| s.success())
-                        .unwrap_or(false);
-                    assert!(ok, "tmux new-session {t} failed");
-                }
-                let config = Config::parse(&format!(
-                    "link_timeout = \"1500ms\"\n[ttl]\ndefault = \"30s\"\ngrace = [\"1s\"]\n\
-                     [revoke]\ngrace = \"300ms\"\n[heartbeat]\ninterval = \"50ms\"\ntimeout = \"1s\"\n\
-                     [terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n[limits]\nper_terminal = 1\n",
-                    tmux_socket.display(),
-                    audit_path.display()
-                ))
-                .expect("config");
-                let settings = config.settings().expect("settings");
-                let crash: Crash = Arc::new(|_, pid| {
-                    if let Some(pid) = pid {
-                        unsafe {
-                            libc::kill(-(pid as i32), libc::SIGKILL);
-                        }
-                    }
-                });
-                let wrap_plan = plan.clone();
-                let ts = Termshare::start_with(&config, policy, move |spawner, backends| {
-                    let real: Arc<dyn Backend> = backends
-                        .into_iter()
-                        .find(|b| b.name().as_str() == "tty-share")
-                        .expect("tty-share backend");
-                    let garbage = TtyShareBackend::loopback(spawner.clone())
-                        .with_program(chaos_bin("garbage-backend"));
-                    let silent = TtyShareBackend::loopback(spawner.clone())
-                        .with_program(chaos_bin("silent-backend"));
-                    vec![Arc::new(FaultyBackend {
-                        inner: real,
-                        garbage: Some(Arc::new(garbage)),
-                        silent: Some(Arc::new(silent)),
-                        plan: wrap_plan,
-                        crash,
-                    })]
-                })
-                .await
-                .expect("termshare");
-                // Learn each share's worker pid from its events.
-                let mut events = ts.subscribe();
-                let map = pids.clone();
-                tokio::spawn(async move {
-                    while let Ok(e) = events.recv().await {
-                        let key = match e.kind {
-                            AuditKind::ShareStarted => "worker_pid",
-                            AuditKind::ShareSwitched => "new_worker_pid",
-                            _ => continue,
-                        };
-                        if let Some(pid) = e.details.get(key).and_then(|v| v.as_u64()) {
-                            map.lock().insert(ShareId(e.correlation_id), pid as u32);
-                        }
-                    }
-                });
-                Env {
+                real::start(
                     mode,
-                    service: Some(Service::Real(ts)),
-                    terminals: names,
+                    dir,
+                    names,
                     plan,
-                    settings,
-                    world: None,
-                    fake_host: None,
-                    fake_audit: None,
                     tmux_socket,
                     audit_path,
+                    policy,
                     pids,
-                    _dir: dir,
-                }
+                )
+                .await
             }
         }
     }

@@ -1,0 +1,107 @@
+//! The real world: tmux terminals, real tty-share workers behind the faulty-backend
+//! wrapper, the durable audit file.
+
+use super::*;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn start(
+    mode: Mode,
+    dir: tempfile::TempDir,
+    names: Vec<TerminalName>,
+    plan: Arc<FaultPlan>,
+    tmux_socket: PathBuf,
+    audit_path: PathBuf,
+    policy: Policy,
+    pids: Arc<Mutex<HashMap<ShareId, u32>>>,
+) -> Env {
+    let shell = "env PS1='host$ ' sh";
+    for (i, t) in names.iter().enumerate() {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&tmux_socket);
+        if i == 0 {
+            c.args(["-f", "/dev/null"]);
+        }
+        let ok = c
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                t.as_str(),
+                "-x",
+                "100",
+                "-y",
+                "30",
+                shell,
+            ])
+            .env_remove("TMUX")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "tmux new-session {t} failed");
+    }
+    let config = Config::parse(&format!(
+            "link_timeout = \"1500ms\"\n[ttl]\ndefault = \"30s\"\ngrace = [\"1s\"]\n\
+             [revoke]\ngrace = \"300ms\"\n[heartbeat]\ninterval = \"50ms\"\ntimeout = \"1s\"\n\
+             [terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n[limits]\nper_terminal = 1\n",
+            tmux_socket.display(),
+            audit_path.display()
+        ))
+        .expect("config");
+    let settings = config.settings().expect("settings");
+    let crash: Crash = Arc::new(|_, pid| {
+        if let Some(pid) = pid {
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    });
+    let wrap_plan = plan.clone();
+    let ts = Termshare::start_with(&config, policy, move |spawner, backends| {
+        let real: Arc<dyn Backend> = backends
+            .into_iter()
+            .find(|b| b.name().as_str() == "tty-share")
+            .expect("tty-share backend");
+        let garbage =
+            TtyShareBackend::loopback(spawner.clone()).with_program(chaos_bin("garbage-backend"));
+        let silent =
+            TtyShareBackend::loopback(spawner.clone()).with_program(chaos_bin("silent-backend"));
+        vec![Arc::new(FaultyBackend {
+            inner: real,
+            garbage: Some(Arc::new(garbage)),
+            silent: Some(Arc::new(silent)),
+            plan: wrap_plan,
+            crash,
+        })]
+    })
+    .await
+    .expect("termshare");
+    // Learn each share's worker pid from its events.
+    let mut events = ts.subscribe();
+    let map = pids.clone();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            let key = match e.kind {
+                AuditKind::ShareStarted => "worker_pid",
+                AuditKind::ShareSwitched => "new_worker_pid",
+                _ => continue,
+            };
+            if let Some(pid) = e.details.get(key).and_then(|v| v.as_u64()) {
+                map.lock().insert(ShareId(e.correlation_id), pid as u32);
+            }
+        }
+    });
+    Env {
+        mode,
+        service: Some(Service::Real(ts)),
+        terminals: names,
+        plan,
+        settings,
+        world: None,
+        fake_host: None,
+        fake_audit: None,
+        tmux_socket,
+        audit_path,
+        pids,
+        _dir: dir,
+    }
+}
