@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, checks formatting and lints, runs
-# the library example, then runs every test of the workspace (unit, paused-clock actor tests, and integration
-# tests against real tmux, tty-share and tmate processes).
+# the library example and the benchmark harness (small), then the tests in three runs:
+#   1. termshare (unit and integration tests against real tmux, tty-share, tmate):
+#      the production build, no fail points compiled in;
+#   2. termshare-actors (the tree under tokio's paused clock; its fail-point tests are
+#      binaries of their own);
+#   3. termshare-chaos (seeded fault injection, and the spawn path cancelled at each
+#      fail point), which builds termshare with fail points.
+# Cargo unifies features within one invocation, so the runs are separate: a
+# `cargo test --workspace` would test termshare with the chaos crate's fail points in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,10 +19,13 @@ cargo run --quiet --example embed
 # The benchmark harness, small sizes, so it cannot rot (full run: BENCHMARKS.md).
 cargo run --quiet -p termshare-chaos -- bench --quick
 # Tests that add local users or switch uids (trust, handoff chains across users) are
-# #[ignore]d for a normal run and need root; CI runs as root, so it runs them all.
+# #[ignore = "needs root…"] for a normal run; CI runs as root, so it runs them all.
+ignored=()
 if [ "$(id -u)" -eq 0 ]; then
-  cargo test --workspace --all-targets -- --include-ignored
+  ignored=(--include-ignored)
 else
-  cargo test --workspace --all-targets
-  echo "note: not root, so the tests that add local users were not run (see README)" >&2
+  echo "note: not root, so the tests that add local users are not run (see README)" >&2
 fi
+cargo test -p termshare --all-targets -- "${ignored[@]}"
+cargo test -p termshare-actors --all-targets -- "${ignored[@]}"
+cargo test -p termshare-chaos --all-targets -- "${ignored[@]}"

@@ -305,7 +305,7 @@ fn parse_identities(raw: Vec<RawIdentity>) -> Result<Vec<IdentityEntry>, String>
     Ok(out)
 }
 
-pub use termshare_actors::types::glob_match;
+pub use termshare_actors::glob_match;
 
 fn any_match(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| glob_match(p, text))

@@ -13,26 +13,30 @@
 //! every timer here testable under tokio's paused clock.
 
 pub mod audit;
-pub mod badge;
-pub mod caller;
+mod badge;
+mod caller;
 pub mod error;
 pub mod faultpoints;
-pub mod handoff;
-pub mod root;
-pub mod service;
-pub mod session;
+mod handoff;
+mod root;
+mod service;
+mod session;
 pub mod settings;
+#[cfg(feature = "testing")]
 pub mod testing;
-pub mod traits;
-pub mod ttl;
-pub mod types;
-pub mod worker;
+mod traits;
+mod ttl;
+mod types;
+mod worker;
 
 pub use audit::{AuditEvent, AuditKind};
 pub use badge::{Badge, BadgeHandoff, BadgeShare, Badges};
 pub use caller::{Caller, Identity, Peer};
 pub use error::{BackendError, InvalidInput, ShareError};
-pub use handoff::{HandoffPackage, HandoffRequest, HandoffState, HandoffView};
+pub use handoff::{
+    Approval, HandoffPackage, HandoffRequest, HandoffState, HandoffView, Refusal,
+    ENDED_KEPT as HANDOFFS_KEPT, MAX_REASON as HANDOFF_REASON_MAX,
+};
 pub use service::{ServiceDeps, ShareService};
 pub use settings::Settings;
 pub use traits::{
@@ -41,6 +45,6 @@ pub use traits::{
     Worker, WorkerExit, WorkerSpec,
 };
 pub use types::{
-    glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId, Links, Principal,
-    RevokeReport, ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
+    duration_ms, glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId, Links,
+    Principal, RevokeReport, ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
 };

@@ -106,7 +106,7 @@ async fn ten_thousand_timed_out_handoffs_leave_memory_where_it_was() {
         ),
     );
     let kept = svc.handoff_list(operator).await.unwrap();
-    assert_eq!(kept.len(), termshare_actors::handoff::ENDED_KEPT);
+    assert_eq!(kept.len(), termshare_actors::HANDOFFS_KEPT);
     assert!(kept.iter().all(|h| h.state.as_str() == "timed_out"));
 
     // (Measured when the last wave had timed out, before the listing's own copy.)

@@ -45,13 +45,13 @@ impl AckSlot {
 }
 
 /// The sender's side: wait until the event is kept.
-pub struct AuditAck {
+pub(crate) struct AuditAck {
     state: Arc<AtomicU8>,
     rx: oneshot::Receiver<Result<(), String>>,
 }
 
 /// Send `event` to be kept; the returned ack tells when (and whether) it was.
-pub fn send(audit: &ActorRef<AuditMsg>, event: AuditEvent) -> AuditAck {
+pub(crate) fn send(audit: &ActorRef<AuditMsg>, event: AuditEvent) -> AuditAck {
     let state = Arc::new(AtomicU8::new(PENDING));
     let (tx, rx) = oneshot::channel();
     let slot = AckSlot {
@@ -67,7 +67,7 @@ pub fn send(audit: &ActorRef<AuditMsg>, event: AuditEvent) -> AuditAck {
 
 /// A handle on one sent event that can withdraw it while the writer has not taken it.
 #[derive(Clone)]
-pub struct Withdrawal {
+pub(crate) struct Withdrawal {
     state: Arc<AtomicU8>,
 }
 
@@ -123,7 +123,7 @@ impl AuditAck {
 /// Record the event of something that has happened, and wait (up to `timeout`) until
 /// the sink holds it. It is never withdrawn: if the wait runs out, it is still written
 /// once the disk takes it, and the error says it is not yet kept.
-pub async fn record_acked(
+pub(crate) async fn record_acked(
     audit: &ActorRef<AuditMsg>,
     event: AuditEvent,
     timeout: Duration,
@@ -139,7 +139,7 @@ pub async fn record_acked(
 }
 
 /// Record without waiting (events whose action has no caller to acknowledge to).
-pub fn record(audit: &ActorRef<AuditMsg>, event: AuditEvent) {
+pub(crate) fn record(audit: &ActorRef<AuditMsg>, event: AuditEvent) {
     if let Err(e) = audit.cast(AuditMsg::Record(event, None)) {
         tracing::error!(error = %e, "audit actor is gone; event lost");
     }

@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 use crate::traits::AuditSink;
 
 pub(crate) use ack::AckSlot;
-pub use ack::{record, record_acked, send, AuditAck, Withdrawal};
+pub(crate) use ack::{record, record_acked, send, Withdrawal};
 pub use event::{AuditEvent, AuditKind};
 
 /// Events queued for the writer beyond which new work is refused (each live share can
@@ -28,7 +28,7 @@ pub const QUEUE_HIGH_WATER: usize = 8192;
 /// refused until it finishes.
 pub const STALL: Duration = Duration::from_secs(2);
 
-pub enum AuditMsg {
+pub(crate) enum AuditMsg {
     /// Keep this event; with an ack slot, answer it once the sink holds it (Err: the
     /// sink failed) and skip the event if its sender withdrew it first.
     Record(AuditEvent, Option<AckSlot>),
@@ -107,16 +107,16 @@ impl AuditHealth {
 /// acknowledges them all. Under load a batch is whatever arrived during the previous
 /// commit; idle, an event is committed at once: no timer adds latency. Ids and
 /// sequence numbers are assigned at commit, so a failed write leaves no gap.
-pub struct AuditActor;
+pub(crate) struct AuditActor;
 
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     pub sink: Box<dyn AuditSink>,
     pub subscribers: broadcast::Sender<AuditEvent>,
     pub health: Arc<AuditHealth>,
     pub max_batch: usize,
 }
 
-pub struct AuditState {
+pub(crate) struct AuditState {
     /// Closing this queue ends the writer once it has written what is queued.
     jobs: Option<tokio::sync::mpsc::UnboundedSender<writer::Job>>,
     health: Arc<AuditHealth>,
@@ -194,6 +194,52 @@ impl Actor for AuditActor {
             .send(job)
             .map_err(|_| "the audit writer is gone")?;
         Ok(())
+    }
+}
+
+/// The audit log on its own, outside a [`crate::ShareService`]: the same writer
+/// (group commit, acknowledgements, sequence numbers) over any sink. For benchmarks of
+/// a sink, and for embedders that want termshare's writer for events of their own.
+#[derive(Clone)]
+pub struct AuditLog {
+    actor: ActorRef<AuditMsg>,
+    task: Arc<parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl AuditLog {
+    /// Start a writer over `sink`, committing up to `max_batch` events per write.
+    pub async fn start(sink: Box<dyn AuditSink>, max_batch: usize) -> Result<AuditLog, String> {
+        let (actor, task) = Actor::spawn(
+            None,
+            AuditActor,
+            AuditArgs {
+                sink,
+                subscribers: broadcast::channel(16).0,
+                health: Arc::new(AuditHealth::default()),
+                max_batch,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(AuditLog {
+            actor,
+            task: Arc::new(parking_lot::Mutex::new(Some(task))),
+        })
+    }
+
+    /// Keep `event`: returns once the sink holds it. After `timeout` the error says so,
+    /// and the event is still written (it has happened).
+    pub async fn record(&self, event: AuditEvent, timeout: Duration) -> Result<(), String> {
+        record_acked(&self.actor, event, timeout).await
+    }
+
+    /// Write out what is queued, then stop.
+    pub async fn stop(&self) {
+        self.actor.stop(None);
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 

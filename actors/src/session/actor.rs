@@ -166,9 +166,6 @@ impl Actor for ShareSession {
             SessionMsg::OldStopped { outcome, in_time } => {
                 state.old_stopped(&myself, outcome, in_time)
             }
-            SessionMsg::Info(reply) => {
-                let _ = reply.send(state.info.clone());
-            }
             SessionMsg::TaskPanicked(e) => {
                 return Err(format!("a task of the session panicked: {e}").into());
             }

@@ -112,7 +112,6 @@ pub enum SessionMsg {
         outcome: crate::traits::TerminateOutcome,
         in_time: bool,
     },
-    Info(RpcReplyPort<ShareInfo>),
     /// Work the session ran off its mailbox panicked.
     TaskPanicked(String),
 }

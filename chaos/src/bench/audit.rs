@@ -12,18 +12,7 @@ pub(super) async fn audit_run(
 ) -> (f64, Vec<f64>) {
     let path = dir.join(format!("audit-{max_batch}.jsonl"));
     let sink = JsonlFileSink::open(&path, Durability::Durable).unwrap();
-    let (audit, task) = Actor::spawn(
-        None,
-        AuditActor,
-        AuditArgs {
-            sink: Box::new(sink),
-            subscribers: tokio::sync::broadcast::channel(16).0,
-            health: Arc::new(AuditHealth::default()),
-            max_batch,
-        },
-    )
-    .await
-    .unwrap();
+    let audit = AuditLog::start(Box::new(sink), max_batch).await.unwrap();
     let per = total / producers;
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -35,7 +24,8 @@ pub(super) async fn audit_run(
                 let e =
                     AuditEvent::new(AuditKind::ShareExtended, ShareId::new()).detail("by_ms", 1000);
                 let s = Instant::now();
-                record_acked(&audit, e, Duration::from_secs(60))
+                audit
+                    .record(e, Duration::from_secs(60))
                     .await
                     .expect("audit");
                 lat.push(ms(s.elapsed()));
@@ -48,8 +38,7 @@ pub(super) async fn audit_run(
         lat.extend(l.unwrap());
     }
     let rate = (per * producers) as f64 / t0.elapsed().as_secs_f64();
-    audit.stop(None);
-    let _ = task.await;
+    audit.stop().await;
     (rate, lat)
 }
 

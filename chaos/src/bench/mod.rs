@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ractor::Actor;
 use serde_json::json;
-use termshare::actors::audit::{record_acked, AuditActor, AuditArgs, AuditHealth, MemorySink};
+use termshare::actors::audit::{AuditLog, MemorySink};
 use termshare::actors::testing::{AllowAll, FakeBackend, FakeHost, FakeWorld};
 use termshare::actors::{
     AccessMode, AuditEvent, AuditKind, AuditSink, BackendName, ServiceDeps, Settings, ShareId,

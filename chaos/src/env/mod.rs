@@ -167,7 +167,7 @@ impl Env {
     pub fn svc(&self) -> &ShareService {
         match self.service.as_ref().expect("running") {
             Service::Fake(s) => s,
-            Service::Real(t) => t,
+            Service::Real(t) => t.service(),
         }
     }
 

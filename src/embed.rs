@@ -1,0 +1,295 @@
+//! [`Termshare`]: the supervision tree wired to the real backends, host and audit
+//! file, with the service API an embedding runtime calls.
+
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use termshare_actors::{
+    AuditEvent, Backend, BackendName, Badges, Caller, HandoffId, HandoffRequest, HandoffView,
+    RevokeReport, ServiceDeps, Settings, ShareError, ShareId, ShareInfo, ShareRequest,
+    ShareService,
+};
+use thiserror::Error;
+use tokio::sync::{broadcast, watch};
+
+use crate::audit_file::JsonlFileSink;
+use crate::backends::tmate::TmateBackend;
+use crate::backends::tty_share::{Isolation, TtyShareBackend};
+use crate::backends::upterm::UptermBackend;
+use crate::config::Config;
+use crate::paths::{InstanceDir, PathError};
+use crate::policy::Policy;
+use crate::process::ProcessSpawner;
+use crate::programs::{tmux_host, Programs};
+use crate::secure_fs::UnsafePath;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit { path: String, source: UnsafePath },
+    #[error("cannot make termshare's runtime directory: {0}")]
+    Runtime(UnsafePath),
+    #[error("cannot start the process spawner: {0}")]
+    Spawner(std::io::Error),
+    #[error(transparent)]
+    Service(#[from] termshare_actors::ShareError),
+}
+
+/// A running termshare subsystem: the supervision tree with the real backends.
+pub struct Termshare {
+    /// `None` only once `shutdown` has taken it.
+    service: Option<ShareService>,
+    spawner: Arc<ProcessSpawner>,
+    /// Backends' scratch directories live here; removed when termshare stops.
+    _instance: Arc<InstanceDir>,
+}
+
+impl Termshare {
+    /// Start from a config and a policy. Must run inside a multi-threaded tokio runtime.
+    pub async fn start(config: &Config, policy: Policy) -> Result<Self, StartError> {
+        Self::start_with(config, policy, |_, backends| backends).await
+    }
+
+    /// Like [`Termshare::start`], but `wrap` may replace or wrap the real backends
+    /// before the tree sees them (the chaos harness injects faults this way: through
+    /// the same `Backend` trait, over the same production code paths).
+    pub async fn start_with(
+        config: &Config,
+        policy: Policy,
+        wrap: impl FnOnce(&Arc<ProcessSpawner>, Vec<Arc<dyn Backend>>) -> Vec<Arc<dyn Backend>>,
+    ) -> Result<Self, StartError> {
+        let settings = config.settings().map_err(StartError::Config)?;
+        let spawner = ProcessSpawner::new().map_err(StartError::Spawner)?;
+        let instance =
+            Arc::new(InstanceDir::create(&config.runtime_dir()?).map_err(StartError::Runtime)?);
+        let programs = Programs::resolve(config);
+        let tty = &config.backends.tty_share;
+        let listen = tty
+            .listen
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let isolation = if tty.local_users_may_join {
+            Isolation::LocalUsersMayJoin
+        } else {
+            Isolation::PrivateNetwork
+        };
+        let backends: Vec<Arc<dyn Backend>> = vec![
+            Arc::new(TtyShareBackend::new(
+                spawner.clone(),
+                programs.tty_share,
+                listen,
+                isolation,
+            )),
+            Arc::new(TmateBackend::new(
+                spawner.clone(),
+                config.tmate(),
+                programs.tmate,
+                instance.clone(),
+            )),
+            Arc::new(UptermBackend::new(
+                spawner.clone(),
+                config.upterm(),
+                programs.upterm,
+                instance.clone(),
+            )),
+        ];
+        let backends = wrap(&spawner, backends);
+        let host = tmux_host(config, programs.tmux, spawner.env().clone())?;
+        let audit_path = config.audit_path()?;
+        let audit_err = |source| StartError::Audit {
+            path: audit_path.display().to_string(),
+            source,
+        };
+        let sink = JsonlFileSink::open(&audit_path, config.audit.durability.unwrap_or_default())
+            .map_err(audit_err)?;
+        let fingerprint_key =
+            crate::audit_file::load_fingerprint_key(&audit_path).map_err(audit_err)?;
+        let service = ShareService::start(
+            ServiceDeps {
+                backends,
+                policy: Arc::new(policy),
+                host: Arc::new(host),
+                audit_sink: Box::new(sink),
+                fingerprint_key,
+            },
+            settings,
+        )
+        .await?;
+        Ok(Termshare {
+            service: Some(service),
+            spawner,
+            _instance: instance,
+        })
+    }
+
+    /// The service itself: for a harness that drives this and an in-process
+    /// [`ShareService`] the same way. An embedder needs only the methods below.
+    pub fn service(&self) -> &ShareService {
+        self.service
+            .as_ref()
+            .expect("the service lives until shutdown")
+    }
+
+    /// Process groups of live workers (for operators and tests).
+    pub fn live_process_groups(&self) -> Vec<i32> {
+        self.spawner.registry().live()
+    }
+
+    /// SIGKILL every live worker process group now (a last resort: no audit, no
+    /// graceful stop).
+    pub fn kill_workers(&self) {
+        self.spawner.registry().kill_all();
+    }
+
+    /// Stop every share, reap every worker, flush the audit log. Any worker group still
+    /// registered afterwards is killed as a backstop.
+    pub async fn shutdown(mut self) -> Vec<RevokeReport> {
+        let Some(service) = self.service.take() else {
+            return Vec::new();
+        };
+        let reports = service.shutdown().await;
+        self.spawner.registry().kill_all();
+        reports
+    }
+}
+
+/// The service API, as [`ShareService`] has it: each call goes to the running tree.
+impl Termshare {
+    /// Start a share; returns once its link is known (or the start failed).
+    pub async fn share(&self, request: ShareRequest) -> Result<ShareInfo, ShareError> {
+        self.service().share(request).await
+    }
+
+    /// Move a share's expiry `by` later, within its rule's `max_ttl`.
+    pub async fn extend(
+        &self,
+        share_id: ShareId,
+        by: Duration,
+        caller: impl Into<Caller>,
+    ) -> Result<ShareInfo, ShareError> {
+        self.service().extend(share_id, by, caller).await
+    }
+
+    /// End a share now; the report says how long it took, counted from this call.
+    pub async fn revoke(
+        &self,
+        share_id: ShareId,
+        caller: impl Into<Caller>,
+    ) -> Result<RevokeReport, ShareError> {
+        self.service().revoke(share_id, caller).await
+    }
+
+    /// Move a live share to another backend, make-before-break.
+    pub async fn switch(
+        &self,
+        share_id: ShareId,
+        backend: BackendName,
+        caller: impl Into<Caller>,
+    ) -> Result<ShareInfo, ShareError> {
+        self.service().switch(share_id, backend, caller).await
+    }
+
+    /// The live shares.
+    pub async fn list(&self) -> Result<Vec<ShareInfo>, ShareError> {
+        self.service().list().await
+    }
+
+    /// Ask to hand a terminal to another principal through the policy's approval chain.
+    pub async fn handoff_request(
+        &self,
+        request: HandoffRequest,
+    ) -> Result<HandoffView, ShareError> {
+        self.service().handoff_request(request).await
+    }
+
+    /// Approve the handoff's current step as `by`.
+    pub async fn handoff_approve(
+        &self,
+        id: HandoffId,
+        by: impl Into<Caller>,
+    ) -> Result<HandoffView, ShareError> {
+        self.service().handoff_approve(id, by).await
+    }
+
+    /// Deny the handoff at its current step.
+    pub async fn handoff_deny(
+        &self,
+        id: HandoffId,
+        by: impl Into<Caller>,
+        reason: Option<String>,
+    ) -> Result<HandoffView, ShareError> {
+        self.service().handoff_deny(id, by, reason).await
+    }
+
+    /// A handoff as `caller` may see it.
+    pub async fn handoff_show(
+        &self,
+        id: HandoffId,
+        caller: impl Into<Caller>,
+    ) -> Result<HandoffView, ShareError> {
+        self.service().handoff_show(id, caller).await
+    }
+
+    /// The handoffs `caller` is a party to.
+    pub async fn handoff_list(
+        &self,
+        caller: impl Into<Caller>,
+    ) -> Result<Vec<HandoffView>, ShareError> {
+        self.service().handoff_list(caller).await
+    }
+
+    /// Every audit event as it is kept (for display: a lagging subscriber loses events;
+    /// the audit file does not).
+    pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
+        self.service().subscribe()
+    }
+
+    /// The live badge board, republished on every change.
+    pub fn badges(&self) -> watch::Receiver<Badges> {
+        self.service().badges()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        self.service().settings()
+    }
+
+    /// `Some(error)` while the audit sink fails to keep events.
+    pub fn audit_error(&self) -> Option<String> {
+        self.service().audit_error()
+    }
+
+    /// Events handed to the audit writer and not yet written.
+    pub fn audit_queue(&self) -> usize {
+        self.service().audit_queue()
+    }
+
+    /// Why new work is refused for the audit log's sake, if it is.
+    pub fn audit_refusal(&self) -> Option<String> {
+        self.service().audit_refusal()
+    }
+}
+
+/// An embedder that drops termshare without `shutdown()` (or unwinds past it) leaves no
+/// worker behind: every live worker's process group is killed here, at once. Nothing
+/// can be awaited in `drop`, so these ends are not recorded as revokes: the shares'
+/// sessions record the workers' exits if the runtime still runs, and otherwise the next
+/// start records `share.ended` for them ([`audit_file`]).
+impl Drop for Termshare {
+    fn drop(&mut self) {
+        if self.service.is_none() {
+            return; // shut down properly
+        }
+        let live = self.spawner.registry().live();
+        if !live.is_empty() {
+            tracing::warn!(
+                groups = live.len(),
+                "termshare dropped without shutdown(): killing its workers"
+            );
+            self.spawner.registry().kill_all();
+        }
+    }
+}
