@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use termshare_actors::{
-    AuditEvent, Backend, BackendName, Badges, Caller, HandoffId, HandoffRequest, HandoffView,
-    RevokeReport, ServiceDeps, Settings, ShareError, ShareId, ShareInfo, ShareRequest,
+    AuditEvent, Backend, BackendName, Badges, Caller, EndReason, HandoffId, HandoffRequest,
+    HandoffView, RevokeReport, ServiceDeps, Settings, ShareError, ShareId, ShareInfo, ShareRequest,
     ShareService,
 };
 use thiserror::Error;
@@ -191,6 +191,11 @@ impl Termshare {
         caller: impl Into<Caller>,
     ) -> Result<ShareInfo, ShareError> {
         self.service().switch(share_id, backend, caller).await
+    }
+
+    /// Wait until the share has ended, and say how.
+    pub async fn ended(&self, share_id: ShareId) -> Result<EndReason, ShareError> {
+        self.service().ended(share_id).await
     }
 
     /// The live shares.

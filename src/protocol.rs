@@ -214,7 +214,8 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 /// A share as the owner sees it: `{"share_id","terminal","backend","access","link",
-/// "read_only_link"?,"expires_at", "state","principal","started_at","participants"}`.
+/// "read_only_link"?,"expires_at", "state","principal","started_at","participants",
+/// "worker_pid"?}`.
 pub fn share_json(info: &ShareInfo) -> Value {
     let mut o = Map::new();
     o.insert("share_id".into(), json!(info.share_id.to_string()));
@@ -230,6 +231,9 @@ pub fn share_json(info: &ShareInfo) -> Value {
     o.insert("principal".into(), json!(info.principal.as_str()));
     o.insert("started_at".into(), json!(rfc3339(info.started_at)));
     o.insert("participants".into(), json!(info.participants));
+    if let Some(pid) = info.worker_pid {
+        o.insert("worker_pid".into(), json!(pid));
+    }
     Value::Object(o)
 }
 

@@ -1,7 +1,9 @@
-//! Live share badges: one per terminal, listing its live shares. The root publishes the
-//! whole board on a `watch` channel whenever a share starts, changes state, or ends;
-//! subscribers (the CLI's `status --watch`, a runtime's UI) redraw on each change.
-//! A `watch` keeps only the latest board, which is what a display wants.
+//! Live share badges: one per terminal, listing its live shares and its latest handoff.
+//! [`BadgeBoard`] owns them: the root sets a terminal's share rows whenever a share
+//! starts, changes state or ends, the handoff manager its handoff; the whole board goes
+//! out on a `watch` channel, and subscribers (the CLI's `status --watch`, a runtime's
+//! UI) redraw on each change. A `watch` keeps only the latest board, which is what a
+//! display wants.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -84,3 +86,69 @@ pub struct Badge {
 
 /// Every badge, by terminal.
 pub type Badges = BTreeMap<TerminalName, Badge>;
+
+/// The badge board: the one owner of every terminal's badge. The root sets a terminal's
+/// share rows, the handoff manager its latest handoff, each directly (neither asks the
+/// other); every change republishes the board on a `watch` channel, which keeps only
+/// the latest board, what a display wants.
+#[derive(Clone)]
+pub(crate) struct BadgeBoard {
+    parts: std::sync::Arc<parking_lot::Mutex<Parts>>,
+    tx: tokio::sync::watch::Sender<Badges>,
+}
+
+/// What a badge is made of, per terminal (bounded by the terminals that exist).
+#[derive(Default)]
+struct Parts {
+    shares: BTreeMap<TerminalName, Vec<BadgeShare>>,
+    handoffs: BTreeMap<TerminalName, BadgeHandoff>,
+}
+
+impl BadgeBoard {
+    pub(crate) fn new() -> (BadgeBoard, tokio::sync::watch::Receiver<Badges>) {
+        let (tx, rx) = tokio::sync::watch::channel(Badges::new());
+        let board = BadgeBoard {
+            parts: Default::default(),
+            tx,
+        };
+        (board, rx)
+    }
+
+    /// A terminal's live shares changed: these are its rows now.
+    pub(crate) fn set_shares(&self, terminal: &TerminalName, rows: Vec<BadgeShare>) {
+        let mut parts = self.parts.lock();
+        if rows.is_empty() {
+            parts.shares.remove(terminal);
+        } else {
+            parts.shares.insert(terminal.clone(), rows);
+        }
+        self.publish(&parts, terminal);
+    }
+
+    /// A terminal's latest handoff changed.
+    pub(crate) fn set_handoff(&self, view: &HandoffView) {
+        let mut parts = self.parts.lock();
+        parts
+            .handoffs
+            .insert(view.terminal.clone(), BadgeHandoff::from(view));
+        self.publish(&parts, &view.terminal);
+    }
+
+    /// Republish `terminal`'s badge (under the parts' lock, so changes go out in order).
+    fn publish(&self, parts: &Parts, terminal: &TerminalName) {
+        let shares = parts.shares.get(terminal).cloned().unwrap_or_default();
+        let handoff = parts.handoffs.get(terminal).cloned();
+        self.tx.send_if_modified(|board| {
+            if shares.is_empty() && handoff.is_none() {
+                board.remove(terminal).is_some()
+            } else {
+                let badge = Badge { shares, handoff };
+                if board.get(terminal) == Some(&badge) {
+                    return false;
+                }
+                board.insert(terminal.clone(), badge);
+                true
+            }
+        });
+    }
+}

@@ -68,7 +68,7 @@ impl ShareService {
         )
         .await
         .map_err(ShareError::internal)?;
-        let (badge_tx, badges) = watch::channel(Badges::new());
+        let (board, badges) = crate::badge::BadgeBoard::new();
         let backends: HashMap<BackendName, Arc<dyn Backend>> =
             deps.backends.into_iter().map(|b| (b.name(), b)).collect();
         let backend_names: Vec<BackendName> = backends.keys().cloned().collect();
@@ -81,7 +81,7 @@ impl ShareService {
                 host: deps.host.clone(),
                 audit: audit.clone(),
                 settings: settings.clone(),
-                badges: badge_tx,
+                board: board.clone(),
                 fingerprints: deps.fingerprint_key,
                 audit_health: audit_health.clone(),
             },
@@ -101,6 +101,7 @@ impl ShareService {
                 share_timeout: settings.start_budget(),
                 backends: backend_names,
                 audit_health: audit_health.clone(),
+                board,
                 max_pending: settings.max_pending_handoffs,
                 max_pending_per_requester: settings.max_pending_handoffs_per_requester,
             },
@@ -267,6 +268,15 @@ impl ShareService {
             reply,
         })
         .await
+    }
+
+    /// Wait until the share has ended, and say how: the one way to learn it (the event
+    /// stream of [`ShareService::subscribe`] may drop events for a slow reader).
+    pub async fn ended(&self, share_id: ShareId) -> Result<crate::types::EndReason, ShareError> {
+        let waiting = self
+            .ask(CALL_SLACK, |reply| RootMsg::WhenEnded(share_id, reply))
+            .await?;
+        waiting.await.map_err(|_| ShareError::ShuttingDown)
     }
 
     pub async fn list(&self) -> Result<Vec<ShareInfo>, ShareError> {

@@ -163,3 +163,37 @@ async fn new_links_from_a_reconnected_relay_replace_the_shares_and_are_on_the_re
     );
     h.svc.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn ended_is_heard_however_the_share_ends_and_after_it_ended() {
+    let h = harness(allow(), Settings::default()).await;
+    let svc = Arc::new(h.svc);
+    let info = svc.share(req("dev")).await.unwrap();
+    let waiting = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.ended(info.share_id).await })
+    };
+    svc.revoke(info.share_id, p("human:alice")).await.unwrap();
+    assert_eq!(
+        waiting.await.unwrap().unwrap(),
+        termshare_actors::EndReason::Revoked
+    );
+    // Asked after the end: at once.
+    assert_eq!(
+        svc.ended(info.share_id).await.unwrap(),
+        termshare_actors::EndReason::Revoked
+    );
+    // Expiry, with no event stream read at all.
+    let mut r = req("ops");
+    r.ttl = Some(Duration::from_secs(5));
+    let short = svc.share(r).await.unwrap();
+    assert_eq!(
+        svc.ended(short.share_id).await.unwrap(),
+        termshare_actors::EndReason::Expired
+    );
+    assert!(matches!(
+        svc.ended(termshare_actors::ShareId::new()).await,
+        Err(ShareError::NotFound(_))
+    ));
+    Arc::into_inner(svc).unwrap().shutdown().await;
+}

@@ -92,7 +92,7 @@ impl ManagerState {
     }
 
     pub(super) fn publish(&self, h: &Handoff) {
-        let _ = self.args.root.cast(RootMsg::HandoffBadge(h.view.clone()));
+        self.args.board.set_handoff(&h.view);
     }
 
     pub(super) fn arm_step(&mut self, myself: &ActorRef<HandoffMsg>, id: HandoffId) {

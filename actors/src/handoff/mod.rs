@@ -193,6 +193,8 @@ pub struct HandoffArgs {
     /// Every backend the service has (to decide a receiver's access when the request
     /// names none).
     pub backends: Vec<BackendName>,
+    /// Where each terminal's latest handoff is shown.
+    pub board: crate::badge::BadgeBoard,
     /// New handoffs are refused while the audit log cannot keep up.
     pub audit_health: Arc<crate::audit::AuditHealth>,
     /// Handoffs waiting for approval: in all, and per requesting identity.

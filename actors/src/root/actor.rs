@@ -27,10 +27,10 @@ impl Actor for RootSupervisor {
             shares: HashMap::new(),
             by_actor: HashMap::new(),
             per_terminal: HashMap::new(),
-            handoffs: HashMap::new(),
-            badges: args.badges,
+            board: args.board,
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
+            end_waiters: HashMap::new(),
             shutting_down: false,
         })
     }
@@ -78,12 +78,8 @@ impl Actor for RootSupervisor {
                     state.publish_badge(&terminal);
                 }
             }
-            RootMsg::HandoffBadge(view) => {
-                let terminal = view.terminal.clone();
-                state
-                    .handoffs
-                    .insert(terminal.clone(), crate::badge::BadgeHandoff::from(&view));
-                state.publish_badge(&terminal);
+            RootMsg::WhenEnded(share_id, reply) => {
+                let _ = reply.send(state.when_ended(share_id));
             }
             RootMsg::Ended { share_id, reason } => {
                 state.remember_end(share_id, reason);

@@ -18,11 +18,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::badge::{Badge, BadgeShare, Badges};
+use crate::badge::BadgeShare;
 
 use crate::audit::{record, record_acked, AuditEvent, AuditHealth, AuditKind, AuditMsg};
 use crate::caller::Caller;
@@ -37,6 +36,8 @@ use crate::types::{
 
 /// How many ended shares the root remembers, to answer "expired" rather than "unknown".
 const ENDED_MEMORY: usize = 4096;
+/// Waiters for one share's end (each is a caller of `ShareService::ended`).
+const MAX_END_WAITERS: usize = 64;
 
 pub enum RootMsg {
     /// A new share; the whole start must be done by `start_deadline` (counted from the
@@ -66,12 +67,16 @@ pub enum RootMsg {
         reply: ShareReply,
     },
     List(RpcReplyPort<Result<Vec<ShareInfo>, ShareError>>),
+    /// Hear once the share has ended: the receiver gets its end reason (at once if it
+    /// has ended already; `NotFound` if it is unknown or long forgotten).
+    WhenEnded(
+        ShareId,
+        RpcReplyPort<Result<tokio::sync::oneshot::Receiver<EndReason>, ShareError>>,
+    ),
     /// End every share (as `stopped`), then stop the root.
     Shutdown(RpcReplyPort<Vec<RevokeReport>>),
     /// From a session: its link arrived or its info changed.
     Updated(ShareInfo),
-    /// From the HandoffManager: a terminal's latest handoff changed.
-    HandoffBadge(crate::handoff::HandoffView),
     /// From a session: it has ended and is draining.
     Ended {
         share_id: ShareId,
@@ -87,7 +92,7 @@ pub struct RootArgs {
     pub host: Arc<dyn TerminalHost>,
     pub audit: ActorRef<AuditMsg>,
     pub settings: Settings,
-    pub badges: watch::Sender<Badges>,
+    pub board: crate::badge::BadgeBoard,
     pub fingerprints: FingerprintKey,
     /// Whether the audit log keeps up: new work is refused while it does not.
     pub audit_health: Arc<AuditHealth>,
@@ -134,9 +139,12 @@ pub struct RootState {
     /// Live shares of each terminal: the limit's count and the badge's rows.
     per_terminal: HashMap<TerminalName, BTreeSet<ShareId>>,
     /// Each terminal's latest handoff, for its badge.
-    handoffs: HashMap<TerminalName, crate::badge::BadgeHandoff>,
-    badges: watch::Sender<Badges>,
+    /// Where each terminal's share rows are published.
+    board: crate::badge::BadgeBoard,
     ended: HashMap<ShareId, EndReason>,
     ended_order: VecDeque<ShareId>,
+    /// Who waits to hear that a live share ended ([`RootMsg::WhenEnded`]), at most
+    /// MAX_END_WAITERS per share.
+    end_waiters: HashMap<ShareId, Vec<tokio::sync::oneshot::Sender<EndReason>>>,
     shutting_down: bool,
 }

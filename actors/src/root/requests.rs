@@ -89,6 +89,7 @@ impl RootState {
             rule_id: grant.rule_id.clone(),
             state: ShareState::Starting,
             participants: None,
+            worker_pid: None,
         };
         let ended = Arc::new(OnceLock::new());
         let args = SessionArgs {

@@ -14,22 +14,39 @@ impl RootState {
             .filter_map(|id| self.shares.get(id))
             .map(|e| BadgeShare::from(&e.info))
             .collect();
-        let handoff = self.handoffs.get(terminal).cloned();
-        self.badges.send_if_modified(|board| {
-            if shares.is_empty() && handoff.is_none() {
-                board.remove(terminal).is_some()
-            } else {
-                let badge = Badge { shares, handoff };
-                if board.get(terminal) == Some(&badge) {
-                    return false;
-                }
-                board.insert(terminal.clone(), badge);
-                true
-            }
-        });
+        self.board.set_shares(terminal, shares);
+    }
+
+    /// A receiver that hears `id`'s end reason: at once if it has ended, else when it
+    /// does.
+    pub(super) fn when_ended(
+        &mut self,
+        id: ShareId,
+    ) -> Result<tokio::sync::oneshot::Receiver<EndReason>, ShareError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(reason) = self.ended.get(&id) {
+            let _ = tx.send(reason.clone());
+            return Ok(rx);
+        }
+        if !self.shares.contains_key(&id) {
+            return Err(ShareError::NotFound(id));
+        }
+        let waiters = self.end_waiters.entry(id).or_default();
+        waiters.retain(|w| !w.is_closed());
+        if waiters.len() >= MAX_END_WAITERS {
+            return Err(ShareError::ServiceFull {
+                what: "waiters for this share's end",
+                limit: MAX_END_WAITERS,
+            });
+        }
+        waiters.push(tx);
+        Ok(rx)
     }
 
     pub(super) fn remember_end(&mut self, id: ShareId, reason: EndReason) {
+        for waiter in self.end_waiters.remove(&id).into_iter().flatten() {
+            let _ = waiter.send(reason.clone());
+        }
         if let Some(entry) = self.shares.remove(&id) {
             self.by_actor.remove(&entry.session.get_id());
             let terminal = entry.info.terminal;

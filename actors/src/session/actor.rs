@@ -86,6 +86,7 @@ impl Actor for ShareSession {
                     } => {
                         state.worker_ready = true;
                         state.worker_pid = pid;
+                        state.info.worker_pid = pid;
                         state.worker_tells_participants = tells_participants;
                         state.ready(&myself, links).await;
                     }

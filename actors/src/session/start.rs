@@ -80,6 +80,7 @@ impl SessionState {
         self.worker_generation = generation;
         self.worker_ready = false;
         self.worker_pid = None;
+        self.info.worker_pid = None;
         match self
             .spawn_worker(myself, self.backend.clone(), generation, size)
             .await

@@ -225,6 +225,7 @@ impl SessionState {
         let (links, pid, tells) = ready.unwrap_or_default();
         let old_backend = std::mem::replace(&mut self.backend, backend);
         let old_pid = std::mem::replace(&mut self.worker_pid, pid);
+        self.info.worker_pid = pid;
         let old_link = std::mem::replace(&mut self.info.links, links);
         self.worker = worker;
         self.worker_generation = generation;

@@ -109,6 +109,8 @@ pub struct ShareInfo {
     pub state: ShareState,
     /// Participants connected, when the backend tells.
     pub participants: Option<u32>,
+    /// The process serving the share (its group's leader), once its worker runs.
+    pub worker_pid: Option<u32>,
 }
 
 /// Where a live share is in its life (what a badge shows).

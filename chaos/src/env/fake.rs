@@ -12,7 +12,6 @@ pub(super) async fn start(
     tmux_socket: PathBuf,
     audit_path: PathBuf,
     policy: Policy,
-    pids: Arc<Mutex<HashMap<ShareId, u32>>>,
 ) -> Env {
     let world = Arc::new(FakeWorld::default());
     let host = Arc::new(FakeHost::with(
@@ -72,7 +71,6 @@ pub(super) async fn start(
         fake_audit: Some(sink),
         tmux_socket,
         audit_path,
-        pids,
         _dir: dir,
     }
 }

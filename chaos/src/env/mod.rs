@@ -9,16 +9,15 @@
 mod fake;
 mod real;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use termshare::actors::testing::{FakeBackend, FakeHost, FakeWorld, FlakySink};
 use termshare::actors::{
-    AccessMode, AuditEvent, AuditKind, Backend, ServiceDeps, Settings, ShareId, ShareService,
+    AccessMode, AuditEvent, Backend, ServiceDeps, Settings, ShareId, ShareInfo, ShareService,
     TerminalName,
 };
 use termshare::backends::tty_share::TtyShareBackend;
@@ -110,8 +109,6 @@ pub struct Env {
     fake_audit: Option<FlakySink>,
     tmux_socket: PathBuf,
     audit_path: PathBuf,
-    /// Worker pid of each share, from its started/switched events (tty-share mode).
-    pids: Arc<Mutex<HashMap<ShareId, u32>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -133,33 +130,12 @@ impl Env {
         let tmux_socket = dir.path().join("tmux.sock");
         let audit_path = dir.path().join("audit.jsonl");
         let policy = Policy::parse(&policy_text(mode.backends())).expect("policy");
-        let pids: Arc<Mutex<HashMap<ShareId, u32>>> = Arc::default();
         match mode {
             Mode::Fake => {
-                fake::start(
-                    mode,
-                    dir,
-                    names,
-                    plan,
-                    tmux_socket,
-                    audit_path,
-                    policy,
-                    pids,
-                )
-                .await
+                fake::start(mode, dir, names, plan, tmux_socket, audit_path, policy).await
             }
             Mode::TtyShare => {
-                real::start(
-                    mode,
-                    dir,
-                    names,
-                    plan,
-                    tmux_socket,
-                    audit_path,
-                    policy,
-                    pids,
-                )
-                .await
+                real::start(mode, dir, names, plan, tmux_socket, audit_path, policy).await
             }
         }
     }
@@ -235,54 +211,50 @@ impl Env {
         }
     }
 
-    /// The worker a share should have.
-    pub fn worker_of(&self, share: ShareId) -> Option<Seen> {
+    /// The worker a share should have (its pid, as the service reports it).
+    pub fn worker_of(&self, share: &ShareInfo) -> Option<Seen> {
         match &self.world {
-            Some(_) => Some(Seen::Fake(share)),
-            None => self.pids.lock().get(&share).map(|p| Seen::Process(*p)),
+            Some(_) => Some(Seen::Fake(share.share_id)),
+            None => share.worker_pid.map(Seen::Process),
         }
     }
 
-    pub fn pid_of(&self, share: ShareId) -> Option<u32> {
-        self.pids.lock().get(&share).copied()
-    }
-
-    fn signal(&self, share: ShareId, sig: i32) -> bool {
-        match self.pid_of(share) {
+    fn signal(pid: Option<u32>, sig: i32) -> bool {
+        match pid {
             Some(pid) => unsafe { libc::kill(-(pid as i32), sig) == 0 },
             None => false,
         }
     }
 
     /// SIGKILL the worker (its whole group), or crash the fake.
-    pub fn kill_worker(&self, share: ShareId) -> bool {
+    pub fn kill_worker(&self, share: &ShareInfo) -> bool {
         match &self.world {
-            Some(w) => w.crash(share),
-            None => self.signal(share, libc::SIGKILL),
+            Some(w) => w.crash(share.share_id),
+            None => Self::signal(share.worker_pid, libc::SIGKILL),
         }
     }
 
     /// SIGSTOP: the worker stops answering (a hang).
-    pub fn stop_worker(&self, share: ShareId) -> bool {
+    pub fn stop_worker(&self, share: &ShareInfo) -> bool {
         match &self.world {
-            Some(w) => w.hung.lock().insert(share),
-            None => self.signal(share, libc::SIGSTOP),
+            Some(w) => w.hung.lock().insert(share.share_id),
+            None => Self::signal(share.worker_pid, libc::SIGSTOP),
         }
     }
 
     /// SIGCONT: a stopped worker runs again.
-    pub fn cont_worker(&self, share: ShareId) -> bool {
+    pub fn cont_worker(&self, share: &ShareInfo) -> bool {
         match &self.world {
-            Some(w) => w.hung.lock().remove(&share),
-            None => self.signal(share, libc::SIGCONT),
+            Some(w) => w.hung.lock().remove(&share.share_id),
+            None => Self::signal(share.worker_pid, libc::SIGCONT),
         }
     }
 
     /// Kill what the worker runs (tty-share's attach client): the worker should notice.
-    pub fn kill_worker_children(&self, share: ShareId) -> bool {
-        let Some(pid) = self.pid_of(share) else {
+    pub fn kill_worker_children(&self, share: &ShareInfo) -> bool {
+        let Some(pid) = share.worker_pid else {
             return match &self.world {
-                Some(w) => w.crash(share),
+                Some(w) => w.crash(share.share_id),
                 None => false,
             };
         };

@@ -12,7 +12,6 @@ pub(super) async fn start(
     tmux_socket: PathBuf,
     audit_path: PathBuf,
     policy: Policy,
-    pids: Arc<Mutex<HashMap<ShareId, u32>>>,
 ) -> Env {
     let shell = "env PS1='host$ ' sh";
     for (i, t) in names.iter().enumerate() {
@@ -75,21 +74,6 @@ pub(super) async fn start(
     })
     .await
     .expect("termshare");
-    // Learn each share's worker pid from its events.
-    let mut events = ts.subscribe();
-    let map = pids.clone();
-    tokio::spawn(async move {
-        while let Ok(e) = events.recv().await {
-            let key = match e.kind {
-                AuditKind::ShareStarted => "worker_pid",
-                AuditKind::ShareSwitched => "new_worker_pid",
-                _ => continue,
-            };
-            if let Some(pid) = e.details.get(key).and_then(|v| v.as_u64()) {
-                map.lock().insert(ShareId(e.correlation_id), pid as u32);
-            }
-        }
-    });
     Env {
         mode,
         service: Some(Service::Real(ts)),
@@ -101,7 +85,6 @@ pub(super) async fn start(
         fake_audit: None,
         tmux_socket,
         audit_path,
-        pids,
         _dir: dir,
     }
 }

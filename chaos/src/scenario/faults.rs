@@ -24,30 +24,30 @@ impl Runner {
         match kind {
             FaultKind::WorkerSigkill => {
                 let s = target.unwrap();
-                self.env.kill_worker(s.share_id);
+                self.env.kill_worker(&s);
                 format!("FAULT sigkill worker of {}", s.share_id)
             }
             FaultKind::WorkerSigstop => {
                 let s = target.unwrap();
-                self.env.stop_worker(s.share_id);
-                self.stopped.push(s.share_id);
+                self.env.stop_worker(&s);
+                self.stopped.push(s.clone());
                 format!("FAULT sigstop worker of {}", s.share_id)
             }
             FaultKind::WorkerSigcont => {
                 // A short hang that ends before the heartbeat timeout: no failure.
                 let s = target.unwrap();
-                self.env.stop_worker(s.share_id);
+                self.env.stop_worker(&s);
                 tokio::time::sleep(self.env.settings.heartbeat_timeout / 4).await;
-                self.env.cont_worker(s.share_id);
+                self.env.cont_worker(&s);
                 let older = std::mem::take(&mut self.stopped);
-                for id in older {
-                    self.env.cont_worker(id);
+                for share in &older {
+                    self.env.cont_worker(share);
                 }
                 format!("FAULT sigstop+sigcont worker of {}", s.share_id)
             }
             FaultKind::WorkerChildrenKilled => {
                 let s = target.unwrap();
-                self.env.kill_worker_children(s.share_id);
+                self.env.kill_worker_children(&s);
                 format!("FAULT kill children of the worker of {}", s.share_id)
             }
             FaultKind::SessionPanic => {

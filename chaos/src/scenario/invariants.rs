@@ -96,7 +96,7 @@ impl Runner {
         let seen = self.env.seen_workers();
         let mut owned: HashSet<Seen> = HashSet::new();
         for s in &live {
-            if let Some(w) = self.env.worker_of(s.share_id) {
+            if let Some(w) = self.env.worker_of(s) {
                 owned.insert(w.clone());
                 let should_run = matches!(s.state, ShareState::Active | ShareState::Expiring);
                 if should_run && !seen.contains(&w) {

@@ -182,7 +182,8 @@ struct Runner {
     checks: invariants::Checks,
     denials_acked: u64,
     fault_cursor: usize,
-    stopped: Vec<ShareId>,
+    /// Shares whose worker was stopped (SIGSTOP), to be continued later.
+    stopped: Vec<termshare::actors::ShareInfo>,
 }
 
 fn error_name(e: &ShareError) -> String {

@@ -156,27 +156,39 @@ async fn foreground_share(
     };
     print_share(&protocol::share_json(&info), as_json, true);
     let id = info.share_id;
-    loop {
-        tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            e = events.recv() => match e {
-                Ok(e) if e.correlation_id == id => {
-                    // The share line already said it was requested and started.
-                    if matches!(e.kind, AuditKind::ShareRequested | AuditKind::ShareStarted) {
-                        continue;
-                    }
-                    print_event(&e, as_json);
-                    if e.kind.is_terminal() {
-                        ts.shutdown().await;
-                        return ExitCode::SUCCESS;
-                    }
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => break,
+    // The share line already said it was requested and started.
+    let shown = |e: &termshare::actors::AuditEvent| {
+        e.correlation_id == id
+            && !matches!(e.kind, AuditKind::ShareRequested | AuditKind::ShareStarted)
+    };
+    // The end comes from the service itself; the event stream only feeds the display
+    // (a lagging reader may lose lines, never the end).
+    let ended_by_itself = {
+        let ended = ts.ended(id);
+        tokio::pin!(ended);
+        let mut events_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                e = events.recv(), if events_open => match e {
+                    Ok(e) if shown(&e) => print_event(&e, as_json),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => events_open = false,
+                },
+                _ = &mut ended => break true,
+                _ = sigint.recv() => break false,
+                _ = sigterm.recv() => break false,
             }
         }
+    };
+    if ended_by_itself {
+        while let Ok(e) = events.try_recv() {
+            if shown(&e) {
+                print_event(&e, as_json);
+            }
+        }
+        ts.shutdown().await;
+        return ExitCode::SUCCESS;
     }
     // Told to stop: revoke, print the report's event, reap, exit.
     let revoked = ts.revoke(id, principal).await;
