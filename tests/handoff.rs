@@ -11,24 +11,17 @@ use common::users::{SharedDaemon, TestUsers};
 use common::*;
 use serde_json::Value;
 
-const POLICY: &str = r#"
-[[rule]]
-id = "no-agent-writes"
-effect = "deny"
-principals = ["agent:*"]
-terminals = ["*"]
-backends = ["*"]
-access = ["read-write"]
+/// Agents may not write; everyone may share over tty-share; two handoff rules whose
+/// chains differ by direction.
+fn policy_text() -> String {
+    format!(
+        "{}{}{HANDOFFS}",
+        NO_AGENT_WRITES,
+        allow_all(&["tty-share"], "1h")
+    )
+}
 
-[[rule]]
-id = "team"
-effect = "allow"
-principals = ["human:*", "agent:*"]
-terminals = ["*"]
-backends = ["tty-share"]
-access = ["read-only", "read-write"]
-max_ttl = "1h"
-
+const HANDOFFS: &str = r#"
 [[handoff]]
 id = "human-to-agent"
 from = ["human:*"]
@@ -62,7 +55,7 @@ fn setup() -> (Tmux, TestUsers, SharedDaemon) {
         ("boss", &["human:owner", "human:lead"]),
         ("mallory", &["human:mallory"]),
     ]);
-    let shared = SharedDaemon::start(&host, &users, POLICY, &identities);
+    let shared = SharedDaemon::start(&host, &users, &policy_text(), &identities);
     (host, users, shared)
 }
 
@@ -403,7 +396,7 @@ fn the_requester_cannot_approve_its_own_handoff() {
         ("alice", &["human:alice", "human:owner"]),
         ("lead", &["human:lead"]),
     ]);
-    let d = SharedDaemon::start(&host, &users, POLICY, &identities);
+    let d = SharedDaemon::start(&host, &users, &policy_text(), &identities);
     let id = d.json_as(
         users.user("alice"),
         &["handoff", "request", "S", "--to", "agent:claude"],

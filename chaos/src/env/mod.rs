@@ -45,39 +45,11 @@ impl Mode {
 /// The policy every run uses: shares for humans and agents (agents read-only), a
 /// two-step handoff chain, and nothing for backends outside the mode's list.
 pub fn policy_text(backends: &[&str]) -> String {
-    let list = backends
-        .iter()
-        .map(|b| format!("\"{b}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
-        r#"
-[[rule]]
-id = "no-agent-writes"
-effect = "deny"
-principals = ["agent:*"]
-terminals = ["*"]
-backends = ["*"]
-access = ["read-write"]
-
-[[rule]]
-id = "chaos"
-effect = "allow"
-principals = ["human:*", "agent:*"]
-terminals = ["*"]
-backends = [{list}]
-access = ["read-only", "read-write"]
-max_ttl = "2h"
-
-[[handoff]]
-id = "chain"
-from = ["human:*", "agent:*"]
-to = ["human:*", "agent:*"]
-terminals = ["*"]
-approvers = ["human:owner", "human:lead"]
-step_timeout = "5s"
-agent_access = "read-only"
-"#
+        "{}{}{}",
+        termshare_testkit::NO_AGENT_WRITES,
+        termshare_testkit::allow_all(backends, "2h"),
+        termshare_testkit::handoff_chain("5s", "read-only")
     )
 }
 
