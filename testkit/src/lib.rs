@@ -11,7 +11,9 @@ pub mod users;
 
 pub use participant::Participant;
 pub use policies::{allow_all, handoff_chain, policy, NO_AGENT_WRITES};
-pub use procs::{descendants, environ_of, pid_alive, processes_mentioning, wait_until};
+pub use procs::{
+    descendants, environ_of, pid_alive, processes_mentioning, processes_where, wait_until,
+};
 pub use tmux::Tmux;
 
 /// Tests that switch uids or add users need root; they are `#[ignore]`d and run by

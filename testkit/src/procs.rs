@@ -27,11 +27,13 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Dur
     cond().then(|| t0.elapsed())
 }
 
-/// Processes whose argv[0] ends with `name` and whose environment or argv mentions
-/// `marker` (e.g. a private tmux socket path), live ones only.
-pub fn processes_mentioning(name: &str, marker: &str) -> Vec<i32> {
+/// Live processes whose argv `pick` accepts.
+pub fn processes_where(mut pick: impl FnMut(&[String]) -> bool) -> Vec<i32> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
@@ -42,14 +44,19 @@ pub fn processes_mentioning(name: &str, marker: &str) -> Vec<i32> {
             .split(|b| *b == 0)
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect();
-        if argv.first().is_some_and(|a| a.ends_with(name))
-            && argv.iter().any(|a| a.contains(marker))
-            && pid_alive(pid)
-        {
+        if pick(&argv) && pid_alive(pid) {
             out.push(pid);
         }
     }
     out
+}
+
+/// Processes whose argv[0] ends with `name` and whose argv mentions `marker` (e.g. a
+/// private tmux socket path), live ones only.
+pub fn processes_mentioning(name: &str, marker: &str) -> Vec<i32> {
+    processes_where(|argv| {
+        argv.first().is_some_and(|a| a.ends_with(name)) && argv.iter().any(|a| a.contains(marker))
+    })
 }
 
 /// `pid` and every live process below it (by parent pid, from /proc).

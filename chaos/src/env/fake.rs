@@ -3,16 +3,16 @@
 
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn start(
-    mode: Mode,
-    dir: tempfile::TempDir,
-    names: Vec<TerminalName>,
-    plan: Arc<FaultPlan>,
-    tmux_socket: PathBuf,
-    audit_path: PathBuf,
-    policy: Policy,
-) -> Env {
+pub(super) async fn start(parts: Parts) -> Env {
+    let Parts {
+        mode,
+        dir,
+        names,
+        plan,
+        tmux_socket,
+        audit_path,
+        policy,
+    } = parts;
     let world = Arc::new(FakeWorld::default());
     let host = Arc::new(FakeHost::with(
         &names.iter().map(|t| t.as_str()).collect::<Vec<_>>(),

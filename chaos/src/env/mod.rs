@@ -70,6 +70,17 @@ pub enum Seen {
 #[derive(Default)]
 pub struct AuditCursor(usize);
 
+/// What both worlds are built from.
+struct Parts {
+    mode: Mode,
+    dir: tempfile::TempDir,
+    names: Vec<TerminalName>,
+    plan: Arc<FaultPlan>,
+    tmux_socket: PathBuf,
+    audit_path: PathBuf,
+    policy: Policy,
+}
+
 pub struct Env {
     pub mode: Mode,
     service: Option<Service>,
@@ -102,13 +113,18 @@ impl Env {
         let tmux_socket = dir.path().join("tmux.sock");
         let audit_path = dir.path().join("audit.jsonl");
         let policy = Policy::parse(&policy_text(mode.backends())).expect("policy");
+        let parts = Parts {
+            mode,
+            dir,
+            names,
+            plan,
+            tmux_socket,
+            audit_path,
+            policy,
+        };
         match mode {
-            Mode::Fake => {
-                fake::start(mode, dir, names, plan, tmux_socket, audit_path, policy).await
-            }
-            Mode::TtyShare => {
-                real::start(mode, dir, names, plan, tmux_socket, audit_path, policy).await
-            }
+            Mode::Fake => fake::start(parts).await,
+            Mode::TtyShare => real::start(parts).await,
         }
     }
 
@@ -145,34 +161,18 @@ impl Env {
     /// arguments (tty-share and the misbehaving stand-ins), live ones only.
     pub fn processes(&self) -> Vec<u32> {
         let marker = self.tmux_socket.to_string_lossy().into_owned();
-        let mut out = Vec::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        for e in dir.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let argv: Vec<String> = cmd
-                .split(|b| *b == 0)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect();
+        termshare_testkit::processes_where(|argv| {
+            // The program, or the script an interpreter runs.
             let is_worker = argv.iter().take(2).any(|a| {
                 a.ends_with("tty-share")
                     || a.ends_with("garbage-backend")
                     || a.ends_with("silent-backend")
             });
-            if is_worker
-                && argv.iter().any(|a| a.contains(&marker))
-                && !matches!(termshare::process::process_state(pid), None | Some('Z'))
-            {
-                out.push(pid);
-            }
-        }
-        out
+            is_worker && argv.iter().any(|a| a.contains(&marker))
+        })
+        .into_iter()
+        .map(|pid| pid as u32)
+        .collect()
     }
 
     /// Every live worker, as seen from outside the tree.
