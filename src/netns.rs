@@ -193,9 +193,7 @@ pub unsafe fn enter(plan: &Plan, parent: libc::pid_t) -> io::Result<()> {
     loopback_up()?;
     // A change of namespace may clear the parent-death signal: set it again, and do
     // not run on if termshare is already gone.
-    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     if libc::getppid() != parent {
         // (No allocation between fork and exec: a plain errno.)
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
@@ -251,7 +249,7 @@ unsafe fn loopback_up() -> io::Result<()> {
 /// The helper: serve connection requests until termshare closes its end or the worker
 /// dies. Never returns.
 unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     if libc::getppid() != worker {
         libc::_exit(0);
     }

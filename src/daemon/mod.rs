@@ -200,7 +200,11 @@ enum Line {
 }
 
 /// Read up to a newline, never holding more than `MAX_LINE` bytes: a longer line is
-/// skipped to its end and reported as too long.
+/// skipped to its end and reported as too long. Hand-written on purpose: tokio-util's
+/// `FramedRead` with a length-capped `LinesCodec`/`AnyDelimiterCodec` ends its stream
+/// after the first too-long line, and after resuming it does not decode lines already
+/// buffered until more bytes arrive, which would stall a client that sent a long line
+/// and then a request in one write.
 async fn read_line_capped<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Line> {
     let mut buf = Vec::new();
     let mut too_long = false;

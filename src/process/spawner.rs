@@ -126,11 +126,9 @@ impl ProcessSpawner {
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
                 // The parent died before prctl took effect: do not run orphaned.
-                if libc::getppid() != parent {
+                if nix::unistd::getppid().as_raw() != parent {
                     // (No allocation between fork and exec: a plain errno.)
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }

@@ -37,11 +37,27 @@ impl ShareRequest {
 
 /// The links a backend hands out. They are secrets: only the owner sees them; logs and
 /// audit events carry [`fingerprint`]s.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Links {
     pub link: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only_link: Option<String>,
+}
+
+/// Redacted: a `{:?}` of a share (in a log line, a panic message, a test failure) must
+/// not print its links. (Hand-written rather than a secret-string type: the links are
+/// plain strings everywhere else, where the owner is meant to read them.)
+impl fmt::Debug for Links {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |l: &str| if l.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("Links")
+            .field("link", &redacted(&self.link))
+            .field(
+                "read_only_link",
+                &self.read_only_link.as_deref().map(redacted),
+            )
+            .finish()
+    }
 }
 
 impl Links {

@@ -44,3 +44,17 @@ fn fingerprint_is_12_hex_stable_and_keyed() {
     );
     assert_eq!(format!("{key:?}"), "FingerprintKey(..)");
 }
+
+#[test]
+fn a_shares_debug_never_shows_its_links() {
+    let links = Links {
+        link: "http://127.0.0.1:8000/s/SECRET/".into(),
+        read_only_link: Some("ssh ro-TOKEN@relay".into()),
+    };
+    let shown = format!("{links:?}");
+    assert!(
+        !shown.contains("SECRET") && !shown.contains("TOKEN"),
+        "{shown}"
+    );
+    assert!(shown.contains("<redacted>"));
+}
