@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use termshare_actors::settings::parse_duration;
 use termshare_actors::Settings;
 use thiserror::Error;
 
@@ -214,13 +215,7 @@ pub struct UptermSection {
 fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
     match v {
         None => Ok(default),
-        Some(s) => {
-            let d = humantime::parse_duration(s).map_err(|e| format!("{key} = \"{s}\": {e}"))?;
-            if d.is_zero() || d > termshare_actors::settings::MAX_DURATION {
-                return Err(format!("{key} must be positive and at most a year"));
-            }
-            Ok(d)
-        }
+        Some(s) => parse_duration(s).map_err(|e| format!("{key} {e}")),
     }
 }
 

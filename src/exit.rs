@@ -27,30 +27,40 @@ pub const REVOKE_DEADLINE_MISSED: i32 = 10;
 /// No daemon answers on the control socket (for commands that need one).
 pub const NO_DAEMON: i32 = 11;
 
+/// The exit code of an error.
 pub fn code(e: &ShareError) -> i32 {
+    classify(e).1
+}
+
+/// Each kind of failure's stable name (the protocol's `error.code`) and exit code, in
+/// one table so the two never disagree.
+pub fn classify(e: &ShareError) -> (&'static str, i32) {
     match e {
-        ShareError::Invalid(_) => INVALID,
+        ShareError::Invalid(_) => ("invalid", INVALID),
         ShareError::Denied { .. }
         | ShareError::TtlAboveMax { .. }
-        | ShareError::ExtendAboveMax { .. } => DENIED,
-        ShareError::LimitReached { .. } | ShareError::ServiceFull { .. } => LIMIT_REACHED,
+        | ShareError::ExtendAboveMax { .. } => ("denied", DENIED),
+        ShareError::LimitReached { .. } | ShareError::ServiceFull { .. } => {
+            ("limit_reached", LIMIT_REACHED)
+        }
         ShareError::UnknownBackend(_)
         | ShareError::UnknownTerminal { .. }
-        | ShareError::NotFound(_) => NOT_FOUND,
-        ShareError::Backend(BackendError::LinkTimeout { .. })
-        | ShareError::StartTimedOut { .. } => LINK_TIMEOUT,
-        ShareError::Backend(BackendError::Unsupported { .. }) => INVALID,
-        ShareError::Backend(_) => BACKEND_UNAVAILABLE,
-        ShareError::ShareExpired(_) | ShareError::ShareEnding(_) | ShareError::ShareEnded(..) => {
-            EXPIRED
-        }
-        ShareError::AuditUnavailable(_) => AUDIT_UNAVAILABLE,
-        ShareError::RevokeDeadlineMissed(_) => REVOKE_DEADLINE_MISSED,
-        ShareError::HandoffNotFound(_) => NOT_FOUND,
-        ShareError::NotApprover { .. } => DENIED,
-        ShareError::HandoffClosed { .. } => EXPIRED,
+        | ShareError::NotFound(_)
+        | ShareError::HandoffNotFound(_) => ("not_found", NOT_FOUND),
+        ShareError::Backend(BackendError::LinkTimeout { .. }) => ("link_timeout", LINK_TIMEOUT),
+        ShareError::StartTimedOut { .. } => ("start_timed_out", LINK_TIMEOUT),
+        ShareError::Backend(BackendError::Unsupported { .. }) => ("invalid", INVALID),
+        ShareError::Backend(_) => ("backend_unavailable", BACKEND_UNAVAILABLE),
+        ShareError::ShareExpired(_) => ("expired", EXPIRED),
+        ShareError::ShareEnding(_) => ("ending", EXPIRED),
+        ShareError::ShareEnded(..) => ("ended", EXPIRED),
+        ShareError::AuditUnavailable(_) => ("audit_unavailable", AUDIT_UNAVAILABLE),
+        ShareError::RevokeDeadlineMissed(_) => ("revoke_deadline_missed", REVOKE_DEADLINE_MISSED),
+        ShareError::NotApprover { .. } => ("not_approver", DENIED),
+        ShareError::HandoffClosed { .. } => ("handoff_closed", EXPIRED),
         // The cause's own code: a receiver share at the terminal's limit exits 7.
-        ShareError::HandoffFailed { cause, .. } => code(cause),
-        ShareError::ShuttingDown | ShareError::Internal(_) => INTERNAL,
+        ShareError::HandoffFailed { cause, .. } => ("handoff_failed", code(cause)),
+        ShareError::ShuttingDown => ("shutting_down", INTERNAL),
+        ShareError::Internal(_) => ("internal", INTERNAL),
     }
 }

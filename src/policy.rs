@@ -29,6 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use termshare_actors::settings::parse_duration;
 use termshare_actors::{
     AccessMode, Grant, PolicyDecision, PolicyGate, PolicyQuery, Principal, ReceiverShare,
 };
@@ -189,18 +190,8 @@ impl Policy {
                     ));
                 }
             }
-            let step_timeout = humantime::parse_duration(&h.step_timeout).map_err(|e| {
-                format!(
-                    "handoff rule `{}`: step_timeout `{}`: {e}",
-                    h.id, h.step_timeout
-                )
-            })?;
-            if step_timeout.is_zero() || step_timeout > termshare_actors::settings::MAX_DURATION {
-                return Err(format!(
-                    "handoff rule `{}`: step_timeout must be positive",
-                    h.id
-                ));
-            }
+            let step_timeout = parse_duration(&h.step_timeout)
+                .map_err(|e| format!("handoff rule `{}`: step_timeout {e}", h.id))?;
             handoffs.push(HandoffRule {
                 id: h.id,
                 from: h.from,
@@ -222,19 +213,11 @@ impl Policy {
                 return Err(format!("rule id `{}` is used twice", r.id));
             }
             let max_ttl = match &r.max_ttl {
-                Some(s) => Some(
-                    humantime::parse_duration(s)
-                        .map_err(|e| format!("rule `{}`: max_ttl `{s}`: {e}", r.id))?,
-                ),
+                Some(s) => {
+                    Some(parse_duration(s).map_err(|e| format!("rule `{}`: max_ttl {e}", r.id))?)
+                }
                 None => None,
             };
-            if max_ttl.is_some_and(|d| d.is_zero() || d > termshare_actors::settings::MAX_DURATION)
-            {
-                return Err(format!(
-                    "rule `{}`: max_ttl must be positive and at most a year",
-                    r.id
-                ));
-            }
             if r.max_concurrent == Some(0) && r.effect == Effect::Allow {
                 return Err(format!(
                     "rule `{}`: max_concurrent 0 would allow nothing; use effect = \"deny\"",

@@ -184,29 +184,7 @@ pub fn share_error(id: &Value, e: &ShareError) -> Value {
 
 /// A stable machine-readable name for each kind of failure.
 pub fn share_error_code(e: &ShareError) -> &'static str {
-    match e {
-        ShareError::Invalid(_) => "invalid",
-        ShareError::Denied { .. } | ShareError::TtlAboveMax { .. } => "denied",
-        ShareError::ExtendAboveMax { .. } => "denied",
-        ShareError::LimitReached { .. } | ShareError::ServiceFull { .. } => "limit_reached",
-        ShareError::UnknownBackend(_) | ShareError::UnknownTerminal { .. } => "not_found",
-        ShareError::NotFound(_) => "not_found",
-        ShareError::Backend(termshare_actors::BackendError::LinkTimeout { .. }) => "link_timeout",
-        ShareError::StartTimedOut { .. } => "start_timed_out",
-        ShareError::Backend(termshare_actors::BackendError::Unsupported { .. }) => "invalid",
-        ShareError::Backend(_) => "backend_unavailable",
-        ShareError::ShareExpired(_) => "expired",
-        ShareError::ShareEnding(_) => "ending",
-        ShareError::ShareEnded(..) => "ended",
-        ShareError::RevokeDeadlineMissed(_) => "revoke_deadline_missed",
-        ShareError::HandoffNotFound(_) => "not_found",
-        ShareError::NotApprover { .. } => "not_approver",
-        ShareError::HandoffClosed { .. } => "handoff_closed",
-        ShareError::HandoffFailed { .. } => "handoff_failed",
-        ShareError::AuditUnavailable(_) => "audit_unavailable",
-        ShareError::ShuttingDown => "shutting_down",
-        ShareError::Internal(_) => "internal",
-    }
+    exit::classify(e).0
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {

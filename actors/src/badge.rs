@@ -24,7 +24,7 @@ pub struct BadgeShare {
     pub access: AccessMode,
     pub participants: Option<u32>,
     pub state: ShareState,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::types::rfc3339_seconds")]
     pub expires_at: SystemTime,
 }
 
@@ -40,10 +40,6 @@ impl From<&ShareInfo> for BadgeShare {
             expires_at: i.expires_at,
         }
     }
-}
-
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
 /// The latest handoff of a terminal, as its badge shows it.

@@ -6,6 +6,17 @@ use std::time::Duration;
 /// and far from the overflow of `Instant` and `SystemTime` arithmetic.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// A duration as the config, the policy, the protocol and the CLI write them (`30m`,
+/// `1h30m`): positive and at most [`MAX_DURATION`]. The error says what was wrong with
+/// the text; the caller says where it was.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+    if d.is_zero() || d > MAX_DURATION {
+        return Err(format!("`{s}`: must be positive and at most a year"));
+    }
+    Ok(d)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// TTL of a share that asks for none.

@@ -14,6 +14,9 @@ pub mod upterm;
 
 use std::path::Path;
 
+/// Every backend's name, as configs, policies and the CLI write it.
+pub const NAMES: [&str; 3] = [tty_share::NAME, tmate::NAME, upterm::NAME];
+
 use termshare_actors::BackendError;
 
 use crate::launch::Resolved;

@@ -13,12 +13,8 @@ pub(super) fn audit_status(ts: &Termshare) -> Value {
 }
 
 fn duration(what: &str, s: &str) -> Result<Duration, ShareError> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| termshare_actors::InvalidInput::new(what, s, &e.to_string()))?;
-    if d.is_zero() {
-        return Err(termshare_actors::InvalidInput::new(what, s, "must be positive").into());
-    }
-    Ok(d)
+    termshare_actors::settings::parse_duration(s)
+        .map_err(|e| termshare_actors::InvalidInput::new(what, s, &e).into())
 }
 
 /// Turn a protocol command into a call on the library API (the only implementation of

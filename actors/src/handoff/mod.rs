@@ -109,7 +109,7 @@ pub struct HandoffPackage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Approval {
     pub by: Principal,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::types::rfc3339_seconds")]
     pub at: SystemTime,
 }
 
@@ -120,10 +120,6 @@ pub struct Refusal {
     pub step: usize,
     pub by: Option<Principal>,
     pub reason: String,
-}
-
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
 /// A handoff as anyone involved may see it.

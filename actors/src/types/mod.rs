@@ -25,3 +25,12 @@ use uuid::Uuid;
 
 use crate::caller::Caller;
 use crate::error::InvalidInput;
+
+/// A wall-clock time as RFC 3339 to the second, for serde (`serialize_with`): how
+/// badges and handoffs show times.
+pub(crate) fn rfc3339_seconds<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
+}

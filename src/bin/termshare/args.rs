@@ -163,9 +163,5 @@ pub struct ShareArgs {
 
 /// A positive duration, as the config writes them (`30m`, `1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
-    if d.is_zero() {
-        return Err(format!("`{s}`: must be positive"));
-    }
-    Ok(d)
+    termshare::actors::settings::parse_duration(s)
 }

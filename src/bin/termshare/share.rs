@@ -230,10 +230,12 @@ fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
         Some(p) => p.parse().map_err(|e: InvalidInput| e.to_string())?,
         None => daemon::peers::default_principal(nix::unistd::geteuid().as_raw()),
     };
-    if !["tty-share", "tmate", "upterm"].contains(&args.backend.as_str()) {
+    let names = termshare::backends::NAMES;
+    if !names.contains(&args.backend.as_str()) {
         return Err(format!(
-            "unknown backend `{}`: expected tty-share, tmate or upterm",
-            args.backend
+            "unknown backend `{}`: expected one of {}",
+            args.backend,
+            names.join(", ")
         ));
     }
     Ok(ShareRequest {
