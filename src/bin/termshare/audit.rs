@@ -2,7 +2,7 @@
 //! `--follow` keep printing what is written.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::json;
 use termshare::actors::AuditEvent;
@@ -108,6 +108,19 @@ pub async fn audit(config: &Config, args: AuditArgs, as_json: bool) -> ExitCode 
             )
         }
     };
+    // With --follow, the kernel says when the file changes (inotify): no polling.
+    let mut changes = None;
+    if args.follow {
+        match watch_file(&path) {
+            Ok(w) => changes = Some(w),
+            Err(e) => {
+                return fail(
+                    exit::INTERNAL,
+                    format!("cannot watch {}: {e}", path.display()),
+                )
+            }
+        }
+    }
     let mut pending: Vec<u8> = Vec::new();
     let mut bad = 0usize;
     loop {
@@ -127,14 +140,32 @@ pub async fn audit(config: &Config, args: AuditArgs, as_json: bool) -> ExitCode 
                 }
             }
         }
-        if !args.follow {
+        let Some((_watcher, rx)) = changes.as_mut() else {
+            break;
+        };
+        // Like `tail -f`: look for more once the file has changed.
+        if rx.recv().await.is_none() {
             break;
         }
-        // Like `tail -f`: look for more once the end has been reached.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if bad > 0 {
         eprintln!("termshare: skipped {bad} line(s) of the audit log that did not parse");
     }
     ExitCode::SUCCESS
+}
+
+/// A watcher of `path` (kept alive with the receiver) that sends a unit per change.
+fn watch_file(
+    path: &std::path::Path,
+) -> notify::Result<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
+    use notify::Watcher;
+    // One pending wake-up is enough: each wake-up reads to the end of the file.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| e.kind.is_modify() || e.kind.is_create()) {
+            let _ = tx.try_send(());
+        }
+    })?;
+    watcher.watch(path, notify::RecursiveMode::NonRecursive)?;
+    Ok((watcher, rx))
 }
