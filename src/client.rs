@@ -16,7 +16,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use crate::daemon::socket::{check_before_connect, check_daemon, Untrusted};
-use crate::protocol::VERSION;
+use crate::protocol::{Command, VERSION};
 
 /// How long a client keeps asking a busy daemon.
 const BUSY_RETRY: Duration = Duration::from_secs(2);
@@ -95,11 +95,11 @@ impl Client {
 
     /// Send `command` (an object with `cmd` and its fields) and wait for its answer. A
     /// daemon at its connection limit is asked again for up to two seconds.
-    pub async fn call(&mut self, command: Value) -> Result<Value, ClientError> {
+    pub async fn call(&mut self, command: &Command) -> Result<Value, ClientError> {
         let give_up = tokio::time::Instant::now() + BUSY_RETRY;
         let mut pause = Duration::from_millis(20);
         loop {
-            match self.call_once(command.clone()).await {
+            match self.call_once(command).await {
                 Err(ClientError::Busy) if tokio::time::Instant::now() < give_up => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(250));
@@ -120,10 +120,11 @@ impl Client {
         }
     }
 
-    async fn call_once(&mut self, command: Value) -> Result<Value, ClientError> {
+    async fn call_once(&mut self, command: &Command) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut request = command;
+        // The same typed request the daemon parses (crate::protocol).
+        let mut request = serde_json::to_value(command).map_err(io::Error::other)?;
         request["v"] = json!(VERSION);
         request["id"] = json!(id);
         let mut line = serde_json::to_vec(&request).map_err(io::Error::other)?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use termshare::client::{Client, ClientError, ConnectError};
 use termshare::exit;
+use termshare::protocol::Command as Request;
 
 use crate::output::{
     countdown, fail, print_audit_warning, print_badges, print_share, print_table, str_of,
@@ -18,14 +19,6 @@ pub struct Socket {
     pub path: PathBuf,
     /// `[service] daemon_user`: a shared daemon that is not ours.
     pub daemon_uid: Option<u32>,
-}
-
-/// Drop `null` fields so optional flags left out are not sent.
-pub fn compact(mut v: Value) -> Value {
-    if let Value::Object(o) = &mut v {
-        o.retain(|_, v| !v.is_null());
-    }
-    v
 }
 
 pub async fn connect(socket: &Socket) -> Result<Client, ExitCode> {
@@ -55,7 +48,7 @@ pub async fn list(socket: &Socket, as_json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client.call(json!({"cmd": "list"})).await {
+    match client.call(&Request::List {}).await {
         Ok(Value::Array(shares)) => {
             if as_json {
                 for s in &shares {
@@ -97,12 +90,12 @@ pub async fn list(socket: &Socket, as_json: bool) -> ExitCode {
     }
 }
 
-pub async fn one_share(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
+pub async fn one_share(socket: &Socket, cmd: Request, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client.call(compact(cmd)).await {
+    match client.call(&cmd).await {
         Ok(share) => {
             print_share(&share, as_json, false);
             ExitCode::SUCCESS
@@ -111,12 +104,12 @@ pub async fn one_share(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
     }
 }
 
-pub async fn revoke(socket: &Socket, cmd: Value, as_json: bool) -> ExitCode {
+pub async fn revoke(socket: &Socket, cmd: Request, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client.call(compact(cmd)).await {
+    match client.call(&cmd).await {
         Ok(report) => {
             if as_json {
                 out!("{report}");
@@ -141,7 +134,7 @@ pub async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
         Err(code) => return code,
     };
     if !watch {
-        return match client.call(json!({"cmd": "status"})).await {
+        return match client.call(&Request::Status {}).await {
             Ok(status) => {
                 if as_json {
                     out!("{status}");
@@ -154,7 +147,7 @@ pub async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
             Err(e) => client_fail(e),
         };
     }
-    if let Err(e) = client.call(json!({"cmd": "watch"})).await {
+    if let Err(e) = client.call(&Request::Watch {}).await {
         return client_fail(e);
     }
     // Redraw on every badge change; in text mode also once a second for the countdown.

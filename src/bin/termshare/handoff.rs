@@ -2,11 +2,12 @@
 
 use std::process::ExitCode;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::args::HandoffCommand;
-use crate::client::{client_fail, compact, connect, Socket};
+use crate::client::{client_fail, connect, Socket};
 use crate::output::str_of;
+use termshare::protocol::Command as Request;
 
 pub async fn handoff(socket: &Socket, cmd: HandoffCommand, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
@@ -21,22 +22,32 @@ pub async fn handoff(socket: &Socket, cmd: HandoffCommand, as_json: bool) -> Exi
             principal,
             reason,
             backend,
-        } => json!({"cmd": "handoff_request", "terminal": terminal, "to": to, "as": principal,
-                    "reason": reason, "backend": backend}),
-        HandoffCommand::Approve { handoff, principal } => {
-            json!({"cmd": "handoff_approve", "handoff_id": handoff, "as": principal})
-        }
+        } => Request::HandoffRequest {
+            terminal,
+            to,
+            principal,
+            reason,
+            backend,
+        },
+        HandoffCommand::Approve { handoff, principal } => Request::HandoffApprove {
+            handoff_id: handoff,
+            principal,
+        },
         HandoffCommand::Deny {
             handoff,
             principal,
             reason,
-        } => {
-            json!({"cmd": "handoff_deny", "handoff_id": handoff, "as": principal, "reason": reason})
-        }
-        HandoffCommand::Show { handoff } => json!({"cmd": "handoff_show", "handoff_id": handoff}),
-        HandoffCommand::List => json!({"cmd": "handoff_list"}),
+        } => Request::HandoffDeny {
+            handoff_id: handoff,
+            principal,
+            reason,
+        },
+        HandoffCommand::Show { handoff } => Request::HandoffShow {
+            handoff_id: handoff,
+        },
+        HandoffCommand::List => Request::HandoffList {},
     };
-    match client.call(compact(request)).await {
+    match client.call(&request).await {
         Ok(Value::Array(list)) => {
             for h in &list {
                 print_handoff(h, as_json);

@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use serde_json::json;
 use termshare::config::Config;
 use termshare::exit;
+use termshare::protocol::Command as Request;
 
 use args::{Cli, Command};
 use client::Socket;
@@ -64,11 +64,18 @@ fn main() -> ExitCode {
                 principal,
             } => {
                 let by = humantime::format_duration(duration).to_string();
-                let cmd = json!({"cmd": "extend", "share_id": share, "by": by, "as": principal});
+                let cmd = Request::Extend {
+                    share_id: share,
+                    by,
+                    principal,
+                };
                 client::one_share(&socket, cmd, json).await
             }
             Command::Revoke { share, principal } => {
-                let cmd = json!({"cmd": "revoke", "share_id": share, "as": principal});
+                let cmd = Request::Revoke {
+                    share_id: share,
+                    principal,
+                };
                 client::revoke(&socket, cmd, json).await
             }
             Command::Switch {
@@ -76,8 +83,11 @@ fn main() -> ExitCode {
                 backend,
                 principal,
             } => {
-                let cmd = json!({"cmd": "switch", "share_id": share, "backend": backend,
-                                 "as": principal});
+                let cmd = Request::Switch {
+                    share_id: share,
+                    backend,
+                    principal,
+                };
                 client::one_share(&socket, cmd, json).await
             }
             Command::Status { watch } => client::status(&socket, watch, json).await,

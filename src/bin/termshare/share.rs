@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::json;
 use termshare::actors::{
     AccessMode, AuditKind, BackendName, Caller, InvalidInput, Principal, ShareRequest, TerminalName,
 };
@@ -18,8 +17,9 @@ use termshare::{daemon, exit, protocol, Termshare};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::args::ShareArgs;
-use crate::client::{client_fail, compact, Socket};
+use crate::client::{client_fail, Socket};
 use crate::output::{fail, print_event, print_share};
+use termshare::protocol::Command as Request;
 
 pub async fn share(config: Config, socket: &Socket, args: ShareArgs, as_json: bool) -> ExitCode {
     let request = match build_request(&args) {
@@ -67,16 +67,18 @@ pub async fn share(config: Config, socket: &Socket, args: ShareArgs, as_json: bo
         );
     }
     let format = |d: &std::time::Duration| humantime::format_duration(*d).to_string();
-    let cmd = compact(json!({
-        "cmd": "share",
-        "terminal": request.terminal.as_str(),
-        "backend": request.backend.as_str(),
-        "access": request.access.as_str(),
-        "as": args.principal,
-        "ttl": request.ttl.as_ref().map(format),
-        "grace": request.grace.as_ref().map(|g| g.iter().map(format).collect::<Vec<_>>()),
-    }));
-    match client.call(cmd).await {
+    let cmd = Request::Share {
+        terminal: request.terminal.to_string(),
+        backend: request.backend.to_string(),
+        access: Some(request.access.as_str().to_owned()),
+        principal: args.principal.clone(),
+        ttl: request.ttl.as_ref().map(format),
+        grace: request
+            .grace
+            .as_ref()
+            .map(|g| g.iter().map(format).collect::<Vec<_>>()),
+    };
+    match client.call(&cmd).await {
         Ok(share) => {
             print_share(&share, as_json, false);
             ExitCode::SUCCESS
