@@ -42,6 +42,8 @@ pub struct ShareService {
     badges: watch::Receiver<Badges>,
     audit_health: Arc<AuditHealth>,
     settings: Settings,
+    /// The terminals, checked before a share reaches the root.
+    host: Arc<dyn TerminalHost>,
     /// Permits for calls in progress (`Settings::max_in_flight`): the bound on what the
     /// root's and the handoff manager's mailboxes can hold.
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -93,7 +95,7 @@ impl ShareService {
             HandoffManager,
             HandoffArgs {
                 policy: deps.policy,
-                host: deps.host,
+                host: deps.host.clone(),
                 audit: audit.clone(),
                 root: root.clone(),
                 audit_timeout: settings.audit_timeout,
@@ -117,6 +119,7 @@ impl ShareService {
             events,
             badges,
             audit_health,
+            host: deps.host.clone(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight.max(1))),
             ends_in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight.max(1))),
             settings,
@@ -195,9 +198,13 @@ impl ShareService {
         let start_deadline = tokio::time::Instant::now() + budget;
         // The start's budget, then the stop and record of a start that ran out of it.
         let t = budget + self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK;
+        // The terminal first, off the root's mailbox: one that is not there is denied
+        // at admission, before anything is registered or shown.
+        let terminal = crate::root::check_terminal(self.host.as_ref(), &request.terminal).await;
         self.ask(t, |reply| RootMsg::Share {
             request,
             start_deadline,
+            terminal,
             reply,
         })
         .await

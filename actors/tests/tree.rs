@@ -72,12 +72,20 @@ async fn a_ttl_above_the_policy_maximum_is_refused_with_both_values() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unknown_terminal_fails_before_any_worker_starts() {
+async fn an_unknown_terminal_is_denied_at_admission_with_no_badge_ever_shown() {
     let h = harness(allow(), Settings::default()).await;
+    let mut badges = h.svc.badges();
+    badges.borrow_and_update();
     let err = h.svc.share(req("nosuch")).await.unwrap_err();
     assert!(matches!(err, ShareError::UnknownTerminal { .. }), "{err}");
     assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
-    h.svc.shutdown().await;
+    // Not registered, so never on the board (not even `starting` for a moment).
+    assert!(!badges.has_changed().unwrap(), "a badge was published");
+    assert!(badges.borrow().is_empty());
+    let svc = h.svc;
+    svc.shutdown().await;
+    let kinds: Vec<AuditKind> = h.audit.events.lock().iter().map(|e| e.kind).filter(|k| k.as_str().starts_with("share.")).collect();
+    assert_eq!(kinds, [AuditKind::ShareRequested, AuditKind::ShareDenied]);
 }
 
 #[tokio::test(start_paused = true)]

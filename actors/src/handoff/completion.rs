@@ -199,11 +199,14 @@ pub(super) async fn complete(
                 ttl: None,
                 grace: None,
             };
+            let start_deadline = tokio::time::Instant::now() + share_timeout;
+            let terminal = crate::root::check_terminal(host.as_ref(), &view.terminal).await;
             let started = match root
                 .call(
                     |reply| RootMsg::Share {
                         request,
-                        start_deadline: tokio::time::Instant::now() + share_timeout,
+                        start_deadline,
+                        terminal,
                         reply,
                     },
                     // The start's budget, then time for a failed start's stop and

@@ -45,8 +45,13 @@ impl Actor for RootSupervisor {
             RootMsg::Share {
                 request,
                 start_deadline,
+                terminal,
                 reply,
-            } => state.share(&myself, request, start_deadline, reply).await,
+            } => {
+                state
+                    .share(&myself, request, start_deadline, terminal, reply)
+                    .await
+            }
             RootMsg::Extend {
                 share_id,
                 by,

@@ -45,6 +45,9 @@ pub enum RootMsg {
     Share {
         request: ShareRequest,
         start_deadline: Instant,
+        /// The terminal, as checked before the request came here ([`check_terminal`]):
+        /// its size, or why it is not there (then the share is denied at admission).
+        terminal: Result<Option<(u16, u16)>, String>,
         reply: ShareReply,
     },
     Extend {
@@ -147,4 +150,20 @@ pub struct RootState {
     /// MAX_END_WAITERS per share.
     end_waiters: HashMap<ShareId, Vec<tokio::sync::oneshot::Sender<EndReason>>>,
     shutting_down: bool,
+}
+
+/// Is `terminal` there, and how big is it? Asked before a share reaches the root (a
+/// tmux round trip must not hold up the root's mailbox), so that admission can deny a
+/// share of a terminal that does not exist before anything is registered.
+pub(crate) async fn check_terminal(
+    host: &dyn TerminalHost,
+    terminal: &TerminalName,
+) -> Result<Option<(u16, u16)>, String> {
+    match tokio::time::timeout(crate::settings::TERMINAL_CHECK, host.check(terminal)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the terminal host did not answer within {}",
+            human(crate::settings::TERMINAL_CHECK)
+        )),
+    }
 }

@@ -11,6 +11,7 @@ impl RootState {
         myself: &ActorRef<RootMsg>,
         req: ShareRequest,
         start_deadline: Instant,
+        terminal: Result<Option<(u16, u16)>, String>,
         reply: ShareReply,
     ) {
         let id = ShareId::new();
@@ -26,6 +27,7 @@ impl RootState {
                 serde_json::json!(req.ttl.map(|t| t.as_millis() as u64)),
             );
         let ttl = req.ttl.unwrap_or(self.ctx.settings.default_ttl);
+        let size = terminal.as_ref().ok().copied().flatten();
         let admitted = req
             .caller
             .check_claim()
@@ -37,6 +39,17 @@ impl RootState {
                     },
                     None,
                 )
+            })
+            // A terminal that is not there is denied here: nothing is registered, no
+            // badge is shown.
+            .and_then(|()| {
+                terminal.map(|_| ()).map_err(|detail| {
+                    let err = ShareError::UnknownTerminal {
+                        terminal: req.terminal.clone(),
+                        detail,
+                    };
+                    (err, None)
+                })
             })
             .and_then(|()| {
                 self.admit(&AdmissionQuery {
@@ -107,6 +120,7 @@ impl RootState {
             requested,
             caller: req.caller.clone(),
             start_deadline,
+            size,
         };
         // Registered in this same handler, before the next request is read, so
         // racing requests see it.

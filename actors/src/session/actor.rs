@@ -38,6 +38,7 @@ impl Actor for ShareSession {
             requested: Some(args.requested),
             requested_by: args.caller,
             start_deadline: args.start_deadline,
+            size: args.size,
             tasks: Vec::new(),
             extensions: extend::Extensions::default(),
             switch_reply: None,

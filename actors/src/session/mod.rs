@@ -143,6 +143,8 @@ pub struct SessionArgs {
     /// When the whole start must be done (from the request's arrival): a start still
     /// going then fails, unannounced.
     pub start_deadline: Instant,
+    /// The terminal's size, as checked before admission.
+    pub size: Option<(u16, u16)>,
 }
 
 enum Phase {
@@ -195,6 +197,8 @@ pub struct SessionState {
     /// Who asked for the share.
     requested_by: Caller,
     start_deadline: Instant,
+    /// The terminal's size, as checked before admission (a worker is sized to it).
+    size: Option<(u16, u16)>,
     /// Tasks working for this session (the start's timer, a notice, a check): aborted
     /// when it ends. Finished ones are dropped as new ones come.
     tasks: Vec<JoinHandle<()>>,

@@ -33,7 +33,7 @@ impl SessionState {
         };
         let ack = audit::send(&self.ctx.audit, requested);
         let timeout = self.ctx.settings.audit_timeout;
-        let (check, me) = (self.check_terminal(), myself.clone());
+        let (size, me) = (self.size, myself.clone());
         self.run(async move {
             let prepared = match ack.wait(timeout).await {
                 // Fail closed: a share whose request is not on the record does not
@@ -41,7 +41,8 @@ impl SessionState {
                 Err(e) => Err(ShareError::AuditUnavailable(format!(
                     "{e}; new shares are refused until the audit log keeps events again"
                 ))),
-                Ok(()) => check.await,
+                // The terminal was checked before admission.
+                Ok(()) => Ok(size),
             };
             let _ = me.cast(SessionMsg::Prepared(prepared));
         });
