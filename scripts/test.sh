@@ -14,8 +14,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# The library example must keep running end to end (private tmux, real tty-share).
+# The library examples must keep running end to end (private tmux, real tty-share):
+# embedded in a plain program, and linked under a runtime's ractor supervisor.
 cargo run --quiet --example embed
+cargo run --quiet --example linked
 # The benchmark harness, small sizes, so it cannot rot (full run: BENCHMARKS.md).
 cargo run --quiet -p termshare-chaos -- bench --quick
 # Tests that add local users or switch uids (trust, handoff chains across users) are

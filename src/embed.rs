@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use termshare_actors::{
-    AuditEvent, Backend, BackendName, Badges, Caller, EndReason, HandoffId, HandoffRequest,
-    HandoffView, RevokeReport, ServiceDeps, Settings, ShareError, ShareId, ShareInfo, ShareRequest,
+    AuditEvent, Backend, BackendName, Badges, Caller, HandoffId, HandoffRequest, HandoffView,
+    RevokeReport, ServiceDeps, Settings, ShareEnd, ShareError, ShareId, ShareInfo, ShareRequest,
     ShareService,
 };
 use thiserror::Error;
@@ -63,6 +63,26 @@ impl Termshare {
         policy: Policy,
         wrap: impl FnOnce(&Arc<ProcessSpawner>, Vec<Arc<dyn Backend>>) -> Vec<Arc<dyn Backend>>,
     ) -> Result<Self, StartError> {
+        Self::start_inner(config, policy, wrap, None).await
+    }
+
+    /// Start linked under the runtime's own ractor `supervisor`: it receives the
+    /// supervision events of termshare's top actors, and when it dies (stopped or
+    /// killed) they die with it, and with them every share's worker.
+    pub async fn start_linked(
+        config: &Config,
+        policy: Policy,
+        supervisor: ractor::ActorCell,
+    ) -> Result<Self, StartError> {
+        Self::start_inner(config, policy, |_, backends| backends, Some(supervisor)).await
+    }
+
+    async fn start_inner(
+        config: &Config,
+        policy: Policy,
+        wrap: impl FnOnce(&Arc<ProcessSpawner>, Vec<Arc<dyn Backend>>) -> Vec<Arc<dyn Backend>>,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> Result<Self, StartError> {
         let settings = config.settings().map_err(StartError::Config)?;
         let spawner = ProcessSpawner::new().map_err(StartError::Spawner)?;
         let instance =
@@ -108,17 +128,17 @@ impl Termshare {
             .map_err(audit_err)?;
         let fingerprint_key =
             crate::audit_file::load_fingerprint_key(&audit_path).map_err(audit_err)?;
-        let service = ShareService::start(
-            ServiceDeps {
-                backends,
-                policy: Arc::new(policy),
-                host: Arc::new(host),
-                audit_sink: Box::new(sink),
-                fingerprint_key,
-            },
-            settings,
-        )
-        .await?;
+        let deps = ServiceDeps {
+            backends,
+            policy: Arc::new(policy),
+            host: Arc::new(host),
+            audit_sink: Box::new(sink),
+            fingerprint_key,
+        };
+        let service = match supervisor {
+            Some(sup) => ShareService::start_linked(deps, settings, sup).await?,
+            None => ShareService::start(deps, settings).await?,
+        };
         Ok(Termshare {
             service: Some(service),
             spawner,
@@ -193,9 +213,18 @@ impl Termshare {
         self.service().switch(share_id, backend, caller).await
     }
 
-    /// Wait until the share has ended, and say how.
-    pub async fn ended(&self, share_id: ShareId) -> Result<EndReason, ShareError> {
-        self.service().ended(share_id).await
+    /// Wait until the share has ended, and say how (why, and how its worker was
+    /// stopped). The future borrows nothing: spawn it, keep it, drop it.
+    pub fn ended(
+        &self,
+        share_id: ShareId,
+    ) -> impl std::future::Future<Output = Result<ShareEnd, ShareError>> + Send + 'static {
+        self.service().ended(share_id)
+    }
+
+    /// Every actor of termshare's tree now (see [`ShareService::actors`]).
+    pub fn actors(&self) -> Vec<ractor::ActorCell> {
+        self.service().actors()
     }
 
     /// The live shares.
@@ -279,22 +308,31 @@ impl Termshare {
 }
 
 /// An embedder that drops termshare without `shutdown()` (or unwinds past it) leaves no
-/// worker behind: every live worker's process group is killed here, at once. Nothing
-/// can be awaited in `drop`, so these ends are not recorded as revokes: the shares'
-/// sessions record the workers' exits if the runtime still runs, and otherwise the next
-/// start records `share.ended` for them ([`audit_file`]).
+/// worker behind. Nothing can be awaited in `drop`, so the shutdown runs as a task on
+/// the current runtime: every share ends as `share.stopped`, every worker is reaped.
+/// Without a runtime, the workers' groups are killed at once, and the next start
+/// records `share.ended` for those shares ([`crate::audit_file`]).
 impl Drop for Termshare {
     fn drop(&mut self) {
-        if self.service.is_none() {
+        let Some(service) = self.service.take() else {
             return; // shut down properly
-        }
-        let live = self.spawner.registry().live();
-        if !live.is_empty() {
-            tracing::warn!(
-                groups = live.len(),
-                "termshare dropped without shutdown(): killing its workers"
-            );
-            self.spawner.registry().kill_all();
+        };
+        let spawner = self.spawner.clone();
+        let instance = self._instance.clone();
+        // The DbDropGuard pattern: the handle goes, the shutdown still happens. Every
+        // share ends as `stopped` (on the record), every worker is reaped, then any
+        // group left is killed; the spawner thread ends with its last handle.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                tracing::warn!("termshare dropped without shutdown(): stopping its shares");
+                runtime.spawn(async move {
+                    service.shutdown().await;
+                    spawner.registry().kill_all();
+                    drop(instance);
+                });
+            }
+            // No runtime to run the stop on: kill what runs, now.
+            Err(_) => spawner.registry().kill_all(),
         }
     }
 }

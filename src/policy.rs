@@ -37,6 +37,9 @@ use thiserror::Error;
 
 use crate::secure_fs::UnsafePath;
 
+mod builder;
+pub use builder::PolicyBuilder;
+
 #[derive(Debug, Error)]
 pub enum PolicyError {
     #[error("cannot read policy file {path}: {source}")]
@@ -46,12 +49,15 @@ pub enum PolicyError {
     },
     #[error("policy file {path} is not valid: {message}")]
     Parse { path: String, message: String },
+    /// A policy text or a policy built in code that does not hold together.
+    #[error("invalid policy: {0}")]
+    Invalid(String),
     /// Someone else could change the file: it decides who gets in, so it is not read.
     #[error("policy file refused: {0}")]
     Unsafe(#[from] UnsafePath),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     #[serde(default)]
@@ -164,16 +170,30 @@ impl Policy {
             },
             unsafe_path => PolicyError::Unsafe(unsafe_path),
         })?;
-        let mut policy = Self::parse(&text).map_err(|message| PolicyError::Parse {
-            path: p.clone(),
-            message,
+        let mut policy = Self::parse(&text).map_err(|e| match e {
+            PolicyError::Invalid(message) => PolicyError::Parse {
+                path: p.clone(),
+                message,
+            },
+            other => other,
         })?;
         policy.source = Some(p);
         Ok(policy)
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// A policy from its TOML text (`[[rule]]`, `[[handoff]]`, `[[identity]]`).
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| PolicyError::Invalid(e.to_string()))?;
+        Self::from_file(file).map_err(PolicyError::Invalid)
+    }
+
+    /// A policy built in code, checked like a file: see [`PolicyBuilder`].
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    fn from_file(file: PolicyFile) -> Result<Self, String> {
         let mut handoffs = Vec::with_capacity(file.handoff.len());
         for h in file.handoff {
             if h.id.trim().is_empty() {

@@ -227,15 +227,34 @@ async fn a_worker_that_runs_but_no_longer_serves_fails_its_share_within_the_hear
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_termshare_without_shutdown_leaves_no_worker() {
+async fn dropping_termshare_without_shutdown_stops_its_shares_on_the_record() {
     let host = Tmux::new("S");
     let ts = start(&host, "").await;
-    ts.share(request(120)).await.unwrap();
+    let info = ts.share(request(120)).await.unwrap();
     let pgid = ts.live_process_groups()[0];
     assert!(termshare::process::group_alive(pgid));
     // An embedder that forgets shutdown().
     drop(ts);
-    // SIGKILL was sent in drop; the kernel ends the group a moment later.
+    // The shutdown runs as a task: the share is stopped (and recorded), the worker
+    // reaped.
+    let stopped = tokio::task::spawn_blocking({
+        let host_audit = host.audit_path();
+        let id = info.share_id.to_string();
+        move || {
+            wait_until(Duration::from_secs(5), || {
+                std::fs::read_to_string(&host_audit).is_ok_and(|t| {
+                    t.lines()
+                        .any(|l| l.contains(&id) && l.contains("\"share.stopped\""))
+                })
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        stopped.is_some(),
+        "no share.stopped for the dropped handle's share"
+    );
     let gone = wait_until(Duration::from_secs(1), || {
         !termshare::process::group_alive(pgid)
     });

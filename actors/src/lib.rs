@@ -46,5 +46,5 @@ pub use traits::{
 };
 pub use types::{
     duration_ms, glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId, Links,
-    Principal, RevokeReport, ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
+    Principal, RevokeReport, ShareEnd, ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
 };

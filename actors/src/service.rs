@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorCell, ActorRef, RpcReplyPort};
 use tokio::sync::{broadcast, watch};
 
 use crate::badge::Badges;
@@ -35,6 +35,7 @@ pub struct ServiceDeps {
 pub struct ShareService {
     root: ActorRef<RootMsg>,
     handoffs: ActorRef<HandoffMsg>,
+    handoffs_task: JoinHandle<()>,
     root_task: JoinHandle<()>,
     audit: ActorRef<AuditMsg>,
     audit_task: JoinHandle<()>,
@@ -54,12 +55,48 @@ pub struct ShareService {
 /// Slack on top of the operation's own deadline before a call is declared lost.
 const CALL_SLACK: Duration = Duration::from_secs(2);
 
+/// Spawn an actor on its own, or linked under `supervisor`.
+async fn spawn<A: Actor>(
+    actor: A,
+    args: A::Arguments,
+    supervisor: Option<&ActorCell>,
+) -> Result<(ActorRef<A::Msg>, JoinHandle<()>), ShareError> {
+    match supervisor {
+        Some(sup) => Actor::spawn_linked(None, actor, args, sup.clone()).await,
+        None => Actor::spawn(None, actor, args).await,
+    }
+    .map_err(ShareError::internal)
+}
+
 impl ShareService {
+    /// Start the tree on its own (its actors supervised by nobody but each other).
+    /// Stop it with [`ShareService::shutdown`].
     pub async fn start(deps: ServiceDeps, settings: Settings) -> Result<Self, ShareError> {
+        Self::start_with(deps, settings, None).await
+    }
+
+    /// Start the tree linked under the caller's own ractor `supervisor`: it receives
+    /// the supervision events of termshare's top actors (the root, the audit log, the
+    /// handoff manager), so a termshare failure is the runtime's to handle, and when
+    /// the supervisor dies its children die with it (and with them every share's
+    /// worker, whose process group its guard kills).
+    pub async fn start_linked(
+        deps: ServiceDeps,
+        settings: Settings,
+        supervisor: ActorCell,
+    ) -> Result<Self, ShareError> {
+        Self::start_with(deps, settings, Some(supervisor)).await
+    }
+
+    async fn start_with(
+        deps: ServiceDeps,
+        settings: Settings,
+        supervisor: Option<ActorCell>,
+    ) -> Result<Self, ShareError> {
+        let sup = supervisor.as_ref();
         let (events, _) = broadcast::channel(1024);
         let audit_health = Arc::new(AuditHealth::default());
-        let (audit, audit_task) = Actor::spawn(
-            None,
+        let (audit, audit_task) = spawn(
             AuditActor,
             AuditArgs {
                 sink: deps.audit_sink,
@@ -67,15 +104,14 @@ impl ShareService {
                 health: audit_health.clone(),
                 max_batch: settings.audit_max_batch,
             },
+            sup,
         )
-        .await
-        .map_err(ShareError::internal)?;
+        .await?;
         let (board, badges) = crate::badge::BadgeBoard::new();
         let backends: HashMap<BackendName, Arc<dyn Backend>> =
             deps.backends.into_iter().map(|b| (b.name(), b)).collect();
         let backend_names: Vec<BackendName> = backends.keys().cloned().collect();
-        let (root, root_task) = Actor::spawn(
-            None,
+        let (root, root_task) = spawn(
             RootSupervisor,
             RootArgs {
                 backends,
@@ -87,11 +123,10 @@ impl ShareService {
                 fingerprints: deps.fingerprint_key,
                 audit_health: audit_health.clone(),
             },
+            sup,
         )
-        .await
-        .map_err(ShareError::internal)?;
-        let (handoffs, _) = Actor::spawn(
-            None,
+        .await?;
+        let (handoffs, handoffs_task) = spawn(
             HandoffManager,
             HandoffArgs {
                 policy: deps.policy,
@@ -107,12 +142,13 @@ impl ShareService {
                 max_pending: settings.max_pending_handoffs,
                 max_pending_per_requester: settings.max_pending_handoffs_per_requester,
             },
+            sup,
         )
-        .await
-        .map_err(ShareError::internal)?;
+        .await?;
         Ok(ShareService {
             root,
             handoffs,
+            handoffs_task,
             root_task,
             audit,
             audit_task,
@@ -124,6 +160,24 @@ impl ShareService {
             ends_in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight.max(1))),
             settings,
         })
+    }
+
+    /// Every actor of the tree now: the root, the audit log, the handoff manager, and
+    /// below the root each share's session, worker and timer. For a runtime that
+    /// watches its subsystems, and for tests that check that none outlives a kill.
+    pub fn actors(&self) -> Vec<ActorCell> {
+        let mut all = vec![
+            self.root.get_cell(),
+            self.audit.get_cell(),
+            self.handoffs.get_cell(),
+        ];
+        let mut i = 0;
+        while i < all.len() {
+            let children = all[i].get_children();
+            all.extend(children);
+            i += 1;
+        }
+        all
     }
 
     pub fn settings(&self) -> &Settings {
@@ -277,13 +331,30 @@ impl ShareService {
         .await
     }
 
-    /// Wait until the share has ended, and say how: the one way to learn it (the event
-    /// stream of [`ShareService::subscribe`] may drop events for a slow reader).
-    pub async fn ended(&self, share_id: ShareId) -> Result<crate::types::EndReason, ShareError> {
-        let waiting = self
-            .ask(CALL_SLACK, |reply| RootMsg::WhenEnded(share_id, reply))
-            .await?;
-        waiting.await.map_err(|_| ShareError::ShuttingDown)
+    /// Wait until the share has ended, and say how: why, and how its worker was
+    /// stopped. The one way to learn it (the event stream of
+    /// [`ShareService::subscribe`] may drop events for a slow reader). The future
+    /// borrows nothing: spawn it, keep it, drop it.
+    pub fn ended(
+        &self,
+        share_id: ShareId,
+    ) -> impl std::future::Future<Output = Result<crate::types::ShareEnd, ShareError>> + Send + 'static
+    {
+        let root = self.root.clone();
+        async move {
+            let waiting = match root
+                .call(
+                    |reply| RootMsg::WhenEnded(share_id, reply),
+                    Some(CALL_SLACK),
+                )
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(r)) => r?,
+                Ok(_) => return Err(ShareError::Internal("no answer from the root".into())),
+                Err(_) => return Err(ShareError::ShuttingDown),
+            };
+            waiting.await.map_err(|_| ShareError::ShuttingDown)
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<ShareInfo>, ShareError> {
@@ -391,6 +462,7 @@ impl ShareService {
         };
         let _ = self.root_task.await;
         self.handoffs.stop(None);
+        let _ = self.handoffs_task.await;
         let _ = self
             .audit
             .call(AuditMsg::Flush, Some(self.settings.audit_timeout))

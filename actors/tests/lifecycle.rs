@@ -169,18 +169,16 @@ async fn ended_is_heard_however_the_share_ends_and_after_it_ended() {
     let h = harness(allow(), Settings::default()).await;
     let svc = Arc::new(h.svc);
     let info = svc.share(req("dev")).await.unwrap();
-    let waiting = {
-        let svc = svc.clone();
-        tokio::spawn(async move { svc.ended(info.share_id).await })
-    };
-    svc.revoke(info.share_id, p("human:alice")).await.unwrap();
-    assert_eq!(
-        waiting.await.unwrap().unwrap(),
-        termshare_actors::EndReason::Revoked
-    );
+    // The future borrows nothing: it can be spawned as it is.
+    let waiting = tokio::spawn(svc.ended(info.share_id));
+    let report = svc.revoke(info.share_id, p("human:alice")).await.unwrap();
+    let end = waiting.await.unwrap().unwrap();
+    assert_eq!(end.reason, termshare_actors::EndReason::Revoked);
+    // With the same report the revoke returned.
+    assert_eq!(end.report.as_ref(), Some(&report));
     // Asked after the end: at once.
     assert_eq!(
-        svc.ended(info.share_id).await.unwrap(),
+        svc.ended(info.share_id).await.unwrap().reason,
         termshare_actors::EndReason::Revoked
     );
     // Expiry, with no event stream read at all.
@@ -188,7 +186,7 @@ async fn ended_is_heard_however_the_share_ends_and_after_it_ended() {
     r.ttl = Some(Duration::from_secs(5));
     let short = svc.share(r).await.unwrap();
     assert_eq!(
-        svc.ended(short.share_id).await.unwrap(),
+        svc.ended(short.share_id).await.unwrap().reason,
         termshare_actors::EndReason::Expired
     );
     assert!(matches!(

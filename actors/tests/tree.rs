@@ -84,7 +84,14 @@ async fn an_unknown_terminal_is_denied_at_admission_with_no_badge_ever_shown() {
     assert!(badges.borrow().is_empty());
     let svc = h.svc;
     svc.shutdown().await;
-    let kinds: Vec<AuditKind> = h.audit.events.lock().iter().map(|e| e.kind).filter(|k| k.as_str().starts_with("share.")).collect();
+    let kinds: Vec<AuditKind> = h
+        .audit
+        .events
+        .lock()
+        .iter()
+        .map(|e| e.kind)
+        .filter(|k| k.as_str().starts_with("share."))
+        .collect();
     assert_eq!(kinds, [AuditKind::ShareRequested, AuditKind::ShareDenied]);
 }
 

@@ -86,8 +86,18 @@ impl Actor for RootSupervisor {
             RootMsg::WhenEnded(share_id, reply) => {
                 let _ = reply.send(state.when_ended(share_id));
             }
-            RootMsg::Ended { share_id, reason } => {
-                state.remember_end(share_id, reason);
+            RootMsg::Ended {
+                share_id,
+                reason,
+                report,
+            } => {
+                state.remember_end(
+                    share_id,
+                    ShareEnd {
+                        reason,
+                        report: Some(report),
+                    },
+                );
             }
             RootMsg::Shutdown(reply) => {
                 state.shutting_down = true;
@@ -174,7 +184,13 @@ impl Actor for RootSupervisor {
                     .backend(&info.backend)
                     .detail("cause", cause.clone()),
             );
-            state.remember_end(id, EndReason::Failed(cause));
+            state.remember_end(
+                id,
+                ShareEnd {
+                    reason: EndReason::Failed(cause),
+                    report: None,
+                },
+            );
         }
         Ok(())
     }

@@ -30,8 +30,8 @@ use crate::session::{EndReply, ServiceCtx, SessionArgs, SessionMsg, ShareReply, 
 use crate::settings::Settings;
 use crate::traits::{Backend, PolicyDecision, PolicyGate, PolicyQuery, TerminalHost};
 use crate::types::{
-    AccessMode, BackendName, EndReason, FingerprintKey, Links, Principal, RevokeReport, ShareId,
-    ShareInfo, ShareRequest, ShareState, TerminalName,
+    AccessMode, BackendName, EndReason, FingerprintKey, Links, Principal, RevokeReport, ShareEnd,
+    ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
 };
 
 /// How many ended shares the root remembers, to answer "expired" rather than "unknown".
@@ -74,7 +74,7 @@ pub enum RootMsg {
     /// has ended already; `NotFound` if it is unknown or long forgotten).
     WhenEnded(
         ShareId,
-        RpcReplyPort<Result<tokio::sync::oneshot::Receiver<EndReason>, ShareError>>,
+        RpcReplyPort<Result<tokio::sync::oneshot::Receiver<ShareEnd>, ShareError>>,
     ),
     /// End every share (as `stopped`), then stop the root.
     Shutdown(RpcReplyPort<Vec<RevokeReport>>),
@@ -84,6 +84,8 @@ pub enum RootMsg {
     Ended {
         share_id: ShareId,
         reason: EndReason,
+        /// How its worker was stopped.
+        report: RevokeReport,
     },
 }
 
@@ -144,11 +146,12 @@ pub struct RootState {
     /// Each terminal's latest handoff, for its badge.
     /// Where each terminal's share rows are published.
     board: crate::badge::BadgeBoard,
-    ended: HashMap<ShareId, EndReason>,
+    /// Ended shares (the last ENDED_MEMORY), for late callers and `ended()`.
+    ended: HashMap<ShareId, ShareEnd>,
     ended_order: VecDeque<ShareId>,
     /// Who waits to hear that a live share ended ([`RootMsg::WhenEnded`]), at most
     /// MAX_END_WAITERS per share.
-    end_waiters: HashMap<ShareId, Vec<tokio::sync::oneshot::Sender<EndReason>>>,
+    end_waiters: HashMap<ShareId, Vec<tokio::sync::oneshot::Sender<ShareEnd>>>,
     shutting_down: bool,
 }
 

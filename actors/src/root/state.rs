@@ -22,10 +22,10 @@ impl RootState {
     pub(super) fn when_ended(
         &mut self,
         id: ShareId,
-    ) -> Result<tokio::sync::oneshot::Receiver<EndReason>, ShareError> {
+    ) -> Result<tokio::sync::oneshot::Receiver<ShareEnd>, ShareError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if let Some(reason) = self.ended.get(&id) {
-            let _ = tx.send(reason.clone());
+        if let Some(end) = self.ended.get(&id) {
+            let _ = tx.send(end.clone());
             return Ok(rx);
         }
         if !self.shares.contains_key(&id) {
@@ -43,9 +43,9 @@ impl RootState {
         Ok(rx)
     }
 
-    pub(super) fn remember_end(&mut self, id: ShareId, reason: EndReason) {
+    pub(super) fn remember_end(&mut self, id: ShareId, end: ShareEnd) {
         for waiter in self.end_waiters.remove(&id).into_iter().flatten() {
-            let _ = waiter.send(reason.clone());
+            let _ = waiter.send(end.clone());
         }
         if let Some(entry) = self.shares.remove(&id) {
             self.by_actor.remove(&entry.session.get_id());
@@ -58,7 +58,7 @@ impl RootState {
             }
             self.publish_badge(&terminal);
         }
-        if self.ended.insert(id, reason).is_none() {
+        if self.ended.insert(id, end).is_none() {
             self.ended_order.push_back(id);
             if self.ended_order.len() > ENDED_MEMORY {
                 if let Some(old) = self.ended_order.pop_front() {
@@ -70,7 +70,7 @@ impl RootState {
 
     /// The error for an operation on a share that is not live.
     pub(super) fn gone(&self, id: ShareId) -> ShareError {
-        match self.ended.get(&id) {
+        match self.ended.get(&id).map(|e| &e.reason) {
             Some(EndReason::Expired) => ShareError::ShareExpired(id),
             Some(reason) => ShareError::ShareEnded(id, reason.clone()),
             None => ShareError::NotFound(id),

@@ -107,6 +107,7 @@ impl SessionState {
             participants_before,
             deadline_met: stopped_in_time && Instant::now() <= deadline,
         };
+        let for_root = report.clone();
         let mut event = self
             .event(reason.audit_kind())
             .detail("elapsed_ms", elapsed.as_secs_f64() * 1000.0)
@@ -173,6 +174,7 @@ impl SessionState {
         let _ = self.ctx.root.cast(RootMsg::Ended {
             share_id: self.id(),
             reason,
+            report: for_root,
         });
         // Answer what is already queued (with "ended"), refuse what comes later.
         let _ = myself.drain();

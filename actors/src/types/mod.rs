@@ -10,7 +10,7 @@ mod tests;
 pub use ids::{HandoffId, ShareId};
 pub use names::{glob_match, AccessMode, BackendName, Principal, TerminalName};
 pub use share::{
-    duration_ms, EndReason, FingerprintKey, Links, RevokeReport, ShareInfo, ShareRequest,
+    duration_ms, EndReason, FingerprintKey, Links, RevokeReport, ShareEnd, ShareInfo, ShareRequest,
     ShareState,
 };
 

@@ -149,15 +149,26 @@ impl fmt::Display for TerminalName {
     }
 }
 
-/// A backend's registered name: `tty-share`, `tmate`, `upterm` (or `fake` in tests).
+/// A backend's registered name. The three termshare ships are constants; any other
+/// name (a backend of the embedder's own, `fake` in tests) is [`BackendName::new`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct BackendName(pub String);
+pub struct BackendName(std::borrow::Cow<'static, str>);
 
 impl BackendName {
+    /// tty-share: a browser or `tty-share LINK` joins (behind termshare's link front).
+    pub const TTY_SHARE: BackendName = BackendName(std::borrow::Cow::Borrowed("tty-share"));
+    /// tmate: an ssh relay (tmate.io or a self-hosted one).
+    pub const TMATE: BackendName = BackendName(std::borrow::Cow::Borrowed("tmate"));
+    /// upterm: an ssh relay through an uptermd server.
+    pub const UPTERM: BackendName = BackendName(std::borrow::Cow::Borrowed("upterm"));
+
+    /// Any backend's name (the escape hatch for a backend of the embedder's own).
     pub fn new(name: impl Into<String>) -> Self {
-        BackendName(name.into())
+        BackendName(std::borrow::Cow::Owned(name.into()))
     }
+
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

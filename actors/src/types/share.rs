@@ -16,8 +16,8 @@ pub struct ShareRequest {
 }
 
 impl ShareRequest {
-    /// A read-write share with the service's default TTL and grace warnings, by a
-    /// principal the embedder vouches for (or any [`Caller`]).
+    /// A read-write share of `terminal` over `backend` for `caller`, with the
+    /// service's default TTL and grace warnings; change them with the methods below.
     pub fn new(terminal: TerminalName, backend: BackendName, caller: impl Into<Caller>) -> Self {
         ShareRequest {
             terminal,
@@ -27,6 +27,24 @@ impl ShareRequest {
             ttl: None,
             grace: None,
         }
+    }
+
+    /// Read-only or read-write (the default).
+    pub fn access(mut self, access: AccessMode) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// How long the share lives (the policy's `max_ttl` bounds it).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Grace warnings, this long before the end (none: `vec![]`).
+    pub fn grace(mut self, before_end: Vec<Duration>) -> Self {
+        self.grace = Some(before_end);
+        self
     }
 
     /// The principal the share will belong to.
@@ -223,4 +241,14 @@ pub mod duration_ms {
         }
         Ok(Duration::from_secs_f64(ms / 1000.0))
     }
+}
+
+/// How a share ended: why, and, when its session ended it, how its worker was stopped
+/// (the same report a revoke returns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareEnd {
+    /// Why it ended.
+    pub reason: EndReason,
+    /// How its worker was stopped; `None` when its session itself failed.
+    pub report: Option<RevokeReport>,
 }
