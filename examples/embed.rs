@@ -44,7 +44,7 @@ access = ["read-only", "read-write"]
 max_ttl = "1h"
 "#,
     )?;
-    let ts = Termshare::start(&config, policy).await?;
+    let ts = Termshare::builder(&config).policy(policy).start().await?;
     let mut badges = ts.badges();
     let mut events = ts.subscribe();
     let me: Principal = "human:example".parse()?;

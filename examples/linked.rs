@@ -45,7 +45,11 @@ impl Actor for Runtime {
         myself: ActorRef<Self::Msg>,
         (config, policy): (Config, Policy),
     ) -> Result<Termshare, ActorProcessingErr> {
-        Ok(Termshare::start_linked(&config, policy, myself.get_cell()).await?)
+        Ok(Termshare::builder(&config)
+            .policy(policy)
+            .linked(myself.get_cell())
+            .start()
+            .await?)
     }
 
     async fn handle(

@@ -14,6 +14,14 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The library alone (default-features = false) builds, without the crates of the CLI,
+# the metrics endpoint and the tty-share link front.
+cargo build --quiet -p termshare --no-default-features --lib
+if cargo tree -p termshare --no-default-features -e normal --prefix none |
+  grep -E '^(clap|hyper|h2|tracing-subscriber|metrics-exporter-prometheus) '; then
+  echo "the library without default features pulls in the crates above" >&2
+  exit 1
+fi
 # The library examples must keep running end to end (private tmux, real tty-share):
 # embedded in a plain program, and linked under a runtime's ractor supervisor.
 cargo run --quiet --example embed

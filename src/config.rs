@@ -24,6 +24,10 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: String, message: String },
+    /// Not TOML termshare reads, or a value it cannot use (a bad duration, a limit of
+    /// 0, a deadline over 5 s, ...): the message names the key.
+    #[error("invalid config: {0}")]
+    Invalid(String),
     /// The file could be changed by someone else: it decides who gets in, so it is
     /// not read.
     #[error("config file refused: {0}")]
@@ -230,21 +234,35 @@ impl Config {
             },
             unsafe_path => ConfigError::Unsafe(unsafe_path),
         })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: p.clone(),
-            message,
+        let mut config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Invalid(message) => ConfigError::Parse {
+                path: p.clone(),
+                message,
+            },
+            other => other,
         })?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(config)
     }
 
     /// Parse and validate (every duration and value is checked here, not at use).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.settings()?;
         Ok(config)
     }
 
+    /// The policy the config's `policy` key names, read with the same checks as the
+    /// config; with no `policy` key, the empty policy, which denies every share.
+    pub fn load_policy(&self) -> Result<crate::policy::Policy, crate::policy::PolicyError> {
+        match &self.policy {
+            Some(p) => crate::policy::Policy::load(&self.resolve(p)),
+            None => Ok(crate::policy::Policy::default()),
+        }
+    }
+
+    /// `p` as given if absolute, else taken from the config file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -253,7 +271,12 @@ impl Config {
         }
     }
 
-    pub fn settings(&self) -> Result<Settings, String> {
+    /// The actor tree's settings this config gives (defaults for what it leaves out).
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        self.checked_settings().map_err(ConfigError::Invalid)
+    }
+
+    fn checked_settings(&self) -> Result<Settings, String> {
         let d = Settings::default();
         let grace = match &self.ttl.grace {
             None => d.grace.clone(),

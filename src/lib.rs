@@ -22,6 +22,7 @@ mod embed;
 pub mod exit;
 pub mod launch;
 pub mod limits;
+#[cfg(feature = "metrics-endpoint")]
 pub mod metrics_endpoint;
 pub mod netdiag;
 pub mod netns;
@@ -33,6 +34,6 @@ pub mod protocol;
 pub mod secure_fs;
 pub mod terminal;
 
-pub use embed::{StartError, Termshare};
+pub use embed::{Builder, StartError, Termshare};
 pub use programs::Programs;
 pub use termshare_actors as actors;

@@ -22,7 +22,7 @@ impl Programs {
         Programs {
             tmux: Resolved::resolve("tmux", config.terminal.tmux.as_deref()),
             tty_share: Resolved::resolve(
-                backends::tty_share::NAME,
+                backends::TTY_SHARE,
                 config.backends.tty_share.program.as_deref(),
             ),
             tmate: Resolved::resolve(
@@ -50,7 +50,10 @@ pub(crate) fn tmux_host(
     let tmux = tmux
         .path()
         .map(std::path::Path::to_path_buf)
-        .ok_or_else(|| StartError::Config(format!("tmux: {}", tmux.describe())))?;
+        .ok_or_else(|| StartError::Program {
+            key: "terminal.tmux".into(),
+            reason: tmux.describe(),
+        })?;
     let socket = match &config.terminal.tmux_socket {
         Some(p) => config.resolve(p),
         None => TmuxHost::default_socket(),
@@ -73,7 +76,10 @@ pub(crate) fn tmux_host(
             let found = Resolved::resolve(first, None);
             *first = found
                 .path()
-                .ok_or_else(|| StartError::Config(format!("{key}: {}", found.describe())))?
+                .ok_or_else(|| StartError::Program {
+                    key: key.to_owned(),
+                    reason: found.describe(),
+                })?
                 .to_string_lossy()
                 .into_owned();
         }

@@ -36,7 +36,11 @@ async fn start(host: &Tmux, extra_config: &str) -> Termshare {
         "1h",
     ))
     .unwrap();
-    Termshare::start(&config, policy).await.unwrap()
+    Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap()
 }
 
 /// termshare with tmate pointed at a loopback port where nothing listens (no relay).
@@ -237,7 +241,9 @@ async fn policy_and_config_can_require_a_join_restriction() {
         &format!("authorized_keys = \"{}\"\n", keys.display()),
     )))
     .unwrap();
-    let ts = Termshare::start(&config, Policy::load(&policy_path).unwrap())
+    let ts = Termshare::builder(&config)
+        .policy(Policy::load(&policy_path).unwrap())
+        .start()
         .await
         .unwrap();
     // tty-share lets anyone with the link in: refused, and nothing started.
@@ -270,7 +276,11 @@ async fn policy_and_config_can_require_a_join_restriction() {
     let host = Tmux::new("S");
     let config = Config::load(&host.config("[access]\nrequire_join_restriction = true\n")).unwrap();
     let policy = Policy::load(&policy(host.dir.path(), &["tty-share", "tmate"], "1h")).unwrap();
-    let ts = Termshare::start(&config, policy).await.unwrap();
+    let ts = Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap();
     for backend in ["tty-share", "tmate"] {
         let err = ts
             .share(request("S", backend, AccessMode::ReadOnly))

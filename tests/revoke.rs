@@ -28,7 +28,11 @@ fn request(ttl: u64) -> ShareRequest {
 async fn start(host: &Tmux, extra: &str) -> Termshare {
     let config = Config::load(&host.config(extra)).unwrap();
     let policy = Policy::load(&policy(host.dir.path(), &["tty-share"], "1h")).unwrap();
-    Termshare::start(&config, policy).await.unwrap()
+    Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

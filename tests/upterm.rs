@@ -32,7 +32,11 @@ async fn start(host: &Tmux, upterm_extra: &str, program: &Path) -> Termshare {
         Config::load(&host.config(&upterm_config(&program.display().to_string(), upterm_extra)))
             .unwrap();
     let policy = Policy::load(&policy(host.dir.path(), &["upterm"], "1h")).unwrap();
-    Termshare::start(&config, policy).await.unwrap()
+    Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap()
 }
 
 /// A wrapper around the stand-in with test hooks set (workers get a clean environment,
@@ -273,7 +277,11 @@ async fn an_untrusted_server_is_an_error_that_says_so_not_a_usage_text() {
     )))
     .unwrap();
     let policy = Policy::load(&policy(host.dir.path(), &["upterm"], "1h")).unwrap();
-    let ts = Termshare::start(&config, policy).await.unwrap();
+    let ts = Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap();
     let err = ts.share(request(AccessMode::ReadWrite)).await.unwrap_err();
     let ShareError::Backend(BackendError::StartFailed { detail, .. }) = &err else {
         panic!("expected a failed start, got {err}");
@@ -303,7 +311,11 @@ async fn without_a_ca_key_or_known_hosts_upterm_is_unavailable_before_anything_r
     )))
     .unwrap();
     let policy = Policy::load(&policy(host.dir.path(), &["upterm"], "1h")).unwrap();
-    let ts = Termshare::start(&config, policy).await.unwrap();
+    let ts = Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap();
     let err = ts.share(request(AccessMode::ReadWrite)).await.unwrap_err();
     assert!(
         matches!(err, ShareError::Backend(BackendError::Unavailable { .. })),
@@ -325,7 +337,7 @@ fn a_ca_key_that_is_not_one_key_line_is_refused_in_the_config() {
         let err = Config::parse(&text)
             .and_then(|c| c.settings().map(|_| ()))
             .unwrap_err();
-        assert!(err.contains("server_ca_key"), "{bad}: {err}");
+        assert!(err.to_string().contains("server_ca_key"), "{bad}: {err}");
     }
 }
 

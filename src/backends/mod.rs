@@ -6,16 +6,24 @@
 //! | tmate     | the real Debian binary (no relay is reachable here: the link-timeout path) |
 //! | upterm    | a stand-in executable that prints what upterm prints (not packaged here) |
 
+#[cfg(feature = "tty-share")]
 pub mod link_front;
+#[cfg_attr(feature = "tty-share", allow(dead_code))] // used by builds without a backend
+pub(crate) mod not_built;
 pub mod serving;
 pub mod tmate;
+#[cfg(feature = "tty-share")]
 pub mod tty_share;
 pub mod upterm;
 
 use std::path::Path;
 
 /// Every backend's name, as configs, policies and the CLI write it.
-pub const NAMES: [&str; 3] = [tty_share::NAME, tmate::NAME, upterm::NAME];
+pub const NAMES: [&str; 3] = [TTY_SHARE, tmate::NAME, upterm::NAME];
+
+/// tty-share's name, known whether or not this build has its adapter (the
+/// `tty-share` feature): a config or policy naming it still parses.
+pub const TTY_SHARE: &str = "tty-share";
 
 use termshare_actors::BackendError;
 

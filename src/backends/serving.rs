@@ -21,7 +21,6 @@ use termshare_actors::ServingProbe;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::launch::CleanEnv;
-use crate::netns::Connector;
 use crate::process::WorkerCommand;
 
 type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -43,7 +42,8 @@ pub fn http_at(addr: SocketAddr) -> ServingProbe {
 }
 
 /// tty-share in its private network namespace, reached through its connector.
-pub fn http_through(connector: Arc<Connector>) -> ServingProbe {
+#[cfg(feature = "tty-share")]
+pub fn http_through(connector: Arc<crate::netns::Connector>) -> ServingProbe {
     probe(move || {
         let connector = connector.clone();
         Box::pin(async move {

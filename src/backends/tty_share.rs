@@ -31,7 +31,7 @@ use crate::process::{
     GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, SpawnedProcess, WorkerCommand,
 };
 
-pub const NAME: &str = "tty-share";
+pub const NAME: &str = super::TTY_SHARE;
 
 /// How tty-share is kept from the machine's other users.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

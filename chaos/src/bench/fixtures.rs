@@ -111,7 +111,11 @@ pub(super) async fn real_termshare(host: &Host) -> Termshare {
         "[[rule]]\nid=\"bench\"\neffect=\"allow\"\nprincipals=[\"human:*\"]\nterminals=[\"*\"]\nbackends=[\"tty-share\"]\naccess=[\"read-only\",\"read-write\"]\n",
     )
     .unwrap();
-    Termshare::start(&config, policy).await.unwrap()
+    Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap()
 }
 
 pub(super) fn request(terminal: &str, backend: &str, ttl: Duration) -> ShareRequest {

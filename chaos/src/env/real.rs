@@ -55,25 +55,28 @@ pub(super) async fn start(parts: Parts) -> Env {
         }
     });
     let wrap_plan = plan.clone();
-    let ts = Termshare::start_with(&config, policy, move |spawner, backends| {
-        let real: Arc<dyn Backend> = backends
-            .into_iter()
-            .find(|b| b.name().as_str() == "tty-share")
-            .expect("tty-share backend");
-        let garbage =
-            TtyShareBackend::loopback(spawner.clone()).with_program(chaos_bin("garbage-backend"));
-        let silent =
-            TtyShareBackend::loopback(spawner.clone()).with_program(chaos_bin("silent-backend"));
-        vec![Arc::new(FaultyBackend {
-            inner: real,
-            garbage: Some(Arc::new(garbage)),
-            silent: Some(Arc::new(silent)),
-            plan: wrap_plan,
-            crash,
-        })]
-    })
-    .await
-    .expect("termshare");
+    let ts = Termshare::builder(&config)
+        .policy(policy)
+        .wrap_backends(move |spawner, backends| {
+            let real: Arc<dyn Backend> = backends
+                .into_iter()
+                .find(|b| b.name().as_str() == "tty-share")
+                .expect("tty-share backend");
+            let garbage = TtyShareBackend::loopback(spawner.clone())
+                .with_program(chaos_bin("garbage-backend"));
+            let silent = TtyShareBackend::loopback(spawner.clone())
+                .with_program(chaos_bin("silent-backend"));
+            vec![Arc::new(FaultyBackend {
+                inner: real,
+                garbage: Some(Arc::new(garbage)),
+                silent: Some(Arc::new(silent)),
+                plan: wrap_plan,
+                crash,
+            })]
+        })
+        .start()
+        .await
+        .expect("termshare");
     Env {
         mode,
         service: Some(Service::Real(ts)),

@@ -80,9 +80,15 @@ pub async fn serve(
         return ExitCode::SUCCESS;
     }
     if let Some(addr) = metrics {
+        #[cfg(feature = "metrics-endpoint")]
         if let Err(e) = termshare::metrics_endpoint::install(addr) {
             return fail(exit::INTERNAL, e);
         }
+        #[cfg(not(feature = "metrics-endpoint"))]
+        return fail(
+            exit::INVALID,
+            format!("[service] metrics = \"{addr}\": this build has no metrics endpoint (cargo feature `metrics-endpoint`)"),
+        );
     }
     let (mut sigint, mut sigterm) = match signals() {
         Ok(s) => s,
@@ -95,7 +101,7 @@ pub async fn serve(
         // A refused directory or group is the config's to fix.
         Err(e) => return fail(exit::INVALID, e),
     };
-    let ts = match Termshare::start(&config, policy).await {
+    let ts = match Termshare::builder(&config).policy(policy).start().await {
         Ok(t) => t,
         Err(e) => {
             let _ = std::fs::remove_file(socket);

@@ -137,7 +137,7 @@ async fn foreground_share(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let ts = match Termshare::start(&config, policy).await {
+    let ts = match Termshare::builder(&config).policy(policy).start().await {
         Ok(t) => t,
         Err(e) => return start_fail(e),
     };
@@ -211,7 +211,12 @@ async fn foreground_share(
 pub fn start_fail(e: termshare::StartError) -> ExitCode {
     use termshare::StartError as E;
     match e {
-        E::Config(_) | E::Path(_) | E::Audit { .. } | E::Runtime(_) => fail(exit::INVALID, e),
+        E::Config(_)
+        | E::Policy(_)
+        | E::Program { .. }
+        | E::Path(_)
+        | E::Audit { .. }
+        | E::Runtime(_) => fail(exit::INVALID, e),
         E::Service(ref s) => fail(exit::code(s), e),
         E::Spawner(_) => fail(exit::INTERNAL, e),
     }

@@ -6,39 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use termshare_actors::{
-    AuditEvent, Backend, BackendName, Badges, Caller, HandoffId, HandoffRequest, HandoffView,
-    RevokeReport, ServiceDeps, Settings, ShareEnd, ShareError, ShareId, ShareInfo, ShareRequest,
-    ShareService,
+    AuditEvent, BackendName, Badges, Caller, HandoffId, HandoffRequest, HandoffView, RevokeReport,
+    Settings, ShareEnd, ShareError, ShareId, ShareInfo, ShareRequest, ShareService,
 };
-use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 
-use crate::audit_file::JsonlFileSink;
-use crate::backends::tmate::TmateBackend;
-use crate::backends::tty_share::{Isolation, TtyShareBackend};
-use crate::backends::upterm::UptermBackend;
-use crate::config::Config;
-use crate::paths::{InstanceDir, PathError};
-use crate::policy::Policy;
+use crate::paths::InstanceDir;
 use crate::process::ProcessSpawner;
-use crate::programs::{tmux_host, Programs};
-use crate::secure_fs::UnsafePath;
 
-#[derive(Debug, Error)]
-pub enum StartError {
-    #[error("invalid config: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Path(#[from] PathError),
-    #[error("cannot open the audit log {path}: {source}")]
-    Audit { path: String, source: UnsafePath },
-    #[error("cannot make termshare's runtime directory: {0}")]
-    Runtime(UnsafePath),
-    #[error("cannot start the process spawner: {0}")]
-    Spawner(std::io::Error),
-    #[error(transparent)]
-    Service(#[from] termshare_actors::ShareError),
-}
+mod builder;
+
+pub use builder::{Builder, StartError};
 
 /// A running termshare subsystem: the supervision tree with the real backends.
 pub struct Termshare {
@@ -50,100 +28,16 @@ pub struct Termshare {
 }
 
 impl Termshare {
-    /// Start from a config and a policy. Must run inside a multi-threaded tokio runtime.
-    pub async fn start(config: &Config, policy: Policy) -> Result<Self, StartError> {
-        Self::start_with(config, policy, |_, backends| backends).await
-    }
-
-    /// Like [`Termshare::start`], but `wrap` may replace or wrap the real backends
-    /// before the tree sees them (the chaos harness injects faults this way: through
-    /// the same `Backend` trait, over the same production code paths).
-    pub async fn start_with(
-        config: &Config,
-        policy: Policy,
-        wrap: impl FnOnce(&Arc<ProcessSpawner>, Vec<Arc<dyn Backend>>) -> Vec<Arc<dyn Backend>>,
-    ) -> Result<Self, StartError> {
-        Self::start_inner(config, policy, wrap, None).await
-    }
-
-    /// Start linked under the runtime's own ractor `supervisor`: it receives the
-    /// supervision events of termshare's top actors, and when it dies (stopped or
-    /// killed) they die with it, and with them every share's worker.
-    pub async fn start_linked(
-        config: &Config,
-        policy: Policy,
-        supervisor: ractor::ActorCell,
-    ) -> Result<Self, StartError> {
-        Self::start_inner(config, policy, |_, backends| backends, Some(supervisor)).await
-    }
-
-    async fn start_inner(
-        config: &Config,
-        policy: Policy,
-        wrap: impl FnOnce(&Arc<ProcessSpawner>, Vec<Arc<dyn Backend>>) -> Vec<Arc<dyn Backend>>,
-        supervisor: Option<ractor::ActorCell>,
-    ) -> Result<Self, StartError> {
-        let settings = config.settings().map_err(StartError::Config)?;
-        let spawner = ProcessSpawner::new().map_err(StartError::Spawner)?;
-        let instance =
-            Arc::new(InstanceDir::create(&config.runtime_dir()?).map_err(StartError::Runtime)?);
-        let programs = Programs::resolve(config);
-        let tty = &config.backends.tty_share;
-        let listen = tty
-            .listen
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        let isolation = if tty.local_users_may_join {
-            Isolation::LocalUsersMayJoin
-        } else {
-            Isolation::PrivateNetwork
-        };
-        let backends: Vec<Arc<dyn Backend>> = vec![
-            Arc::new(TtyShareBackend::new(
-                spawner.clone(),
-                programs.tty_share,
-                listen,
-                isolation,
-            )),
-            Arc::new(TmateBackend::new(
-                spawner.clone(),
-                config.tmate(),
-                programs.tmate,
-                instance.clone(),
-            )),
-            Arc::new(UptermBackend::new(
-                spawner.clone(),
-                config.upterm(),
-                programs.upterm,
-                instance.clone(),
-            )),
-        ];
-        let backends = wrap(&spawner, backends);
-        let host = tmux_host(config, programs.tmux, spawner.env().clone())?;
-        let audit_path = config.audit_path()?;
-        let audit_err = |source| StartError::Audit {
-            path: audit_path.display().to_string(),
-            source,
-        };
-        let sink = JsonlFileSink::open(&audit_path, config.audit.durability.unwrap_or_default())
-            .map_err(audit_err)?;
-        let fingerprint_key =
-            crate::audit_file::load_fingerprint_key(&audit_path).map_err(audit_err)?;
-        let deps = ServiceDeps {
-            backends,
-            policy: Arc::new(policy),
-            host: Arc::new(host),
-            audit_sink: Box::new(sink),
-            fingerprint_key,
-        };
-        let service = match supervisor {
-            Some(sup) => ShareService::start_linked(deps, settings, sup).await?,
-            None => ShareService::start(deps, settings).await?,
-        };
-        Ok(Termshare {
+    fn from_parts(
+        service: ShareService,
+        spawner: Arc<ProcessSpawner>,
+        instance: Arc<InstanceDir>,
+    ) -> Self {
+        Termshare {
             service: Some(service),
             spawner,
             _instance: instance,
-        })
+        }
     }
 
     /// The service itself: for a harness that drives this and an in-process
