@@ -84,3 +84,36 @@ async fn a_current_thread_runtime_runs_a_share_and_reaps_its_worker() {
     assert!(!pid_alive(pid), "worker {pid} outlived its revoke");
     ts.shutdown().await;
 }
+
+/// Whether `screen` shows the line the host printed (not the command that printed it).
+fn shows_marker(screen: &str) -> bool {
+    screen.lines().any(|l| l.trim() == "QUIET-42")
+}
+
+/// tty-share only forwards output produced after a participant connects; termshare
+/// has the terminal redrawn on each join, so a participant of a quiet terminal sees
+/// its screen at once. Two participants, one after the other, each within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_joining_a_quiet_terminal_sees_its_screen_within_a_second() {
+    let host = Tmux::new("S");
+    host.type_line("echo QUIET-$((6*7))");
+    let printed = wait_until(Duration::from_secs(5), || shows_marker(&host.screen()));
+    assert!(printed.is_some(), "{}", host.screen());
+    policy(host.dir.path(), &["tty-share"], "1h");
+    let config = Config::load(&host.config("policy = \"policy.toml\"")).unwrap();
+    let ts = Termshare::start(&config).await.unwrap();
+    let info = ts.share(request()).await.unwrap();
+    for n in 1..=2 {
+        let link = info.links.link.clone();
+        let (seen, screen) = tokio::task::spawn_blocking(move || {
+            let p = Participant::start(&["tty-share", &link]);
+            let seen = wait_until(Duration::from_secs(1), || shows_marker(&p.screen()));
+            (seen, p.screen())
+        })
+        .await
+        .unwrap();
+        assert!(seen.is_some(), "participant {n} saw within 1 s:\n{screen}");
+        println!("participant {n} saw the screen after {seen:?}");
+    }
+    ts.shutdown().await;
+}

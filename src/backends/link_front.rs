@@ -11,7 +11,9 @@
 //! rewrites the paths tty-share hands to participants (the `TTYSHARE-*-WSPATH` headers
 //! the `tty-share URL` client follows, the `Location` of a redirect, and the session
 //! page a browser loads), so the websocket a participant opens next carries the secret
-//! too. A websocket upgrade is then piped both ways as it is.
+//! too. A websocket upgrade is then piped both ways as it is; once tty-share has sent
+//! the new participant its first frame (so it is registered and will get what follows),
+//! the terminal is redrawn for them ([`Redraw`]).
 //!
 //! Built on hyper (HTTP/1.1, keep-alive, upgrades), so the front never parses HTTP by
 //! hand. It ends with its share: dropping it stops the listener and every connection.
@@ -27,10 +29,12 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::redraw::Redraw;
 use crate::limits::{PerUser, UserSlot};
 use crate::netns::Connector;
 
@@ -53,6 +57,9 @@ struct Ctx {
     secret: String,
     connector: Arc<Connector>,
     verified: Arc<Semaphore>,
+    /// Redraws the terminal when a participant has joined; `None` when the attach
+    /// command is not one termshare can ask to redraw.
+    redraw: Option<Arc<Redraw>>,
     /// Cancelled when the front is dropped: every connection and pipe ends with it.
     stop: CancellationToken,
 }
@@ -80,7 +87,11 @@ impl crate::process::Attached for LinkFront {
 
 impl LinkFront {
     /// Listen on `ip` (ephemeral port) in front of the worker behind `connector`.
-    pub async fn start(ip: IpAddr, connector: Arc<Connector>) -> std::io::Result<LinkFront> {
+    pub async fn start(
+        ip: IpAddr,
+        connector: Arc<Connector>,
+        redraw: Option<Arc<Redraw>>,
+    ) -> std::io::Result<LinkFront> {
         let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let secret = new_secret()?;
@@ -89,6 +100,7 @@ impl LinkFront {
             secret: secret.clone(),
             connector,
             verified: Arc::new(Semaphore::new(MAX_VERIFIED)),
+            redraw,
             stop: stop.clone(),
         });
         tokio::spawn(serve(listener, ctx));
@@ -285,16 +297,15 @@ async fn handle(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(participant_side) = participant_side {
             let worker_side = hyper::upgrade::on(&mut resp);
-            let stop = ctx.stop.clone();
+            let (stop, redraw) = (ctx.stop.clone(), ctx.redraw.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 let (Ok(p), Ok(w)) = tokio::join!(participant_side, worker_side) else {
                     return;
                 };
-                let (mut p, mut w) = (TokioIo::new(p), TokioIo::new(w));
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    _ = tokio::io::copy_bidirectional(&mut p, &mut w) => {}
+                    _ = pipe(TokioIo::new(p), TokioIo::new(w), redraw) => {}
                 }
             });
         }
@@ -325,6 +336,35 @@ async fn handle(
     let page = rewrite_page(&page, &ctx.secret);
     parts.headers.remove(CONTENT_LENGTH);
     Ok(Response::from_parts(parts, full(Bytes::from(page))))
+}
+
+/// A participant's websocket, both ways, until either side ends. tty-share sends a new
+/// receiver its first frame (the window size) only after it has registered it: that
+/// frame is the sign that a redraw now reaches this participant too.
+async fn pipe(
+    participant: impl AsyncRead + AsyncWrite,
+    worker: impl AsyncRead + AsyncWrite,
+    redraw: Option<Arc<Redraw>>,
+) {
+    let (mut from_participant, mut to_participant) = tokio::io::split(participant);
+    let (mut from_worker, mut to_worker) = tokio::io::split(worker);
+    let up = tokio::io::copy(&mut from_participant, &mut to_worker);
+    let down = async {
+        let mut first = [0u8; 4096];
+        let n = from_worker.read(&mut first).await?;
+        if n == 0 {
+            return Ok(0);
+        }
+        to_participant.write_all(&first[..n]).await?;
+        if let Some(redraw) = &redraw {
+            redraw.run();
+        }
+        tokio::io::copy(&mut from_worker, &mut to_participant).await
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
 }
 
 /// Point the paths tty-share hands out at the secret path instead of `/s/local`.

@@ -24,6 +24,7 @@ use termshare_actors::{BackendError, BackendName, Links, StartedWorker, WorkerSp
 use tokio::time::Instant;
 
 use crate::backends::link_front::LinkFront;
+use crate::backends::redraw::Redraw;
 use crate::backends::{program, serving};
 use crate::launch::Resolved;
 use crate::netns;
@@ -139,6 +140,7 @@ impl TtyShareBackend {
         let cmd = self.command(spec, "127.0.0.1", netns::INNER_PORT)?;
         let (connector, helper_end, plan) = netns::pair(netns::INNER_PORT)
             .map_err(|e| Self::err_start(format!("no socket pair: {e}")))?;
+        let redraw = Redraw::for_attach(&spec.attach, self.spawner.env().clone());
         let spawned = self.spawner.spawn_in(&cmd, Some(plan)).await;
         drop(helper_end); // the helper has its own copy now
         termshare_actors::faultpoints::pause("tty_share.after_spawn").await;
@@ -150,6 +152,9 @@ impl TtyShareBackend {
                  or set [backends.tty_share] local_users_may_join = true to accept that"
             ),
         })?;
+        if let Some(redraw) = &redraw {
+            redraw.set_worker(process.pid);
+        }
         read_url(&mut process, spec, deadline).await?;
         termshare_actors::faultpoints::pause("tty_share.after_url").await;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -166,7 +171,7 @@ impl TtyShareBackend {
         }
         termshare_actors::faultpoints::pause("tty_share.after_listen").await;
         let serving = serving::http_through(connector.clone());
-        let front = LinkFront::start(self.listen, connector)
+        let front = LinkFront::start(self.listen, connector, redraw)
             .await
             .map_err(|e| {
                 Self::err_start(format!(
