@@ -77,6 +77,9 @@ pub enum Command {
         /// Start a share for the receiver over this backend once approved.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         backend: Option<String>,
+        /// The receiver share's TTL (`20m`); needs `backend`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<String>,
     },
     HandoffApprove {
         handoff_id: String,

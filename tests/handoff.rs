@@ -416,3 +416,99 @@ fn the_requester_cannot_approve_its_own_handoff() {
     );
     d.daemon.stop();
 }
+
+/// Seconds from `started_at` to `expires_at` of a share as `list --json` shows it.
+fn ttl_secs(share: &Value) -> i64 {
+    let at = |k: &str| {
+        let t = share[k].as_str().unwrap();
+        humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{k} = {t}: {e}"))
+    };
+    at("expires_at")
+        .duration_since(at("started_at"))
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+#[ignore = "needs root: adds users"]
+fn a_handoff_may_set_the_receiver_shares_ttl_within_the_receivers_max_ttl() {
+    let (host, users, d) = setup();
+    let (alice, owner, lead, claude) = (
+        users.user("alice"),
+        users.user("owner"),
+        users.user("lead"),
+        users.user("claude"),
+    );
+    let args = |ttl| {
+        [
+            "handoff",
+            "request",
+            "S",
+            "--to",
+            "agent:claude",
+            "--backend",
+            "tty-share",
+            "--ttl",
+            ttl,
+        ]
+    };
+    // Past the receiver's max_ttl (1h): refused at the request, before any approver
+    // is asked, and no handoff is recorded.
+    let (code, _, err) = d.run_as(alice, &args("2h"));
+    assert_eq!(code, termshare::exit::DENIED, "{err}");
+    assert!(err.contains("max") && err.contains("1h"), "{err}");
+    let (code, _, err) = d.run_as(
+        alice,
+        &[
+            "handoff",
+            "request",
+            "S",
+            "--to",
+            "agent:claude",
+            "--ttl",
+            "20m",
+        ],
+    );
+    assert_eq!(
+        code,
+        termshare::exit::INVALID,
+        "a ttl without a backend: {err}"
+    );
+    assert!(err.contains("backend"), "{err}");
+    let (code, listed, _) = d.run_as(alice, &["handoff", "list", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        listed.lines().count(),
+        0,
+        "a refused request was kept: {listed}"
+    );
+
+    let id = d.json_as(alice, &args("20m"))["handoff_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.json_as(owner, &["handoff", "approve", &id]);
+    let done = d.json_as(lead, &["handoff", "approve", &id]);
+    assert_eq!(done["state"], "completed", "{done}");
+    let package = d.json_as(claude, &["handoff", "show", &id])["package"].clone();
+    let share_id = package["share_id"].as_str().expect("a receiver share");
+    let shares: Vec<Value> = d
+        .run_as(claude, &["list", "--json"])
+        .1
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let share = shares.iter().find(|s| s["share_id"] == share_id).unwrap();
+    assert!(
+        (20 * 60 - 2..=20 * 60).contains(&ttl_secs(share)),
+        "the receiver's share lives {} s, not 20 min: {share}",
+        ttl_secs(share)
+    );
+    let requested = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "handoff.requested" && e["correlation_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(requested["details"]["receiver_ttl"], "20m", "{requested}");
+    d.daemon.stop();
+}

@@ -67,6 +67,7 @@ fn request(from: &str, to: &str, backend: Option<&str>) -> HandoffRequest {
         to: to.parse().unwrap(),
         reason: "take over the build".into(),
         backend: backend.map(BackendName::new),
+        ttl: None,
     }
 }
 

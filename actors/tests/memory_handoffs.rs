@@ -25,6 +25,7 @@ fn request(n: usize, reason: String) -> HandoffRequest {
         to: "agent:claude".parse().unwrap(),
         reason,
         backend: None,
+        ttl: None,
     }
 }
 

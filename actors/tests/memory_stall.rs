@@ -80,6 +80,7 @@ async fn with_the_audit_disk_stalled_new_work_is_refused_and_memory_stays_flat()
                     to: p("agent:claude"),
                     reason: format!("round {round}"),
                     backend: None,
+                    ttl: None,
                 })
                 .await
                 .unwrap_err();

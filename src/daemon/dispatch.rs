@@ -112,6 +112,7 @@ pub(super) async fn dispatch(
             principal,
             reason,
             backend,
+            ttl,
         } => {
             let request = termshare_actors::HandoffRequest {
                 terminal: terminal.parse()?,
@@ -119,6 +120,7 @@ pub(super) async fn dispatch(
                 to: to.parse()?,
                 reason: reason.unwrap_or_default(),
                 backend: backend.map(BackendName::new),
+                ttl: ttl.map(|t| duration("ttl", &t)).transpose()?,
             };
             ts.handoff_request(request)
                 .await

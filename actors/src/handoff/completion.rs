@@ -135,6 +135,7 @@ pub(super) async fn complete(
     view: HandoffView,
     grant: HandoffGrant,
     backend: Option<BackendName>,
+    ttl: Option<Duration>,
     receiver: Caller,
     all_backends: Vec<BackendName>,
     policy: Arc<dyn PolicyGate>,
@@ -196,7 +197,7 @@ pub(super) async fn complete(
                 backend,
                 access,
                 caller: receiver,
-                ttl: None,
+                ttl,
                 grace: None,
             };
             let start_deadline = tokio::time::Instant::now() + share_timeout;

@@ -60,6 +60,40 @@ impl ManagerState {
         }
     }
 
+    /// A TTL for the receiver's share is checked at the request, so the chain is not
+    /// walked for a share that could never start: it needs a backend, must be within
+    /// termshare's bounds, and within the `max_ttl` the policy gives the receiver
+    /// (checked again, with the then policy, when the share starts).
+    fn check_receiver_ttl(&self, req: &HandoffRequest) -> Result<(), ShareError> {
+        let Some(ttl) = req.ttl else {
+            return Ok(());
+        };
+        let invalid =
+            |why: &str| ShareError::from(crate::error::InvalidInput::new("ttl", &human(ttl), why));
+        let Some(backend) = &req.backend else {
+            return Err(invalid("is for the receiver's share: name its backend too"));
+        };
+        if ttl.is_zero() || ttl > crate::settings::MAX_DURATION {
+            return Err(invalid("must be positive and at most a year"));
+        }
+        let decision = self.args.policy.evaluate(&PolicyQuery {
+            principal: &req.to,
+            terminal: &req.terminal,
+            backend,
+            access: AccessMode::ReadOnly,
+        });
+        if let PolicyDecision::Allow(grant) = decision {
+            if let Some(max) = grant.max_ttl.filter(|max| ttl > *max) {
+                return Err(ShareError::TtlAboveMax {
+                    requested: human(ttl),
+                    max: human(max),
+                    rule_id: grant.rule_id,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Why no new handoff may be asked for now, if so.
     pub(super) fn refuse_new(&self, requester: &Identity) -> Result<(), ShareError> {
         if let Some(why) = self.args.audit_health.refusal() {
@@ -155,6 +189,7 @@ impl ManagerState {
             );
             return Err(err.into());
         }
+        self.check_receiver_ttl(&req)?;
         if let Err(detail) = self.args.host.check(&req.terminal).await {
             return Err(ShareError::UnknownTerminal {
                 terminal: req.terminal,
@@ -216,6 +251,7 @@ impl ManagerState {
             },
             grant,
             backend: req.backend,
+            ttl: req.ttl,
             live_share,
             requester: req.from.identity.clone(),
             approver_keys: Vec::new(),
@@ -224,13 +260,16 @@ impl ManagerState {
             completing_reply: None,
             receiver: None,
         };
-        let event = h
+        let mut event = h
             .event(AuditKind::HandoffRequested)
             .principal(&h.view.from)
             .asked_by(&req.from)
             .detail("reason", h.view.reason.as_str())
             .detail("rule_id", h.view.rule_id.as_str())
             .detail("approvers", json!(h.view.approvers));
+        if let Some(ttl) = h.ttl {
+            event = event.detail("receiver_ttl", human(ttl));
+        }
         self.audit_first(event).await?;
         let view = h.view.clone();
         self.publish(&h);
@@ -306,6 +345,7 @@ impl ManagerState {
                     h.view.clone(),
                     h.grant.clone(),
                     h.backend.clone(),
+                    h.ttl,
                     receiver,
                     self.args.backends.clone(),
                     self.args.policy.clone(),

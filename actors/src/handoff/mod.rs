@@ -47,12 +47,51 @@ use crate::types::{
 /// approve no step of the chain).
 #[derive(Clone, Debug)]
 pub struct HandoffRequest {
+    /// The terminal handed off.
     pub terminal: TerminalName,
+    /// Who hands it off.
     pub from: Caller,
+    /// Who receives it.
     pub to: Principal,
+    /// Why, for the approvers and the record (at most [`MAX_REASON`] bytes).
     pub reason: String,
     /// Start a share for the receiver over this backend once approved.
     pub backend: Option<BackendName>,
+    /// How long the receiver's share lives (needs `backend`); `None`: the default TTL.
+    /// The policy's `max_ttl` for the receiver bounds it, checked at the request and
+    /// again when the share starts.
+    pub ttl: Option<std::time::Duration>,
+}
+
+impl HandoffRequest {
+    /// Hand `terminal` from `from` to `to`, with no share for the receiver.
+    pub fn new(
+        terminal: TerminalName,
+        from: impl Into<Caller>,
+        to: Principal,
+        reason: impl Into<String>,
+    ) -> Self {
+        HandoffRequest {
+            terminal,
+            from: from.into(),
+            to,
+            reason: reason.into(),
+            backend: None,
+            ttl: None,
+        }
+    }
+
+    /// Start a share for the receiver over `backend` once the chain approves.
+    pub fn backend(mut self, backend: BackendName) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The receiver's share lives this long (bounded by the policy).
+    pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -209,6 +248,8 @@ struct Handoff {
     view: HandoffView,
     grant: HandoffGrant,
     backend: Option<BackendName>,
+    /// The receiver share's TTL, when the request set one.
+    ttl: Option<std::time::Duration>,
     /// The share live on the terminal when requested (for the audit record).
     live_share: Option<ShareId>,
     /// Who asked: their identity may approve nothing.

@@ -143,6 +143,7 @@ impl Runner {
             to: to.parse().unwrap(),
             reason: "chaos".into(),
             backend: None,
+            ttl: None,
         };
         let svc = self.env.svc();
         let view = match svc.handoff_request(request).await {

@@ -85,6 +85,10 @@ pub enum HandoffCommand {
         /// Also start a share for the receiver over this backend once approved.
         #[arg(long)]
         backend: Option<String>,
+        /// The receiver share's time to live, e.g. 20m (needs --backend; bounded by
+        /// the receiver's max_ttl; default from config).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
     /// Approve the handoff's current step.
     Approve {

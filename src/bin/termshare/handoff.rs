@@ -22,12 +22,14 @@ pub async fn handoff(socket: &Socket, cmd: HandoffCommand, as_json: bool) -> Exi
             principal,
             reason,
             backend,
+            ttl,
         } => Request::HandoffRequest {
             terminal,
             to,
             principal,
             reason,
             backend,
+            ttl: ttl.map(|d| humantime::format_duration(d).to_string()),
         },
         HandoffCommand::Approve { handoff, principal } => Request::HandoffApprove {
             handoff_id: handoff,
