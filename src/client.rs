@@ -25,21 +25,30 @@ const BUSY_RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct RemoteError {
+    /// The error's `code` (`invalid`, `denied`, ...; `internal` if absent).
     pub code: String,
+    /// The exit code the CLI should end with (1 if absent).
     pub exit: i32,
+    /// The daemon's message for the user.
     pub message: String,
 }
 
+/// Why a call to the daemon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Reading or writing the socket failed, or a reconnect after `busy` did.
     #[error("the daemon connection failed: {0}")]
     Io(#[from] io::Error),
+    /// The daemon hung up before answering.
     #[error("the daemon closed the connection")]
     Closed,
+    /// The daemon stayed at its connection limit for the whole retry period.
     #[error("the daemon is busy (too many connections); try again later")]
     Busy,
+    /// A line that is not JSON, or an answer to another request.
     #[error("the daemon sent something that is not a response: {0}")]
     BadResponse(String),
+    /// The daemon answered with an error.
     #[error(transparent)]
     Remote(#[from] RemoteError),
 }
@@ -64,6 +73,7 @@ fn hangup(e: io::Error) -> ClientError {
     }
 }
 
+/// A connection to the daemon, checked to be the trusted one; one request at a time.
 pub struct Client {
     lines: Lines<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,

@@ -1,7 +1,6 @@
 //! The config file (TOML, every key optional). Defaults need no file at all for
 //! tty-share on loopback. Relative paths are taken from the config file's directory.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,15 +14,28 @@ use crate::backends::upterm::UptermSettings;
 use crate::paths::{self, PathError};
 use crate::secure_fs::UnsafePath;
 
+mod sections;
+pub use sections::*;
+
+/// Why a config file could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file passed the safety checks but could not be read (missing, no permission).
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The config file, as given.
         path: String,
+        /// The I/O error reading it.
         source: std::io::Error,
     },
+    /// The file's text is not a valid config ([`ConfigError::Invalid`], with the file named).
     #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The config file, as given.
+        path: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
     /// Not TOML termshare reads, or a value it cannot use (a bad duration, a limit of
     /// 0, a deadline over 5 s, ...): the message names the key.
     #[error("invalid config: {0}")]
@@ -32,188 +44,52 @@ pub enum ConfigError {
     /// not read.
     #[error("config file refused: {0}")]
     Unsafe(#[from] UnsafePath),
+    /// A path the config leaves out has no default here (no `HOME` or XDG variable).
     #[error(transparent)]
     Path(#[from] PathError),
 }
 
+/// The whole config file; unknown keys are refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `link_timeout`: how long a backend may take to produce its link (default 10s).
     pub link_timeout: Option<String>,
+    /// `policy`: the policy file; absent, every share is denied.
     pub policy: Option<PathBuf>,
+    /// `[ttl]`: share lifetimes.
     #[serde(default)]
     pub ttl: TtlSection,
+    /// `[limits]`: how many shares may run.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[revoke]`: how fast a revoke must disconnect everyone.
     #[serde(default)]
     pub revoke: RevokeSection,
+    /// `[access]`: who may join a share.
     #[serde(default)]
     pub access: AccessSection,
+    /// `[handoff]`: what a handoff package carries.
     #[serde(default)]
     pub handoff: HandoffSection,
+    /// `[heartbeat]`: detection of hung workers.
     #[serde(default)]
     pub heartbeat: HeartbeatSection,
+    /// `[terminal]`: the tmux server and the attach commands.
     #[serde(default)]
     pub terminal: TerminalSection,
+    /// `[audit]`: the audit log file.
     #[serde(default)]
     pub audit: AuditSection,
+    /// `[service]`: the daemon's socket, directories, metrics and logging.
     #[serde(default)]
     pub service: ServiceSection,
+    /// `[backends.*]`: each backend's program and settings.
     #[serde(default)]
     pub backends: BackendsSection,
     /// The directory relative paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TtlSection {
-    pub default: Option<String>,
-    pub grace: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSection {
-    pub per_terminal: Option<u32>,
-}
-
-/// `[revoke]`: `deadline` (default 5s, at most 5s) and `grace` before SIGKILL (1s).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeSection {
-    pub deadline: Option<String>,
-    pub grace: Option<String>,
-}
-
-/// `[heartbeat]`: each worker is probed every `interval` (default 100ms); one that
-/// does not run (SIGSTOP) for `timeout` (default 3s) is killed and its share fails.
-/// Detection takes at most `timeout + 2 × interval` (3.2 s by default).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatSection {
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-}
-
-/// `[handoff]`: `scrollback_lines` (default 200) a handoff package carries.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HandoffSection {
-    pub scrollback_lines: Option<usize>,
-}
-
-/// `[access]`: `require_join_restriction = true` refuses backends anyone with the link
-/// can join (tty-share; tmate and upterm without authorized keys or GitHub users).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessSection {
-    #[serde(default)]
-    pub require_join_restriction: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TerminalSection {
-    /// The tmux binary (default: `tmux` found in PATH when termshare starts).
-    pub tmux: Option<PathBuf>,
-    pub tmux_socket: Option<PathBuf>,
-    pub attach: Option<Vec<String>>,
-    pub attach_read_only: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditSection {
-    pub path: Option<PathBuf>,
-    pub durability: Option<Durability>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    #[default]
-    Durable,
-    Batched,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSection {
-    pub socket: Option<PathBuf>,
-    /// Let members of this group reach the daemon (socket 0660, its directory 0750,
-    /// both that group). Absent: only the daemon's own user can.
-    pub socket_group: Option<String>,
-    /// For clients: the user the daemon on `socket` runs as, when it is not you (a
-    /// shared daemon). The client refuses a socket whose directory or daemon belongs to
-    /// anyone else.
-    pub daemon_user: Option<String>,
-    /// Where running instances keep their private directories (default:
-    /// `$XDG_RUNTIME_DIR/termshare`, else the state directory's `run/`).
-    pub runtime_dir: Option<PathBuf>,
-    /// `HOST:PORT` on loopback for the Prometheus endpoint; absent: none.
-    pub metrics: Option<String>,
-    /// Log level or tracing filter (`info`, `termshare=debug`); `RUST_LOG` wins.
-    pub log: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendsSection {
-    #[serde(default)]
-    pub tty_share: TtyShareSection,
-    #[serde(default)]
-    pub tmate: TmateSection,
-    #[serde(default)]
-    pub upterm: UptermSection,
-}
-
-/// `[backends.tty_share]`. tty-share has no authentication, so it runs in a private
-/// network namespace that no local user can reach, behind termshare's link front,
-/// which checks the secret in each participant's link.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TtyShareSection {
-    /// The tty-share binary (default: `tty-share` found in PATH when termshare starts).
-    pub program: Option<PathBuf>,
-    /// The address the link front listens on (the port is ephemeral per share).
-    pub listen: Option<IpAddr>,
-    /// `listen` may be an address other hosts can reach.
-    #[serde(default)]
-    pub expose_beyond_loopback: bool,
-    /// Where no private network namespace can be made (user namespaces disabled), run
-    /// tty-share on loopback anyway: then ANY local user can join a share without its
-    /// link. Off by default: such shares are refused.
-    #[serde(default)]
-    pub local_users_may_join: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TmateSection {
-    /// The tmate binary (default: `tmate` found in PATH when termshare starts).
-    pub program: Option<PathBuf>,
-    pub server_host: Option<String>,
-    pub server_port: Option<u16>,
-    pub server_rsa_fingerprint: Option<String>,
-    pub server_ed25519_fingerprint: Option<String>,
-    pub authorized_keys: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UptermSection {
-    pub program: Option<String>,
-    pub server: Option<String>,
-    /// The server's host CA key, `ssh-ed25519 AAAA…` (uptermd's host certificate).
-    pub server_ca_key: Option<String>,
-    pub known_hosts: Option<PathBuf>,
-    /// The key upterm authenticates with; absent: a new key per share.
-    pub private_key: Option<PathBuf>,
-    pub authorized_keys: Option<PathBuf>,
-    #[serde(default)]
-    pub github_users: Vec<String>,
 }
 
 fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
@@ -224,6 +100,7 @@ fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration
 }
 
 impl Config {
+    /// Read, parse and validate the file at `path`, refusing one others could change.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
         // Read through checks: a file someone else may change is not read at all.
@@ -381,6 +258,7 @@ impl Config {
         })
     }
 
+    /// The tmate backend's settings, paths resolved.
     pub fn tmate(&self) -> TmateSettings {
         let t = &self.backends.tmate;
         TmateSettings {
@@ -392,6 +270,7 @@ impl Config {
         }
     }
 
+    /// The upterm backend's settings, defaults filled in and paths resolved.
     pub fn upterm(&self) -> UptermSettings {
         let u = &self.backends.upterm;
         let d = UptermSettings::default();

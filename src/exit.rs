@@ -1,6 +1,6 @@
 //! The CLI's exit codes: one per kind of failure, so scripts can tell them apart.
 
-use termshare_actors::{BackendError, ShareError};
+use termshare_actors::{BackendError, EndReason, ShareError};
 
 /// Success.
 pub const OK: i32 = 0;
@@ -51,7 +51,7 @@ pub fn classify(e: &ShareError) -> (&'static str, i32) {
         ShareError::StartTimedOut { .. } => ("start_timed_out", LINK_TIMEOUT),
         ShareError::Backend(BackendError::Unsupported { .. }) => ("invalid", INVALID),
         ShareError::Backend(_) => ("backend_unavailable", BACKEND_UNAVAILABLE),
-        ShareError::ShareExpired(_) => ("expired", EXPIRED),
+        ShareError::ShareEnded(_, EndReason::Expired) => ("expired", EXPIRED),
         ShareError::ShareEnding(_) => ("ending", EXPIRED),
         ShareError::ShareEnded(..) => ("ended", EXPIRED),
         ShareError::AuditUnavailable(_) => ("audit_unavailable", AUDIT_UNAVAILABLE),
@@ -61,6 +61,7 @@ pub fn classify(e: &ShareError) -> (&'static str, i32) {
         // The cause's own code: a receiver share at the terminal's limit exits 7.
         ShareError::HandoffFailed { cause, .. } => ("handoff_failed", code(cause)),
         ShareError::ShuttingDown => ("shutting_down", INTERNAL),
+        ShareError::NoAnswer { .. } => ("timeout", INTERNAL),
         ShareError::Internal(_) => ("internal", INTERNAL),
     }
 }

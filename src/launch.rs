@@ -35,6 +35,7 @@ impl CleanEnv {
         env
     }
 
+    /// The allow-listed ones of `vars` (no `TERM` default added).
     pub fn from_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
         let vars = vars
             .into_iter()
@@ -43,6 +44,7 @@ impl CleanEnv {
         CleanEnv { vars }
     }
 
+    /// The variables, as name and value.
     pub fn vars(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
         self.vars
             .iter()
@@ -68,7 +70,9 @@ fn allowed(key: &OsStr) -> bool {
 /// A program resolved at start: its absolute path, or why it cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resolved {
+    /// The checked, real (symlink-free) path to run.
     Found(PathBuf),
+    /// Why it cannot be used: not found, not executable, or not safe to run.
     Missing(String),
 }
 
@@ -96,6 +100,7 @@ impl Resolved {
         }
     }
 
+    /// The path to run, if it was found.
     pub fn path(&self) -> Option<&Path> {
         match self {
             Resolved::Found(p) => Some(p),

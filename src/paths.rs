@@ -15,14 +15,20 @@ use thiserror::Error;
 
 use crate::secure_fs::{self, SafeDir, Trust, UnsafePath};
 
+/// Why a directory or file of termshare's could not be found or used.
 #[derive(Debug, Error)]
 pub enum PathError {
+    /// None of the variables a default is built from is set (nor its config key).
     #[error("no default for {what}: neither {vars} is set; set `{key}` in the config file")]
     NoDefault {
+        /// What has no default (`the state directory`, ...).
         what: &'static str,
+        /// The variables that were looked at.
         vars: &'static str,
+        /// The config key that would set it.
         key: &'static str,
     },
+    /// The path failed the ownership and mode checks.
     #[error(transparent)]
     Unsafe(#[from] UnsafePath),
 }
@@ -132,6 +138,7 @@ impl InstanceDir {
         })
     }
 
+    /// The instance's directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

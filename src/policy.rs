@@ -40,15 +40,25 @@ use crate::secure_fs::UnsafePath;
 mod builder;
 pub use builder::PolicyBuilder;
 
+/// Why a policy could not be used.
 #[derive(Debug, Error)]
 pub enum PolicyError {
+    /// The file passed the safety checks but could not be read (missing, no permission).
     #[error("cannot read policy file {path}: {source}")]
     Read {
+        /// The policy file, as given.
         path: String,
+        /// The I/O error reading it.
         source: std::io::Error,
     },
+    /// The file's text is not a valid policy ([`PolicyError::Invalid`], with the file named).
     #[error("policy file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The policy file, as given.
+        path: String,
+        /// What is wrong, naming the rule.
+        message: String,
+    },
     /// A policy text or a policy built in code that does not hold together.
     #[error("invalid policy: {0}")]
     Invalid(String),
@@ -79,6 +89,7 @@ struct RawIdentity {
 /// An `[[identity]]` entry: a local user and the principals it may act as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityEntry {
+    /// The user's uid (`uid`, or `user` looked up when the policy was read).
     pub uid: u32,
     /// The name it was written with, if any (for messages).
     pub user: Option<String>,
@@ -104,13 +115,18 @@ struct RawHandoff {
 /// A `[[handoff]]` rule: who may hand which terminals to whom, approved by whom.
 #[derive(Clone, Debug)]
 pub struct HandoffRule {
+    /// `id`: names the rule in audit events and messages.
     pub id: String,
     from: Vec<String>,
     to: Vec<String>,
     terminals: Vec<String>,
+    /// `approvers`: principal patterns, one per approval step, in order.
     pub approvers: Vec<String>,
+    /// `step_timeout`: how long each step may wait for its approver.
     pub step_timeout: Duration,
+    /// `agent_access`: the most an agent receiver gets.
     pub agent_access: AccessMode,
+    /// `receiver_share`: whether the receiver's share must start for the handoff to complete.
     pub receiver_share: ReceiverShare,
 }
 
@@ -136,30 +152,39 @@ enum Effect {
     Deny,
 }
 
+/// A `[[rule]]`: what it matches, whether it allows, and the bounds of what it allows.
 #[derive(Clone, Debug)]
 pub struct Rule {
+    /// `id`: unique; names the rule in denials and audit events.
     pub id: String,
     allow: bool,
     principals: Vec<String>,
     terminals: Vec<String>,
     backends: Vec<String>,
     access: Vec<AccessMode>,
+    /// `max_ttl`: the longest a share may live from its start, extensions included.
     pub max_ttl: Option<Duration>,
+    /// `max_concurrent`: live shares per terminal (the config's limit holds if lower).
     pub max_concurrent: Option<u32>,
+    /// `require_join_restriction`: only backends that restrict who may join (default false).
     pub require_join_restriction: bool,
 }
 
 /// A parsed policy. `Policy::default()` has no rules and denies everything.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
+    /// The `[[rule]]`s, in order: the first that matches decides.
     pub rules: Vec<Rule>,
+    /// The `[[handoff]]` rules, in order: the first that matches applies.
     pub handoffs: Vec<HandoffRule>,
+    /// The `[[identity]]` entries, at most one per uid.
     pub identities: Vec<IdentityEntry>,
     /// Where it came from, for denial messages.
     pub source: Option<String>,
 }
 
 impl Policy {
+    /// Read and check the file at `path`, refusing one others could change.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let p = path.display().to_string();
         // Read through checks: a file someone else may change is not read at all.

@@ -11,13 +11,18 @@ use crate::StartError;
 
 /// The programs termshare runs, resolved once at start (config pins win over `PATH`).
 pub struct Programs {
+    /// `terminal.tmux`, else `tmux` in PATH.
     pub tmux: Resolved,
+    /// `backends.tty_share.program`, else `tty-share` in PATH.
     pub tty_share: Resolved,
+    /// `backends.tmate.program`, else `tmate` in PATH.
     pub tmate: Resolved,
+    /// `backends.upterm.program`: a path, or a name looked up in PATH.
     pub upterm: Resolved,
 }
 
 impl Programs {
+    /// Resolve every program `config` names, now.
     pub fn resolve(config: &Config) -> Programs {
         Programs {
             tmux: Resolved::resolve("tmux", config.terminal.tmux.as_deref()),

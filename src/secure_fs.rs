@@ -30,22 +30,50 @@ use thiserror::Error;
 /// Why a path was refused. Nothing was created or changed past the refused component.
 #[derive(Debug, Error)]
 pub enum UnsafePath {
+    /// A component on the way is a symlink.
     #[error("{path} is a symlink; termshare does not follow symlinks here (replace it with the real directory or file)")]
-    Symlink { path: PathBuf },
+    Symlink {
+        /// The symlink.
+        path: PathBuf,
+    },
+    /// A component belongs to someone other than root, the user or the trusted uid.
     #[error("{path} belongs to uid {uid}, not to you (uid {me}) or root")]
-    Owner { path: PathBuf, uid: u32, me: u32 },
+    Owner {
+        /// The component.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// The current user.
+        me: u32,
+    },
+    /// A component is writable by group or others (and not an allowed sticky directory).
     #[error("{path} may be written by others (mode {mode:o}); make it writable only by its owner (chmod go-w)")]
-    Writable { path: PathBuf, mode: u32 },
+    Writable {
+        /// The component.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// A component is not what the walk needs there (a directory, a regular file, UTF-8).
     #[error("{path} is not a {expected}")]
     Kind {
+        /// The component.
         path: PathBuf,
+        /// What it should have been.
         expected: &'static str,
     },
+    /// The path is relative or has a `..` component.
     #[error("{path} must be an absolute path without `..`")]
-    NotAbsolute { path: PathBuf },
+    NotAbsolute {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A system call on the way failed (the path is missing, no permission, ...).
     #[error("{path}: {source}")]
     Io {
+        /// The component it failed on.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
 }
@@ -85,6 +113,7 @@ pub struct SafeDir {
 }
 
 impl SafeDir {
+    /// The path it was reached by.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -378,72 +407,4 @@ fn check_owner_and_mode(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{symlink, PermissionsExt};
-
-    fn private_tmp() -> tempfile::TempDir {
-        tempfile::tempdir().unwrap()
-    }
-
-    #[test]
-    fn creates_private_directories_and_files() {
-        let tmp = private_tmp();
-        let dir = open_dir(&tmp.path().join("a/b"), true, Trust::default()).unwrap();
-        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        let f = dir
-            .open_file("log", OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_APPEND)
-            .unwrap();
-        let mode = f.metadata().unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-    }
-
-    #[test]
-    fn a_symlink_on_the_way_or_at_the_file_is_refused_and_its_target_untouched() {
-        let tmp = private_tmp();
-        let target = tmp.path().join("precious");
-        std::fs::write(&target, "root:x:0:0\n").unwrap();
-        std::fs::create_dir(tmp.path().join("d")).unwrap();
-        symlink(&target, tmp.path().join("d/log")).unwrap();
-        let dir = open_dir(&tmp.path().join("d"), false, Trust::default()).unwrap();
-        let err = dir
-            .open_file("log", OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_TRUNC)
-            .unwrap_err();
-        assert!(matches!(err, UnsafePath::Symlink { .. }), "{err}");
-        symlink(tmp.path().join("d"), tmp.path().join("link")).unwrap();
-        let err = open_dir(&tmp.path().join("link/sub"), true, Trust::default()).unwrap_err();
-        assert!(matches!(err, UnsafePath::Symlink { .. }), "{err}");
-        assert!(!tmp.path().join("d/sub").exists());
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "root:x:0:0\n");
-    }
-
-    #[test]
-    fn a_directory_others_may_write_is_refused() {
-        let tmp = private_tmp();
-        let open = tmp.path().join("open");
-        std::fs::create_dir(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = open_dir(&open.join("x"), true, Trust::default()).unwrap_err();
-        assert!(matches!(err, UnsafePath::Writable { .. }), "{err}");
-        // /tmp itself (root, sticky, 1777) is fine on the way, not as the final one.
-        if std::fs::metadata("/tmp").is_ok_and(|m| m.permissions().mode() & 0o1777 == 0o1777) {
-            let err = open_dir(Path::new("/tmp"), false, Trust::default()).unwrap_err();
-            assert!(
-                matches!(err, UnsafePath::Writable { .. } | UnsafePath::Owner { .. }),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_file_others_may_write_is_refused_as_trusted_input() {
-        let tmp = private_tmp();
-        let f = tmp.path().join("policy.toml");
-        std::fs::write(&f, "").unwrap();
-        check_trusted_file(&f).unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let err = check_trusted_file(&f).unwrap_err();
-        assert!(matches!(err, UnsafePath::Writable { .. }), "{err}");
-    }
-}
+mod tests;

@@ -20,6 +20,8 @@ use tokio::process::Command;
 use crate::launch::CleanEnv;
 use crate::secure_fs::{self, Trust};
 
+/// The [`TerminalHost`] over one tmux server: checks, attaches to, messages and
+/// captures its sessions.
 pub struct TmuxHost {
     /// The tmux binary, by absolute path.
     program: PathBuf,
@@ -66,6 +68,7 @@ impl TmuxHost {
             .join("default")
     }
 
+    /// The tmux server's socket.
     pub fn socket(&self) -> &Path {
         &self.socket
     }

@@ -15,15 +15,22 @@ use crate::types::{
     AccessMode, BackendName, HandoffId, Principal, ShareId, ShareInfo, ShareState, TerminalName,
 };
 
+/// One live share's row on its terminal's badge (never its links).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BadgeShare {
+    /// The share's id.
     pub share_id: ShareId,
     /// Whose share it is.
     pub principal: Principal,
+    /// The backend serving it.
     pub backend: BackendName,
+    /// What participants may do.
     pub access: AccessMode,
+    /// Participants connected, when the backend tells.
     pub participants: Option<u32>,
+    /// Where the share is in its life.
     pub state: ShareState,
+    /// When its TTL runs out (RFC 3339, whole seconds).
     #[serde(serialize_with = "crate::types::rfc3339_seconds")]
     pub expires_at: SystemTime,
 }
@@ -45,13 +52,18 @@ impl From<&ShareInfo> for BadgeShare {
 /// The latest handoff of a terminal, as its badge shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BadgeHandoff {
+    /// The handoff's id.
     pub handoff_id: HandoffId,
+    /// Who hands the terminal over.
     pub from: Principal,
+    /// Who receives it.
     pub to: Principal,
+    /// Pending, completing, or how it ended.
     pub state: HandoffState,
     /// The step waiting for approval, while pending.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
+    /// How many approval steps there are.
     pub of: usize,
     /// The approval chain (principal patterns, one per step).
     pub approvers: Vec<String>,
@@ -75,7 +87,9 @@ impl From<&HandoffView> for BadgeHandoff {
 /// have none.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Badge {
+    /// The terminal's live shares.
     pub shares: Vec<BadgeShare>,
+    /// Its latest handoff, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff: Option<BadgeHandoff>,
 }

@@ -23,10 +23,12 @@ use crate::types::{Principal, ShareInfo};
 /// written on every audit event of an action taken over the socket.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Peer {
+    /// The process's user id.
     pub uid: u32,
     /// The uid's user name, when the system knows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The process id, when the kernel gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
 }
@@ -99,6 +101,7 @@ impl Identity {
         &self.principals
     }
 
+    /// The process behind it, when it came over the socket (or approved a handoff).
     pub fn peer(&self) -> Option<&Peer> {
         self.peer.as_ref()
     }
@@ -108,6 +111,7 @@ impl Identity {
         self.operator
     }
 
+    /// Whether `principal` is one of [`Identity::principals`] (exactly; no globs).
     pub fn may_act_as(&self, principal: &Principal) -> bool {
         self.principals.contains(principal)
     }
@@ -123,11 +127,14 @@ impl Identity {
 /// A principal, and the identity that proves the caller may act as it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
+    /// The principal the caller claims to act as.
     pub principal: Principal,
+    /// What proves (or fails to prove) that claim.
     pub identity: Identity,
 }
 
 impl Caller {
+    /// `identity` acting as `principal`; the claim is checked at admission, not here.
     pub fn new(principal: Principal, identity: Identity) -> Self {
         Caller {
             principal,
@@ -135,6 +142,7 @@ impl Caller {
         }
     }
 
+    /// The process behind the caller's identity, if known.
     pub fn peer(&self) -> Option<&Peer> {
         self.identity.peer()
     }

@@ -1,6 +1,7 @@
 //! `ShareService`: the handle a runtime holds. It starts the tree (AuditActor, then
 //! RootSupervisor), turns every operation into a bounded call, and shuts the tree down.
 
+use crate::error::human;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,9 +234,10 @@ impl ShareService {
             .map_err(|_| ShareError::ShuttingDown)?;
         match self.root.call(msg, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::Internal(format!(
-                "no answer within {timeout:?}"
-            ))),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::NoAnswer {
+                actor: "root",
+                after: human(timeout),
+            }),
             Ok(ractor::rpc::CallResult::SenderError) => Err(ShareError::Internal(
                 "the share's session ended before answering".into(),
             )),
@@ -350,7 +352,13 @@ impl ShareService {
                 .await
             {
                 Ok(ractor::rpc::CallResult::Success(r)) => r?,
-                Ok(_) => return Err(ShareError::Internal("no answer from the root".into())),
+                Ok(ractor::rpc::CallResult::Timeout) => {
+                    return Err(ShareError::NoAnswer {
+                        actor: "root",
+                        after: human(CALL_SLACK),
+                    })
+                }
+                Ok(_) => return Err(ShareError::ShuttingDown),
                 Err(_) => return Err(ShareError::ShuttingDown),
             };
             waiting.await.map_err(|_| ShareError::ShuttingDown)
@@ -373,9 +381,10 @@ impl ShareService {
             .map_err(|_| ShareError::ShuttingDown)?;
         match self.handoffs.call(msg, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::Internal(format!(
-                "no answer within {timeout:?}"
-            ))),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::NoAnswer {
+                actor: "handoff manager",
+                after: human(timeout),
+            }),
             Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ShareError::ShuttingDown),
         }
     }

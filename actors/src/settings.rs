@@ -17,6 +17,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Limits and timings of the whole tree; [`Settings::default`] is what an empty config gives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// TTL of a share that asks for none.

@@ -16,8 +16,11 @@ use crate::types::{AccessMode, BackendName, Links, Principal, ShareId, TerminalN
 /// What a backend needs to start a worker for one share.
 #[derive(Clone, Debug)]
 pub struct WorkerSpec {
+    /// The share the worker serves.
     pub share_id: ShareId,
+    /// The terminal to share.
     pub terminal: TerminalName,
+    /// What participants may do.
     pub access: AccessMode,
     /// The argv that attaches a client to the host terminal (read-only variant when the
     /// share is read-only): the second lock on access.
@@ -30,13 +33,16 @@ pub struct WorkerSpec {
 
 /// A backend started a worker: its links and the handle that owns it.
 pub struct StartedWorker {
+    /// The links participants join with.
     pub links: Links,
+    /// The running worker; dropping it kills what it started.
     pub worker: Box<dyn Worker>,
 }
 
 /// A relay backend (tty-share, tmate, upterm, or an in-process fake).
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// The name requests and the policy use for it (`tmate`, `upterm`, ...).
     fn name(&self) -> BackendName;
 
     /// Checks, without starting anything, that the backend can be used here (binary
@@ -62,20 +68,25 @@ pub trait Backend: Send + Sync + 'static {
 pub struct WorkerExit {
     /// `exited with status 0`, `killed by SIGKILL`, ...
     pub description: String,
+    /// Whether it exited with status 0.
     pub success: bool,
 }
 
 /// How a stop went.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminateOutcome {
+    /// The graceful stop did not finish within the grace: the stop was forced.
     pub escalated: bool,
+    /// The worker had already exited when the stop began.
     pub already_gone: bool,
 }
 
 /// What a heartbeat probe saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
+    /// Running.
     Alive,
+    /// Exited.
     Gone,
     /// Exists but does not run (stopped, e.g. SIGSTOP): a hang, if it lasts.
     Unresponsive,
@@ -84,7 +95,7 @@ pub enum Probe {
 /// A check that a worker still does its job, not only that its process runs: its port
 /// answers an HTTP request, its socket answers a command. Run by the heartbeat off the
 /// worker's mailbox (a stop never waits behind it), bounded by
-/// [`SERVING_PROBE_TIMEOUT`]. `Err` says what did not answer.
+/// `SERVING_PROBE_TIMEOUT` (1 s). `Err` says what did not answer.
 pub type ServingProbe = Arc<
     dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
         + Send
@@ -148,28 +159,40 @@ pub trait Worker: Send + 'static {
 /// What the policy is asked.
 #[derive(Clone, Debug)]
 pub struct PolicyQuery<'a> {
+    /// Whom the share would belong to.
     pub principal: &'a Principal,
+    /// The terminal to share.
     pub terminal: &'a TerminalName,
+    /// The backend asked for.
     pub backend: &'a BackendName,
+    /// The access asked for.
     pub access: AccessMode,
 }
 
 /// What an allowing rule grants.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
+    /// The rule that allowed the share.
     pub rule_id: String,
+    /// The longest TTL the share may have in all, extensions included.
     pub max_ttl: Option<Duration>,
+    /// Live shares per terminal the rule allows (the config's limit holds if lower).
     pub max_concurrent: Option<u32>,
     /// Only backends that restrict who may join (authorized keys, GitHub users) may
     /// serve this share.
     pub require_join_restriction: bool,
 }
 
+/// The policy's answer to a [`PolicyQuery`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PolicyDecision {
+    /// A rule allows the share, within its grant.
     Allow(Grant),
+    /// A rule denies it, or no rule matches.
     Deny {
+        /// The denying rule; `None` when no rule matched.
         rule_id: Option<String>,
+        /// Why, for the operator.
         reason: String,
     },
 }
@@ -177,6 +200,7 @@ pub enum PolicyDecision {
 /// What an allowing handoff rule grants: an ordered approval chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandoffGrant {
+    /// The `[[handoff]]` rule that allowed it.
     pub rule_id: String,
     /// Principal patterns (`human:lead`, `human:*`), one per step, in order.
     pub approvers: Vec<String>,
@@ -205,6 +229,7 @@ pub enum ReceiverShare {
 /// Decides whether a share may start, and who must approve a handoff. Deny by
 /// default: no matching rule denies.
 pub trait PolicyGate: Send + Sync + 'static {
+    /// Whether the share `query` describes may start, and within what bounds.
     fn evaluate(&self, query: &PolicyQuery<'_>) -> PolicyDecision;
 
     /// The approval chain for handing `terminal` from `from` to `to`; `Err` names why
@@ -222,12 +247,15 @@ pub trait PolicyGate: Send + Sync + 'static {
 /// A terminal's state at a handoff: what the receiver needs to carry on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalContext {
+    /// The active pane's working directory.
     pub cwd: String,
     /// The foreground command of the active pane.
     pub command: String,
     /// The last lines of the pane, history included.
     pub scrollback: String,
+    /// The pane's width in columns.
     pub cols: u16,
+    /// The pane's height in rows.
     pub rows: u16,
 }
 

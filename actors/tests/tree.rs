@@ -249,14 +249,17 @@ async fn extend_after_expiry_is_share_expired() {
         .extend(info.share_id, Duration::from_secs(30), who)
         .await
         .unwrap_err();
-    assert_eq!(err, ShareError::ShareExpired(info.share_id));
+    assert_eq!(
+        err,
+        ShareError::ShareEnded(info.share_id, termshare_actors::EndReason::Expired)
+    );
     h.svc.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn extension_and_expiry_racing_at_the_deadline_resolve_one_way() {
     // Extend lands exactly at the deadline: either it wins (and the share lives on) or
-    // the expiry wins (and the extension is ShareExpired). Never both, never neither.
+    // the expiry wins (and the extension is ShareEnded(_, Expired)). Never both, never neither.
     let h = harness(allow(), Settings::default()).await;
     let info = h.svc.share(req("dev")).await.unwrap();
     tokio::time::sleep_until(Instant::now() + Duration::from_secs(60)).await;
@@ -268,7 +271,7 @@ async fn extension_and_expiry_racing_at_the_deadline_resolve_one_way() {
     let live = h.svc.list().await.unwrap();
     match result {
         Ok(_) => assert_eq!(live.len(), 1),
-        Err(ShareError::ShareExpired(_)) => {
+        Err(ShareError::ShareEnded(_, termshare_actors::EndReason::Expired)) => {
             assert!(live.is_empty());
             assert_eq!(h.world.live_count(), 0);
         }

@@ -6,7 +6,7 @@
 //!   file is synced at most once a second, and events are acknowledged before that.
 //! - A failed write is cut back to the last good length, so a partial line never sits
 //!   in front of the next good one.
-//! - Reopening ([`recovery`]): a torn last line (a crash mid-write) is cut off with a
+//! - Reopening (`recovery`): a torn last line (a crash mid-write) is cut off with a
 //!   warning; every complete line before it stays. Numbering continues from the last
 //!   kept event. Shares a crash left open get `share.ended` (cause `termshare
 //!   restarted`), then `service.started` marks the start; a clean stop writes
@@ -34,6 +34,7 @@ use crate::secure_fs::{self, SafeDir, Trust, UnsafePath};
 
 pub use recovery::RESTARTED;
 
+/// The audit log file as an [`AuditSink`]: appends batches, records its own start and stop.
 pub struct JsonlFileSink {
     path: PathBuf,
     /// Held with a shared `flock` for the sink's life: a writer that starts while this
@@ -71,6 +72,7 @@ impl JsonlFileSink {
         Ok(Self::open_with_recovery(path, durability)?.0)
     }
 
+    /// [`JsonlFileSink::open`], also returning what reopening found and did.
     pub fn open_with_recovery(
         path: &Path,
         durability: Durability,
@@ -168,6 +170,7 @@ impl JsonlFileSink {
         result
     }
 
+    /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -46,6 +46,7 @@ pub fn default_principal(uid: u32) -> Principal {
 }
 
 impl PeerMap {
+    /// The map of `policy`'s identities; `others_allowed` when `socket_group` is set.
     pub fn new(policy: &Policy, others_allowed: bool) -> Self {
         let owner_uid = nix::unistd::geteuid().as_raw();
         let owner_principals = match policy.identity_of(owner_uid) {

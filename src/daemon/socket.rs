@@ -18,16 +18,27 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::secure_fs::{self, Trust, UnsafePath};
 
+/// Why the daemon could not bind its socket.
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    /// A daemon already accepts connections on the socket.
     #[error("another termshare daemon already answers on {0}")]
     AlreadyRunning(PathBuf),
+    /// The socket's directory is not the user's alone, or is reached through a symlink.
     #[error("socket directory refused: {0}")]
     UnsafeDirectory(UnsafePath),
+    /// Binding, chown or chmod failed, or a non-socket file is in the way.
     #[error("cannot listen on {path}: {source}")]
-    Listen { path: PathBuf, source: io::Error },
+    Listen {
+        /// The socket or its directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// `[service] socket_group` names a group the system does not know.
     #[error("socket_group `{0}`: no such group")]
     NoSuchGroup(String),
+    /// With `socket_group`: the socket's directory holds other files, so it stays closed.
     #[error("with socket_group, the socket needs a directory of its own (termshare makes it 0750 for the group): {0} holds other files; set [service] socket to a path in an empty directory")]
     SharedDirectory(PathBuf),
 }
@@ -113,15 +124,32 @@ fn open_directory_to_group(
 /// Why a client refused a socket.
 #[derive(Debug, Error)]
 pub enum Untrusted {
+    /// The socket's directory could be written by someone else, or is a symlink.
     #[error("refusing the socket {socket}: {why}")]
-    Path { socket: PathBuf, why: UnsafePath },
+    Path {
+        /// The socket.
+        socket: PathBuf,
+        /// What is wrong with its directory.
+        why: UnsafePath,
+    },
+    /// The socket is missing, not a socket, another user's, or its listener is unknown.
     #[error("refusing the socket {socket}: {why}")]
-    Socket { socket: PathBuf, why: String },
+    Socket {
+        /// The socket.
+        socket: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The process listening runs as neither the client's user nor `daemon_user`.
     #[error("refusing the daemon on {socket}: it runs as uid {uid}, not as you (uid {me}){also}")]
     Daemon {
+        /// The socket.
         socket: PathBuf,
+        /// The listener's uid, from the kernel.
         uid: u32,
+        /// The client's uid.
         me: u32,
+        /// The message's mention of the configured `daemon_user`, or empty.
         also: String,
     },
 }

@@ -10,6 +10,7 @@ pub struct GroupRegistry {
 }
 
 impl GroupRegistry {
+    /// The ids of the groups still registered.
     pub fn live(&self) -> Vec<i32> {
         self.groups.lock().iter().copied().collect()
     }
@@ -48,6 +49,7 @@ impl ProcessGroupGuard {
         }
     }
 
+    /// The id of the group it owns.
     pub fn pgid(&self) -> i32 {
         self.pgid
     }

@@ -14,9 +14,13 @@ impl Drop for AbortOnDrop {
 
 /// A freshly spawned worker process. Dropping it kills its group.
 pub struct SpawnedProcess {
+    /// The child's pid, which is also its process group id.
     pub pid: u32,
+    /// Its stdout lines; taken by the first [`SpawnedProcess::read_until`].
     pub stdout: Option<Lines<BufReader<ChildStdout>>>,
+    /// `Some` once the child has exited and been reaped.
     pub exit: watch::Receiver<Option<WorkerExit>>,
+    /// Kills the child's group when dropped.
     pub guard: ProcessGroupGuard,
     pub(super) stderr_tail: Arc<Mutex<Vec<String>>>,
     /// The first 20 lines of stderr (the tail has the last 20 after those).
@@ -31,7 +35,9 @@ pub struct SpawnedProcess {
 /// Why no link was read.
 #[derive(Debug)]
 pub enum LinkWait {
+    /// The timeout passed first.
     TimedOut,
+    /// Stdout closed first; how the process ended (`exited with status 1`, ...).
     Exited(String),
 }
 
@@ -111,6 +117,7 @@ impl SpawnedProcess {
         waited.unwrap_or_else(|| "closed its output".into())
     }
 
+    /// Whether the process has exited and been reaped.
     pub fn has_exited(&self) -> bool {
         self.exit.borrow().is_some()
     }

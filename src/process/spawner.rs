@@ -9,11 +9,14 @@ use super::*;
 pub struct WorkerCommand {
     /// An absolute path, resolved when termshare started.
     pub program: String,
+    /// Its arguments.
     pub args: Vec<String>,
+    /// Variables added to the clean environment.
     pub env: Vec<(String, String)>,
 }
 
 impl WorkerCommand {
+    /// `program` with no arguments and nothing added to the environment.
     pub fn new(program: impl Into<String>) -> Self {
         WorkerCommand {
             program: program.into(),
@@ -21,11 +24,13 @@ impl WorkerCommand {
         }
     }
 
+    /// One more argument.
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
         self
     }
 
+    /// More arguments, in order.
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
         self.args.extend(a.into_iter().map(Into::into));
         self
@@ -57,6 +62,7 @@ impl ProcessSpawner {
         Self::with_env(CleanEnv::from_current())
     }
 
+    /// Like [`ProcessSpawner::new`], with `env` as every worker's environment.
     pub fn with_env(env: CleanEnv) -> io::Result<Arc<Self>> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("termshare must be started inside a tokio runtime"))?;
@@ -91,10 +97,12 @@ impl ProcessSpawner {
         }))
     }
 
+    /// The live worker groups, for the shutdown backstop.
     pub fn registry(&self) -> &Arc<GroupRegistry> {
         &self.registry
     }
 
+    /// The environment every worker gets.
     pub fn env(&self) -> &Arc<CleanEnv> {
         &self.env
     }

@@ -22,6 +22,7 @@ pub trait Attached: Send + Sync + 'static {
 /// A scratch directory: removed when the worker is dropped.
 impl Attached for tempfile::TempDir {}
 
+/// One thing attached to a worker.
 pub type Attachment = Box<dyn Attached>;
 
 /// A [`Worker`] over one OS process group.
@@ -43,6 +44,7 @@ pub struct ProcessWorker {
 pub type ParticipantCount = Arc<dyn Fn() -> Option<u32> + Send + Sync>;
 
 impl ProcessWorker {
+    /// The worker over `process`, stopped by `graceful`, with `attached` dropped after it.
     pub fn new(process: SpawnedProcess, graceful: GracefulStop, attached: Vec<Attachment>) -> Self {
         ProcessWorker {
             process,

@@ -71,7 +71,6 @@ impl RootState {
     /// The error for an operation on a share that is not live.
     pub(super) fn gone(&self, id: ShareId) -> ShareError {
         match self.ended.get(&id).map(|e| &e.reason) {
-            Some(EndReason::Expired) => ShareError::ShareExpired(id),
             Some(reason) => ShareError::ShareEnded(id, reason.clone()),
             None => ShareError::NotFound(id),
         }
@@ -100,7 +99,6 @@ impl RootState {
 
 pub(super) fn ended_error(id: ShareId, reason: Option<&EndReason>) -> ShareError {
     match reason {
-        Some(EndReason::Expired) => ShareError::ShareExpired(id),
         Some(reason) => ShareError::ShareEnded(id, reason.clone()),
         None => ShareError::ShareEnding(id),
     }

@@ -140,10 +140,7 @@ impl SessionState {
             event = event.detail("error", "revoke deadline missed");
         }
         let audited = record_acked(&self.ctx.audit, event, self.ctx.settings.audit_timeout).await;
-        let ended_error = match &reason {
-            EndReason::Expired => ShareError::ShareExpired(self.id()),
-            reason => ShareError::ShareEnded(self.id(), reason.clone()),
-        };
+        let ended_error = ShareError::ShareEnded(self.id(), reason.clone());
         if let Some(start_reply) = pending {
             let err = match &reason {
                 EndReason::Failed(cause) => ShareError::Internal(cause.clone()),

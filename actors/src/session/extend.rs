@@ -107,7 +107,6 @@ impl SessionState {
     fn start_extension(&mut self, myself: &ActorRef<SessionMsg>, ext: PendingExtension) {
         let refusal = match self.phase {
             Phase::Ended => Some(match self.ended.get() {
-                Some(crate::types::EndReason::Expired) => ShareError::ShareExpired(self.id()),
                 Some(reason) => ShareError::ShareEnded(self.id(), reason.clone()),
                 None => ShareError::ShareEnding(self.id()),
             }),

@@ -8,6 +8,7 @@ use super::*;
 pub struct ShareId(pub Uuid);
 
 impl ShareId {
+    /// A fresh UUIDv7 id, which sorts by creation time.
     pub fn new() -> Self {
         ShareId(Uuid::now_v7())
     }
@@ -53,6 +54,7 @@ impl FromStr for ShareId {
 pub struct HandoffId(pub Uuid);
 
 impl HandoffId {
+    /// A fresh UUIDv7 id, which sorts by creation time.
     pub fn new() -> Self {
         HandoffId(Uuid::now_v7())
     }

@@ -34,6 +34,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 pub struct Principal(String);
 
 impl Principal {
+    /// The principal as written, `KIND:NAME`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -98,6 +99,7 @@ impl fmt::Display for Principal {
 pub struct TerminalName(String);
 
 impl TerminalName {
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -183,13 +185,16 @@ impl fmt::Display for BackendName {
 /// Whether participants may type into the shared terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AccessMode {
+    /// `read-only`: participants watch; their keystrokes are not passed on.
     #[serde(rename = "read-only")]
     ReadOnly,
+    /// `read-write`: participants may type into the terminal.
     #[serde(rename = "read-write")]
     ReadWrite,
 }
 
 impl AccessMode {
+    /// `read-only` or `read-write`, as the protocol, policy and audit write it.
     pub fn as_str(self) -> &'static str {
         match self {
             AccessMode::ReadOnly => "read-only",

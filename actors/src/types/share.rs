@@ -7,11 +7,17 @@ use super::*;
 /// share belongs to `caller.principal`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShareRequest {
+    /// The terminal to share.
     pub terminal: TerminalName,
+    /// The backend that serves the share.
     pub backend: BackendName,
+    /// What participants may do.
     pub access: AccessMode,
+    /// Who asks; the share belongs to its principal.
     pub caller: Caller,
+    /// How long the share lives; `None`: the service's default TTL.
     pub ttl: Option<Duration>,
+    /// Grace warnings before the end; `None`: the service's.
     pub grace: Option<Vec<Duration>>,
 }
 
@@ -54,10 +60,12 @@ impl ShareRequest {
 }
 
 /// The links a backend hands out. They are secrets: only the owner sees them; logs and
-/// audit events carry [`fingerprint`]s.
+/// audit events carry their [`FingerprintKey::fingerprint`]s.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Links {
+    /// The link participants join with (read-only for a read-only share).
     pub link: String,
+    /// A read-only link besides a read-write one, when the backend gives both.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only_link: Option<String>,
 }
@@ -79,6 +87,7 @@ impl fmt::Debug for Links {
 }
 
 impl Links {
+    /// Just `link`, with no separate read-only link.
     pub fn new(link: impl Into<String>) -> Self {
         Links {
             link: link.into(),
@@ -95,6 +104,7 @@ impl Links {
 pub struct FingerprintKey([u8; 32]);
 
 impl FingerprintKey {
+    /// The key stored on disk.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         FingerprintKey(bytes)
     }
@@ -106,6 +116,7 @@ impl FingerprintKey {
         FingerprintKey(bytes)
     }
 
+    /// The key's bytes, to store it.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -130,16 +141,25 @@ impl fmt::Debug for FingerprintKey {
 /// A running share as its owner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShareInfo {
+    /// The share's id.
     pub share_id: ShareId,
+    /// The terminal shared.
     pub terminal: TerminalName,
+    /// The backend serving it.
     pub backend: BackendName,
+    /// What participants may do.
     pub access: AccessMode,
+    /// Whom the share belongs to.
     pub principal: Principal,
+    /// Its links (secrets; empty until the backend gives them).
     pub links: Links,
+    /// When it was admitted.
     pub started_at: SystemTime,
+    /// When its TTL runs out (moves with each extension).
     pub expires_at: SystemTime,
     /// The policy rule that allowed the share.
     pub rule_id: String,
+    /// Where it is in its life.
     pub state: ShareState,
     /// Participants connected, when the backend tells.
     pub participants: Option<u32>,
@@ -153,6 +173,7 @@ pub struct ShareInfo {
 pub enum ShareState {
     /// Admitted; waiting for the backend's link.
     Starting,
+    /// Serving: its link has been announced.
     Active,
     /// A grace warning has fired: the share ends soon unless extended.
     Expiring,
@@ -161,6 +182,7 @@ pub enum ShareState {
 }
 
 impl ShareState {
+    /// The state's name in the protocol and on badges (`starting`, `active`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             ShareState::Starting => "starting",
@@ -175,10 +197,15 @@ impl ShareState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", content = "cause", rename_all = "snake_case")]
 pub enum EndReason {
+    /// Its TTL ran out.
     Expired,
+    /// Its owner or the operator revoked it.
     Revoked,
+    /// The service shut down.
     Stopped,
+    /// Its worker died, hung or could not start; the cause says which.
     Failed(String),
+    /// The shared terminal went away, taking the worker with it.
     TerminalClosed,
 }
 
@@ -210,7 +237,9 @@ impl fmt::Display for EndReason {
 /// What ending a share took: the answer to a revoke.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeReport {
+    /// The share that ended.
     pub share_id: ShareId,
+    /// Why it ended.
     pub reason: EndReason,
     /// From the request to the worker being reaped.
     #[serde(with = "duration_ms")]
@@ -230,10 +259,12 @@ pub mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Milliseconds, as a float (sub-millisecond precision kept).
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64() * 1000.0)
     }
 
+    /// Milliseconds, refusing negative and non-finite numbers.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let ms = f64::deserialize(d)?;
         if !ms.is_finite() || ms < 0.0 {

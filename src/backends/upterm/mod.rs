@@ -12,8 +12,8 @@
 //! `~/.ssh`, and its admin socket (`$XDG_RUNTIME_DIR/upterm/SESSION.sock`, left behind
 //! when upterm is killed) goes with the directory at the share's end, or at the next
 //! start after a kill -9 ([`crate::paths::InstanceDir`]). The known_hosts file and the
-//! key are made there ([`trust`]); the link is read from the session block
-//! ([`parse`]).
+//! key are made there (`trust`); the link is read from the session block
+//! (`parse`).
 
 mod parse;
 mod trust;
@@ -32,6 +32,7 @@ use crate::launch::Resolved;
 use crate::paths::InstanceDir;
 use crate::process::{GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, WorkerCommand};
 
+/// The backend's name in requests, policies and `[backends.upterm]`.
 pub const NAME: &str = "upterm";
 
 /// `[backends.upterm]`.
@@ -39,6 +40,7 @@ pub const NAME: &str = "upterm";
 pub struct UptermSettings {
     /// The upterm binary (a path, or a name looked up in PATH).
     pub program: String,
+    /// The uptermd server's URL (`--server`; default `ssh://uptermd.upterm.dev:22`).
     pub server: String,
     /// The server's host CA key (`ssh-ed25519 AAAA…`), written as an `@cert-authority`
     /// line into the share's own known_hosts.
@@ -48,7 +50,9 @@ pub struct UptermSettings {
     pub known_hosts: Option<PathBuf>,
     /// The key upterm authenticates to the server with; none: a new key per share.
     pub private_key: Option<PathBuf>,
+    /// Only these keys may join (`--authorized-keys`; restricts joins).
     pub authorized_keys: Option<PathBuf>,
+    /// GitHub users whose keys may join (`--github-user`; restricts joins).
     pub github_users: Vec<String>,
 }
 
@@ -66,6 +70,7 @@ impl Default for UptermSettings {
     }
 }
 
+/// Shares over an uptermd server, one `upterm host` per share in a private directory.
 pub struct UptermBackend {
     spawner: Arc<ProcessSpawner>,
     settings: UptermSettings,
@@ -77,7 +82,9 @@ pub struct UptermBackend {
 
 /// What a share's private directory holds for upterm.
 pub struct ShareFiles {
+    /// The share's own known_hosts (`--known-hosts`).
     pub known_hosts: PathBuf,
+    /// The key upterm authenticates with (`--private-key`).
     pub private_key: PathBuf,
 }
 

@@ -27,6 +27,7 @@ pub struct UptermLinkParser {
 }
 
 impl UptermLinkParser {
+    /// Take one raw line of upterm's output; the `ssh …` link on the line that gives it.
     pub fn feed(&mut self, raw: &str) -> Option<String> {
         let line = strip_ansi(raw);
         let trimmed = line.trim();
