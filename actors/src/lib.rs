@@ -29,7 +29,7 @@ mod ttl;
 mod types;
 mod worker;
 
-pub use audit::{AuditEvent, AuditKind};
+pub use audit::{AuditEvent, AuditKind, ShareEvent, ShareEvents, ShareEventsError, ShareUpdate};
 pub use badge::{Badge, BadgeHandoff, BadgeShare, Badges};
 pub use caller::{Caller, Identity, Peer};
 pub use error::{BackendError, InvalidInput, ShareError};

@@ -116,6 +116,15 @@ impl Termshare {
         self.service().ended(share_id)
     }
 
+    /// Every event of a live share, typed, as it went on the record, ending with its
+    /// end (see [`ShareService::events`]): not lossy for its owner.
+    pub fn events(
+        &self,
+        share_id: ShareId,
+    ) -> Result<termshare_actors::ShareEvents, termshare_actors::ShareEventsError> {
+        self.service().events(share_id)
+    }
+
     /// Every actor of termshare's tree now (see [`ShareService::actors`]).
     pub fn actors(&self) -> Vec<ractor::ActorCell> {
         self.service().actors()

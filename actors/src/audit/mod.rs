@@ -7,6 +7,7 @@
 
 mod ack;
 mod event;
+mod feeds;
 mod writer;
 
 use std::sync::Arc;
@@ -20,6 +21,11 @@ use crate::traits::AuditSink;
 pub(crate) use ack::AckSlot;
 pub(crate) use ack::{record, record_acked, send, Withdrawal};
 pub use event::{AuditEvent, AuditKind};
+pub(crate) use feeds::ShareFeeds;
+pub use feeds::{
+    ShareEvent, ShareEvents, ShareEventsError, ShareUpdate, FEED_QUEUE, HISTORY, MAX_FEEDS,
+    MAX_SUBSCRIBERS,
+};
 
 /// Events queued for the writer beyond which new work is refused (each live share can
 /// still end: its events are few and bounded by the shares).
@@ -112,6 +118,8 @@ pub(crate) struct AuditActor;
 pub(crate) struct AuditArgs {
     pub sink: Box<dyn AuditSink>,
     pub subscribers: broadcast::Sender<AuditEvent>,
+    /// Each live share's events, for its owner.
+    pub feeds: Arc<ShareFeeds>,
     pub health: Arc<AuditHealth>,
     pub max_batch: usize,
 }
@@ -146,6 +154,7 @@ impl Actor for AuditActor {
             args.sink,
             rx,
             args.subscribers,
+            args.feeds,
             args.health.clone(),
             args.max_batch.max(1),
         ));
@@ -215,6 +224,7 @@ impl AuditLog {
             AuditArgs {
                 sink,
                 subscribers: broadcast::channel(16).0,
+                feeds: Arc::default(),
                 health: Arc::new(AuditHealth::default()),
                 max_batch,
             },

@@ -14,7 +14,7 @@ use ractor::RpcReplyPort;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{AckSlot, AuditEvent, AuditHealth};
+use super::{AckSlot, AuditEvent, AuditHealth, ShareFeeds};
 use crate::traits::AuditSink;
 
 pub(crate) enum Job {
@@ -32,6 +32,7 @@ pub(crate) async fn run(
     mut sink: Box<dyn AuditSink>,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
     subscribers: broadcast::Sender<AuditEvent>,
+    feeds: Arc<ShareFeeds>,
     health: Arc<AuditHealth>,
     max_batch: usize,
 ) {
@@ -102,6 +103,7 @@ pub(crate) async fn run(
                 health.set(None);
                 metrics::histogram!("termshare_audit_batch_size").record(events.len() as f64);
                 for e in events {
+                    feeds.publish(&e);
                     // Nobody listening is fine.
                     let _ = subscribers.send(e);
                 }

@@ -12,16 +12,17 @@ use tokio::sync::{broadcast, watch};
 use crate::badge::Badges;
 use tokio::task::JoinHandle;
 
-use crate::audit::{AuditActor, AuditArgs, AuditEvent, AuditHealth, AuditMsg};
+use crate::audit::{
+    AuditActor, AuditArgs, AuditEvent, AuditHealth, AuditMsg, ShareEvents, ShareEventsError,
+    ShareFeeds,
+};
 use crate::caller::Caller;
 use crate::error::ShareError;
-use crate::handoff::{HandoffArgs, HandoffManager, HandoffMsg, HandoffRequest, HandoffView};
+use crate::handoff::{HandoffArgs, HandoffManager, HandoffMsg};
 use crate::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::settings::Settings;
 use crate::traits::{AuditSink, Backend, PolicyGate, TerminalHost};
-use crate::types::{
-    BackendName, FingerprintKey, HandoffId, RevokeReport, ShareId, ShareInfo, ShareRequest,
-};
+use crate::types::{BackendName, FingerprintKey, RevokeReport, ShareId, ShareInfo, ShareRequest};
 
 /// Everything the tree needs from the outside world.
 pub struct ServiceDeps {
@@ -41,6 +42,8 @@ pub struct ShareService {
     audit: ActorRef<AuditMsg>,
     audit_task: JoinHandle<()>,
     events: broadcast::Sender<AuditEvent>,
+    /// Each live share's own events, for [`ShareService::events`].
+    feeds: Arc<ShareFeeds>,
     badges: watch::Receiver<Badges>,
     audit_health: Arc<AuditHealth>,
     settings: Settings,
@@ -96,12 +99,14 @@ impl ShareService {
     ) -> Result<Self, ShareError> {
         let sup = supervisor.as_ref();
         let (events, _) = broadcast::channel(1024);
+        let feeds = Arc::new(ShareFeeds::default());
         let audit_health = Arc::new(AuditHealth::default());
         let (audit, audit_task) = spawn(
             AuditActor,
             AuditArgs {
                 sink: deps.audit_sink,
                 subscribers: events.clone(),
+                feeds: feeds.clone(),
                 health: audit_health.clone(),
                 max_batch: settings.audit_max_batch,
             },
@@ -154,6 +159,7 @@ impl ShareService {
             audit,
             audit_task,
             events,
+            feeds,
             badges,
             audit_health,
             host: deps.host.clone(),
@@ -333,6 +339,15 @@ impl ShareService {
         .await
     }
 
+    /// Every event of a live share, typed, as it went on the record: what happened so
+    /// far (its start, then the latest), then each new one, ending with
+    /// [`crate::ShareEvent::Ended`]. Not lossy: a subscriber that falls a whole queue
+    /// behind is cut off with [`ShareEventsError::Lagged`], never skipped silently.
+    /// For a share that has already ended, [`ShareService::ended`] says how.
+    pub fn events(&self, share_id: ShareId) -> Result<ShareEvents, ShareEventsError> {
+        self.feeds.subscribe(share_id)
+    }
+
     /// Wait until the share has ended, and say how: why, and how its worker was
     /// stopped. The one way to learn it (the event stream of
     /// [`ShareService::subscribe`] may drop events for a slow reader). The future
@@ -369,93 +384,6 @@ impl ShareService {
         self.ask(CALL_SLACK, RootMsg::List).await
     }
 
-    async fn ask_handoffs<T: Send + 'static>(
-        &self,
-        timeout: Duration,
-        msg: impl FnOnce(RpcReplyPort<Result<T, ShareError>>) -> HandoffMsg,
-    ) -> Result<T, ShareError> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| ShareError::ShuttingDown)?;
-        match self.handoffs.call(msg, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(ShareError::NoAnswer {
-                actor: "handoff manager",
-                after: human(timeout),
-            }),
-            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ShareError::ShuttingDown),
-        }
-    }
-
-    /// Ask to hand a terminal to another principal; the policy's approval chain
-    /// decides. Returns the pending handoff (or the denial).
-    pub async fn handoff_request(
-        &self,
-        request: HandoffRequest,
-    ) -> Result<HandoffView, ShareError> {
-        self.ask_handoffs(self.settings.audit_timeout * 2 + CALL_SLACK, |tx| {
-            HandoffMsg::Request(request, tx)
-        })
-        .await
-    }
-
-    /// Approve the handoff's current step as `by`. The last approval returns the
-    /// completed handoff with its package.
-    pub async fn handoff_approve(
-        &self,
-        id: HandoffId,
-        by: impl Into<Caller>,
-    ) -> Result<HandoffView, ShareError> {
-        let by = by.into();
-        let t = self.settings.link_timeout + self.settings.audit_timeout * 2 + CALL_SLACK * 3;
-        self.ask_handoffs(t, |reply| HandoffMsg::Approve { id, by, reply })
-            .await
-    }
-
-    /// Deny the handoff at its current step (as that step's approver or the receiver).
-    pub async fn handoff_deny(
-        &self,
-        id: HandoffId,
-        by: impl Into<Caller>,
-        reason: Option<String>,
-    ) -> Result<HandoffView, ShareError> {
-        let by = by.into();
-        self.ask_handoffs(self.settings.audit_timeout + CALL_SLACK, |reply| {
-            HandoffMsg::Deny {
-                id,
-                by,
-                reason,
-                reply,
-            }
-        })
-        .await
-    }
-
-    /// A handoff as `caller` may see it: only its parties (requester, receiver,
-    /// approvers) and the operator see it, and only the receiver and the operator see
-    /// its package.
-    pub async fn handoff_show(
-        &self,
-        id: HandoffId,
-        caller: impl Into<Caller>,
-    ) -> Result<HandoffView, ShareError> {
-        let caller = caller.into();
-        self.ask_handoffs(CALL_SLACK, |reply| HandoffMsg::Show(id, caller, reply))
-            .await
-    }
-
-    /// The handoffs `caller` is a party to (all of them for the operator).
-    pub async fn handoff_list(
-        &self,
-        caller: impl Into<Caller>,
-    ) -> Result<Vec<HandoffView>, ShareError> {
-        let caller = caller.into();
-        self.ask_handoffs(CALL_SLACK, |reply| HandoffMsg::List(caller, reply))
-            .await
-    }
-
     /// End every share (as `stopped`), wait for every worker to be reaped, flush the
     /// audit log, and stop the tree.
     pub async fn shutdown(self) -> Vec<RevokeReport> {
@@ -481,3 +409,5 @@ impl ShareService {
         reports
     }
 }
+
+mod handoffs;

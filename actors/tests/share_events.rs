@@ -1,0 +1,156 @@
+//! A share's own typed events for its owner (`ShareService::events`), under tokio's
+//! paused clock: every step in record order, a history for a late subscriber, and a
+//! reader that falls behind cut off and told so, never skipped silently.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use termshare_actors::audit::MemorySink;
+use termshare_actors::{
+    AuditKind, BackendName, EndReason, Settings, ShareEvent, ShareEvents, ShareEventsError, ShareId,
+};
+
+/// Every update until the stream ends (or an error), with the records' sequence numbers.
+async fn drain(events: &mut ShareEvents) -> (Vec<ShareEvent>, Vec<u64>, Option<ShareEventsError>) {
+    let (mut seen, mut seqs) = (Vec::new(), Vec::new());
+    while let Some(next) = events.next().await {
+        match next {
+            Ok(update) => {
+                seen.push(update.event);
+                seqs.push(update.record.seq);
+            }
+            Err(e) => return (seen, seqs, Some(e)),
+        }
+    }
+    (seen, seqs, None)
+}
+
+/// The sequence numbers of the share's lifecycle records in the audit log.
+fn recorded_seqs(audit: &MemorySink, id: ShareId) -> Vec<u64> {
+    audit
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.correlation_id == id.0)
+        .filter(|e| !matches!(e.kind, AuditKind::ShareRequested))
+        .map(|e| e.seq)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_owner_hears_every_step_of_its_share_typed_and_in_record_order() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut r = req("dev");
+    r.grace = Some(vec![Duration::from_secs(30)]);
+    let info = h.svc.share(r).await.unwrap();
+    let mut events = h.svc.events(info.share_id).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.svc
+        .extend(info.share_id, Duration::from_secs(30), p("human:alice"))
+        .await
+        .unwrap();
+    h.svc
+        .switch(info.share_id, BackendName::new("fake-b"), p("human:alice"))
+        .await
+        .unwrap();
+    // Nothing more is done: the share warns at 60 s and expires at 90 s.
+    let (seen, seqs, error) = drain(&mut events).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        seen,
+        [
+            ShareEvent::Started {
+                backend: BackendName::new("fake")
+            },
+            ShareEvent::Extended,
+            ShareEvent::Switched {
+                to: BackendName::new("fake-b")
+            },
+            ShareEvent::GraceWarning,
+            ShareEvent::Ended(EndReason::Expired),
+        ]
+    );
+    // Exactly the records the audit log holds for it, in its order.
+    assert_eq!(seqs, recorded_seqs(&h.audit, info.share_id));
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_subscriber_gets_the_history_and_an_ended_share_has_none() {
+    let h = harness(allow(), Settings::default()).await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    h.svc
+        .extend(info.share_id, Duration::from_secs(30), p("human:alice"))
+        .await
+        .unwrap();
+    // Subscribed after both: both are replayed, then what follows.
+    let mut late = h.svc.events(info.share_id).unwrap();
+    let mut more: Vec<_> = (0..15)
+        .map(|_| h.svc.events(info.share_id).unwrap())
+        .collect();
+    assert_eq!(
+        h.svc.events(info.share_id).err(),
+        Some(ShareEventsError::TooManySubscribers(info.share_id)),
+        "a 17th subscriber"
+    );
+    more.clear(); // dropped subscribers free their places
+    assert!(h.svc.events(info.share_id).is_ok());
+    h.svc.revoke(info.share_id, p("human:alice")).await.unwrap();
+    let (seen, _, error) = drain(&mut late).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        seen,
+        [
+            ShareEvent::Started {
+                backend: BackendName::new("fake")
+            },
+            ShareEvent::Extended,
+            ShareEvent::Ended(EndReason::Revoked),
+        ]
+    );
+    assert_eq!(
+        h.svc.events(info.share_id).err(),
+        Some(ShareEventsError::NotLive(info.share_id))
+    );
+    assert_eq!(
+        h.svc.ended(info.share_id).await.unwrap().reason,
+        EndReason::Revoked
+    );
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_falls_a_whole_queue_behind_is_cut_off_and_told_so() {
+    let mut policy = allow();
+    policy.max_ttl = Some(Duration::from_secs(120));
+    let h = harness(policy, Settings::default()).await;
+    let mut r = req("dev");
+    r.ttl = Some(Duration::from_secs(60));
+    let info = h.svc.share(r).await.unwrap();
+    let mut idle = h.svc.events(info.share_id).unwrap();
+    // Each extension past max_ttl is refused, and on the record as share.refused.
+    let n = termshare_actors::audit::FEED_QUEUE + 5;
+    for _ in 0..n {
+        let refused = h
+            .svc
+            .extend(info.share_id, Duration::from_secs(3600), p("human:alice"))
+            .await;
+        assert!(refused.is_err());
+    }
+    let (seen, _, error) = drain(&mut idle).await;
+    assert_eq!(error, Some(ShareEventsError::Lagged));
+    assert_eq!(seen.len(), termshare_actors::audit::FEED_QUEUE);
+    assert_eq!(
+        seen[0],
+        ShareEvent::Started {
+            backend: BackendName::new("fake")
+        }
+    );
+    assert!(seen[1..].iter().all(|e| *e == ShareEvent::Refused));
+    // The share itself is untouched, and a new subscriber is welcome.
+    assert_eq!(h.svc.list().await.unwrap().len(), 1);
+    assert!(h.svc.events(info.share_id).is_ok());
+    h.svc.shutdown().await;
+}
