@@ -39,3 +39,5 @@ fi
 cargo test -p termshare --all-targets -- "${ignored[@]}"
 cargo test -p termshare-actors --all-targets -- "${ignored[@]}"
 cargo test -p termshare-chaos --all-targets -- "${ignored[@]}"
+# --all-targets leaves out doctests: the embedding guide's example runs here.
+cargo test -p termshare -p termshare-actors --doc

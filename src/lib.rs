@@ -7,11 +7,11 @@
 //! protocol ([`daemon`], [`protocol`], [`client`]), and [`Termshare`], which wires them
 //! into a running service.
 //!
-//! A runtime links this crate and drives [`Termshare`]: start it from a [`Config`] and
-//! a [`Policy`], then `share`, `list`, `extend`, `switch`, `revoke` (all on
-//! explicit methods of [`Termshare`]), follow `badges()`
-//! and `subscribe()`, and `shutdown()` at the end. `examples/embed.rs` is a complete,
-//! runnable program (`cargo run --example embed`).
+//! A runtime links this crate and drives [`Termshare`]: the guide below shows how,
+//! and its example runs as a doctest. `examples/embed.rs` and `examples/linked.rs` are
+//! complete programs (`cargo run --example linked`).
+//!
+#![doc = include_str!("doc/embedding.md")]
 
 pub mod audit_file;
 pub mod backends;

@@ -8,9 +8,17 @@
 //!        └── TtlTimer            grace warnings and expiry, by generation
 //! ```
 //!
-//! This crate starts no OS process: the real world comes in through [`traits`], which
+//! This crate starts no OS process: the real world comes in through its traits
+//! ([`Backend`], [`Worker`], [`TerminalHost`], [`PolicyGate`], [`AuditSink`]), which
 //! the `termshare` crate implements over tmux, tty-share, tmate and upterm. That keeps
 //! every timer here testable under tokio's paused clock.
+//!
+//! A runtime usually holds `termshare::Termshare` (the `termshare` crate's guide shows
+//! how). [`ShareService`] is the same API over backends, a host and a policy of the
+//! embedder's own: [`ShareService::start`] (or [`ShareService::start_linked`] under a
+//! ractor supervisor), then `share`, `extend`, `switch`, `revoke`, `list`, a share's
+//! own [`ShareService::events`] and [`ShareService::ended`], and
+//! [`ShareService::shutdown`].
 
 pub mod audit;
 mod badge;

@@ -13,7 +13,7 @@
 //! page a browser loads), so the websocket a participant opens next carries the secret
 //! too. A websocket upgrade is then piped both ways as it is; once tty-share has sent
 //! the new participant its first frame (so it is registered and will get what follows),
-//! the terminal is redrawn for them ([`Redraw`]).
+//! the terminal is redrawn for them (the `redraw` module: tmux `refresh-client`).
 //!
 //! Built on hyper (HTTP/1.1, keep-alive, upgrades), so the front never parses HTTP by
 //! hand. It ends with its share: dropping it stops the listener and every connection.
@@ -112,6 +112,7 @@ impl LinkFront {
         format!("http://{}/s/{}/", self.addr, self.secret)
     }
 
+    /// The address participants connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

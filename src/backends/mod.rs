@@ -54,6 +54,7 @@ pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
+/// An argv as one `sh -c` command line, each word quoted as needed.
 pub fn shell_join(argv: &[String]) -> String {
     argv.iter()
         .map(|a| shell_quote(a))

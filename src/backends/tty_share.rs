@@ -32,6 +32,7 @@ use crate::process::{
     GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, SpawnedProcess, WorkerCommand,
 };
 
+/// The backend's name in configs, policies and requests.
 pub const NAME: &str = super::TTY_SHARE;
 
 /// How tty-share is kept from the machine's other users.
@@ -44,6 +45,7 @@ pub enum Isolation {
     LocalUsersMayJoin,
 }
 
+/// The tty-share adapter: one headless tty-share per share, attached to the terminal.
 pub struct TtyShareBackend {
     spawner: Arc<ProcessSpawner>,
     program: Resolved,
@@ -54,6 +56,8 @@ pub struct TtyShareBackend {
 }
 
 impl TtyShareBackend {
+    /// tty-share from `program`, its participants let in on `listen` (the link front's
+    /// address, or tty-share's own without isolation).
     pub fn new(
         spawner: Arc<ProcessSpawner>,
         program: Resolved,

@@ -190,6 +190,7 @@ impl Termshare {
         self.service().badges()
     }
 
+    /// The settings the tree runs with (from the config).
     pub fn settings(&self) -> &Settings {
         self.service().settings()
     }

@@ -26,14 +26,21 @@ use crate::types::{BackendName, FingerprintKey, RevokeReport, ShareId, ShareInfo
 
 /// Everything the tree needs from the outside world.
 pub struct ServiceDeps {
+    /// The backends shares may use, each under its own name.
     pub backends: Vec<Arc<dyn Backend>>,
+    /// Who may share what, and the handoff chains.
     pub policy: Arc<dyn PolicyGate>,
+    /// The terminals (tmux in production).
     pub host: Arc<dyn TerminalHost>,
+    /// Where the audit log is kept.
     pub audit_sink: Box<dyn AuditSink>,
     /// Keys the fingerprints of links in audit events (per installation, kept secret).
     pub fingerprint_key: FingerprintKey,
 }
 
+/// The running supervision tree and its API: every call is a message to its actors,
+/// bounded in time and in how many may be in flight. Cheap to share behind an `Arc`;
+/// [`ShareService::shutdown`] ends every share and stops the tree.
 pub struct ShareService {
     root: ActorRef<RootMsg>,
     handoffs: ActorRef<HandoffMsg>,
@@ -187,6 +194,7 @@ impl ShareService {
         all
     }
 
+    /// The settings the tree runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -380,6 +388,7 @@ impl ShareService {
         }
     }
 
+    /// Every live share (starting, live or ending), as the root's table has it now.
     pub async fn list(&self) -> Result<Vec<ShareInfo>, ShareError> {
         self.ask(CALL_SLACK, RootMsg::List).await
     }
