@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! termshare: share a live terminal safely.
 //!
 //! The supervision tree lives in [`termshare_actors`] (re-exported as [`actors`]); this

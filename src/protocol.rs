@@ -27,105 +27,160 @@ use termshare_actors::{RevokeReport, ShareError, ShareInfo};
 
 use crate::exit;
 
+/// The protocol version this daemon speaks; every request's `v` must equal it.
 pub const VERSION: u64 = 1;
 /// Longest request line accepted; longer lines are answered with `line_too_long`.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// What a request asks for: its `cmd` (in snake case) and that command's fields.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
+    /// Check the daemon is up; answers `{"version","protocol"}`.
     Ping {},
+    /// Start a share; answers with the share (see [`share_json`]) once its link is known.
     Share {
+        /// The host terminal to share (a tmux session by default).
         terminal: String,
+        /// The backend that serves the share (`tty-share`, `tmate`, `upterm`, ...).
         backend: String,
+        /// How long the share lives (`30m`); absent: the daemon's default TTL.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl: Option<String>,
+        /// Warn this long before expiry (`["5m","1m"]`); absent: the daemon's warnings.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         grace: Option<Vec<String>>,
+        /// `read-only` or `read-write`; absent: `read-write`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         access: Option<String>,
+        /// Act as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
     },
+    /// The live shares the caller may manage (their links are secrets), as an array.
     List {},
+    /// Move a share's expiry later, within its rule's `max_ttl`; answers with the share.
     Extend {
+        /// The share to extend.
         share_id: String,
+        /// How much later than its current expiry (`15m`).
         by: String,
+        /// Act as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
     },
+    /// End a share now; answers with the revoke's report (see [`report_json`]).
     Revoke {
+        /// The share to end.
         share_id: String,
+        /// Act as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
     },
+    /// Move a live share to another backend, make-before-break; answers with the share.
     Switch {
+        /// The share to move.
         share_id: String,
+        /// The backend to move it to.
         backend: String,
+        /// Act as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
     },
+    /// The badges the caller may see and the audit log's health: `{"badges","audit"}`.
     Status {},
+    /// Answer once, then stream a `badges` event on every badge change until the
+    /// client sends anything or disconnects.
     Watch {},
+    /// Ask to hand a terminal to another principal through the policy's approval
+    /// chain; answers with the pending handoff (see [`handoff_json`]).
     HandoffRequest {
+        /// The host terminal handed off.
         terminal: String,
+        /// Who receives it (`human:NAME` or `agent:NAME`).
         to: String,
+        /// Hand off as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
+        /// Why, for the approvers and the audit log; absent: empty.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
-        /// Start a share for the receiver over this backend once approved.
+        /// Start a share for the receiver over this backend once approved; absent: no
+        /// new share.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         backend: Option<String>,
-        /// The receiver share's TTL (`20m`); needs `backend`.
+        /// The receiver share's TTL (`20m`); needs `backend`; absent: the default TTL.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl: Option<String>,
     },
+    /// Approve a handoff's current step; answers with the handoff (after the last step,
+    /// once its package is ready).
     HandoffApprove {
+        /// The handoff to approve.
         handoff_id: String,
+        /// Approve as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
     },
+    /// Deny a pending handoff (as its current step's approver or its receiver), ending it.
     HandoffDeny {
+        /// The handoff to deny.
         handoff_id: String,
+        /// Deny as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
+        /// Why; absent: "denied by PRINCIPAL".
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// One handoff, if the caller is a party to it (the package only for its receiver).
     HandoffShow {
+        /// The handoff to show.
         handoff_id: String,
     },
+    /// The handoffs the caller is a party to (all of them for the operator), as an array.
     HandoffList {},
 }
 
 /// A parsed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The request's `id` (a string of at most 128 characters, or a number), echoed back.
     pub id: Value,
+    /// What the request asks for.
     pub command: Command,
 }
 
 /// A protocol-level error: the line could not be understood as a request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
+    /// The line is not valid JSON; holds the parser's message.
     #[error("the line is not valid JSON: {0}")]
     BadJson(String),
+    /// The line is JSON but not an object.
     #[error("the request must be a JSON object")]
     NotAnObject,
+    /// `v` is not [`VERSION`]; holds the value sent (at most 20 characters).
     #[error("unsupported protocol version {0}; this daemon speaks version 1")]
     UnsupportedVersion(String),
+    /// The request has no `v`.
     #[error("the request has no `v` (protocol version)")]
     MissingVersion,
+    /// `id` is missing, or neither a number nor a string of at most 128 characters.
     #[error("the request needs an `id` (a string of at most 128 characters, or a number)")]
     BadId,
+    /// Unknown `cmd`, or a missing, mistyped or unknown field; holds why (at most 300
+    /// characters).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The line is longer than [`MAX_LINE`].
     #[error("the line is longer than {MAX_LINE} bytes")]
     LineTooLong,
 }
 
 impl ProtocolError {
+    /// The response's `error.code`: `bad_json`, `bad_request`, `unsupported_version` or
+    /// `line_too_long`.
     pub fn code(&self) -> &'static str {
         match self {
             ProtocolError::BadJson(_) => "bad_json",
@@ -177,10 +232,12 @@ pub fn error(id: &Value, code: &str, exit_code: i32, message: &str) -> Value {
            "error": {"code": code, "exit": exit_code, "message": message}})
 }
 
+/// The error response to a line that is not a valid request (exit code 2, invalid).
 pub fn protocol_error(id: &Value, e: &ProtocolError) -> Value {
     error(id, e.code(), exit::INVALID, &e.to_string())
 }
 
+/// The error response to a failed command, with the error's stable code and exit code.
 pub fn share_error(id: &Value, e: &ShareError) -> Value {
     error(id, share_error_code(e), exit::code(e), &e.to_string())
 }

@@ -29,8 +29,8 @@ pub fn check(_name: &str) -> Option<Option<String>> {
 }
 
 /// A pause point: with `return(MS)` configured, wait that long here (on the runtime's
-/// clock). For tests that cancel work at a given step: [`paused_at`] tells them it has
-/// been reached.
+/// clock). For tests that cancel work at a given step: `paused_at` (with the
+/// `failpoints` feature) tells them it has been reached.
 pub async fn pause(name: &'static str) {
     if let Some(arg) = check(name) {
         let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(1000);

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! termshare's supervision tree, over traits.
 //!
 //! ```text

@@ -27,6 +27,7 @@ pub struct FakeWorld {
     /// removed): the stand-in for "a process exists". A share has two for a moment
     /// while it switches backends.
     live: Mutex<HashMap<(ShareId, u64), ExitSender>>,
+    /// Workers started so far, ever.
     pub starts: AtomicU64,
     /// The next start fails with this error.
     pub fail_next_start: Mutex<Option<BackendError>>,
@@ -50,6 +51,7 @@ impl FakeWorld {
         self.live.lock().keys().map(|(share, _)| *share).collect()
     }
 
+    /// Workers alive now.
     pub fn live_count(&self) -> usize {
         self.live.lock().len()
     }
@@ -87,11 +89,14 @@ impl FakeWorld {
 /// A backend whose workers are tokio-side objects. The link is `fake://NAME/SHARE_ID`.
 pub struct FakeBackend {
     name: BackendName,
+    /// How long each start takes to give its link.
     pub link_delay: Duration,
+    /// Where its workers live.
     pub world: Arc<FakeWorld>,
 }
 
 impl FakeBackend {
+    /// A backend named `name` whose workers live in `world`; links come at once.
     pub fn new(name: &str, world: Arc<FakeWorld>) -> Self {
         FakeBackend {
             name: BackendName::new(name),
@@ -209,7 +214,9 @@ impl Backend for FakeBackend {
 /// A host with a fixed set of terminals that records every notification.
 #[derive(Default)]
 pub struct FakeHost {
+    /// The terminals that exist (remove one to close it).
     pub terminals: Mutex<HashSet<String>>,
+    /// Every notification shown: (terminal, message).
     pub notices: Mutex<Vec<(String, String)>>,
     /// The next notify panics (in the session's notice task, which fails the session).
     pub panic_on_notify: Mutex<bool>,
@@ -220,6 +227,7 @@ pub struct FakeHost {
 }
 
 impl FakeHost {
+    /// A host with these terminals.
     pub fn with(terminals: &[&str]) -> Self {
         FakeHost {
             terminals: Mutex::new(terminals.iter().map(|s| s.to_string()).collect()),
@@ -282,8 +290,11 @@ impl TerminalHost for FakeHost {
 
 /// A policy of one rule that allows everything, with optional bounds.
 pub struct AllowAll {
+    /// The rule's `max_ttl`.
     pub max_ttl: Option<Duration>,
+    /// The rule's `max_concurrent`.
     pub max_concurrent: Option<u32>,
+    /// The rule's `require_join_restriction`.
     pub require_join_restriction: bool,
 }
 
@@ -314,8 +325,11 @@ impl PolicyGate for DenyAll {
 /// (a full disk).
 #[derive(Clone, Default)]
 pub struct FlakySink {
+    /// Every event kept, in order.
     pub events: Arc<Mutex<Vec<crate::audit::AuditEvent>>>,
+    /// The size of each batch written.
     pub batches: Arc<Mutex<Vec<usize>>>,
+    /// While set, every write fails (a full disk).
     pub failing: Arc<std::sync::atomic::AtomicBool>,
     /// Each write takes this long (a slow disk).
     pub delay: Arc<Mutex<Duration>>,
@@ -339,9 +353,13 @@ impl crate::traits::AuditSink for FlakySink {
 /// Allows every share except agents writing, and hands any terminal between any pair
 /// through the given approval chain.
 pub struct ChainPolicy {
+    /// The chain's approvers, in step order.
     pub approvers: Vec<String>,
+    /// How long each step waits for its approver.
     pub step_timeout: Duration,
+    /// The access an agent receiver gets at most.
     pub agent_access: AccessMode,
+    /// Whether the receiver's share must start for the handoff to complete.
     pub receiver_share: crate::traits::ReceiverShare,
 }
 

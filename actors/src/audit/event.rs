@@ -10,26 +10,40 @@ use uuid::Uuid;
 use crate::caller::{Caller, Peer};
 use crate::types::{BackendName, Principal, TerminalName};
 
+/// What an audit line records; written as its name (`share.started`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AuditKind {
+    /// A share was asked for; written before its `share.denied` or `share.started`.
     #[serde(rename = "share.requested")]
     ShareRequested,
+    /// A share request was refused (claim, terminal, policy or limits); `details.reason`
+    /// says why.
     #[serde(rename = "share.denied")]
     ShareDenied,
+    /// A share's worker has its link: the share is live.
     #[serde(rename = "share.started")]
     ShareStarted,
+    /// A share reached one of its grace thresholds before expiry (`details.remaining_ms`).
     #[serde(rename = "share.grace_warning")]
     ShareGraceWarning,
+    /// A share's expiry was moved later (`details.by_ms`, `details.expires_at`).
     #[serde(rename = "share.extended")]
     ShareExtended,
+    /// A share was ended by its owner or the operator.
     #[serde(rename = "share.revoked")]
     ShareRevoked,
+    /// A share's TTL ran out and it ended.
     #[serde(rename = "share.expired")]
     ShareExpired,
+    /// A share ended because the service shut down.
     #[serde(rename = "share.stopped")]
     ShareStopped,
+    /// A share ended because its worker died, hung or could not start, or its terminal
+    /// went away; `details.cause` says which.
     #[serde(rename = "share.failed")]
     ShareFailed,
+    /// A share moved to another backend (`details.from`, `details.to`); the new worker
+    /// has its link and the old one was stopped.
     #[serde(rename = "share.switched")]
     ShareSwitched,
     /// The backend gave the share new links while it ran (tmate after its relay
@@ -47,12 +61,17 @@ pub enum AuditKind {
     /// by the next start, so that every `share.started` has its end.
     #[serde(rename = "share.ended")]
     ShareEnded,
+    /// A handoff was asked for (`details.denied` when the policy refused it at once).
     #[serde(rename = "handoff.requested")]
     HandoffRequested,
+    /// A step of a handoff's chain was approved (`details.step` of `details.of`).
     #[serde(rename = "handoff.approved")]
     HandoffApproved,
+    /// A handoff ended without completing: denied by an approver or its receiver,
+    /// refused by the policy (step 0), or a step timed out (`details.timed_out`).
     #[serde(rename = "handoff.denied")]
     HandoffDenied,
+    /// The chain approved and the receiver's package (and share, if asked for) is ready.
     #[serde(rename = "handoff.completed")]
     HandoffCompleted,
     /// An approval or denial was refused (wrong or repeated identity); the handoff is
@@ -73,6 +92,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// The kind's name as the audit log writes it (`share.started`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::ShareRequested => "share.requested",
@@ -117,17 +137,26 @@ impl AuditKind {
 /// One audit line. `id` and `seq` are assigned by the AuditActor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
+    /// Unique id (a UUIDv7), assigned when the event is committed; nil until then.
     pub id: Uuid,
+    /// When the event was created (RFC 3339 with milliseconds in the log).
     #[serde(with = "humantime_serde_compat")]
     pub at: SystemTime,
+    /// Position in the log, assigned at commit; numbering continues across restarts.
     pub seq: u64,
     /// The share's id; for a handoff step, the handoff's id (its share, if any, is in
     /// `details.share_id`).
     pub correlation_id: Uuid,
+    /// What happened.
     pub kind: AuditKind,
+    /// Whom it concerns: a share's owner, or who took a handoff step (the receiver
+    /// for `handoff.completed` and `handoff.failed`); `None` for a step's timeout.
     pub principal: Option<Principal>,
+    /// The terminal concerned, if any.
     pub terminal: Option<TerminalName>,
+    /// The share's backend, if any.
     pub backend: Option<BackendName>,
+    /// What else the kind records (`reason`, `cause`, `rule_id`, `by`, ...).
     pub details: BTreeMap<String, Value>,
     /// The local process that asked for the action, for actions taken over the
     /// daemon's socket (the kernel's word, not the caller's).
@@ -136,6 +165,8 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// An event of `kind` about `correlation_id` (a share's or handoff's id), stamped
+    /// now; `id` and `seq` are set when it is committed.
     pub fn new(kind: AuditKind, correlation_id: impl Into<Uuid>) -> Self {
         let correlation_id = correlation_id.into();
         AuditEvent {
@@ -166,18 +197,22 @@ impl AuditEvent {
         self
     }
 
+    /// Whom the event concerns (`principal`).
     pub fn principal(mut self, p: &Principal) -> Self {
         self.principal = Some(p.clone());
         self
     }
+    /// The terminal concerned (`terminal`).
     pub fn terminal(mut self, t: &TerminalName) -> Self {
         self.terminal = Some(t.clone());
         self
     }
+    /// The share's backend (`backend`).
     pub fn backend(mut self, b: &BackendName) -> Self {
         self.backend = Some(b.clone());
         self
     }
+    /// Set `details[key]` to `value` (replacing any earlier value).
     pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.details.insert(key.to_owned(), value.into());
         self

@@ -83,6 +83,7 @@ impl AuditHealth {
         None
     }
 
+    /// Events handed to the writer and not yet written (or skipped).
     pub fn queued(&self) -> usize {
         self.queued.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -256,6 +257,7 @@ impl AuditLog {
 /// An in-memory sink, for tests and embedders that keep events themselves.
 #[derive(Clone, Default)]
 pub struct MemorySink {
+    /// Every event appended so far, in order; clones share it.
     pub events: std::sync::Arc<parking_lot::Mutex<Vec<AuditEvent>>>,
 }
 

@@ -94,14 +94,19 @@ impl HandoffRequest {
     }
 }
 
+/// Where a handoff stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HandoffState {
+    /// Waiting for its current step's approval.
     Pending,
     /// The last step approved; the context is being captured.
     Completing,
+    /// Every step approved and the receiver's package is ready.
     Completed,
+    /// The current step's approver or the receiver said no.
     Denied,
+    /// A step was not approved within the rule's `step_timeout`.
     TimedOut,
     /// Every step approved, but nothing could be handed over (context capture or the
     /// receiver's required share failed, or the completion could not be recorded).
@@ -109,6 +114,7 @@ pub enum HandoffState {
 }
 
 impl HandoffState {
+    /// The state's name as the protocol and badges write it (`pending`, `timed_out`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             HandoffState::Pending => "pending",
@@ -124,10 +130,15 @@ impl HandoffState {
 /// What the receiver gets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HandoffPackage {
+    /// The terminal's working directory (its active pane's) at completion.
     pub cwd: String,
+    /// The foreground command of the terminal's active pane.
     pub command: String,
+    /// The terminal's last lines (the service's `handoff_scrollback_lines`).
     pub scrollback: String,
+    /// The terminal's width in columns.
     pub cols: u16,
+    /// The terminal's height in rows.
     pub rows: u16,
     /// The access the receiver is granted.
     pub access: AccessMode,
@@ -145,9 +156,12 @@ pub struct HandoffPackage {
     pub share_error: Option<String>,
 }
 
+/// One approved step of a handoff's chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Approval {
+    /// The principal that approved it.
     pub by: Principal,
+    /// When it was approved.
     #[serde(serialize_with = "crate::types::rfc3339_seconds")]
     pub at: SystemTime,
 }
@@ -157,27 +171,41 @@ pub struct Approval {
 pub struct Refusal {
     /// The step (1-based) it ended at.
     pub step: usize,
+    /// Who denied it; `None` for a timeout or a failure.
     pub by: Option<Principal>,
+    /// Why: the denier's reason, the timeout, or the failure's cause.
     pub reason: String,
 }
 
 /// A handoff as anyone involved may see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HandoffView {
+    /// The handoff's id.
     pub handoff_id: HandoffId,
+    /// Where it stands.
     pub state: HandoffState,
+    /// The terminal handed off.
     pub terminal: TerminalName,
+    /// Who hands it off.
     pub from: Principal,
+    /// Who receives it.
     pub to: Principal,
+    /// Why, as the requester gave it (may be empty).
     pub reason: String,
+    /// The policy's `[[handoff]]` rule that gave the chain.
     pub rule_id: String,
+    /// Who may approve each step, in order: principal patterns (`human:*`).
     pub approvers: Vec<String>,
     /// The step waiting for approval (1-based), while pending.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
+    /// The steps approved so far, in order.
     pub approvals: Vec<Approval>,
+    /// How it ended, once denied, timed out or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
+    /// What the receiver gets, once completed; shown only to the receiver and the
+    /// operator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<HandoffPackage>,
 }
