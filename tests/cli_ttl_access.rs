@@ -60,10 +60,20 @@ fn a_6s_share_warns_its_participant_at_3s_and_expires_at_6s() {
         "{ended_at:?}"
     );
     let events: Vec<String> = lines.try_iter().collect();
-    assert!(
-        events[0].contains("share.grace_warning") && events[1].contains("share.expired"),
-        "{events:?}"
-    );
+    let printed: Vec<&str> = [
+        "share.joined",
+        "share.grace_warning",
+        "share.left",
+        "share.expired",
+    ]
+    .into_iter()
+    .filter(|k| {
+        events
+            .iter()
+            .any(|l| l.contains(&format!("\"kind\":\"{k}\"")))
+    })
+    .collect();
+    assert_eq!(printed.len(), 4, "{events:?}");
     let kinds: Vec<String> = host
         .audit()
         .iter()
@@ -74,9 +84,22 @@ fn a_6s_share_warns_its_participant_at_3s_and_expires_at_6s() {
         [
             "share.requested",
             "share.started",
+            "share.joined",
             "share.grace_warning",
+            "share.left",
             "share.expired"
         ]
+    );
+    // The notice was shown, and a participant was there to see it.
+    let warning = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.grace_warning")
+        .unwrap();
+    assert_eq!(warning["details"]["notice_shown"], true, "{warning}");
+    assert_eq!(
+        warning["details"]["participants_notified"], true,
+        "{warning}"
     );
     assert!(host
         .audit()

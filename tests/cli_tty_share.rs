@@ -101,7 +101,17 @@ fn share_prints_a_link_a_participant_sees_the_host_and_sigterm_disconnects_it() 
     );
     let audit = host.audit();
     let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["share.requested", "share.started", "share.revoked"]);
+    // The participant's join and its cut-off at the revoke are on the record too.
+    assert_eq!(
+        kinds,
+        [
+            "share.requested",
+            "share.started",
+            "share.joined",
+            "share.left",
+            "share.revoked"
+        ]
+    );
     assert!(audit
         .iter()
         .all(|e| e["correlation_id"] == share["share_id"]));

@@ -162,6 +162,7 @@ impl Worker for FakeWorker {
             None => TerminateOutcome {
                 escalated: false,
                 already_gone: true,
+                ..Default::default()
             },
         }
     }

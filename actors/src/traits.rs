@@ -79,7 +79,33 @@ pub struct TerminateOutcome {
     pub escalated: bool,
     /// The worker had already exited when the stop began.
     pub already_gone: bool,
+    /// Participants still connected once the stop was done, where the backend can tell
+    /// (0 when the stop cut everyone off).
+    pub participants_after: Option<u32>,
 }
+
+/// A participant came or went, as the backend saw it (tty-share: a participant's
+/// terminal connection through the link front).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParticipantEvent {
+    /// A participant connected.
+    Joined {
+        /// Unique within the worker: pairs the join with its leave.
+        id: u64,
+        /// Where it came from (address, local user), fingerprinted before it is
+        /// recorded, never kept in the clear.
+        origin: String,
+    },
+    /// The participant with this id left (or was cut off).
+    Left {
+        /// The id its join carried.
+        id: u64,
+    },
+}
+
+/// How many participant events a worker may have queued for its session; a backend
+/// that cannot queue a join refuses that participant (it fails closed).
+pub const PARTICIPANT_EVENTS_QUEUE: usize = 256;
 
 /// What a heartbeat probe saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +178,13 @@ pub trait Worker: Send + 'static {
 
     /// Participants connected now, when the backend can tell.
     async fn participants(&mut self) -> Option<u32> {
+        None
+    }
+
+    /// Each participant's join and leave as it happens, when the backend tells them
+    /// (taken once: the BackendWorker forwards them to the session). A worker that
+    /// gives these keeps its share's participant count live.
+    fn participant_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<ParticipantEvent>> {
         None
     }
 }

@@ -29,11 +29,15 @@ pub enum WorkerEvent {
         pid: Option<u32>,
         /// The worker can tell how many participants are connected.
         tells_participants: bool,
+        /// It reports each join and leave: the share's count is live from 0.
+        counts_participants: bool,
     },
     StartFailed(BackendError),
     Exited(WorkerExit),
     /// The backend handed out new links (its relay reconnected).
     Relinked(Links),
+    /// A participant joined or left.
+    Participant(crate::traits::ParticipantEvent),
     /// Unresponsive (stopped, or not serving) for longer than the heartbeat timeout;
     /// the text says what was seen.
     Hung {
@@ -82,6 +86,9 @@ pub struct WorkerState {
     serving_task: Option<JoinHandle<()>>,
     /// Forwards the backend's new links to the session, when it hands any out.
     relink_task: Option<JoinHandle<()>>,
+    /// Forwards each participant's join and leave to the session, when the backend
+    /// tells them.
+    participant_task: Option<JoinHandle<()>>,
     /// When the serving probe last succeeded (the start counts: the link was just
     /// given), and its last error since.
     last_served: Option<tokio::time::Instant>,
@@ -96,6 +103,7 @@ impl Drop for WorkerState {
             self.heartbeat.take(),
             self.serving_task.take(),
             self.relink_task.take(),
+            self.participant_task.take(),
         ]
         .into_iter()
         .flatten()
@@ -134,6 +142,7 @@ impl Actor for BackendWorker {
             unresponsive_since: None,
             serving_task: None,
             relink_task: None,
+            participant_task: None,
             last_served: None,
             serving_error: None,
             stopping: false,
@@ -178,7 +187,7 @@ impl Actor for BackendWorker {
                     })
                 });
                 match started {
-                    Ok(started) => {
+                    Ok(mut started) => {
                         let pid = started.worker.pid();
                         let tells_participants = started.worker.tells_participants();
                         let mut exit = started.worker.exit_watch();
@@ -216,6 +225,23 @@ impl Actor for BackendWorker {
                                 }
                             }));
                         }
+                        let counts_participants = match started.worker.participant_events() {
+                            Some(mut joins) => {
+                                let session = state.args.session.clone();
+                                let generation = state.args.generation;
+                                state.participant_task = Some(tokio::spawn(async move {
+                                    while let Some(e) = joins.recv().await {
+                                        let event = WorkerEvent::Participant(e);
+                                        let msg = SessionMsg::Worker { generation, event };
+                                        if session.cast(msg).is_err() {
+                                            break;
+                                        }
+                                    }
+                                }));
+                                true
+                            }
+                            None => false,
+                        };
                         if let Some(probe) = started.worker.serving_probe() {
                             state.last_served = Some(tokio::time::Instant::now());
                             state.serving_task = Some(tokio::spawn(serve_checks(
@@ -229,6 +255,7 @@ impl Actor for BackendWorker {
                             links: started.links,
                             pid,
                             tells_participants,
+                            counts_participants,
                         });
                     }
                     Err(e) => {
@@ -244,6 +271,7 @@ impl Actor for BackendWorker {
                     None => TerminateOutcome {
                         escalated: false,
                         already_gone: true,
+                        ..Default::default()
                     },
                 };
                 let _ = reply.send(outcome);

@@ -34,6 +34,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+mod participants;
+
+pub use self::participants::ParticipantFeed;
+use self::participants::Participants;
 use super::redraw::Redraw;
 use crate::limits::{PerUser, UserSlot};
 use crate::netns::Connector;
@@ -60,6 +64,8 @@ struct Ctx {
     /// Redraws the terminal when a participant has joined; `None` when the attach
     /// command is not one termshare can ask to redraw.
     redraw: Option<Arc<Redraw>>,
+    /// Joins and leaves of participants' terminal connections.
+    participants: Arc<Participants>,
     /// Cancelled when the front is dropped: every connection and pipe ends with it.
     stop: CancellationToken,
 }
@@ -86,25 +92,28 @@ impl crate::process::Attached for LinkFront {
 }
 
 impl LinkFront {
-    /// Listen on `ip` (ephemeral port) in front of the worker behind `connector`.
+    /// Listen on `ip` (ephemeral port) in front of the worker behind `connector`;
+    /// participants' joins and leaves come out of the [`ParticipantFeed`].
     pub async fn start(
         ip: IpAddr,
         connector: Arc<Connector>,
         redraw: Option<Arc<Redraw>>,
-    ) -> std::io::Result<LinkFront> {
+    ) -> std::io::Result<(LinkFront, ParticipantFeed)> {
         let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let secret = new_secret()?;
         let stop = CancellationToken::new();
+        let (participants, feed) = Participants::new();
         let ctx = Arc::new(Ctx {
             secret: secret.clone(),
             connector,
             verified: Arc::new(Semaphore::new(MAX_VERIFIED)),
             redraw,
+            participants,
             stop: stop.clone(),
         });
         tokio::spawn(serve(listener, ctx));
-        Ok(LinkFront { addr, secret, stop })
+        Ok((LinkFront { addr, secret, stop }, feed))
     }
 
     /// The participant's link: `http://IP:PORT/s/SECRET/`.
@@ -175,10 +184,15 @@ async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             _user: user_slot,
         }));
         tokio::spawn(async move {
+            // Where the participant came from, as the session fingerprints it.
+            let origin: Arc<str> = match uid {
+                u32::MAX => peer.ip().to_string().into(),
+                uid => format!("{} uid {uid}", peer.ip()).into(),
+            };
             let service = hyper::service::service_fn({
                 let ctx = ctx.clone();
                 let slot = slot.clone();
-                move |req| handle(req, ctx.clone(), slot.clone())
+                move |req| handle(req, ctx.clone(), slot.clone(), origin.clone())
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -232,11 +246,15 @@ async fn handle(
     mut req: Request<Incoming>,
     ctx: Arc<Ctx>,
     slot: Slot,
+    origin: Arc<str>,
 ) -> Result<Response<Body>, Infallible> {
     let Some(rest) = strip_secret(req.uri().path(), &ctx.secret) else {
         metrics::counter!("termshare_link_front_refused_total").increment(1);
         return Ok(closing(StatusCode::NOT_FOUND, "not found\n"));
     };
+    // tty-share streams the terminal over `ws/` (its TTYSHARE-TTY-WSPATH): that
+    // connection is the participant.
+    let terminal_stream = rest.starts_with("ws");
     {
         let mut standing = slot.lock();
         if let Standing::Unverified { .. } = *standing {
@@ -299,10 +317,18 @@ async fn handle(
         if let Some(participant_side) = participant_side {
             let worker_side = hyper::upgrade::on(&mut resp);
             let (stop, redraw) = (ctx.stop.clone(), ctx.redraw.clone());
+            let participants = ctx.participants.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let (Ok(p), Ok(w)) = tokio::join!(participant_side, worker_side) else {
                     return;
+                };
+                let _joined = match terminal_stream {
+                    true => match participants.join(origin.to_string()) {
+                        Some(joined) => Some(joined),
+                        None => return, // a join nobody would hear of: refused
+                    },
+                    false => None,
                 };
                 tokio::select! {
                     _ = stop.cancelled() => {}

@@ -175,7 +175,7 @@ impl TtyShareBackend {
         }
         termshare_actors::faultpoints::pause("tty_share.after_listen").await;
         let serving = serving::http_through(connector.clone());
-        let front = LinkFront::start(self.listen, connector, redraw)
+        let (front, participants) = LinkFront::start(self.listen, connector, redraw)
             .await
             .map_err(|e| {
                 Self::err_start(format!(
@@ -187,7 +187,8 @@ impl TtyShareBackend {
             links: Links::new(front.link()),
             worker: Box::new(
                 ProcessWorker::new(process, GracefulStop::SigTerm, vec![Box::new(front)])
-                    .with_serving_probe(serving),
+                    .with_serving_probe(serving)
+                    .with_participant_feed(participants.events, participants.connected),
             ),
         })
     }

@@ -38,7 +38,15 @@ pub struct ProcessWorker {
     link_updates: Option<watch::Receiver<termshare_actors::Links>>,
     /// How many participants are connected, when the backend can tell.
     participants: Option<ParticipantCount>,
+    /// Each join and leave, when the backend reports them (taken by the BackendWorker).
+    participant_events: Option<tokio::sync::mpsc::Receiver<termshare_actors::ParticipantEvent>>,
+    /// Participants connected now, kept live by the backend (the tty-share front).
+    connected: Option<watch::Receiver<u32>>,
 }
+
+/// How long a stop waits for the participants' connections to close once the worker
+/// is gone, before it reports how many are left.
+const PARTICIPANTS_CLOSE: Duration = Duration::from_secs(1);
 
 /// Counts a worker's connected participants (from what the backend writes down).
 pub type ParticipantCount = Arc<dyn Fn() -> Option<u32> + Send + Sync>;
@@ -53,7 +61,21 @@ impl ProcessWorker {
             serving: None,
             link_updates: None,
             participants: None,
+            participant_events: None,
+            connected: None,
         }
+    }
+
+    /// Report each join and leave from `events`, and count from `connected` (the
+    /// tty-share link front sees every participant's connection).
+    pub fn with_participant_feed(
+        mut self,
+        events: tokio::sync::mpsc::Receiver<termshare_actors::ParticipantEvent>,
+        connected: watch::Receiver<u32>,
+    ) -> Self {
+        self.participant_events = Some(events);
+        self.connected = Some(connected);
+        self
     }
 
     /// Tell participants with `count` (upterm: its log of joins and leaves).
@@ -103,10 +125,19 @@ impl Worker for ProcessWorker {
     }
 
     fn tells_participants(&self) -> bool {
-        self.participants.is_some()
+        self.participants.is_some() || self.connected.is_some()
+    }
+
+    fn participant_events(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::Receiver<termshare_actors::ParticipantEvent>> {
+        self.participant_events.take()
     }
 
     async fn participants(&mut self) -> Option<u32> {
+        if let Some(connected) = &self.connected {
+            return Some(*connected.borrow());
+        }
         let count = self.participants.clone()?;
         // A small file read, off the runtime's threads.
         tokio::task::spawn_blocking(move || count())
@@ -116,6 +147,32 @@ impl Worker for ProcessWorker {
     }
 
     async fn terminate(&mut self, grace: Duration) -> TerminateOutcome {
+        let mut outcome = self.stop(grace).await;
+        if let Some(connected) = &mut self.connected {
+            // The front closed every connection at `stopping()`; each pipe ends on its
+            // own task: wait for the count to say so (or report who is left).
+            let _ = tokio::time::timeout(PARTICIPANTS_CLOSE, connected.wait_for(|n| *n == 0)).await;
+            outcome.participants_after = Some(*connected.borrow());
+        }
+        outcome
+    }
+
+    async fn probe(&mut self) -> Probe {
+        if self.process.has_exited() {
+            return Probe::Gone;
+        }
+        // The kernel's view: `T` (stopped, e.g. SIGSTOP) or `t` (traced) does not run.
+        match process_state(self.process.pid) {
+            None | Some('Z') | Some('X') => Probe::Gone,
+            Some('T') | Some('t') => Probe::Unresponsive,
+            Some(_) => Probe::Alive,
+        }
+    }
+}
+
+impl ProcessWorker {
+    /// Stop the process group: graceful, then SIGKILL once `grace` has passed.
+    async fn stop(&mut self, grace: Duration) -> TerminateOutcome {
         for a in &self.attached {
             a.stopping();
         }
@@ -125,6 +182,7 @@ impl Worker for ProcessWorker {
             return TerminateOutcome {
                 escalated: false,
                 already_gone: true,
+                ..Default::default()
             };
         }
         let pgid = self.process.guard.pgid();
@@ -159,18 +217,7 @@ impl Worker for ProcessWorker {
         TerminateOutcome {
             escalated: true,
             already_gone: false,
-        }
-    }
-
-    async fn probe(&mut self) -> Probe {
-        if self.process.has_exited() {
-            return Probe::Gone;
-        }
-        // The kernel's view: `T` (stopped, e.g. SIGSTOP) or `t` (traced) does not run.
-        match process_state(self.process.pid) {
-            None | Some('Z') | Some('X') => Probe::Gone,
-            Some('T') | Some('t') => Probe::Unresponsive,
-            Some(_) => Probe::Alive,
+            ..Default::default()
         }
     }
 }

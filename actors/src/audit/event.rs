@@ -46,6 +46,13 @@ pub enum AuditKind {
     /// has its link and the old one was stopped.
     #[serde(rename = "share.switched")]
     ShareSwitched,
+    /// A participant connected (where the backend tells): its id and a keyed
+    /// fingerprint of where it came from.
+    #[serde(rename = "share.joined")]
+    ShareJoined,
+    /// A participant left, or was cut off by the share's end or a switch (`cause`).
+    #[serde(rename = "share.left")]
+    ShareLeft,
     /// The backend gave the share new links while it ran (tmate after its relay
     /// reconnected): the share now answers with these (their fingerprints here).
     #[serde(rename = "share.relinked")]
@@ -105,6 +112,8 @@ impl AuditKind {
             AuditKind::ShareStopped => "share.stopped",
             AuditKind::ShareFailed => "share.failed",
             AuditKind::ShareSwitched => "share.switched",
+            AuditKind::ShareJoined => "share.joined",
+            AuditKind::ShareLeft => "share.left",
             AuditKind::ShareRelinked => "share.relinked",
             AuditKind::ShareSwitchFailed => "share.switch_failed",
             AuditKind::ShareRefused => "share.refused",

@@ -61,6 +61,11 @@ pub enum ShareEvent {
     Relinked,
     /// An action on it was refused; it is unchanged (`share.refused`).
     Refused,
+    /// A participant joined (`share.joined`); the record has its id and origin
+    /// fingerprint, and `list()` the count.
+    Joined,
+    /// A participant left or was cut off (`share.left`).
+    Left,
     /// It ended, and how (`share.revoked`, `.expired`, `.stopped`, `.failed`). The last
     /// event of every feed.
     Ended(EndReason),
@@ -204,6 +209,8 @@ fn share_event(record: &AuditEvent) -> Option<ShareEvent> {
         AuditKind::ShareSwitchFailed => ShareEvent::SwitchFailed,
         AuditKind::ShareRelinked => ShareEvent::Relinked,
         AuditKind::ShareRefused => ShareEvent::Refused,
+        AuditKind::ShareJoined => ShareEvent::Joined,
+        AuditKind::ShareLeft => ShareEvent::Left,
         AuditKind::ShareRevoked => ShareEvent::Ended(EndReason::Revoked),
         AuditKind::ShareExpired => ShareEvent::Ended(EndReason::Expired),
         AuditKind::ShareStopped => ShareEvent::Ended(EndReason::Stopped),

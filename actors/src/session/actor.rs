@@ -34,6 +34,7 @@ impl Actor for ShareSession {
             worker_ready: false,
             worker_pid: None,
             worker_tells_participants: false,
+            joined: Default::default(),
             ended: args.ended,
             requested: Some(args.requested),
             requested_by: args.caller,
@@ -84,11 +85,13 @@ impl Actor for ShareSession {
                         links,
                         pid,
                         tells_participants,
+                        counts_participants,
                     } => {
                         state.worker_ready = true;
                         state.worker_pid = pid;
                         state.info.worker_pid = pid;
                         state.worker_tells_participants = tells_participants;
+                        state.counting_participants(counts_participants);
                         state.ready(&myself, links).await;
                     }
                     WorkerEvent::StartFailed(e) => {
@@ -105,6 +108,7 @@ impl Actor for ShareSession {
                     }
                     WorkerEvent::Exited(status) => state.worker_exited(&myself, status),
                     WorkerEvent::Relinked(links) => state.relinked(links),
+                    WorkerEvent::Participant(e) => state.participant(e),
                 }
             }
             SessionMsg::WorkerGone {
@@ -135,12 +139,19 @@ impl Actor for ShareSession {
             } => {
                 // A share that ended meanwhile was not warned: its end is the record.
                 if generation == state.ttl_generation && !matches!(state.phase, Phase::Ended) {
+                    // Shown on the terminal is one thing; seen by a participant only
+                    // when one was there (unknown where the backend cannot tell).
+                    let seen = match state.info.participants {
+                        Some(n) => serde_json::json!(notified && n > 0),
+                        None => serde_json::Value::Null,
+                    };
                     record(
                         &state.ctx.audit,
                         state
                             .event(AuditKind::ShareGraceWarning)
                             .detail("remaining_ms", remaining.as_millis() as u64)
-                            .detail("participants_notified", notified),
+                            .detail("notice_shown", notified)
+                            .detail("participants_notified", seen),
                     );
                 }
             }

@@ -89,6 +89,7 @@ impl SessionState {
             stopped_in_time &= switch.abandon(self.id(), deadline).await;
         }
         let elapsed = requested_at.elapsed();
+        self.participants_gone("the share ended");
         self.count_active(false);
         metrics::histogram!("termshare_revoke_seconds").record(elapsed.as_secs_f64());
         metrics::counter!(match reason {
@@ -105,6 +106,7 @@ impl SessionState {
             escalated: outcome.escalated,
             already_gone: outcome.already_gone,
             participants_before,
+            participants_after: outcome.participants_after,
             deadline_met: stopped_in_time && Instant::now() <= deadline,
         };
         let for_root = report.clone();
@@ -128,6 +130,9 @@ impl SessionState {
         }
         if let Some(n) = participants_before {
             event = event.detail("participants_before", n);
+        }
+        if let Some(n) = report.participants_after {
+            event = event.detail("participants_after", n);
         }
         if let EndReason::Failed(cause) = &reason {
             event = event.detail("cause", cause.as_str());
@@ -220,6 +225,7 @@ pub(super) async fn stop_worker(
             TerminateOutcome {
                 escalated: false,
                 already_gone: true,
+                ..Default::default()
             },
             true,
         );
@@ -234,6 +240,7 @@ pub(super) async fn stop_worker(
             TerminateOutcome {
                 escalated: true,
                 already_gone: false,
+                ..Default::default()
             },
             ok && Instant::now() <= deadline,
         );
@@ -248,6 +255,7 @@ pub(super) async fn stop_worker(
             TerminateOutcome {
                 escalated: false,
                 already_gone: true,
+                ..Default::default()
             },
             true,
         ),
@@ -259,6 +267,7 @@ pub(super) async fn stop_worker(
                 TerminateOutcome {
                     escalated: true,
                     already_gone: false,
+                    ..Default::default()
                 },
                 false,
             )

@@ -168,6 +168,10 @@ enum Phase {
 
 pub struct ShareSession;
 
+/// Participants one session keeps track of at once (a backend's own limit is lower:
+/// the tty-share link front lets 64 connections in).
+pub(crate) const MAX_TRACKED_PARTICIPANTS: usize = 1024;
+
 pub struct SessionState {
     /// This session, for the tasks it runs.
     myself: ActorRef<SessionMsg>,
@@ -191,6 +195,9 @@ pub struct SessionState {
     worker_ready: bool,
     worker_pid: Option<u32>,
     worker_tells_participants: bool,
+    /// Participants connected now, by the id their join carried, when the worker
+    /// reports joins and leaves (at most [`MAX_TRACKED_PARTICIPANTS`]).
+    joined: std::collections::BTreeSet<u64>,
     ended: Arc<OnceLock<EndReason>>,
     /// Taken by `Begin`, which sends it first.
     requested: Option<AuditEvent>,

@@ -39,6 +39,63 @@ impl SessionState {
         self.publish();
     }
 
+    /// The worker reports each join and leave (or not): the share's count starts at 0
+    /// (or is unknown, never a guessed 0).
+    pub(super) fn counting_participants(&mut self, counts: bool) {
+        self.joined.clear();
+        self.info.participants = counts.then_some(0);
+        self.publish();
+    }
+
+    /// A participant joined or left: the count, the badge and the record follow.
+    pub(super) fn participant(&mut self, event: crate::traits::ParticipantEvent) {
+        use crate::traits::ParticipantEvent;
+        let (kind, id, origin) = match event {
+            ParticipantEvent::Joined { id, origin } => {
+                if self.joined.len() >= MAX_TRACKED_PARTICIPANTS {
+                    tracing::error!(share = %self.id(), "too many participants to track");
+                    return;
+                }
+                if !self.joined.insert(id) {
+                    return; // reported twice
+                }
+                (AuditKind::ShareJoined, id, Some(origin))
+            }
+            ParticipantEvent::Left { id } => {
+                if !self.joined.remove(&id) {
+                    return; // never counted (or already gone with a switch)
+                }
+                (AuditKind::ShareLeft, id, None)
+            }
+        };
+        self.info.participants = Some(self.joined.len() as u32);
+        let mut event = self
+            .event(kind)
+            .detail("participant", id)
+            .detail("participants", self.joined.len());
+        if let Some(origin) = origin {
+            event = event.detail("origin_fp", self.ctx.fingerprints.fingerprint(&origin));
+        }
+        crate::audit::record(&self.ctx.audit, event);
+        self.publish();
+    }
+
+    /// Every participant still counted was cut off (the share ended or moved): each
+    /// gets its `share.left`, with why.
+    pub(super) fn participants_gone(&mut self, cause: &str) {
+        for id in std::mem::take(&mut self.joined) {
+            let event = self
+                .event(AuditKind::ShareLeft)
+                .detail("participant", id)
+                .detail("participants", 0)
+                .detail("cause", cause);
+            crate::audit::record(&self.ctx.audit, event);
+        }
+        if self.info.participants.is_some() {
+            self.info.participants = Some(0);
+        }
+    }
+
     pub(super) fn publish(&self) {
         let _ = self.ctx.root.cast(RootMsg::Updated(self.info.clone()));
     }

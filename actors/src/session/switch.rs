@@ -34,7 +34,7 @@ pub(super) struct Switch {
     worker: Option<ActorRef<WorkerMsg>>,
     generation: u64,
     /// What the new worker gave once ready.
-    ready: Option<(Links, Option<u32>, bool)>,
+    ready: Option<(Links, Option<u32>, bool, bool)>,
     /// The old worker, being stopped by a task once the new one is ready.
     retiring: Option<ActorRef<WorkerMsg>>,
 }
@@ -152,8 +152,14 @@ impl SessionState {
                     links,
                     pid,
                     tells_participants,
+                    counts_participants,
                 } => {
-                    switch.ready = Some((links.clone(), *pid, *tells_participants));
+                    switch.ready = Some((
+                        links.clone(),
+                        *pid,
+                        *tells_participants,
+                        *counts_participants,
+                    ));
                     // The new worker serves: stop the old one, off the mailbox.
                     let old = self.worker.take();
                     switch.retiring = old.clone();
@@ -178,6 +184,8 @@ impl SessionState {
                         ready.0 = links.clone();
                     }
                 }
+                // Nobody has the new worker's link before the switch completes.
+                WorkerEvent::Participant(_) => {}
                 WorkerEvent::Exited(_) | WorkerEvent::Hung { .. } => {
                     let cause = "the new worker stopped during a switch".to_string();
                     self.end_now(myself, EndReason::Failed(cause)).await;
@@ -222,7 +230,7 @@ impl SessionState {
             ready,
             ..
         } = *switch;
-        let (links, pid, tells) = ready.unwrap_or_default();
+        let (links, pid, tells, counts) = ready.unwrap_or_default();
         let old_backend = std::mem::replace(&mut self.backend, backend);
         let old_pid = std::mem::replace(&mut self.worker_pid, pid);
         self.info.worker_pid = pid;
@@ -231,6 +239,9 @@ impl SessionState {
         self.worker_generation = generation;
         self.worker_ready = true;
         self.worker_tells_participants = tells;
+        // The old worker's participants were cut off with it; the new link is new.
+        self.participants_gone("the share moved to another backend");
+        self.counting_participants(counts);
         self.info.backend = self.backend.name();
         self.info.rule_id = rule_id;
         self.max_ttl = max_ttl;

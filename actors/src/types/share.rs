@@ -250,6 +250,9 @@ pub struct RevokeReport {
     pub already_gone: bool,
     /// Participants connected just before the stop, where the backend tells.
     pub participants_before: Option<u32>,
+    /// Participants still connected once the stop was done, where the backend tells
+    /// (0: the stop cut everyone off).
+    pub participants_after: Option<u32>,
     /// Whether everything was done within the revoke deadline.
     pub deadline_met: bool,
 }

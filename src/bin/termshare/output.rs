@@ -186,6 +186,16 @@ pub fn print_event(e: &AuditEvent, as_json: bool) {
                 )
             }
             AuditKind::ShareFailed => say!("failed: {}", d("cause")),
+            AuditKind::ShareJoined => say!(
+                "joined: participant {} ({} watching)",
+                d("participant"),
+                d("participants")
+            ),
+            AuditKind::ShareLeft => say!(
+                "left: participant {} ({} watching)",
+                d("participant"),
+                d("participants")
+            ),
             other => say!("{}", other.as_str()),
         }
     }

@@ -1,0 +1,144 @@
+//! Who is watching a tty-share share: every participant's terminal connection goes
+//! through termshare's link front, so the share's count, its badge, `share.joined` /
+//! `share.left` and the revoke report say who is there, from the real thing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use termshare::actors::{AccessMode, BackendName, Principal, ShareId, ShareRequest};
+use termshare::config::Config;
+use termshare::Termshare;
+
+fn me() -> Principal {
+    "human:tester".parse().unwrap()
+}
+
+/// The badge's participant count for the share, as the runtime's panel would show it.
+fn badge_count(ts: &Termshare, id: ShareId) -> Option<u32> {
+    let board = ts.badges().borrow().clone();
+    board
+        .values()
+        .flat_map(|b| b.shares.iter())
+        .find(|s| s.share_id == id)
+        .and_then(|s| s.participants)
+}
+
+/// Waits (on the badge board's own change notices) until the count is `n`; how long
+/// that took.
+async fn count_becomes(ts: &Termshare, id: ShareId, n: u32) -> Duration {
+    let t0 = Instant::now();
+    let mut board = ts.badges();
+    let reached = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if badge_count(ts, id) == Some(n) {
+                return;
+            }
+            if board.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok() && badge_count(ts, id) == Some(n),
+        "the badge count never became {n}: {:?}",
+        badge_count(ts, id)
+    );
+    t0.elapsed()
+}
+
+fn join(link: &str) -> Participant {
+    let link = link.to_owned();
+    Participant::join(&link)
+}
+
+/// The `share.joined` / `share.left` lines of the share, as (kind, participants).
+fn participant_lines(host: &Tmux, id: ShareId) -> Vec<(String, u64)> {
+    host.audit()
+        .iter()
+        .filter(|e| e["correlation_id"] == id.to_string())
+        .filter(|e| e["kind"] == "share.joined" || e["kind"] == "share.left")
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["details"]["participants"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_count_follows_real_participants_and_the_revoke_report_says_who_was_cut_off() {
+    let host = Tmux::new("S");
+    policy(host.dir.path(), &["tty-share"], "1h");
+    let config = Config::load(&host.config("policy = \"policy.toml\"")).unwrap();
+    let ts = Termshare::start(&config).await.unwrap();
+    let request = ShareRequest::new("S".parse().unwrap(), BackendName::TTY_SHARE, me())
+        .access(AccessMode::ReadOnly)
+        .ttl(Duration::from_secs(600));
+    let info = ts.share(request).await.unwrap();
+    let id = info.share_id;
+    let link = info.links.link.clone();
+    assert_eq!(badge_count(&ts, id), Some(0), "a counted share starts at 0");
+
+    // Each from the moment the participant's program starts (or is killed).
+    let mut took = Vec::new();
+    let t0 = Instant::now();
+    let p1 = tokio::task::block_in_place(|| join(&link));
+    count_becomes(&ts, id, 1).await;
+    took.push(t0.elapsed());
+    let t0 = Instant::now();
+    let p2 = tokio::task::block_in_place(|| join(&link));
+    count_becomes(&ts, id, 2).await;
+    took.push(t0.elapsed());
+    drop(p1); // its tty-share client is killed with its tmux server
+    took.push(count_becomes(&ts, id, 1).await);
+    drop(p2);
+    took.push(count_becomes(&ts, id, 0).await);
+    println!("join, join, leave, leave, each to its badge count: {took:?}");
+    assert!(took.iter().all(|t| *t < Duration::from_secs(1)), "{took:?}");
+
+    // Two watch; a revoke cuts both off, and says so.
+    let _a = tokio::task::block_in_place(|| join(&link));
+    let _b = tokio::task::block_in_place(|| join(&link));
+    count_becomes(&ts, id, 2).await;
+    let report = ts.revoke(id, me()).await.unwrap();
+    assert_eq!(
+        (report.participants_before, report.participants_after),
+        (Some(2), Some(0)),
+        "{report:?}"
+    );
+    ts.shutdown().await;
+    let lines = participant_lines(&host, id);
+    let expected: Vec<(String, u64)> = [
+        ("share.joined", 1),
+        ("share.joined", 2),
+        ("share.left", 1),
+        ("share.left", 0),
+        ("share.joined", 1),
+        ("share.joined", 2),
+        ("share.left", 0),
+        ("share.left", 0),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), *n))
+    .collect();
+    assert_eq!(lines, expected);
+    let ended = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.revoked")
+        .unwrap();
+    assert_eq!(ended["details"]["participants_before"], 2, "{ended}");
+    assert_eq!(ended["details"]["participants_after"], 0, "{ended}");
+    // Where a participant came from is on the record only as a keyed fingerprint.
+    let joined = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.joined")
+        .unwrap();
+    assert!(joined["details"]["origin_fp"].is_string(), "{joined}");
+    assert!(!joined.to_string().contains("127.0.0.1"), "{joined}");
+}
