@@ -57,6 +57,7 @@ max_ttl = "1h"
             caller: me.clone().into(),
             ttl: Some(Duration::from_secs(600)),
             grace: None,
+            join: Default::default(),
         })
         .await?;
     println!("shared {} at {}", share.terminal, share.links.link);

@@ -238,6 +238,14 @@ impl Config {
         }
         Ok(Settings {
             default_ttl: duration("ttl.default", &self.ttl.default, d.default_ttl)?,
+            default_join_timeout: match &self.ttl.join_timeout {
+                None => None,
+                Some(_) => Some(duration(
+                    "ttl.join_timeout",
+                    &self.ttl.join_timeout,
+                    Duration::ZERO,
+                )?),
+            },
             grace,
             per_terminal_limit,
             link_timeout: duration("link_timeout", &self.link_timeout, d.link_timeout)?,

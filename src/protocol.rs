@@ -56,6 +56,13 @@ pub enum Command {
         /// Act as this principal; absent: the caller's first principal.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
+        /// End the share if nobody joined within this (`5m`); absent: the config's
+        /// `[ttl] join_timeout`, if any. Needs a backend that counts participants.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        join_timeout: Option<String>,
+        /// Let at most this many participants in at once; absent: no limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_participants: Option<u32>,
     },
     /// The live shares the caller may manage (their links are secrets), as an array.
     List {},

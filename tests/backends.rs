@@ -25,6 +25,7 @@ fn request(terminal: &str, backend: &str, access: AccessMode) -> ShareRequest {
             .into(),
         ttl: Some(Duration::from_secs(120)),
         grace: Some(vec![]),
+        join: Default::default(),
     }
 }
 

@@ -142,3 +142,118 @@ async fn the_count_follows_real_participants_and_the_revoke_report_says_who_was_
     assert!(joined["details"]["origin_fp"].is_string(), "{joined}");
     assert!(!joined.to_string().contains("127.0.0.1"), "{joined}");
 }
+
+/// The share's end event.
+fn end_event(host: &Tmux, id: ShareId) -> serde_json::Value {
+    host.audit()
+        .into_iter()
+        .find(|e| {
+            e["correlation_id"] == id.to_string()
+                && [
+                    "share.expired",
+                    "share.revoked",
+                    "share.stopped",
+                    "share.failed",
+                ]
+                .contains(&e["kind"].as_str().unwrap_or_default())
+        })
+        .expect("an end event")
+}
+
+async fn start(host: &Tmux) -> Termshare {
+    policy(host.dir.path(), &["tty-share"], "1h");
+    let config = Config::load(&host.config("policy = \"policy.toml\"")).unwrap();
+    Termshare::start(&config).await.unwrap()
+}
+
+fn request(ttl: u64) -> ShareRequest {
+    request_of("S", ttl)
+}
+
+fn request_of(terminal: &str, ttl: u64) -> ShareRequest {
+    ShareRequest::new(terminal.parse().unwrap(), BackendName::TTY_SHARE, me())
+        .access(AccessMode::ReadOnly)
+        .ttl(Duration::from_secs(ttl))
+        .grace(vec![])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_nobody_joins_ends_at_its_join_timeout_and_one_joined_lives_on() {
+    let host = Tmux::new("S");
+    // A second terminal: one share per terminal is the default limit.
+    let shell = "env PS1='host$ ' bash --norc --noprofile -i";
+    host.run(&["new-session", "-d", "-s", "T", "-x", "120", "-y", "30", shell]);
+    let ts = start(&host).await;
+    let t0 = Instant::now();
+    let lonely = ts
+        .share(request(60).join_timeout(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let pid = lonely.worker_pid.unwrap() as i32;
+    let watched = ts
+        .share(request_of("T", 6).join_timeout(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let _p = tokio::task::block_in_place(|| join(&watched.links.link));
+
+    let end = ts.ended(lonely.share_id).await.unwrap();
+    let at = t0.elapsed();
+    println!("the share nobody joined ended after {at:?}");
+    assert_eq!(end.reason, termshare::actors::EndReason::Expired);
+    assert!(
+        at >= Duration::from_secs(3) && at < Duration::from_secs(4),
+        "{at:?}"
+    );
+    assert!(!pid_alive(pid), "its worker {pid} is still there");
+    assert_eq!(
+        end_event(&host, lonely.share_id)["details"]["cause"],
+        "join_timeout"
+    );
+
+    // The one somebody joined is still live, and ends at its TTL, not the timeout.
+    assert!(ts
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.share_id == watched.share_id));
+    let end = ts.ended(watched.share_id).await.unwrap();
+    assert_eq!(end.reason, termshare::actors::EndReason::Expired);
+    assert!(t0.elapsed() >= Duration::from_secs(6), "{:?}", t0.elapsed());
+    assert!(end_event(&host, watched.share_id)["details"]["cause"].is_null());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_participants_the_next_one_is_turned_away_and_audited() {
+    let host = Tmux::new("S");
+    let ts = start(&host).await;
+    let info = ts.share(request(60).max_participants(1)).await.unwrap();
+    let link = info.links.link.clone();
+    let _first = tokio::task::block_in_place(|| join(&link));
+    count_becomes(&ts, info.share_id, 1).await;
+    let second = Participant::start(&["tty-share", &link]);
+    // Turned away: its client exits, having never shown the host's screen.
+    let gone =
+        tokio::task::block_in_place(|| wait_until(Duration::from_secs(5), || !second.alive()));
+    assert!(
+        gone.is_some(),
+        "the second participant is still there:\n{}",
+        second.screen()
+    );
+    assert!(!second.screen().contains("host$"), "{}", second.screen());
+    assert_eq!(badge_count(&ts, info.share_id), Some(1));
+    let refused = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(2), || {
+            host.audit()
+                .iter()
+                .any(|e| e["kind"] == "share.join_refused")
+        })
+    });
+    assert!(
+        refused.is_some(),
+        "no share.join_refused in {:?}",
+        host.audit()
+    );
+    ts.shutdown().await;
+}

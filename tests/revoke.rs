@@ -22,6 +22,7 @@ fn request(ttl: u64) -> ShareRequest {
             .into(),
         ttl: Some(Duration::from_secs(ttl)),
         grace: Some(vec![]),
+        join: Default::default(),
     }
 }
 

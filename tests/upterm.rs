@@ -24,6 +24,7 @@ fn request(access: AccessMode) -> ShareRequest {
             .into(),
         ttl: Some(Duration::from_secs(120)),
         grace: Some(vec![]),
+        join: Default::default(),
     }
 }
 

@@ -54,6 +54,7 @@ pub use traits::{
     TerminateOutcome, Worker, WorkerExit, WorkerSpec, PARTICIPANT_EVENTS_QUEUE,
 };
 pub use types::{
-    duration_ms, glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId, Links,
-    Principal, RevokeReport, ShareEnd, ShareId, ShareInfo, ShareRequest, ShareState, TerminalName,
+    duration_ms, glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId,
+    JoinRules, Links, Principal, RevokeReport, ShareEnd, ShareId, ShareInfo, ShareRequest,
+    ShareState, TerminalName,
 };

@@ -22,6 +22,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct Settings {
     /// TTL of a share that asks for none.
     pub default_ttl: Duration,
+    /// Join timeout of a share that asks for none, over a backend that counts
+    /// participants (and shorter than the share's TTL); `None`: none.
+    pub default_join_timeout: Option<Duration>,
     /// Grace warnings: this long before expiry (a threshold above the TTL is skipped).
     pub grace: Vec<Duration>,
     /// Live shares per terminal; a policy rule's `max_concurrent` may lower it.
@@ -75,6 +78,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             default_ttl: Duration::from_secs(30 * 60),
+            default_join_timeout: None,
             grace: vec![Duration::from_secs(5 * 60), Duration::from_secs(60)],
             per_terminal_limit: 1,
             link_timeout: Duration::from_secs(10),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::BackendError;
 use crate::traits::{
@@ -43,6 +43,8 @@ pub struct FakeWorld {
     pub hung: Mutex<HashSet<ShareId>>,
     /// Each live worker's channel for new links (a relay that reconnected).
     relinks: Mutex<HashMap<(ShareId, u64), watch::Sender<Links>>>,
+    /// Each live worker's participant channel, for a backend that counts them.
+    participants: Mutex<HashMap<ShareId, mpsc::Sender<crate::traits::ParticipantEvent>>>,
 }
 
 impl FakeWorld {
@@ -70,6 +72,21 @@ impl FakeWorld {
         }
     }
 
+    /// A participant of `share` joins (`true`) or leaves, as a counting backend would
+    /// report it; `false` when the share's worker does not count participants.
+    pub fn participant(&self, share: ShareId, id: u64, joins: bool) -> bool {
+        use crate::traits::ParticipantEvent;
+        let event = match joins {
+            true => ParticipantEvent::Joined {
+                id,
+                origin: format!("fake participant {id}"),
+            },
+            false => ParticipantEvent::Left { id },
+        };
+        let sender = self.participants.lock().get(&share).cloned();
+        sender.is_some_and(|tx| tx.try_send(event).is_ok())
+    }
+
     /// The workers of `share` exit by themselves, as crashed processes would.
     pub fn crash(&self, share: ShareId) -> bool {
         let mut live = self.live.lock();
@@ -93,6 +110,8 @@ pub struct FakeBackend {
     pub link_delay: Duration,
     /// Where its workers live.
     pub world: Arc<FakeWorld>,
+    /// Its workers report participants (driven by [`FakeWorld::participant`]).
+    pub counts_participants: bool,
 }
 
 impl FakeBackend {
@@ -102,7 +121,14 @@ impl FakeBackend {
             name: BackendName::new(name),
             link_delay: Duration::from_millis(10),
             world,
+            counts_participants: false,
         }
+    }
+
+    /// Its workers report participants ([`FakeWorld::participant`] drives them).
+    pub fn counting(mut self) -> Self {
+        self.counts_participants = true;
+        self
     }
 }
 
@@ -113,6 +139,7 @@ struct FakeWorker {
     world: Arc<FakeWorld>,
     exit: watch::Receiver<Option<WorkerExit>>,
     links: watch::Receiver<Links>,
+    participants: Option<mpsc::Receiver<crate::traits::ParticipantEvent>>,
 }
 
 impl Drop for FakeWorker {
@@ -120,6 +147,7 @@ impl Drop for FakeWorker {
         // The Drop guard of a real worker kills its process group; here it goes away.
         self.world.live.lock().remove(&(self.share, self.start));
         self.world.relinks.lock().remove(&(self.share, self.start));
+        self.world.participants.lock().remove(&self.share);
     }
 }
 
@@ -144,6 +172,10 @@ impl Worker for FakeWorker {
 
     fn link_updates(&self) -> Option<watch::Receiver<Links>> {
         Some(self.links.clone())
+    }
+
+    fn participant_events(&mut self) -> Option<mpsc::Receiver<crate::traits::ParticipantEvent>> {
+        self.participants.take()
     }
 
     async fn terminate(&mut self, _grace: Duration) -> TerminateOutcome {
@@ -174,6 +206,10 @@ impl Backend for FakeBackend {
         self.name.clone()
     }
 
+    fn counts_participants(&self) -> bool {
+        self.counts_participants
+    }
+
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
         let start = self.world.starts.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = self.world.fail_next_start.lock().take() {
@@ -187,6 +223,11 @@ impl Backend for FakeBackend {
             .relinks
             .lock()
             .insert((spec.share_id, start), relink);
+        let participants = self.counts_participants.then(|| {
+            let (tx, rx) = mpsc::channel(crate::traits::PARTICIPANT_EVENTS_QUEUE);
+            self.world.participants.lock().insert(spec.share_id, tx);
+            rx
+        });
         // From here on the worker "exists"; dropping this future must remove it.
         let worker = FakeWorker {
             share: spec.share_id,
@@ -194,6 +235,7 @@ impl Backend for FakeBackend {
             world: self.world.clone(),
             exit: rx,
             links,
+            participants,
         };
         if *self.world.never_link.lock() {
             tokio::time::sleep(spec.link_timeout).await;

@@ -29,6 +29,9 @@ pub struct WorkerSpec {
     pub size: Option<(u16, u16)>,
     /// How long the backend may take to produce its link.
     pub link_timeout: Duration,
+    /// At most this many participants at once (only for a backend that
+    /// [`Backend::counts_participants`]).
+    pub max_participants: Option<u32>,
 }
 
 /// A backend started a worker: its links and the handle that owns it.
@@ -54,6 +57,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether this backend, as configured, lets only named people join (authorized
     /// keys, GitHub users). A link alone is then not enough to get in.
     fn restricts_joins(&self) -> bool {
+        false
+    }
+
+    /// Whether its workers report each participant's join and leave (and can refuse a
+    /// participant past a limit): join rules need it.
+    fn counts_participants(&self) -> bool {
         false
     }
 
@@ -100,6 +109,11 @@ pub enum ParticipantEvent {
     Left {
         /// The id its join carried.
         id: u64,
+    },
+    /// A participant was turned away: the share had its `max_participants` already.
+    Refused {
+        /// Where it came from (fingerprinted before it is recorded).
+        origin: String,
     },
 }
 

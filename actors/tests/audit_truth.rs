@@ -22,6 +22,7 @@ fn req(terminal: &str) -> ShareRequest {
             .into(),
         ttl: Some(Duration::from_secs(600)),
         grace: Some(vec![]),
+        join: Default::default(),
     }
 }
 

@@ -432,6 +432,7 @@ async fn terminal_at_its_limit(h: &Harness) {
         caller: p("human:bob").into(),
         ttl: None,
         grace: None,
+        join: Default::default(),
     };
     h.svc.share(busy).await.unwrap();
 }

@@ -59,6 +59,7 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
             caller: owner.clone().into(),
             ttl: Some(Duration::from_secs(60)),
             grace: Some(vec![]),
+            join: Default::default(),
         };
         let svc = env.svc();
         let cancel = async {
@@ -127,6 +128,7 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
         caller: owner.clone().into(),
         ttl: Some(Duration::from_secs(60)),
         grace: Some(vec![]),
+        join: Default::default(),
     };
     let svc = env.svc();
     let mut events = svc.subscribe();

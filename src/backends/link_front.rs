@@ -98,12 +98,13 @@ impl LinkFront {
         ip: IpAddr,
         connector: Arc<Connector>,
         redraw: Option<Arc<Redraw>>,
+        max_participants: Option<u32>,
     ) -> std::io::Result<(LinkFront, ParticipantFeed)> {
         let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let secret = new_secret()?;
         let stop = CancellationToken::new();
-        let (participants, feed) = Participants::new();
+        let (participants, feed) = Participants::new(max_participants);
         let ctx = Arc::new(Ctx {
             secret: secret.clone(),
             connector,

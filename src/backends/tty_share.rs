@@ -175,14 +175,15 @@ impl TtyShareBackend {
         }
         termshare_actors::faultpoints::pause("tty_share.after_listen").await;
         let serving = serving::http_through(connector.clone());
-        let (front, participants) = LinkFront::start(self.listen, connector, redraw)
-            .await
-            .map_err(|e| {
-                Self::err_start(format!(
-                    "cannot open the link front on {}: {e}",
-                    self.listen
-                ))
-            })?;
+        let (front, participants) =
+            LinkFront::start(self.listen, connector, redraw, spec.max_participants)
+                .await
+                .map_err(|e| {
+                    Self::err_start(format!(
+                        "cannot open the link front on {}: {e}",
+                        self.listen
+                    ))
+                })?;
         Ok(StartedWorker {
             links: Links::new(front.link()),
             worker: Box::new(
@@ -293,6 +294,12 @@ impl termshare_actors::Backend for TtyShareBackend {
 
     fn check(&self) -> Result<(), BackendError> {
         program(NAME, &self.program).map(|_| ())
+    }
+
+    /// Behind the link front, every participant's connection is seen (and can be
+    /// turned away); exposed on a port of its own, nothing is.
+    fn counts_participants(&self) -> bool {
+        self.isolation == Isolation::PrivateNetwork
     }
 
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {

@@ -14,6 +14,9 @@ pub struct TtlSection {
     pub default: Option<String>,
     /// `grace`: send a warning this long before expiry, per entry (default `["5m", "1m"]`).
     pub grace: Option<Vec<String>>,
+    /// `join_timeout`: a share nobody joined within this ends (default none); only for
+    /// backends that count participants (tty-share), and only if shorter than the TTL.
+    pub join_timeout: Option<String>,
 }
 
 /// `[limits]`: how many shares may run at once.

@@ -38,6 +38,8 @@ pub(super) async fn dispatch(
             grace,
             access,
             principal,
+            join_timeout,
+            max_participants,
         } => {
             let request = ShareRequest {
                 terminal: terminal.parse::<TerminalName>()?,
@@ -55,6 +57,12 @@ pub(super) async fn dispatch(
                             .collect::<Result<_, _>>()
                     })
                     .transpose()?,
+                join: termshare_actors::JoinRules {
+                    timeout: join_timeout
+                        .map(|t| duration("join_timeout", &t))
+                        .transpose()?,
+                    max_participants,
+                },
             };
             ts.share(request).await.map(|i| protocol::share_json(&i))
         }

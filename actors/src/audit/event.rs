@@ -53,6 +53,9 @@ pub enum AuditKind {
     /// A participant left, or was cut off by the share's end or a switch (`cause`).
     #[serde(rename = "share.left")]
     ShareLeft,
+    /// A participant was turned away at the share's `max_participants`.
+    #[serde(rename = "share.join_refused")]
+    ShareJoinRefused,
     /// The backend gave the share new links while it ran (tmate after its relay
     /// reconnected): the share now answers with these (their fingerprints here).
     #[serde(rename = "share.relinked")]
@@ -114,6 +117,7 @@ impl AuditKind {
             AuditKind::ShareSwitched => "share.switched",
             AuditKind::ShareJoined => "share.joined",
             AuditKind::ShareLeft => "share.left",
+            AuditKind::ShareJoinRefused => "share.join_refused",
             AuditKind::ShareRelinked => "share.relinked",
             AuditKind::ShareSwitchFailed => "share.switch_failed",
             AuditKind::ShareRefused => "share.refused",

@@ -66,6 +66,8 @@ pub enum ShareEvent {
     Joined,
     /// A participant left or was cut off (`share.left`).
     Left,
+    /// A participant was turned away at the limit (`share.join_refused`).
+    JoinRefused,
     /// It ended, and how (`share.revoked`, `.expired`, `.stopped`, `.failed`). The last
     /// event of every feed.
     Ended(EndReason),
@@ -211,6 +213,7 @@ fn share_event(record: &AuditEvent) -> Option<ShareEvent> {
         AuditKind::ShareRefused => ShareEvent::Refused,
         AuditKind::ShareJoined => ShareEvent::Joined,
         AuditKind::ShareLeft => ShareEvent::Left,
+        AuditKind::ShareJoinRefused => ShareEvent::JoinRefused,
         AuditKind::ShareRevoked => ShareEvent::Ended(EndReason::Revoked),
         AuditKind::ShareExpired => ShareEvent::Ended(EndReason::Expired),
         AuditKind::ShareStopped => ShareEvent::Ended(EndReason::Stopped),

@@ -199,6 +199,7 @@ pub(super) async fn complete(
                 caller: receiver,
                 ttl,
                 grace: None,
+                join: Default::default(),
             };
             let start_deadline = tokio::time::Instant::now() + share_timeout;
             let terminal = crate::root::check_terminal(host.as_ref(), &view.terminal).await;

@@ -106,6 +106,30 @@ impl RootState {
                 rule,
             ));
         }
+        if q.join.any() && !backend.counts_participants() {
+            let err = crate::error::InvalidInput::new(
+                "join",
+                q.backend.as_str(),
+                "a join timeout or participant limit needs a backend that sees each \
+                 participant (tty-share); this one cannot tell",
+            );
+            return Err((err.into(), rule));
+        }
+        if let Some(0) = q.join.max_participants {
+            let err =
+                crate::error::InvalidInput::new("max_participants", "0", "must be at least 1");
+            return Err((err.into(), rule));
+        }
+        if let Some(t) = q.join.timeout {
+            if t.is_zero() || t >= q.total_ttl {
+                let err = crate::error::InvalidInput::new(
+                    "join_timeout",
+                    &human(t),
+                    "must be positive and shorter than the share's TTL",
+                );
+                return Err((err.into(), rule));
+            }
+        }
         backend
             .check()
             .map_err(|e| (ShareError::Backend(e), rule.clone()))?;

@@ -116,6 +116,8 @@ struct AdmissionQuery<'a> {
     total_ttl: Duration,
     /// A live share being moved: it already counts toward its terminal's limit.
     moving: Option<ShareId>,
+    /// Join rules need a backend that counts participants.
+    join: crate::types::JoinRules,
 }
 
 struct Admitted {
@@ -129,6 +131,8 @@ type Refusal = (ShareError, Option<String>);
 struct Entry {
     session: ActorRef<SessionMsg>,
     info: ShareInfo,
+    /// The share's join rules (a switch keeps them).
+    join: crate::types::JoinRules,
     ended: Arc<OnceLock<EndReason>>,
 }
 

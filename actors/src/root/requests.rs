@@ -59,6 +59,7 @@ impl RootState {
                     access: req.access,
                     total_ttl: ttl,
                     moving: None,
+                    join: req.join,
                 })
             });
         let Admitted { grant, backend } = match admitted {
@@ -104,6 +105,10 @@ impl RootState {
             participants: None,
             worker_pid: None,
         };
+        let mut join = req.join;
+        if join.timeout.is_none() && backend.counts_participants() {
+            join.timeout = self.ctx.settings.default_join_timeout.filter(|t| *t < ttl);
+        }
         let ended = Arc::new(OnceLock::new());
         let args = SessionArgs {
             info: info.clone(),
@@ -121,6 +126,7 @@ impl RootState {
             caller: req.caller.clone(),
             start_deadline,
             size,
+            join,
         };
         // Registered in this same handler, before the next request is read, so
         // racing requests see it.
@@ -137,6 +143,7 @@ impl RootState {
                         session,
                         info,
                         ended,
+                        join: req.join,
                     },
                 );
                 self.publish_badge(&req.terminal);
@@ -267,6 +274,7 @@ impl RootState {
                 access: info.access,
                 total_ttl,
                 moving: Some(share_id),
+                join: entry.join,
             })
             .map_err(|(err, _)| err)
         });

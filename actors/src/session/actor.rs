@@ -35,6 +35,9 @@ impl Actor for ShareSession {
             worker_pid: None,
             worker_tells_participants: false,
             joined: Default::default(),
+            join: args.join,
+            ever_joined: false,
+            end_cause: None,
             ended: args.ended,
             requested: Some(args.requested),
             requested_by: args.caller,
@@ -70,6 +73,13 @@ impl Actor for ShareSession {
             SessionMsg::Begin => state.begin(&myself),
             SessionMsg::Prepared(result) => state.prepared(&myself, result).await,
             SessionMsg::StartDeadline => state.start_deadline_passed(&myself).await,
+            SessionMsg::JoinTimeout => {
+                if !state.ever_joined && matches!(state.phase, Phase::Active | Phase::Switching(_))
+                {
+                    state.end_cause = Some("join_timeout");
+                    state.end_now(&myself, EndReason::Expired).await;
+                }
+            }
             SessionMsg::Announced { generation, result } => {
                 state.announced(&myself, generation, result).await
             }

@@ -137,6 +137,9 @@ impl SessionState {
         if let EndReason::Failed(cause) = &reason {
             event = event.detail("cause", cause.as_str());
         }
+        if let Some(cause) = self.end_cause {
+            event = event.detail("cause", cause);
+        }
         if matches!(reason, EndReason::TerminalClosed) {
             event = event.detail("cause", "terminal closed");
         }

@@ -63,6 +63,8 @@ pub enum SessionMsg {
     },
     /// The whole start has run out of time.
     StartDeadline,
+    /// The join timeout passed: the share ends unless somebody joined.
+    JoinTimeout,
     Ttl(TtlEvent),
     /// A grace notice was shown (or not) to those attached to the terminal.
     GraceNoticed {
@@ -145,6 +147,8 @@ pub struct SessionArgs {
     pub start_deadline: Instant,
     /// The terminal's size, as checked before admission.
     pub size: Option<(u16, u16)>,
+    /// The join timeout and participant limit asked for.
+    pub join: crate::types::JoinRules,
 }
 
 enum Phase {
@@ -198,6 +202,12 @@ pub struct SessionState {
     /// Participants connected now, by the id their join carried, when the worker
     /// reports joins and leaves (at most [`MAX_TRACKED_PARTICIPANTS`]).
     joined: std::collections::BTreeSet<u64>,
+    /// The join timeout and participant limit.
+    join: crate::types::JoinRules,
+    /// Somebody joined at least once (a join timeout then no longer applies).
+    ever_joined: bool,
+    /// Why the share ends, beyond its reason (`join_timeout`), for the end event.
+    end_cause: Option<&'static str>,
     ended: Arc<OnceLock<EndReason>>,
     /// Taken by `Begin`, which sends it first.
     requested: Option<AuditEvent>,
@@ -303,6 +313,7 @@ impl SessionState {
                 .attach_command(&self.info.terminal, self.info.access),
             size,
             link_timeout: self.ctx.settings.link_timeout.min(left),
+            max_participants: self.join.max_participants,
         };
         let (worker, _) = Actor::spawn_linked(
             None,

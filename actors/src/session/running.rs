@@ -59,6 +59,7 @@ impl SessionState {
                 if !self.joined.insert(id) {
                     return; // reported twice
                 }
+                self.ever_joined = true;
                 (AuditKind::ShareJoined, id, Some(origin))
             }
             ParticipantEvent::Left { id } => {
@@ -66,6 +67,18 @@ impl SessionState {
                     return; // never counted (or already gone with a switch)
                 }
                 (AuditKind::ShareLeft, id, None)
+            }
+            ParticipantEvent::Refused { origin } => {
+                let event = self
+                    .event(AuditKind::ShareJoinRefused)
+                    .detail("participants", self.joined.len())
+                    .detail(
+                        "max_participants",
+                        serde_json::json!(self.join.max_participants),
+                    )
+                    .detail("origin_fp", self.ctx.fingerprints.fingerprint(&origin));
+                crate::audit::record(&self.ctx.audit, event);
+                return;
             }
         };
         self.info.participants = Some(self.joined.len() as u32);

@@ -190,6 +190,13 @@ impl SessionState {
         };
         self.phase = Phase::Active;
         self.info.state = ShareState::Active;
+        if let Some(timeout) = self.join.timeout {
+            let me = myself.clone();
+            self.run(async move {
+                tokio::time::sleep(timeout).await;
+                let _ = me.cast(SessionMsg::JoinTimeout);
+            });
+        }
         self.count_active(true);
         let backend = self.info.backend.to_string();
         metrics::counter!("termshare_shares_started_total", "backend" => backend.clone())

@@ -10,8 +10,8 @@ mod tests;
 pub use ids::{HandoffId, ShareId};
 pub use names::{glob_match, AccessMode, BackendName, Principal, TerminalName};
 pub use share::{
-    duration_ms, EndReason, FingerprintKey, Links, RevokeReport, ShareEnd, ShareInfo, ShareRequest,
-    ShareState,
+    duration_ms, EndReason, FingerprintKey, JoinRules, Links, RevokeReport, ShareEnd, ShareInfo,
+    ShareRequest, ShareState,
 };
 
 use std::fmt;

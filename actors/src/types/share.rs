@@ -19,6 +19,25 @@ pub struct ShareRequest {
     pub ttl: Option<Duration>,
     /// Grace warnings before the end; `None`: the service's.
     pub grace: Option<Vec<Duration>>,
+    /// A join timeout and a participant limit, where the backend counts participants.
+    pub join: JoinRules,
+}
+
+/// Rules on who joins a share, for backends that see each participant (tty-share
+/// behind its link front); a request with any of them over another backend is refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRules {
+    /// A share nobody joined within this ends, as expired with cause `join_timeout`.
+    pub timeout: Option<Duration>,
+    /// Participants at once; the next one is refused (and `share.join_refused`).
+    pub max_participants: Option<u32>,
+}
+
+impl JoinRules {
+    /// Whether any rule is set.
+    pub fn any(&self) -> bool {
+        self.timeout.is_some() || self.max_participants.is_some()
+    }
 }
 
 impl ShareRequest {
@@ -32,6 +51,7 @@ impl ShareRequest {
             caller: caller.into(),
             ttl: None,
             grace: None,
+            join: JoinRules::default(),
         }
     }
 
@@ -50,6 +70,18 @@ impl ShareRequest {
     /// Grace warnings, this long before the end (none: `vec![]`).
     pub fn grace(mut self, before_end: Vec<Duration>) -> Self {
         self.grace = Some(before_end);
+        self
+    }
+
+    /// End the share if nobody joined within `timeout`.
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join.timeout = Some(timeout);
+        self
+    }
+
+    /// Let at most `n` participants in at once.
+    pub fn max_participants(mut self, n: u32) -> Self {
+        self.join.max_participants = Some(n);
         self
     }
 

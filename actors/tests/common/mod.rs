@@ -41,6 +41,8 @@ pub async fn harness_with_sink(
             backends: vec![
                 Arc::new(FakeBackend::new("fake", world.clone())),
                 Arc::new(FakeBackend::new("fake-b", world.clone())),
+                // Sees each participant, as tty-share behind its front does.
+                Arc::new(FakeBackend::new("fake-counting", world.clone()).counting()),
             ],
             policy: Arc::new(policy),
             host: host.clone(),
@@ -85,6 +87,7 @@ pub fn req(terminal: &str) -> ShareRequest {
         caller: p("human:alice").into(),
         ttl: Some(Duration::from_secs(60)),
         grace: Some(vec![]),
+        join: Default::default(),
     }
 }
 

@@ -129,5 +129,6 @@ pub(super) fn request(terminal: &str, backend: &str, ttl: Duration) -> ShareRequ
             .into(),
         ttl: Some(ttl),
         grace: Some(vec![]),
+        join: Default::default(),
     }
 }

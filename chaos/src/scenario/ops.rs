@@ -23,6 +23,7 @@ impl Runner {
             caller: principal.into(),
             ttl: Some(ttl),
             grace: Some(grace),
+            join: Default::default(),
         };
         let acked_at = Instant::now();
         match self.env.svc().share(request).await {
@@ -231,6 +232,7 @@ impl Runner {
                 .into(),
             ttl: None,
             grace: None,
+            join: Default::default(),
         };
         match self.env.svc().share(request).await {
             Err(ShareError::Denied { .. }) => {

@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, watch};
 
 /// The front's side: where joins and leaves go.
 pub(super) struct Participants {
+    /// At most this many at once; the next is turned away.
+    max: Option<u32>,
     next_id: AtomicU64,
     connected: watch::Sender<u32>,
     events: mpsc::Sender<ParticipantEvent>,
@@ -25,10 +27,11 @@ pub struct ParticipantFeed {
 }
 
 impl Participants {
-    pub(super) fn new() -> (Arc<Participants>, ParticipantFeed) {
+    pub(super) fn new(max: Option<u32>) -> (Arc<Participants>, ParticipantFeed) {
         let (events_tx, events) = mpsc::channel(PARTICIPANT_EVENTS_QUEUE);
         let (connected_tx, connected) = watch::channel(0);
         let front = Arc::new(Participants {
+            max,
             next_id: AtomicU64::new(1),
             connected: connected_tx,
             events: events_tx,
@@ -39,12 +42,30 @@ impl Participants {
     /// A participant's terminal connection is up: it counts until the returned guard is
     /// dropped. `None` when its join cannot be reported (the session's queue is full or
     /// gone): then the participant is not let in, as nobody would know they are there.
+    /// Past `max`, the participant is turned away, and that is reported instead.
     pub(super) fn join(self: &Arc<Self>, origin: String) -> Option<Joined> {
+        // Counted and checked in one step: two racing joins cannot both pass the limit.
+        let mut admitted = false;
+        self.connected.send_if_modified(|n| {
+            admitted = self.max.is_none_or(|max| *n < max);
+            if admitted {
+                *n += 1;
+            }
+            admitted
+        });
+        if !admitted {
+            let _ = self.events.try_send(ParticipantEvent::Refused { origin });
+            return None;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.events
+        if self
+            .events
             .try_send(ParticipantEvent::Joined { id, origin })
-            .ok()?;
-        self.connected.send_modify(|n| *n += 1);
+            .is_err()
+        {
+            self.connected.send_modify(|n| *n -= 1);
+            return None;
+        }
         Some(Joined {
             id,
             participants: self.clone(),

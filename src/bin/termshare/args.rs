@@ -151,6 +151,13 @@ pub struct ShareArgs {
     /// read-only or read-write.
     #[arg(long, default_value = "read-write")]
     pub access: String,
+    /// End the share if nobody joined within this, e.g. 5m (tty-share; default from
+    /// config: none).
+    #[arg(long, value_parser = parse_duration)]
+    pub join_timeout: Option<Duration>,
+    /// Let at most N participants in at once; the next is refused (tty-share).
+    #[arg(long)]
+    pub max_participants: Option<u32>,
     /// Who shares: human:NAME or agent:NAME (default human:$USER).
     #[arg(long = "as")]
     pub principal: Option<String>,

@@ -77,6 +77,8 @@ pub async fn share(config: Config, socket: &Socket, args: ShareArgs, as_json: bo
             .grace
             .as_ref()
             .map(|g| g.iter().map(format).collect::<Vec<_>>()),
+        join_timeout: request.join.timeout.as_ref().map(format),
+        max_participants: request.join.max_participants,
     };
     match client.call(&cmd).await {
         Ok(share) => {
@@ -252,5 +254,9 @@ fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
         caller: Caller::from(principal),
         ttl: args.ttl,
         grace: args.grace.clone(),
+        join: termshare::actors::JoinRules {
+            timeout: args.join_timeout,
+            max_participants: args.max_participants,
+        },
     })
 }
