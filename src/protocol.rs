@@ -84,6 +84,15 @@ pub enum Command {
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
     },
+    /// Give a share a new link, cutting off everyone who joined through the old one;
+    /// answers with the share and its new link.
+    Rotate {
+        /// The share to rotate.
+        share_id: String,
+        /// Act as this principal; absent: the caller's first principal.
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+    },
     /// Move a live share to another backend, make-before-break; answers with the share.
     Switch {
         /// The share to move.

@@ -182,7 +182,17 @@ async fn a_share_nobody_joins_ends_at_its_join_timeout_and_one_joined_lives_on()
     let host = Tmux::new("S");
     // A second terminal: one share per terminal is the default limit.
     let shell = "env PS1='host$ ' bash --norc --noprofile -i";
-    host.run(&["new-session", "-d", "-s", "T", "-x", "120", "-y", "30", shell]);
+    host.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "T",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        shell,
+    ]);
     let ts = start(&host).await;
     let t0 = Instant::now();
     let lonely = ts
@@ -256,4 +266,61 @@ async fn past_max_participants_the_next_one_is_turned_away_and_audited() {
         host.audit()
     );
     ts.shutdown().await;
+}
+
+/// The status line of a plain `GET` of `link` (`HTTP/1.1 404 Not Found`, ...).
+fn http_status(link: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = link.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_cuts_off_whoever_came_in_through_the_old_link_and_keeps_the_share() {
+    let host = Tmux::new("S");
+    let ts = start(&host).await;
+    let info = ts.share(request(600)).await.unwrap();
+    let old = info.links.link.clone();
+    let intruder = tokio::task::block_in_place(|| join(&old));
+    count_becomes(&ts, info.share_id, 1).await;
+
+    let t0 = Instant::now();
+    let rotated = ts.rotate(info.share_id, me()).await.unwrap();
+    let gone =
+        tokio::task::block_in_place(|| wait_until(Duration::from_secs(5), || !intruder.alive()));
+    println!(
+        "the old participant was gone {:?} after the rotation",
+        t0.elapsed()
+    );
+    assert!(gone.is_some(), "still connected:\n{}", intruder.screen());
+    count_becomes(&ts, info.share_id, 0).await;
+    // Same share, same expiry; a new link that works, an old one that does not.
+    assert_eq!(rotated.share_id, info.share_id);
+    assert_eq!(rotated.expires_at, info.expires_at);
+    assert_ne!(rotated.links.link, old);
+    assert!(http_status(&old).contains("404"), "{}", http_status(&old));
+    assert!(http_status(&rotated.links.link).contains("200"));
+    let _welcome = tokio::task::block_in_place(|| join(&rotated.links.link));
+    count_becomes(&ts, info.share_id, 1).await;
+    ts.shutdown().await;
+    let record = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.rotated")
+        .expect("share.rotated");
+    assert_ne!(
+        record["details"]["old_link_fp"],
+        record["details"]["link_fp"]
+    );
+    assert_eq!(record["details"]["participants_cut_off"], 1, "{record}");
 }

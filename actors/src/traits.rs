@@ -195,6 +195,12 @@ pub trait Worker: Send + 'static {
         None
     }
 
+    /// Give the share a new link and cut off everyone who joined through the old one;
+    /// the error says why not (a backend that cannot).
+    async fn rotate(&mut self) -> Result<Links, String> {
+        Err("this backend cannot give a share a new link".into())
+    }
+
     /// Each participant's join and leave as it happens, when the backend tells them
     /// (taken once: the BackendWorker forwards them to the session). A worker that
     /// gives these keeps its share's participant count live.

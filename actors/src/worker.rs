@@ -56,6 +56,8 @@ pub enum WorkerMsg {
     },
     /// Participants connected now, if the backend tells.
     Participants(RpcReplyPort<Option<u32>>),
+    /// A new link; everyone who joined through the old one is cut off.
+    Rotate(RpcReplyPort<Result<Links, String>>),
     /// From the exit watcher task.
     Exited(WorkerExit),
     /// Heartbeat tick: probe the worker.
@@ -276,6 +278,13 @@ impl Actor for BackendWorker {
                 };
                 let _ = reply.send(outcome);
                 myself.stop(Some("terminated".into()));
+            }
+            WorkerMsg::Rotate(reply) => {
+                let rotated = match state.worker.as_mut() {
+                    Some(w) => w.rotate().await,
+                    None => Err("the worker is gone".into()),
+                };
+                let _ = reply.send(rotated);
             }
             WorkerMsg::Participants(reply) => {
                 let n = match state.worker.as_mut() {

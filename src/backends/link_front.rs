@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, UPGRADE};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -35,6 +35,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod participants;
+mod paths;
+
+use self::paths::{rewrite_headers, rewrite_page, strip_secret};
 
 pub use self::participants::ParticipantFeed;
 use self::participants::Participants;
@@ -57,8 +60,15 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-struct Ctx {
+/// The share's secret now, and the token that cuts off every connection made under it:
+/// a rotation cancels it and starts the next (a child of the front's `stop`).
+struct Generation {
     secret: String,
+    cut: CancellationToken,
+}
+
+struct Ctx {
+    generation: parking_lot::RwLock<Generation>,
     connector: Arc<Connector>,
     verified: Arc<Semaphore>,
     /// Redraws the terminal when a participant has joined; `None` when the attach
@@ -70,10 +80,17 @@ struct Ctx {
     stop: CancellationToken,
 }
 
+impl Ctx {
+    fn current(&self) -> (String, CancellationToken) {
+        let g = self.generation.read();
+        (g.secret.clone(), g.cut.clone())
+    }
+}
+
 /// A running front for one share. Dropping it closes the port and every connection.
 pub struct LinkFront {
     addr: SocketAddr,
-    secret: String,
+    ctx: Arc<Ctx>,
     stop: CancellationToken,
 }
 
@@ -88,6 +105,10 @@ impl Drop for LinkFront {
 impl crate::process::Attached for LinkFront {
     fn stopping(&self) {
         self.stop.cancel();
+    }
+
+    fn rotate(&self) -> Option<std::io::Result<String>> {
+        Some(LinkFront::rotate(self))
     }
 }
 
@@ -106,20 +127,37 @@ impl LinkFront {
         let stop = CancellationToken::new();
         let (participants, feed) = Participants::new(max_participants);
         let ctx = Arc::new(Ctx {
-            secret: secret.clone(),
+            generation: parking_lot::RwLock::new(Generation {
+                secret,
+                cut: stop.child_token(),
+            }),
             connector,
             verified: Arc::new(Semaphore::new(MAX_VERIFIED)),
             redraw,
             participants,
             stop: stop.clone(),
         });
-        tokio::spawn(serve(listener, ctx));
-        Ok((LinkFront { addr, secret, stop }, feed))
+        tokio::spawn(serve(listener, ctx.clone()));
+        Ok((LinkFront { addr, ctx, stop }, feed))
     }
 
     /// The participant's link: `http://IP:PORT/s/SECRET/`.
     pub fn link(&self) -> String {
-        format!("http://{}/s/{}/", self.addr, self.secret)
+        format!("http://{}/s/{}/", self.addr, self.ctx.current().0)
+    }
+
+    /// A new secret, and everyone connected under the old one cut off at once: the
+    /// old link stops working. Returns the new link.
+    pub fn rotate(&self) -> std::io::Result<String> {
+        let secret = new_secret()?;
+        let mut g = self.ctx.generation.write();
+        g.cut.cancel();
+        *g = Generation {
+            secret,
+            cut: self.stop.child_token(),
+        };
+        drop(g);
+        Ok(self.link())
     }
 
     /// The address participants connect to.
@@ -184,6 +222,7 @@ async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             _permit: permit,
             _user: user_slot,
         }));
+        let (_, cut) = ctx.current();
         tokio::spawn(async move {
             // Where the participant came from, as the session fingerprints it.
             let origin: Arc<str> = match uid {
@@ -193,7 +232,8 @@ async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             let service = hyper::service::service_fn({
                 let ctx = ctx.clone();
                 let slot = slot.clone();
-                move |req| handle(req, ctx.clone(), slot.clone(), origin.clone())
+                let cut = cut.clone();
+                move |req| handle(req, ctx.clone(), slot.clone(), origin.clone(), cut.clone())
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -201,7 +241,7 @@ async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::select! {
-                _ = ctx.stop.cancelled() => {}
+                _ = cut.cancelled() => {}
                 _ = conn => {}
             }
         });
@@ -227,29 +267,15 @@ fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed()
 }
 
-/// `/s/SECRET/rest` → `Some("rest")` when SECRET matches (in constant time).
-fn strip_secret<'a>(path: &'a str, secret: &str) -> Option<&'a str> {
-    let rest = path.strip_prefix("/s/")?;
-    let (given, rest) = match rest.split_once('/') {
-        Some((g, r)) => (g, r),
-        None => (rest, ""),
-    };
-    let same = given.len() == secret.len()
-        && given
-            .bytes()
-            .zip(secret.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    same.then_some(rest)
-}
-
 async fn handle(
     mut req: Request<Incoming>,
     ctx: Arc<Ctx>,
     slot: Slot,
     origin: Arc<str>,
+    cut: CancellationToken,
 ) -> Result<Response<Body>, Infallible> {
-    let Some(rest) = strip_secret(req.uri().path(), &ctx.secret) else {
+    let (secret, _) = ctx.current();
+    let Some(rest) = strip_secret(req.uri().path(), &secret) else {
         metrics::counter!("termshare_link_front_refused_total").increment(1);
         return Ok(closing(StatusCode::NOT_FOUND, "not found\n"));
     };
@@ -298,7 +324,7 @@ async fn handle(
             "the share is not available\n",
         ));
     };
-    let stop = ctx.stop.clone();
+    let stop = cut.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = stop.cancelled() => {}
@@ -313,11 +339,11 @@ async fn handle(
             "the share is not available\n",
         ));
     };
-    rewrite_headers(&mut resp, &ctx.secret);
+    rewrite_headers(&mut resp, &secret);
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(participant_side) = participant_side {
             let worker_side = hyper::upgrade::on(&mut resp);
-            let (stop, redraw) = (ctx.stop.clone(), ctx.redraw.clone());
+            let (stop, redraw) = (cut, ctx.redraw.clone());
             let participants = ctx.participants.clone();
             tokio::spawn(async move {
                 let _slot = slot;
@@ -361,7 +387,7 @@ async fn handle(
             ))
         }
     };
-    let page = rewrite_page(&page, &ctx.secret);
+    let page = rewrite_page(&page, &secret);
     parts.headers.remove(CONTENT_LENGTH);
     Ok(Response::from_parts(parts, full(Bytes::from(page))))
 }
@@ -393,33 +419,6 @@ async fn pipe(
         _ = up => {}
         _ = down => {}
     }
-}
-
-/// Point the paths tty-share hands out at the secret path instead of `/s/local`.
-fn rewrite_headers<B>(resp: &mut Response<B>, secret: &str) {
-    let mut changed = Vec::new();
-    for (name, value) in resp.headers() {
-        let relevant = name.as_str().starts_with("ttyshare-") || name == LOCATION;
-        if let (true, Ok(v)) = (relevant, value.to_str()) {
-            if v.contains("/s/local") {
-                changed.push((name.clone(), v.replace("/s/local", &format!("/s/{secret}"))));
-            }
-        }
-    }
-    for (name, v) in changed {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().insert(name, v);
-        }
-    }
-}
-
-/// The session page names its script and websocket under `/s/local`, once as a plain
-/// path and once escaped for JavaScript (`\/s\/local\/`).
-fn rewrite_page(page: &[u8], secret: &str) -> Vec<u8> {
-    let text = String::from_utf8_lossy(page);
-    text.replace("/s/local/", &format!("/s/{secret}/"))
-        .replace(r"\/s\/local\/", &format!(r"\/s\/{secret}\/"))
-        .into_bytes()
 }
 
 #[cfg(test)]

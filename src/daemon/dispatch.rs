@@ -98,6 +98,13 @@ pub(super) async fn dispatch(
                 .await
                 .map(|r| protocol::report_json(&r))
         }
+        Command::Rotate {
+            share_id,
+            principal,
+        } => ts
+            .rotate(share_id.parse()?, caller(principal)?)
+            .await
+            .map(|i| protocol::share_json(&i)),
         Command::Switch {
             share_id,
             backend,

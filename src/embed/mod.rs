@@ -116,6 +116,16 @@ impl Termshare {
         self.service().ended(share_id)
     }
 
+    /// Give a share a new link and cut off everyone who joined through the old one
+    /// (see [`ShareService::rotate`]); tty-share behind its link front can.
+    pub async fn rotate(
+        &self,
+        share_id: ShareId,
+        caller: impl Into<Caller>,
+    ) -> Result<ShareInfo, ShareError> {
+        self.service().rotate(share_id, caller).await
+    }
+
     /// Every event of a live share, typed, as it went on the record, ending with its
     /// end (see [`ShareService::events`]): not lossy for its owner.
     pub fn events(

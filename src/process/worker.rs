@@ -17,6 +17,12 @@ pub trait Attached: Send + Sync + 'static {
     /// The worker is being stopped: let go of its participants now, before the
     /// process is signalled (a front closes every connection at once).
     fn stopping(&self) {}
+
+    /// Give the share a new link and cut off everyone who came in through the old
+    /// one (the tty-share front: a new secret); `None` when this cannot.
+    fn rotate(&self) -> Option<std::io::Result<String>> {
+        None
+    }
 }
 
 /// A scratch directory: removed when the worker is dropped.
@@ -126,6 +132,17 @@ impl Worker for ProcessWorker {
 
     fn tells_participants(&self) -> bool {
         self.participants.is_some() || self.connected.is_some()
+    }
+
+    async fn rotate(&mut self) -> Result<termshare_actors::Links, String> {
+        for a in &self.attached {
+            if let Some(rotated) = a.rotate() {
+                return rotated
+                    .map(termshare_actors::Links::new)
+                    .map_err(|e| format!("no new link: {e}"));
+            }
+        }
+        Err("this backend cannot give a share a new link".into())
     }
 
     fn participant_events(

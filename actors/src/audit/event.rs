@@ -56,6 +56,10 @@ pub enum AuditKind {
     /// A participant was turned away at the share's `max_participants`.
     #[serde(rename = "share.join_refused")]
     ShareJoinRefused,
+    /// The share got a new link; everyone on the old one was cut off (fingerprints of
+    /// both links).
+    #[serde(rename = "share.rotated")]
+    ShareRotated,
     /// The backend gave the share new links while it ran (tmate after its relay
     /// reconnected): the share now answers with these (their fingerprints here).
     #[serde(rename = "share.relinked")]
@@ -118,6 +122,7 @@ impl AuditKind {
             AuditKind::ShareJoined => "share.joined",
             AuditKind::ShareLeft => "share.left",
             AuditKind::ShareJoinRefused => "share.join_refused",
+            AuditKind::ShareRotated => "share.rotated",
             AuditKind::ShareRelinked => "share.relinked",
             AuditKind::ShareSwitchFailed => "share.switch_failed",
             AuditKind::ShareRefused => "share.refused",

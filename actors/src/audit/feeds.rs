@@ -68,6 +68,8 @@ pub enum ShareEvent {
     Left,
     /// A participant was turned away at the limit (`share.join_refused`).
     JoinRefused,
+    /// It got a new link; everyone on the old one was cut off (`share.rotated`).
+    Rotated,
     /// It ended, and how (`share.revoked`, `.expired`, `.stopped`, `.failed`). The last
     /// event of every feed.
     Ended(EndReason),
@@ -214,6 +216,7 @@ fn share_event(record: &AuditEvent) -> Option<ShareEvent> {
         AuditKind::ShareJoined => ShareEvent::Joined,
         AuditKind::ShareLeft => ShareEvent::Left,
         AuditKind::ShareJoinRefused => ShareEvent::JoinRefused,
+        AuditKind::ShareRotated => ShareEvent::Rotated,
         AuditKind::ShareRevoked => ShareEvent::Ended(EndReason::Revoked),
         AuditKind::ShareExpired => ShareEvent::Ended(EndReason::Expired),
         AuditKind::ShareStopped => ShareEvent::Ended(EndReason::Stopped),

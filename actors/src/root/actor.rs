@@ -64,6 +64,11 @@ impl Actor for RootSupervisor {
                 reply,
                 requested_at,
             } => state.revoke(share_id, caller, reply, requested_at),
+            RootMsg::Rotate {
+                share_id,
+                caller,
+                reply,
+            } => state.rotate(share_id, caller, reply),
             RootMsg::Switch {
                 share_id,
                 backend,

@@ -56,6 +56,12 @@ pub enum RootMsg {
         caller: Caller,
         reply: ShareReply,
     },
+    /// Give a share a new link, cutting off everyone who joined through the old one.
+    Rotate {
+        share_id: ShareId,
+        caller: Caller,
+        reply: ShareReply,
+    },
     /// End a share now; its deadline counts from `requested_at`, the request's arrival.
     Revoke {
         share_id: ShareId,

@@ -215,6 +215,26 @@ impl RootState {
         }
     }
 
+    /// A rotation: authorized here (the owner or the operator), carried out by the
+    /// share's session and its worker.
+    pub(super) fn rotate(&mut self, share_id: ShareId, caller: Caller, reply: ShareReply) {
+        let Some(entry) = self.shares.get(&share_id) else {
+            let _ = reply.send(Err(self.gone(share_id)));
+            return;
+        };
+        if let Err(err) = self.authorize(&entry.info, &caller) {
+            self.refused(&entry.info, "rotate", &caller, &err);
+            let _ = reply.send(Err(err));
+            return;
+        }
+        let ended = entry.ended.clone();
+        if let Err(ractor::MessagingErr::SendErr(SessionMsg::Rotate { reply, .. })) =
+            entry.session.cast(SessionMsg::Rotate { caller, reply })
+        {
+            let _ = reply.send(Err(ended_error(share_id, ended.get())));
+        }
+    }
+
     /// A revoke: authorized here, carried out by the share's session within the
     /// deadline counted from `requested_at`.
     pub(super) fn revoke(

@@ -301,6 +301,24 @@ impl ShareService {
         .await
     }
 
+    /// Give a share a new link and cut off everyone who joined through the old one
+    /// (within the revoke deadline); the share keeps its id, TTL and badge. The way to
+    /// remove a participant who should not be there. Answers with the new links.
+    pub async fn rotate(
+        &self,
+        share_id: ShareId,
+        caller: impl Into<Caller>,
+    ) -> Result<ShareInfo, ShareError> {
+        let caller = caller.into();
+        let t = self.settings.revoke_deadline + CALL_SLACK;
+        self.ask(t, |reply| RootMsg::Rotate {
+            share_id,
+            caller,
+            reply,
+        })
+        .await
+    }
+
     /// End a share now; the report says how long it took and whether it escalated.
     pub async fn revoke(
         &self,

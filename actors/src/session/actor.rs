@@ -73,6 +73,12 @@ impl Actor for ShareSession {
             SessionMsg::Begin => state.begin(&myself),
             SessionMsg::Prepared(result) => state.prepared(&myself, result).await,
             SessionMsg::StartDeadline => state.start_deadline_passed(&myself).await,
+            SessionMsg::Rotate { caller, reply } => state.rotate(caller, reply),
+            SessionMsg::Rotated {
+                result,
+                caller,
+                reply,
+            } => state.rotated(result, caller, reply),
             SessionMsg::JoinTimeout => {
                 if !state.ever_joined && matches!(state.phase, Phase::Active | Phase::Switching(_))
                 {

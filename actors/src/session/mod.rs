@@ -65,6 +65,17 @@ pub enum SessionMsg {
     StartDeadline,
     /// The join timeout passed: the share ends unless somebody joined.
     JoinTimeout,
+    /// Give the share a new link (authorized by the root).
+    Rotate {
+        caller: Caller,
+        reply: ShareReply,
+    },
+    /// The worker's answer to a rotation.
+    Rotated {
+        result: Result<crate::types::Links, String>,
+        caller: Caller,
+        reply: ShareReply,
+    },
     Ttl(TtlEvent),
     /// A grace notice was shown (or not) to those attached to the terminal.
     GraceNoticed {

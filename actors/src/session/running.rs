@@ -39,6 +39,69 @@ impl SessionState {
         self.publish();
     }
 
+    /// Ask the worker for a new link, off the mailbox.
+    pub(super) fn rotate(&mut self, caller: Caller, reply: ShareReply) {
+        let (Phase::Active, Some(worker)) = (&self.phase, self.worker.clone()) else {
+            let err = ShareError::ShareEnding(self.id());
+            let _ = reply.send(Err(err));
+            return;
+        };
+        let me = self.myself.clone();
+        let within = self.ctx.settings.revoke_deadline;
+        self.run(async move {
+            let result = match worker.call(WorkerMsg::Rotate, Some(within)).await {
+                Ok(ractor::rpc::CallResult::Success(r)) => r,
+                _ => Err(format!(
+                    "the worker did not rotate within {}",
+                    human(within)
+                )),
+            };
+            let _ = me.cast(SessionMsg::Rotated {
+                result,
+                caller,
+                reply,
+            });
+        });
+    }
+
+    /// The worker gave a new link (everyone on the old one is cut off), or why not.
+    pub(super) fn rotated(
+        &mut self,
+        result: Result<crate::types::Links, String>,
+        caller: Caller,
+        reply: ShareReply,
+    ) {
+        let links = match result {
+            Ok(links) if matches!(self.phase, Phase::Active) => links,
+            Ok(_) => {
+                let _ = reply.send(Err(ShareError::ShareEnding(self.id())));
+                return;
+            }
+            Err(detail) => {
+                let err = ShareError::Backend(crate::error::BackendError::Unsupported {
+                    backend: self.info.backend.to_string(),
+                    detail,
+                });
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        let fingerprints = &self.ctx.fingerprints;
+        let event = self
+            .event(AuditKind::ShareRotated)
+            .by(&caller)
+            .detail(
+                "old_link_fp",
+                fingerprints.fingerprint(&self.info.links.link),
+            )
+            .detail("link_fp", fingerprints.fingerprint(&links.link))
+            .detail("participants_cut_off", self.joined.len());
+        crate::audit::record(&self.ctx.audit, event);
+        self.info.links = links;
+        self.publish();
+        let _ = reply.send(Ok(self.info.clone()));
+    }
+
     /// The worker reports each join and leave (or not): the share's count starts at 0
     /// (or is unknown, never a guessed 0).
     pub(super) fn counting_participants(&mut self, counts: bool) {

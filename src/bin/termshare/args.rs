@@ -51,6 +51,12 @@ pub enum Command {
         #[arg(long = "as")]
         principal: Option<String>,
     },
+    /// Give a share a new link; everyone who joined through the old one is cut off.
+    Rotate {
+        share: String,
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
     /// Move a share to another backend (the old worker is reaped first).
     Switch {
         share: String,

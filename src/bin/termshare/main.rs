@@ -78,6 +78,13 @@ fn main() -> ExitCode {
                 };
                 client::revoke(&socket, cmd, json).await
             }
+            Command::Rotate { share, principal } => {
+                let cmd = Request::Rotate {
+                    share_id: share,
+                    principal,
+                };
+                client::one_share(&socket, cmd, json).await
+            }
             Command::Switch {
                 share,
                 backend,
