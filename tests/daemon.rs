@@ -61,6 +61,13 @@ fn serve_share_list_status_extend_revoke_as_a_new_user_would() {
     let moved = expires(&extended).duration_since(expires(&share)).unwrap();
     assert_eq!(moved, Duration::from_secs(300));
 
+    // A new link; the same share and expiry.
+    let rotated = daemon.json(&["rotate", &id]);
+    assert_eq!(rotated["share_id"], id.as_str());
+    assert_eq!(rotated["expires_at"], extended["expires_at"]);
+    assert_ne!(rotated["link"], share["link"]);
+    assert_eq!(rotated["participants"], 0);
+
     let (code, out, _) = daemon.run(&["revoke", &id]);
     assert_eq!(code, 0);
     assert!(
@@ -85,6 +92,7 @@ fn serve_share_list_status_extend_revoke_as_a_new_user_would() {
             "share.requested",
             "share.started",
             "share.extended",
+            "share.rotated",
             "share.revoked"
         ]
     );
