@@ -58,6 +58,7 @@ max_ttl = "1h"
             ttl: Some(Duration::from_secs(600)),
             grace: None,
             join: Default::default(),
+            record: false,
         })
         .await?;
     println!("shared {} at {}", share.terminal, share.links.link);

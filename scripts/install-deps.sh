@@ -14,11 +14,14 @@ command -v useradd >/dev/null 2>&1 || missing+=(passwd)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+# Recordings are checked with asciinema itself (`asciinema cat`), run under `script`.
+command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 openssh-server openssh-client >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 openssh-server openssh-client asciinema bsdutils >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (1.85 or newer) with rustup first" >&2

@@ -81,6 +81,9 @@ pub struct Config {
     /// `[audit]`: the audit log file.
     #[serde(default)]
     pub audit: AuditSection,
+    /// `[recording]`: where `--record` shares' files go.
+    #[serde(default)]
+    pub recording: RecordingSection,
     /// `[service]`: the daemon's socket, directories, metrics and logging.
     #[serde(default)]
     pub service: ServiceSection,
@@ -330,6 +333,16 @@ impl Config {
     /// `[audit] path`, else `$XDG_STATE_HOME/termshare/audit.jsonl`, else
     /// `~/.local/state/termshare/audit.jsonl`; without those variables, an error that
     /// names `audit.path` (never a default in a directory shared by all users).
+    /// Where recordings go: `[recording] dir`, else the state directory's
+    /// `recordings/`.
+    pub fn recordings_dir(&self) -> Result<PathBuf, PathError> {
+        match &self.recording.dir {
+            Some(p) => Ok(self.resolve(p)),
+            None => paths::state_dir("recording.dir").map(|d| d.join("recordings")),
+        }
+    }
+
+    /// The audit log's path: `[audit] path`, else the state directory's `audit.jsonl`.
     pub fn audit_path(&self) -> Result<PathBuf, PathError> {
         match &self.audit.path {
             Some(p) => Ok(self.resolve(p)),

@@ -32,6 +32,7 @@ pub mod policy;
 pub mod process;
 mod programs;
 pub mod protocol;
+pub mod recording;
 pub mod secure_fs;
 pub mod terminal;
 

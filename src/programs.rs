@@ -63,7 +63,10 @@ pub(crate) fn tmux_host(
         Some(p) => config.resolve(p),
         None => TmuxHost::default_socket(),
     };
-    let host = TmuxHost::new(tmux.clone(), socket.clone(), env);
+    let mut host = TmuxHost::new(tmux.clone(), socket.clone(), env);
+    if let Ok(dir) = config.recordings_dir() {
+        host = host.with_recordings(dir);
+    }
     if config.terminal.attach.is_none() && config.terminal.attach_read_only.is_none() {
         return Ok(host);
     }

@@ -63,6 +63,9 @@ pub enum Command {
         /// Let at most this many participants in at once; absent: no limit.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_participants: Option<u32>,
+        /// Record what the terminal shows (asciicast v2); absent: false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        record: bool,
     },
     /// The live shares the caller may manage (their links are secrets), as an array.
     List {},

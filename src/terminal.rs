@@ -32,6 +32,8 @@ pub struct TmuxHost {
     attach_read_only: Vec<String>,
     /// The environment of every tmux command termshare runs.
     env: Arc<CleanEnv>,
+    /// Where recordings go (`[recording] dir`); `None`: recording is unavailable.
+    recordings: Option<PathBuf>,
 }
 
 impl TmuxHost {
@@ -46,7 +48,14 @@ impl TmuxHost {
             attach,
             attach_read_only,
             env,
+            recordings: None,
         }
+    }
+
+    /// Record shares into `dir` (asciicast v2 files, 0600).
+    pub fn with_recordings(mut self, dir: PathBuf) -> Self {
+        self.recordings = Some(dir);
+        self
     }
 
     /// Replace the attach templates (for zmx, screen, dtach…). `{terminal}` is replaced
@@ -168,6 +177,25 @@ fn client_size(out: &str) -> Option<(u16, u16)> {
 
 #[async_trait]
 impl TerminalHost for TmuxHost {
+    async fn record(
+        &self,
+        terminal: &TerminalName,
+        share: termshare_actors::ShareId,
+    ) -> Result<Box<dyn termshare_actors::Recording>, String> {
+        let dir = self
+            .recordings
+            .clone()
+            .ok_or("no recording directory: set [recording] dir")?;
+        let size = self.check(terminal).await?.unwrap_or((80, 24));
+        let recorder = crate::recording::Recorder {
+            tmux: self.program.clone(),
+            socket: self.socket.clone(),
+            dir,
+            env: self.env.clone(),
+        };
+        recorder.start(terminal, share, size)
+    }
+
     async fn check(&self, terminal: &TerminalName) -> Result<Option<(u16, u16)>, String> {
         // One tmux round trip: has-session fails when there is no such session (`=NAME`
         // matches exactly, not by prefix) and stops the sequence; otherwise

@@ -26,6 +26,7 @@ fn request(terminal: &str, backend: &str, access: AccessMode) -> ShareRequest {
         ttl: Some(Duration::from_secs(120)),
         grace: Some(vec![]),
         join: Default::default(),
+        record: false,
     }
 }
 

@@ -23,6 +23,7 @@ fn request(ttl: u64) -> ShareRequest {
         ttl: Some(Duration::from_secs(ttl)),
         grace: Some(vec![]),
         join: Default::default(),
+        record: false,
     }
 }
 

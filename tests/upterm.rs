@@ -25,6 +25,7 @@ fn request(access: AccessMode) -> ShareRequest {
         ttl: Some(Duration::from_secs(120)),
         grace: Some(vec![]),
         join: Default::default(),
+        record: false,
     }
 }
 

@@ -50,8 +50,9 @@ pub use service::{ServiceDeps, ShareService};
 pub use settings::Settings;
 pub use traits::{
     AuditSink, Backend, Grant, HandoffGrant, ParticipantEvent, PolicyDecision, PolicyGate,
-    PolicyQuery, Probe, ReceiverShare, ServingProbe, StartedWorker, TerminalContext, TerminalHost,
-    TerminateOutcome, Worker, WorkerExit, WorkerSpec, PARTICIPANT_EVENTS_QUEUE,
+    PolicyQuery, Probe, ReceiverShare, Recording, RecordingInfo, ServingProbe, StartedWorker,
+    TerminalContext, TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
+    PARTICIPANT_EVENTS_QUEUE,
 };
 pub use types::{
     duration_ms, glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId,

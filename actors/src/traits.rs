@@ -344,4 +344,34 @@ pub trait TerminalHost: Send + Sync + 'static {
         terminal: &TerminalName,
         lines: usize,
     ) -> Result<TerminalContext, String>;
+
+    /// Start recording what the terminal shows, for share `share`, without changing
+    /// what the host sees (no resize, no input). The error says why it cannot.
+    async fn record(
+        &self,
+        terminal: &TerminalName,
+        share: crate::types::ShareId,
+    ) -> Result<Box<dyn Recording>, String> {
+        let _ = (terminal, share);
+        Err("this terminal host cannot record".into())
+    }
+}
+
+/// A recording in progress; [`Recording::finish`] closes it. Dropping it unfinished
+/// stops what records (the file stays as far as it got).
+#[async_trait]
+pub trait Recording: Send + Sync + 'static {
+    /// Stop recording, make the file durable, and say where it is and its digest.
+    async fn finish(self: Box<Self>) -> Result<RecordingInfo, String>;
+}
+
+/// A finished recording, as the share's end event names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingInfo {
+    /// The file (asciicast v2).
+    pub path: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub bytes: u64,
 }

@@ -23,6 +23,7 @@ fn req(terminal: &str) -> ShareRequest {
         ttl: Some(Duration::from_secs(600)),
         grace: Some(vec![]),
         join: Default::default(),
+        record: false,
     }
 }
 

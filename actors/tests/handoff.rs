@@ -433,6 +433,7 @@ async fn terminal_at_its_limit(h: &Harness) {
         ttl: None,
         grace: None,
         join: Default::default(),
+        record: false,
     };
     h.svc.share(busy).await.unwrap();
 }

@@ -60,6 +60,7 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
             ttl: Some(Duration::from_secs(60)),
             grace: Some(vec![]),
             join: Default::default(),
+            record: false,
         };
         let svc = env.svc();
         let cancel = async {
@@ -129,6 +130,7 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
         ttl: Some(Duration::from_secs(60)),
         grace: Some(vec![]),
         join: Default::default(),
+        record: false,
     };
     let svc = env.svc();
     let mut events = svc.subscribe();

@@ -197,3 +197,12 @@ pub struct UptermSection {
     #[serde(default)]
     pub github_users: Vec<String>,
 }
+
+/// `[recording]`: session recordings (`--record`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    /// `dir`: where the asciicast files go, one per share, 0600 (default: the state
+    /// directory's `recordings/`). Must be the user's and writable by nobody else.
+    pub dir: Option<PathBuf>,
+}

@@ -40,6 +40,7 @@ pub(super) async fn dispatch(
             principal,
             join_timeout,
             max_participants,
+            record,
         } => {
             let request = ShareRequest {
                 terminal: terminal.parse::<TerminalName>()?,
@@ -63,6 +64,7 @@ pub(super) async fn dispatch(
                         .transpose()?,
                     max_participants,
                 },
+                record,
             };
             ts.share(request).await.map(|i| protocol::share_json(&i))
         }

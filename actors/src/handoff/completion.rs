@@ -200,6 +200,7 @@ pub(super) async fn complete(
                 ttl,
                 grace: None,
                 join: Default::default(),
+                record: false,
             };
             let start_deadline = tokio::time::Instant::now() + share_timeout;
             let terminal = crate::root::check_terminal(host.as_ref(), &view.terminal).await;

@@ -127,6 +127,7 @@ impl RootState {
             start_deadline,
             size,
             join,
+            record: req.record,
         };
         // Registered in this same handler, before the next request is read, so
         // racing requests see it.

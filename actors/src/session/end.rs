@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use serde_json::json;
+
+/// How long the end waits for a recording to be closed and made durable.
+const RECORDING_FINISH: Duration = Duration::from_secs(2);
 use tokio::time::Instant;
 
 use super::{Phase, SessionMsg, SessionState};
@@ -139,6 +142,19 @@ impl SessionState {
         }
         if let Some(cause) = self.end_cause {
             event = event.detail("cause", cause);
+        }
+        if let Some(recording) = self.recording.take() {
+            // After the worker is gone: the file holds everything participants saw.
+            match tokio::time::timeout(RECORDING_FINISH, recording.finish()).await {
+                Ok(Ok(r)) => {
+                    event = event
+                        .detail("recording_path", r.path)
+                        .detail("recording_sha256", r.sha256)
+                        .detail("recording_bytes", r.bytes);
+                }
+                Ok(Err(e)) => event = event.detail("recording_error", e),
+                Err(_) => event = event.detail("recording_error", "did not finish in time"),
+            }
         }
         if matches!(reason, EndReason::TerminalClosed) {
             event = event.detail("cause", "terminal closed");

@@ -65,6 +65,8 @@ pub enum SessionMsg {
     StartDeadline,
     /// The join timeout passed: the share ends unless somebody joined.
     JoinTimeout,
+    /// The recording has started, or why it could not (the share then fails).
+    RecordingStarted(Result<Box<dyn crate::traits::Recording>, String>),
     /// Give the share a new link (authorized by the root).
     Rotate {
         caller: Caller,
@@ -160,6 +162,8 @@ pub struct SessionArgs {
     pub size: Option<(u16, u16)>,
     /// The join timeout and participant limit asked for.
     pub join: crate::types::JoinRules,
+    /// Record what the terminal shows.
+    pub record: bool,
 }
 
 enum Phase {
@@ -219,6 +223,10 @@ pub struct SessionState {
     ever_joined: bool,
     /// Why the share ends, beyond its reason (`join_timeout`), for the end event.
     end_cause: Option<&'static str>,
+    /// Record what the terminal shows (asked for).
+    record: bool,
+    /// The recording in progress, finished at the end.
+    recording: Option<Box<dyn crate::traits::Recording>>,
     ended: Arc<OnceLock<EndReason>>,
     /// Taken by `Begin`, which sends it first.
     requested: Option<AuditEvent>,

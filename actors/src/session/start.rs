@@ -190,6 +190,15 @@ impl SessionState {
         };
         self.phase = Phase::Active;
         self.info.state = ShareState::Active;
+        if self.record {
+            let (host, terminal, share) =
+                (self.ctx.host.clone(), self.info.terminal.clone(), self.id());
+            let me = myself.clone();
+            self.run(async move {
+                let started = host.record(&terminal, share).await;
+                let _ = me.cast(SessionMsg::RecordingStarted(started));
+            });
+        }
         if let Some(timeout) = self.join.timeout {
             let me = myself.clone();
             self.run(async move {

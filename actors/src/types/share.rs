@@ -21,6 +21,9 @@ pub struct ShareRequest {
     pub grace: Option<Vec<Duration>>,
     /// A join timeout and a participant limit, where the backend counts participants.
     pub join: JoinRules,
+    /// Record what the terminal shows, start to end (asciicast v2); a share whose
+    /// recording cannot be written fails (it fails closed).
+    pub record: bool,
 }
 
 /// Rules on who joins a share, for backends that see each participant (tty-share
@@ -52,7 +55,14 @@ impl ShareRequest {
             ttl: None,
             grace: None,
             join: JoinRules::default(),
+            record: false,
         }
+    }
+
+    /// Record what the terminal shows while the share lives.
+    pub fn record(mut self) -> Self {
+        self.record = true;
+        self
     }
 
     /// Read-only or read-write (the default).

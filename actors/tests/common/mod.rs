@@ -88,6 +88,7 @@ pub fn req(terminal: &str) -> ShareRequest {
         ttl: Some(Duration::from_secs(60)),
         grace: Some(vec![]),
         join: Default::default(),
+        record: false,
     }
 }
 

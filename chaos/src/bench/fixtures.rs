@@ -130,5 +130,6 @@ pub(super) fn request(terminal: &str, backend: &str, ttl: Duration) -> ShareRequ
         ttl: Some(ttl),
         grace: Some(vec![]),
         join: Default::default(),
+        record: false,
     }
 }

@@ -24,6 +24,7 @@ impl Runner {
             ttl: Some(ttl),
             grace: Some(grace),
             join: Default::default(),
+            record: false,
         };
         let acked_at = Instant::now();
         match self.env.svc().share(request).await {
@@ -233,6 +234,7 @@ impl Runner {
             ttl: None,
             grace: None,
             join: Default::default(),
+            record: false,
         };
         match self.env.svc().share(request).await {
             Err(ShareError::Denied { .. }) => {

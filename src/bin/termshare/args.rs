@@ -164,6 +164,9 @@ pub struct ShareArgs {
     /// Let at most N participants in at once; the next is refused (tty-share).
     #[arg(long)]
     pub max_participants: Option<u32>,
+    /// Record what the terminal shows, as an asciicast v2 file (`[recording] dir`).
+    #[arg(long)]
+    pub record: bool,
     /// Who shares: human:NAME or agent:NAME (default human:$USER).
     #[arg(long = "as")]
     pub principal: Option<String>,

@@ -79,6 +79,7 @@ pub async fn share(config: Config, socket: &Socket, args: ShareArgs, as_json: bo
             .map(|g| g.iter().map(format).collect::<Vec<_>>()),
         join_timeout: request.join.timeout.as_ref().map(format),
         max_participants: request.join.max_participants,
+        record: request.record,
     };
     match client.call(&cmd).await {
         Ok(share) => {
@@ -258,5 +259,6 @@ fn build_request(args: &ShareArgs) -> Result<ShareRequest, String> {
             timeout: args.join_timeout,
             max_participants: args.max_participants,
         },
+        record: args.record,
     })
 }

@@ -1,0 +1,234 @@
+//! Recording what a shared terminal shows, as an asciicast v2 file (the format
+//! `asciinema play`/`cat` and the asciinema web player read).
+//!
+//! A read-only tmux client of termshare's own is attached to the terminal in a pty of
+//! the terminal's size, and everything tmux draws for it is written down with its
+//! time. `attach-session -r` makes the client read-only *and* size-ignoring (tmux ≥
+//! 3.2), so the host's window keeps its size and nothing is ever typed into it. The
+//! file is created 0600 with `O_EXCL` in a directory that must be the user's and
+//! writable by nobody else (`[recording] dir`); its SHA-256 goes into the share's end
+//! event.
+//!
+//! Hand-written rather than a crate: asciicast v2 is a JSON header line and one JSON
+//! array per chunk (`[seconds, "o", text]`); the one subtle part, not splitting a
+//! UTF-8 character across two events, is a few lines here.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use nix::fcntl::OFlag;
+use nix::pty::{openpty, Winsize};
+use sha2::{Digest, Sha256};
+use termshare_actors::{Recording, RecordingInfo, ShareId, TerminalName};
+
+use crate::launch::CleanEnv;
+use crate::secure_fs::{self, Trust};
+
+/// The terminal type the recording client runs under (and the file's header says).
+const TERM: &str = "xterm-256color";
+/// How long a stop waits for the recording client to go before it is killed.
+const CLIENT_EXIT: Duration = Duration::from_secs(1);
+
+/// Where and with what a tmux terminal is recorded.
+pub struct Recorder {
+    /// The tmux binary and its server's socket.
+    pub tmux: PathBuf,
+    /// The tmux server's socket.
+    pub socket: PathBuf,
+    /// The directory the files go in.
+    pub dir: PathBuf,
+    /// The clean environment of every command termshare runs.
+    pub env: Arc<CleanEnv>,
+}
+
+impl Recorder {
+    /// Start recording `terminal` (of `cols`×`rows`) into `DIR/SHARE_ID.cast`.
+    pub fn start(
+        &self,
+        terminal: &TerminalName,
+        share: ShareId,
+        (cols, rows): (u16, u16),
+    ) -> Result<Box<dyn Recording>, String> {
+        let dir = secure_fs::open_dir(&self.dir, true, Trust::default())
+            .map_err(|e| format!("the recording directory is refused: {e}"))?;
+        let name = format!("{share}.cast");
+        let mut file = dir
+            .open_file(&name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)
+            .map_err(|e| format!("cannot create the recording: {e}"))?;
+        let header = serde_json::json!({
+            "version": 2, "width": cols, "height": rows,
+            "timestamp": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs()).unwrap_or(0),
+            "env": {"TERM": TERM},
+        });
+        writeln!(file, "{header}").map_err(|e| format!("cannot write the recording: {e}"))?;
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = openpty(Some(&size), None).map_err(|e| format!("no pty: {e}"))?;
+        let child = self
+            .client(terminal, pty.slave)
+            .map_err(|e| format!("cannot start the recording client: {e}"))?;
+        // The child holds the only slave end now: the master reads EOF (EIO) once the
+        // client is gone.
+        let master = std::fs::File::from(pty.master);
+        let writer = std::thread::Builder::new()
+            .name("termshare-record".into())
+            .spawn(move || write_events(master, file))
+            .map_err(|e| format!("cannot start the recording thread: {e}"))?;
+        Ok(Box::new(TmuxRecording {
+            child,
+            writer: Some(writer),
+            path: dir.path().join(&name),
+        }))
+    }
+
+    /// `tmux -S SOCKET attach-session -r -t =TERMINAL` on the pty's slave, in a
+    /// session of its own with the pty as its controlling terminal.
+    fn client(
+        &self,
+        terminal: &TerminalName,
+        slave: OwnedFd,
+    ) -> std::io::Result<tokio::process::Child> {
+        let mut cmd = tokio::process::Command::new(&self.tmux);
+        self.env.apply(&mut cmd);
+        cmd.env("TERM", TERM)
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["attach-session", "-r", "-t", &format!("={terminal}")])
+            .stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave))
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
+    }
+}
+
+/// Copy what the client is shown into `file` as `[seconds, "o", text]` lines until it
+/// is gone; returns the file, flushed.
+fn write_events(mut master: std::fs::File, file: std::fs::File) -> std::io::Result<std::fs::File> {
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(file);
+    let mut buf = [0u8; 16 * 1024];
+    // Bytes of a UTF-8 character cut off at the end of the last read.
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break, // EIO: the client and its pty are gone
+        };
+        carry.extend_from_slice(&buf[..n]);
+        let text = take_utf8(&mut carry);
+        if !text.is_empty() {
+            let t = started.elapsed().as_secs_f64();
+            writeln!(out, "{}", serde_json::json!([t, "o", text]))?;
+            out.flush()?;
+        }
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// The longest valid UTF-8 prefix of `bytes` as text (invalid bytes as U+FFFD), leaving
+/// only an incomplete character at the end in `bytes`.
+fn take_utf8(bytes: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(bytes) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => bytes.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let tail = bytes.split_off(bytes.len() - keep);
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    *bytes = tail;
+    text
+}
+
+struct TmuxRecording {
+    child: tokio::process::Child,
+    writer: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl Recording for TmuxRecording {
+    async fn finish(mut self: Box<Self>) -> Result<RecordingInfo, String> {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(CLIENT_EXIT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let writer = self.writer.take().ok_or("already finished")?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            writer
+                .join()
+                .map_err(|_| "the recording thread panicked".to_string())?
+                .map_err(|e| format!("cannot write the recording: {e}"))?;
+            digest(&path)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// The finished file's SHA-256 and size.
+fn digest(path: &Path) -> Result<RecordingInfo, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher).map_err(|e| e.to_string())?;
+    Ok(RecordingInfo {
+        path: path.display().to_string(),
+        sha256: hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_character_split_across_reads_is_written_whole() {
+        let mut bytes = "ab€".as_bytes().to_vec();
+        bytes.pop(); // the euro sign cut short
+        assert_eq!(take_utf8(&mut bytes), "ab");
+        assert_eq!(bytes.len(), 2);
+        bytes.push(0xac);
+        assert_eq!(take_utf8(&mut bytes), "€");
+        assert!(bytes.is_empty());
+        let mut invalid = vec![b'x', 0xff, b'y'];
+        assert_eq!(take_utf8(&mut invalid), "x\u{fffd}y");
+    }
+}

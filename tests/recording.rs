@@ -1,0 +1,152 @@
+//! `--record`: what the terminal showed, as an asciicast v2 file that asciinema reads,
+//! with its SHA-256 in the share's end event, and the host's window untouched.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use termshare::actors::{AccessMode, BackendName, Principal, ShareRequest};
+use termshare::config::Config;
+use termshare::Termshare;
+
+fn me() -> Principal {
+    "human:tester".parse().unwrap()
+}
+
+fn window_size(host: &Tmux) -> String {
+    host.run(&[
+        "display-message",
+        "-p",
+        "-t",
+        "=S:",
+        "#{window_width}x#{window_height}",
+    ])
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_share_leaves_a_cast_file_asciinema_plays_and_the_host_is_untouched() {
+    let host = Tmux::new("S");
+    policy(host.dir.path(), &["tty-share"], "1h");
+    let recordings = host.dir.path().join("recordings");
+    let extra = format!(
+        "policy = \"policy.toml\"\n[recording]\ndir = \"{}\"\n",
+        recordings.display()
+    );
+    let config = Config::load(&host.config(&extra)).unwrap();
+    let ts = Termshare::start(&config).await.unwrap();
+    let before = window_size(&host);
+    let request = ShareRequest::new("S".parse().unwrap(), BackendName::TTY_SHARE, me())
+        .access(AccessMode::ReadOnly)
+        .ttl(Duration::from_secs(600))
+        .record();
+    let info = ts.share(request).await.unwrap();
+    let file = recordings.join(format!("{}.cast", info.share_id));
+    // The recording client draws the screen as it attaches; wait for that, then type.
+    let attached = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t.contains("host$"))
+        })
+    });
+    assert!(attached.is_some(), "nothing recorded in {}", file.display());
+    host.type_line("echo REC-$((6*7))-MARK");
+    let typed = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t.contains("REC-42-MARK"))
+        })
+    });
+    assert!(typed.is_some(), "the marker never reached the recording");
+    assert_eq!(
+        window_size(&host),
+        before,
+        "recording resized the host's window"
+    );
+    ts.revoke(info.share_id, me()).await.unwrap();
+    ts.shutdown().await;
+    assert_eq!(window_size(&host), before);
+
+    // asciicast v2: a header with the size, then [time, "o", text] events.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert!(header["width"].as_u64().unwrap() > 0 && header["height"].as_u64().unwrap() > 0);
+    let mut last = 0.0;
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let t = event[0].as_f64().unwrap();
+        assert!(t >= last, "time goes back: {line}");
+        last = t;
+        assert_eq!(event[1], "o");
+        assert!(event[2].is_string());
+    }
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Its digest is on the record, and matches the file.
+    let digest: String = Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let end = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.revoked")
+        .unwrap();
+    assert_eq!(end["details"]["recording_sha256"], digest.as_str(), "{end}");
+    assert_eq!(end["details"]["recording_path"], file.display().to_string());
+
+    // asciinema itself reads it. (`asciinema cat` 2.2 opens /dev/tty, so it runs in a
+    // pty of util-linux `script`'s.)
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("asciinema cat {}", file.display()))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("asciinema (Debian package asciinema) is installed by scripts/install-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REC-42-MARK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_that_cannot_be_written_fails_the_share_closed() {
+    let host = Tmux::new("S");
+    policy(host.dir.path(), &["tty-share"], "1h");
+    // A directory others may write to is refused.
+    let open_dir = host.dir.path().join("shared");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(
+        &open_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let extra = format!(
+        "policy = \"policy.toml\"\n[recording]\ndir = \"{}\"\n",
+        open_dir.display()
+    );
+    let config = Config::load(&host.config(&extra)).unwrap();
+    let ts = Termshare::start(&config).await.unwrap();
+    let request = ShareRequest::new("S".parse().unwrap(), BackendName::TTY_SHARE, me())
+        .ttl(Duration::from_secs(600))
+        .record();
+    let info = ts.share(request).await.unwrap();
+    let end = ts.ended(info.share_id).await.unwrap();
+    match &end.reason {
+        termshare::actors::EndReason::Failed(cause) => {
+            assert!(cause.contains("recording"), "{cause}")
+        }
+        other => panic!("the share went on unrecorded: {other:?}"),
+    }
+    assert!(ts.live_process_groups().is_empty());
+    assert_eq!(std::fs::read_dir(&open_dir).unwrap().count(), 0);
+    ts.shutdown().await;
+}
