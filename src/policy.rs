@@ -11,6 +11,7 @@
 //! max_ttl = "2h"
 //! max_concurrent = 1
 //! require_join_restriction = false      # true: only backends with authorized keys
+//! record = false                        # true: every share it allows is recorded
 //! ```
 //! A rule without a matcher list matches nothing on that dimension: every list must be
 //! written out, so that a rule cannot allow more than it says.
@@ -143,6 +144,8 @@ struct RawRule {
     max_concurrent: Option<u32>,
     #[serde(default)]
     require_join_restriction: bool,
+    #[serde(default)]
+    record: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -168,6 +171,8 @@ pub struct Rule {
     pub max_concurrent: Option<u32>,
     /// `require_join_restriction`: only backends that restrict who may join (default false).
     pub require_join_restriction: bool,
+    /// `record`: every share this rule allows is recorded (default false).
+    pub record: bool,
 }
 
 /// A parsed policy. `Policy::default()` has no rules and denies everything.
@@ -279,6 +284,7 @@ impl Policy {
                 max_ttl,
                 max_concurrent: r.max_concurrent,
                 require_join_restriction: r.require_join_restriction,
+                record: r.record,
             });
         }
         let identities = parse_identities(file.identity)?;
@@ -378,6 +384,7 @@ impl PolicyGate for Policy {
                     max_ttl: rule.max_ttl,
                     max_concurrent: rule.max_concurrent,
                     require_join_restriction: rule.require_join_restriction,
+                    record: rule.record,
                 })
             } else {
                 PolicyDecision::Deny {

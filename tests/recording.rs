@@ -150,3 +150,39 @@ async fn a_recording_that_cannot_be_written_fails_the_share_closed() {
     assert_eq!(std::fs::read_dir(&open_dir).unwrap().count(), 0);
     ts.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_that_requires_recording_records_a_share_that_did_not_ask() {
+    let host = Tmux::new("S");
+    let recordings = host.dir.path().join("recordings");
+    let extra = format!("[recording]\ndir = \"{}\"\n", recordings.display());
+    let config = Config::load(&host.config(&extra)).unwrap();
+    let policy = termshare::policy::Policy::builder()
+        .allow("audited", &["human:*"], &["S"], &[BackendName::TTY_SHARE])
+        .record()
+        .build()
+        .unwrap();
+    let ts = Termshare::builder(&config)
+        .policy(policy)
+        .start()
+        .await
+        .unwrap();
+    let request = ShareRequest::new("S".parse().unwrap(), BackendName::TTY_SHARE, me())
+        .ttl(Duration::from_secs(600));
+    let info = ts.share(request).await.unwrap();
+    let file = recordings.join(format!("{}.cast", info.share_id));
+    let recording = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t.contains("host$"))
+        })
+    });
+    assert!(recording.is_some(), "no recording at {}", file.display());
+    ts.revoke(info.share_id, me()).await.unwrap();
+    ts.shutdown().await;
+    let end = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.revoked")
+        .unwrap();
+    assert!(end["details"]["recording_sha256"].is_string(), "{end}");
+}

@@ -348,6 +348,7 @@ impl PolicyGate for AllowAll {
             max_ttl: self.max_ttl,
             max_concurrent: self.max_concurrent,
             require_join_restriction: self.require_join_restriction,
+            record: false,
         })
     }
 }
@@ -419,6 +420,7 @@ impl PolicyGate for ChainPolicy {
             max_ttl: None,
             max_concurrent: None,
             require_join_restriction: false,
+            record: false,
         })
     }
 

@@ -234,6 +234,8 @@ pub struct Grant {
     /// Only backends that restrict who may join (authorized keys, GitHub users) may
     /// serve this share.
     pub require_join_restriction: bool,
+    /// The share is recorded, whether or not it asked to be.
+    pub record: bool,
 }
 
 /// The policy's answer to a [`PolicyQuery`].

@@ -742,12 +742,14 @@ impl PolicyGate for TwoRules {
                 max_ttl: Some(Duration::from_secs(7200)),
                 max_concurrent: None,
                 require_join_restriction: false,
+                record: false,
             }),
             _ => PolicyDecision::Allow(Grant {
                 rule_id: "short".into(),
                 max_ttl: Some(Duration::from_secs(600)),
                 max_concurrent: None,
                 require_join_restriction: self.b_requires_join_restriction,
+                record: false,
             }),
         }
     }

@@ -59,6 +59,7 @@ impl PolicyBuilder {
             max_ttl: None,
             max_concurrent: None,
             require_join_restriction: false,
+            record: false,
         });
         self
     }
@@ -112,6 +113,14 @@ impl PolicyBuilder {
     pub fn max_concurrent(mut self, max: u32) -> Self {
         if let Some(r) = self.last() {
             r.max_concurrent = Some(max);
+        }
+        self
+    }
+
+    /// The last rule has every share it allows recorded.
+    pub fn record(mut self) -> Self {
+        if let Some(r) = self.last() {
+            r.record = true;
         }
         self
     }

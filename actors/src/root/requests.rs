@@ -127,7 +127,8 @@ impl RootState {
             start_deadline,
             size,
             join,
-            record: req.record,
+            // A rule that requires recording records the share, asked or not.
+            record: req.record || grant.record,
         };
         // Registered in this same handler, before the next request is read, so
         // racing requests see it.
