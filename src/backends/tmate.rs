@@ -284,7 +284,15 @@ impl termshare_actors::Backend for TmateBackend {
         // After the first links, tmate announces new ones when its relay reconnects
         // (a new session on the relay): they replace the share's.
         let (relink, link_updates) = tokio::sync::watch::channel(Links::default());
-        let then = relinks(spec.access, relink);
+        let mut relinked = relinks(spec.access, relink);
+        let presence = presence::Presence::new();
+        let then = {
+            let presence = presence.clone();
+            move |line: &str| {
+                presence.feed(line);
+                relinked(line);
+            }
+        };
         let (rw, ro) = match process
             .read_until_then(
                 spec.link_timeout,
@@ -326,11 +334,14 @@ impl termshare_actors::Backend for TmateBackend {
                     vec![Box::new(scratch)],
                 )
                 .with_serving_probe(serving::command(ask, self.spawner.env().clone()))
-                .with_link_updates(link_updates),
+                .with_link_updates(link_updates)
+                .with_participants(Arc::new(move || presence.count())),
             ),
         })
     }
 }
+
+mod presence;
 
 #[cfg(test)]
 mod tests;
