@@ -12,6 +12,8 @@
 //! max_concurrent = 1
 //! require_join_restriction = false      # true: only backends with authorized keys
 //! record = false                        # true: every share it allows is recorded
+//! max_join_timeout = "10m"              # every share gets a join timeout, at most this
+//! max_participants = 3                  # every share gets a participant limit, at most this
 //! ```
 //! A rule without a matcher list matches nothing on that dimension: every list must be
 //! written out, so that a rule cannot allow more than it says.
@@ -146,6 +148,8 @@ struct RawRule {
     require_join_restriction: bool,
     #[serde(default)]
     record: bool,
+    max_join_timeout: Option<String>,
+    max_participants: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -173,6 +177,10 @@ pub struct Rule {
     pub require_join_restriction: bool,
     /// `record`: every share this rule allows is recorded (default false).
     pub record: bool,
+    /// `max_join_timeout`: every share gets a join timeout, at most this.
+    pub max_join_timeout: Option<Duration>,
+    /// `max_participants`: every share gets a participant limit, at most this.
+    pub max_participants: Option<u32>,
 }
 
 /// A parsed policy. `Policy::default()` has no rules and denies everything.
@@ -268,6 +276,19 @@ impl Policy {
                 }
                 None => None,
             };
+            let max_join_timeout = match &r.max_join_timeout {
+                Some(s) => Some(
+                    parse_duration(s)
+                        .map_err(|e| format!("rule `{}`: max_join_timeout {e}", r.id))?,
+                ),
+                None => None,
+            };
+            if r.max_participants == Some(0) {
+                return Err(format!(
+                    "rule `{}`: max_participants must be at least 1",
+                    r.id
+                ));
+            }
             if r.max_concurrent == Some(0) && r.effect == Effect::Allow {
                 return Err(format!(
                     "rule `{}`: max_concurrent 0 would allow nothing; use effect = \"deny\"",
@@ -285,6 +306,8 @@ impl Policy {
                 max_concurrent: r.max_concurrent,
                 require_join_restriction: r.require_join_restriction,
                 record: r.record,
+                max_join_timeout,
+                max_participants: r.max_participants,
             });
         }
         let identities = parse_identities(file.identity)?;
@@ -385,6 +408,8 @@ impl PolicyGate for Policy {
                     max_concurrent: rule.max_concurrent,
                     require_join_restriction: rule.require_join_restriction,
                     record: rule.record,
+                    max_join_timeout: rule.max_join_timeout,
+                    max_participants: rule.max_participants,
                 })
             } else {
                 PolicyDecision::Deny {

@@ -349,6 +349,8 @@ impl PolicyGate for AllowAll {
             max_concurrent: self.max_concurrent,
             require_join_restriction: self.require_join_restriction,
             record: false,
+            max_join_timeout: None,
+            max_participants: None,
         })
     }
 }
@@ -421,6 +423,8 @@ impl PolicyGate for ChainPolicy {
             max_concurrent: None,
             require_join_restriction: false,
             record: false,
+            max_join_timeout: None,
+            max_participants: None,
         })
     }
 

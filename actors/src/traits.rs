@@ -236,6 +236,12 @@ pub struct Grant {
     pub require_join_restriction: bool,
     /// The share is recorded, whether or not it asked to be.
     pub record: bool,
+    /// The longest join timeout the share may have; one is then required (the rule's
+    /// maximum when the request names none).
+    pub max_join_timeout: Option<Duration>,
+    /// The most participants the share may let in; a limit is then required (this one
+    /// when the request names none).
+    pub max_participants: Option<u32>,
 }
 
 /// The policy's answer to a [`PolicyQuery`].

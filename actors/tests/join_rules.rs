@@ -129,3 +129,53 @@ async fn the_configured_join_timeout_applies_only_where_participants_are_seen() 
     assert_eq!(uncounted.participants, None, "unknown, never a guessed 0");
     h.svc.shutdown().await;
 }
+
+/// Allows everything, with the join maxima of a rule.
+struct Maxima;
+
+impl termshare_actors::PolicyGate for Maxima {
+    fn evaluate(&self, _q: &termshare_actors::PolicyQuery<'_>) -> termshare_actors::PolicyDecision {
+        termshare_actors::PolicyDecision::Allow(termshare_actors::Grant {
+            rule_id: "watched".into(),
+            max_ttl: None,
+            max_concurrent: None,
+            require_join_restriction: false,
+            record: false,
+            max_join_timeout: Some(Duration::from_secs(5)),
+            max_participants: Some(2),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rules_maxima_bound_the_request_and_apply_when_it_names_none() {
+    let h = harness(Maxima, Settings::default()).await;
+    // Above either maximum: denied, nothing started.
+    let err = h
+        .svc
+        .share(counting(60).join_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShareError::Denied { .. }), "{err}");
+    let err = h
+        .svc
+        .share(counting(60).max_participants(3))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("above the maximum 2"), "{err}");
+    // Over a backend that cannot count, the rule cannot be kept: refused.
+    let err = h.svc.share(req("ops")).await.unwrap_err();
+    assert!(matches!(err, ShareError::Invalid(_)), "{err}");
+    assert_eq!(h.world.live_count(), 0);
+    // Naming none: the rule's maxima apply (the share ends at 5 s, unjoined).
+    let t0 = Instant::now();
+    let info = h.svc.share(counting(60)).await.unwrap();
+    let end = h.svc.ended(info.share_id).await.unwrap();
+    assert_eq!(end.reason, EndReason::Expired);
+    assert!(t0.elapsed() >= Duration::from_secs(5) && t0.elapsed() < Duration::from_secs(6));
+    assert_eq!(
+        end_cause(&h, info.share_id).as_deref(),
+        Some("join_timeout")
+    );
+    h.svc.shutdown().await;
+}

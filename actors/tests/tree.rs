@@ -743,6 +743,8 @@ impl PolicyGate for TwoRules {
                 max_concurrent: None,
                 require_join_restriction: false,
                 record: false,
+                max_join_timeout: None,
+                max_participants: None,
             }),
             _ => PolicyDecision::Allow(Grant {
                 rule_id: "short".into(),
@@ -750,6 +752,8 @@ impl PolicyGate for TwoRules {
                 max_concurrent: None,
                 require_join_restriction: self.b_requires_join_restriction,
                 record: false,
+                max_join_timeout: None,
+                max_participants: None,
             }),
         }
     }

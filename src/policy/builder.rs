@@ -60,6 +60,8 @@ impl PolicyBuilder {
             max_concurrent: None,
             require_join_restriction: false,
             record: false,
+            max_join_timeout: None,
+            max_participants: None,
         });
         self
     }
@@ -117,6 +119,22 @@ impl PolicyBuilder {
         self
     }
 
+    /// The last rule gives every share a join timeout of at most `max`.
+    pub fn max_join_timeout(mut self, max: Duration) -> Self {
+        if let Some(r) = self.last() {
+            r.max_join_timeout = Some(humantime::format_duration(max).to_string());
+        }
+        self
+    }
+
+    /// The last rule gives every share a participant limit of at most `max`.
+    pub fn max_participants(mut self, max: u32) -> Self {
+        if let Some(r) = self.last() {
+            r.max_participants = Some(max);
+        }
+        self
+    }
+
     /// The last rule has every share it allows recorded.
     pub fn record(mut self) -> Self {
         if let Some(r) = self.last() {
@@ -147,5 +165,58 @@ impl PolicyBuilder {
     /// The policy, checked as a policy file is.
     pub fn build(self) -> Result<Policy, PolicyError> {
         Policy::from_file(self.file).map_err(PolicyError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use termshare_actors::{PolicyDecision, PolicyGate, PolicyQuery};
+
+    use super::*;
+
+    #[test]
+    fn a_files_join_maxima_and_recording_reach_the_grant() {
+        let text = r#"
+[[rule]]
+id = "watched"
+effect = "allow"
+principals = ["human:*"]
+terminals = ["*"]
+backends = ["tty-share"]
+access = ["read-only"]
+record = true
+max_join_timeout = "10m"
+max_participants = 3
+"#;
+        let policy = Policy::parse(text).unwrap();
+        let q = PolicyQuery {
+            principal: &"human:ann".parse().unwrap(),
+            terminal: &"dev".parse().unwrap(),
+            backend: &BackendName::TTY_SHARE,
+            access: AccessMode::ReadOnly,
+        };
+        let PolicyDecision::Allow(grant) = policy.evaluate(&q) else {
+            panic!("denied");
+        };
+        assert!(grant.record);
+        assert_eq!(grant.max_join_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(grant.max_participants, Some(3));
+        let zero = text.replace("max_participants = 3", "max_participants = 0");
+        assert!(Policy::parse(&zero).is_err());
+        // The builder says the same.
+        let built = Policy::builder()
+            .allow("watched", &["human:*"], &["*"], &[BackendName::TTY_SHARE])
+            .record()
+            .max_join_timeout(Duration::from_secs(600))
+            .max_participants(3)
+            .build()
+            .unwrap();
+        let PolicyDecision::Allow(same) = built.evaluate(&q) else {
+            panic!("denied");
+        };
+        assert_eq!(
+            (same.record, same.max_join_timeout, same.max_participants),
+            (true, Some(Duration::from_secs(600)), Some(3))
+        );
     }
 }

@@ -106,7 +106,8 @@ impl RootState {
                 rule,
             ));
         }
-        if q.join.any() && !backend.counts_participants() {
+        let join = within_rule(q.join, &grant).map_err(|e| (e, rule.clone()))?;
+        if join.any() && !backend.counts_participants() {
             let err = crate::error::InvalidInput::new(
                 "join",
                 q.backend.as_str(),
@@ -115,12 +116,12 @@ impl RootState {
             );
             return Err((err.into(), rule));
         }
-        if let Some(0) = q.join.max_participants {
+        if let Some(0) = join.max_participants {
             let err =
                 crate::error::InvalidInput::new("max_participants", "0", "must be at least 1");
             return Err((err.into(), rule));
         }
-        if let Some(t) = q.join.timeout {
+        if let Some(t) = join.timeout {
             if t.is_zero() || t >= q.total_ttl {
                 let err = crate::error::InvalidInput::new(
                     "join_timeout",
@@ -133,7 +134,11 @@ impl RootState {
         backend
             .check()
             .map_err(|e| (ShareError::Backend(e), rule.clone()))?;
-        Ok(Admitted { grant, backend })
+        Ok(Admitted {
+            grant,
+            backend,
+            join,
+        })
     }
 
     /// May `caller` act on the live share `info` (extend, revoke, switch)? Its claim
@@ -176,4 +181,36 @@ impl RootState {
                 .detail("reason", err.to_string()),
         );
     }
+}
+
+/// The request's join rules within the rule's maxima: a maximum the request leaves
+/// unset becomes the share's; one the request exceeds is a denial.
+fn within_rule(
+    mut join: crate::types::JoinRules,
+    grant: &crate::traits::Grant,
+) -> Result<crate::types::JoinRules, ShareError> {
+    let denied = |what: &str, asked: String, max: String| ShareError::Denied {
+        rule_id: Some(grant.rule_id.clone()),
+        reason: format!(
+            "{what} {asked} is above the maximum {max} of rule `{}`",
+            grant.rule_id
+        ),
+    };
+    if let Some(max) = grant.max_join_timeout {
+        match join.timeout {
+            Some(t) if t > max => return Err(denied("join timeout", human(t), human(max))),
+            Some(_) => {}
+            None => join.timeout = Some(max),
+        }
+    }
+    if let Some(max) = grant.max_participants {
+        match join.max_participants {
+            Some(n) if n > max => {
+                return Err(denied("max participants", n.to_string(), max.to_string()))
+            }
+            Some(_) => {}
+            None => join.max_participants = Some(max),
+        }
+    }
+    Ok(join)
 }

@@ -129,6 +129,8 @@ struct AdmissionQuery<'a> {
 struct Admitted {
     grant: crate::traits::Grant,
     backend: Arc<dyn Backend>,
+    /// The join rules the share gets: the request's, within the rule's maxima.
+    join: crate::types::JoinRules,
 }
 
 /// A refusal: the error for the caller and the rule that decided, if any.

@@ -62,7 +62,11 @@ impl RootState {
                     join: req.join,
                 })
             });
-        let Admitted { grant, backend } = match admitted {
+        let Admitted {
+            grant,
+            backend,
+            join,
+        } = match admitted {
             Ok(admitted) => admitted,
             Err((err @ ShareError::AuditUnavailable(_), _)) => {
                 // Nothing to put on a record that cannot keep up.
@@ -105,7 +109,7 @@ impl RootState {
             participants: None,
             worker_pid: None,
         };
-        let mut join = req.join;
+        let mut join = join;
         if join.timeout.is_none() && backend.counts_participants() {
             join.timeout = self.ctx.settings.default_join_timeout.filter(|t| *t < ttl);
         }
@@ -145,7 +149,7 @@ impl RootState {
                         session,
                         info,
                         ended,
-                        join: req.join,
+                        join,
                     },
                 );
                 self.publish_badge(&req.terminal);
@@ -300,7 +304,7 @@ impl RootState {
             })
             .map_err(|(err, _)| err)
         });
-        let Admitted { grant, backend } = match admitted {
+        let Admitted { grant, backend, .. } = match admitted {
             Ok(a) => a,
             Err(err) => {
                 self.refused(info, "switch", &caller, &err);
