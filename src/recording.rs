@@ -9,6 +9,11 @@
 //! writable by nobody else (`[recording] dir`); its SHA-256 goes into the share's end
 //! event.
 //!
+//! When the terminal's window changes size, the recording client's pty follows (so
+//! tmux draws it whole) and the file gets a `[seconds, "r", "COLSxROWS"]` event; the
+//! size is sampled once a second (tmux has no way to tell a client of another
+//! window's resize without a hook in the user's own server).
+//!
 //! Hand-written rather than a crate: asciicast v2 is a JSON header line and one JSON
 //! array per chunk (`[seconds, "o", text]`); the one subtle part, not splitting a
 //! UTF-8 character across two events, is a few lines here.
@@ -33,6 +38,30 @@ use crate::secure_fs::{self, Trust};
 const TERM: &str = "xterm-256color";
 /// How long a stop waits for the recording client to go before it is killed.
 const CLIENT_EXIT: Duration = Duration::from_secs(1);
+/// How often the terminal's size is sampled for resize events.
+const SIZE_SAMPLE: Duration = Duration::from_secs(1);
+
+/// The terminal's size now (cols, rows), or `None` when it cannot be told.
+pub type SizeProbe = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(u16, u16)>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The file's events, written by the pty reader (output) and the size sampler
+/// (resizes), in time order.
+struct Events {
+    out: std::io::BufWriter<std::fs::File>,
+    started: Instant,
+}
+
+impl Events {
+    fn write(&mut self, kind: &str, text: &str) -> std::io::Result<()> {
+        let t = self.started.elapsed().as_secs_f64();
+        writeln!(self.out, "{}", serde_json::json!([t, kind, text]))?;
+        self.out.flush()
+    }
+}
 
 /// Where and with what a tmux terminal is recorded.
 pub struct Recorder {
@@ -44,6 +73,8 @@ pub struct Recorder {
     pub dir: PathBuf,
     /// The clean environment of every command termshare runs.
     pub env: Arc<CleanEnv>,
+    /// The terminal's size now, sampled for resize events.
+    pub size: SizeProbe,
 }
 
 impl Recorder {
@@ -79,14 +110,29 @@ impl Recorder {
             .map_err(|e| format!("cannot start the recording client: {e}"))?;
         // The child holds the only slave end now: the master reads EOF (EIO) once the
         // client is gone.
+        let resizer = pty.master.try_clone().map_err(|e| format!("no pty: {e}"))?;
         let master = std::fs::File::from(pty.master);
-        let writer = std::thread::Builder::new()
-            .name("termshare-record".into())
-            .spawn(move || write_events(master, file))
-            .map_err(|e| format!("cannot start the recording thread: {e}"))?;
+        let events = Arc::new(parking_lot::Mutex::new(Events {
+            out: std::io::BufWriter::new(file),
+            started: Instant::now(),
+        }));
+        let writer = {
+            let events = events.clone();
+            std::thread::Builder::new()
+                .name("termshare-record".into())
+                .spawn(move || write_output(master, events))
+                .map_err(|e| format!("cannot start the recording thread: {e}"))?
+        };
+        let sampler = tokio::spawn(follow_size(
+            self.size.clone(),
+            (cols, rows),
+            resizer,
+            events,
+        ));
         Ok(Box::new(TmuxRecording {
             child,
             writer: Some(writer),
+            sampler,
             path: dir.path().join(&name),
         }))
     }
@@ -122,11 +168,54 @@ impl Recorder {
     }
 }
 
-/// Copy what the client is shown into `file` as `[seconds, "o", text]` lines until it
-/// is gone; returns the file, flushed.
-fn write_events(mut master: std::fs::File, file: std::fs::File) -> std::io::Result<std::fs::File> {
-    let started = Instant::now();
-    let mut out = std::io::BufWriter::new(file);
+/// Keep the recording client's pty at the terminal's size, and put each change in the
+/// file as an `"r"` event.
+async fn follow_size(
+    size: SizeProbe,
+    mut last: (u16, u16),
+    master: OwnedFd,
+    events: Arc<parking_lot::Mutex<Events>>,
+) {
+    let mut tick = tokio::time::interval(SIZE_SAMPLE);
+    loop {
+        tick.tick().await;
+        let Some(now) = size().await else {
+            continue;
+        };
+        if now == last {
+            continue;
+        }
+        last = now;
+        let ws = Winsize {
+            ws_col: now.0,
+            ws_row: now.1,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one Winsize from a valid pointer; the fd is ours.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&master),
+                libc::TIOCSWINSZ,
+                &ws,
+            );
+        }
+        if events
+            .lock()
+            .write("r", &format!("{}x{}", now.0, now.1))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Copy what the client is shown into the file as `[seconds, "o", text]` lines until
+/// it is gone.
+fn write_output(
+    mut master: std::fs::File,
+    events: Arc<parking_lot::Mutex<Events>>,
+) -> std::io::Result<()> {
     let mut buf = [0u8; 16 * 1024];
     // Bytes of a UTF-8 character cut off at the end of the last read.
     let mut carry: Vec<u8> = Vec::new();
@@ -140,14 +229,11 @@ fn write_events(mut master: std::fs::File, file: std::fs::File) -> std::io::Resu
         carry.extend_from_slice(&buf[..n]);
         let text = take_utf8(&mut carry);
         if !text.is_empty() {
-            let t = started.elapsed().as_secs_f64();
-            writeln!(out, "{}", serde_json::json!([t, "o", text]))?;
-            out.flush()?;
+            events.lock().write("o", &text)?;
         }
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(file)
+    let events = events.lock();
+    events.out.get_ref().sync_all()
 }
 
 /// The longest valid UTF-8 prefix of `bytes` as text (invalid bytes as U+FFFD), leaving
@@ -166,13 +252,22 @@ fn take_utf8(bytes: &mut Vec<u8>) -> String {
 
 struct TmuxRecording {
     child: tokio::process::Child,
-    writer: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
+    writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// Follows the terminal's size; aborted when the recording ends.
+    sampler: tokio::task::JoinHandle<()>,
     path: PathBuf,
+}
+
+impl Drop for TmuxRecording {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
 }
 
 #[async_trait]
 impl Recording for TmuxRecording {
     async fn finish(mut self: Box<Self>) -> Result<RecordingInfo, String> {
+        self.sampler.abort();
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),

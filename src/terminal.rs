@@ -22,6 +22,7 @@ use crate::secure_fs::{self, Trust};
 
 /// The [`TerminalHost`] over one tmux server: checks, attaches to, messages and
 /// captures its sessions.
+#[derive(Clone)]
 pub struct TmuxHost {
     /// The tmux binary, by absolute path.
     program: PathBuf,
@@ -187,11 +188,19 @@ impl TerminalHost for TmuxHost {
             .clone()
             .ok_or("no recording directory: set [recording] dir")?;
         let size = self.check(terminal).await?.unwrap_or((80, 24));
+        let probe: crate::recording::SizeProbe = {
+            let (host, terminal) = (self.clone(), terminal.clone());
+            Arc::new(move || {
+                let (host, terminal) = (host.clone(), terminal.clone());
+                Box::pin(async move { host.check(&terminal).await.ok().flatten() })
+            })
+        };
         let recorder = crate::recording::Recorder {
             tmux: self.program.clone(),
             socket: self.socket.clone(),
             dir,
             env: self.env.clone(),
+            size: probe,
         };
         recorder.start(terminal, share, size)
     }
