@@ -201,6 +201,9 @@ mod tests {
 
     #[test]
     fn participants_are_joins_less_leaves_in_upterms_log() {
+        // The messages are upterm's: host/host.go `logger.Info("Client joined", "client",
+        // client.Addr)` (line 330) and `logger.Info("Client left", …)` (line 354), at
+        // v0.24.0 (a023658), written by its slog JSON handler.
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("upterm.log");
         assert_eq!(participants(&log), None);
