@@ -105,6 +105,15 @@ impl Recorder {
             ws_ypixel: 0,
         };
         let pty = openpty(Some(&size), None).map_err(|e| format!("no pty: {e}"))?;
+        // Never inherited by anything else termshare starts (a worker holding the
+        // slave would keep the recording open; one holding the master could read it).
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| format!("no pty: {e}"))?;
+        }
         let child = self
             .client(terminal, pty.slave)
             .map_err(|e| format!("cannot start the recording client: {e}"))?;
@@ -157,6 +166,10 @@ impl Recorder {
         // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
+                // Gone with termshare, even a kill -9 of it (the client is in a session
+                // of its own, out of any group termshare kills).
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)?;
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -268,6 +281,8 @@ impl Drop for TmuxRecording {
 impl Recording for TmuxRecording {
     async fn finish(mut self: Box<Self>) -> Result<RecordingInfo, String> {
         self.sampler.abort();
+        // A client that is already gone stopped recording early: the file is short.
+        let gone_early = self.child.try_wait().ok().flatten();
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
@@ -282,7 +297,7 @@ impl Recording for TmuxRecording {
         }
         let writer = self.writer.take().ok_or("already finished")?;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
+        let info = tokio::task::spawn_blocking(move || {
             writer
                 .join()
                 .map_err(|_| "the recording thread panicked".to_string())?
@@ -290,7 +305,15 @@ impl Recording for TmuxRecording {
             digest(&path)
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())??;
+        match gone_early {
+            Some(status) => Err(format!(
+                "the recording client stopped before the share ended ({status}): {} is incomplete \
+                 (sha256 {})",
+                info.path, info.sha256
+            )),
+            None => Ok(info),
+        }
     }
 }
 

@@ -119,7 +119,8 @@ async fn the_count_follows_real_participants_and_the_revoke_report_says_who_was_
         ("share.left", 0),
         ("share.joined", 1),
         ("share.joined", 2),
-        ("share.left", 0),
+        // The revoke cuts both off: each leave counts down.
+        ("share.left", 1),
         ("share.left", 0),
     ]
     .iter()
@@ -323,4 +324,112 @@ async fn rotate_cuts_off_whoever_came_in_through_the_old_link_and_keeps_the_shar
         record["details"]["link_fp"]
     );
     assert_eq!(record["details"]["participants_cut_off"], 1, "{record}");
+}
+
+/// The terminal websocket's path tty-share hands out (its `TTYSHARE-TTY-WSPATH`
+/// header, as the front rewrote it), relative to the share's link.
+fn tty_ws_path(link: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = link.strip_prefix("http://").unwrap();
+    let (host, base) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(
+        s,
+        "GET /{base} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    let header = got
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("ttyshare-tty-wspath")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no TTYSHARE-TTY-WSPATH in {got:?}"));
+    header
+        .strip_prefix(&format!("/{base}"))
+        .unwrap_or_else(|| panic!("{header} is not under /{base}"))
+        .to_owned()
+}
+
+/// A websocket handshake for `path` under the share's link, raw; what came back,
+/// until the server closed the connection (or 3 s).
+fn raw_upgrade(link: &str, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let rest = link.strip_prefix("http://").unwrap();
+    let (host, base) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(
+        s,
+        "GET /{base}{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_on_a_disguised_path_is_counted_and_limited_like_any_other() {
+    let host = Tmux::new("S");
+    let ts = start(&host).await;
+    let info = ts.share(request(60).max_participants(1)).await.unwrap();
+    let link = info.links.link.clone();
+    let _first = tokio::task::block_in_place(|| join(&link));
+    count_becomes(&ts, info.share_id, 1).await;
+    // `%77s/` may be `ws/` to a router that decodes paths (Debian's tty-share 2.4
+    // answers it 404). Either way it gets nothing of the terminal: an upgrade at the
+    // limit is turned away, and on the record.
+    let got = tokio::task::block_in_place(|| raw_upgrade(&link, "%77s/"));
+    let text = String::from_utf8_lossy(&got);
+    if text.starts_with("HTTP/1.1 101") {
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(
+            body.is_empty(),
+            "the disguised websocket got data: {text:?}"
+        );
+        let refused = tokio::task::block_in_place(|| {
+            wait_until(Duration::from_secs(2), || {
+                host.audit()
+                    .iter()
+                    .any(|e| e["kind"] == "share.join_refused")
+            })
+        });
+        assert!(
+            refused.is_some(),
+            "no share.join_refused in {:?}",
+            host.audit()
+        );
+    } else {
+        assert!(text.contains("404"), "{text:?}");
+    }
+    assert_eq!(badge_count(&ts, info.share_id), Some(1));
+    // A real second websocket (the path tty-share hands out) is turned away and
+    // recorded.
+    let ws_path = tokio::task::block_in_place(|| tty_ws_path(&link));
+    let got = tokio::task::block_in_place(|| raw_upgrade(&link, &ws_path));
+    let text = String::from_utf8_lossy(&got);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(
+        body.is_empty(),
+        "a participant past the limit got data: {text:?}"
+    );
+    let refused = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(2), || {
+            host.audit()
+                .iter()
+                .any(|e| e["kind"] == "share.join_refused")
+        })
+    });
+    assert!(
+        refused.is_some(),
+        "no share.join_refused in {:?}",
+        host.audit()
+    );
+    ts.shutdown().await;
 }

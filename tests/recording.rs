@@ -147,17 +147,23 @@ async fn a_recording_that_cannot_be_written_fails_the_share_closed() {
     let request = ShareRequest::new("S".parse().unwrap(), BackendName::TTY_SHARE, me())
         .ttl(Duration::from_secs(600))
         .record();
-    let info = ts.share(request).await.unwrap();
-    let end = ts.ended(info.share_id).await.unwrap();
-    match &end.reason {
-        termshare::actors::EndReason::Failed(cause) => {
-            assert!(cause.contains("recording"), "{cause}")
-        }
-        other => panic!("the share went on unrecorded: {other:?}"),
-    }
+    // The link is never handed out: the caller gets the error, the share its end.
+    let err = ts.share(request).await.unwrap_err();
+    assert!(err.to_string().contains("recording"), "{err}");
     assert!(ts.live_process_groups().is_empty());
     assert_eq!(std::fs::read_dir(&open_dir).unwrap().count(), 0);
     ts.shutdown().await;
+    let failed = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.failed")
+        .expect("share.failed");
+    assert!(
+        failed["details"]["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("recording could not be started")),
+        "{failed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,9 +279,6 @@ async fn handle(
         metrics::counter!("termshare_link_front_refused_total").increment(1);
         return Ok(closing(StatusCode::NOT_FOUND, "not found\n"));
     };
-    // tty-share streams the terminal over `ws/` (its TTYSHARE-TTY-WSPATH): that
-    // connection is the participant.
-    let terminal_stream = rest.starts_with("ws");
     {
         let mut standing = slot.lock();
         if let Standing::Unverified { .. } = *standing {
@@ -350,12 +347,13 @@ async fn handle(
                 let (Ok(p), Ok(w)) = tokio::join!(participant_side, worker_side) else {
                     return;
                 };
-                let _joined = match terminal_stream {
-                    true => match participants.join(origin.to_string()) {
-                        Some(joined) => Some(joined),
-                        None => return, // a join nobody would hear of: refused
-                    },
-                    false => None,
+                // Every websocket through the front is a participant's: tty-share
+                // streams the terminal over one (its TTYSHARE-TTY-WSPATH). Decided
+                // on the upgrade, never on the path: tty-share's router decodes
+                // `%77s/` to `ws/`, so a path test could be walked around to watch
+                // uncounted. A join nobody would hear of (or past the limit) is refused.
+                let Some(_joined) = participants.join(origin.to_string()) else {
+                    return;
                 };
                 tokio::select! {
                     _ = stop.cancelled() => {}

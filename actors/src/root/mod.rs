@@ -139,8 +139,11 @@ type Refusal = (ShareError, Option<String>);
 struct Entry {
     session: ActorRef<SessionMsg>,
     info: ShareInfo,
-    /// The share's join rules (a switch keeps them).
+    /// The share's join rules as admitted (a switch keeps them; the config's default
+    /// join timeout is not among them).
     join: crate::types::JoinRules,
+    /// Whether the share is recorded (a switch cannot add a recording).
+    record: bool,
     ended: Arc<OnceLock<EndReason>>,
 }
 

@@ -109,6 +109,10 @@ impl RootState {
             participants: None,
             worker_pid: None,
         };
+        // What admission allowed, before the config's default: a switch is checked
+        // against it (a default is not something the share asked for).
+        let admitted_join = join;
+        let recorded = req.record || grant.record;
         let mut join = join;
         if join.timeout.is_none() && backend.counts_participants() {
             join.timeout = self.ctx.settings.default_join_timeout.filter(|t| *t < ttl);
@@ -132,7 +136,7 @@ impl RootState {
             size,
             join,
             // A rule that requires recording records the share, asked or not.
-            record: req.record || grant.record,
+            record: recorded,
         };
         // Registered in this same handler, before the next request is read, so
         // racing requests see it.
@@ -149,7 +153,8 @@ impl RootState {
                         session,
                         info,
                         ended,
-                        join,
+                        join: admitted_join,
+                        record: recorded,
                     },
                 );
                 self.publish_badge(&req.terminal);
@@ -303,6 +308,30 @@ impl RootState {
                 join: entry.join,
             })
             .map_err(|(err, _)| err)
+        });
+        // The new backend's rule may ask for more than the share has (recording, join
+        // rules): a running share cannot take those on, so the switch is refused.
+        let admitted = admitted.and_then(|a| {
+            if a.grant.record && !entry.record {
+                return Err(ShareError::Denied {
+                    rule_id: Some(a.grant.rule_id.clone()),
+                    reason: format!(
+                        "rule `{}` requires recording, which this share does not have; \
+                         start a new share",
+                        a.grant.rule_id
+                    ),
+                });
+            }
+            if a.join != entry.join {
+                return Err(ShareError::Denied {
+                    rule_id: Some(a.grant.rule_id.clone()),
+                    reason: format!(
+                        "rule `{}` sets join rules this share does not have; start a new share",
+                        a.grant.rule_id
+                    ),
+                });
+            }
+            Ok(a)
         });
         let Admitted { grant, backend, .. } = match admitted {
             Ok(a) => a,

@@ -81,19 +81,6 @@ impl Actor for ShareSession {
                 caller,
                 reply,
             } => state.rotated(result, caller, reply),
-            SessionMsg::RecordingStarted(started) => match started {
-                Ok(recording) if !matches!(state.phase, Phase::Ended) => {
-                    state.recording = Some(recording);
-                }
-                Ok(recording) => {
-                    let _ = recording.finish().await; // the share ended meanwhile
-                }
-                Err(why) => {
-                    // Asked to record and cannot: the share does not go on unrecorded.
-                    let cause = format!("the recording could not be started: {why}");
-                    state.end_now(&myself, EndReason::Failed(cause)).await;
-                }
-            },
             SessionMsg::JoinTimeout => {
                 if !state.ever_joined && matches!(state.phase, Phase::Active | Phase::Switching(_))
                 {

@@ -65,8 +65,6 @@ pub enum SessionMsg {
     StartDeadline,
     /// The join timeout passed: the share ends unless somebody joined.
     JoinTimeout,
-    /// The recording has started, or why it could not (the share then fails).
-    RecordingStarted(Result<Box<dyn crate::traits::Recording>, String>),
     /// Give the share a new link (authorized by the root).
     Rotate {
         caller: Caller,

@@ -159,11 +159,14 @@ impl SessionState {
     /// Every participant still counted was cut off (the share ended or moved): each
     /// gets its `share.left`, with why.
     pub(super) fn participants_gone(&mut self, cause: &str) {
-        for id in std::mem::take(&mut self.joined) {
+        let gone = std::mem::take(&mut self.joined);
+        let mut left = gone.len();
+        for id in gone {
+            left -= 1;
             let event = self
                 .event(AuditKind::ShareLeft)
                 .detail("participant", id)
-                .detail("participants", 0)
+                .detail("participants", left)
                 .detail("cause", cause);
             crate::audit::record(&self.ctx.audit, event);
         }

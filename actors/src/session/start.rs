@@ -22,6 +22,9 @@ use crate::audit::{self, AuditKind};
 use crate::error::{human, ShareError};
 use crate::types::{EndReason, Links, ShareState};
 
+/// How long starting a recording may take before the share fails closed.
+const RECORDING_START: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl SessionState {
     pub(super) fn begin(&mut self, myself: &ActorRef<SessionMsg>) {
         if !matches!(self.phase, Phase::Preparing { .. }) {
@@ -188,17 +191,34 @@ impl SessionState {
             self.end_now(myself, EndReason::Failed(cause)).await;
             return;
         };
+        if self.record {
+            // Before the link is handed out: nobody watches a share meant to be
+            // recorded unrecorded. (A local process spawn, bounded.)
+            let host = self.ctx.host.clone();
+            let started =
+                tokio::time::timeout(RECORDING_START, host.record(&self.info.terminal, self.id()))
+                    .await;
+            match started {
+                Ok(Ok(recording)) => self.recording = Some(recording),
+                failed => {
+                    let why = match failed {
+                        Ok(Err(why)) => why,
+                        _ => format!("it did not start within {}", human(RECORDING_START)),
+                    };
+                    let cause = format!("the recording could not be started: {why}");
+                    let err = ShareError::Backend(crate::BackendError::Unavailable {
+                        backend: self.info.backend.to_string(),
+                        reason: cause.clone(),
+                    });
+                    // The caller hears of it once the worker is gone.
+                    self.end_now(myself, EndReason::Failed(cause)).await;
+                    let _ = reply.send(Err(err));
+                    return;
+                }
+            }
+        }
         self.phase = Phase::Active;
         self.info.state = ShareState::Active;
-        if self.record {
-            let (host, terminal, share) =
-                (self.ctx.host.clone(), self.info.terminal.clone(), self.id());
-            let me = myself.clone();
-            self.run(async move {
-                let started = host.record(&terminal, share).await;
-                let _ = me.cast(SessionMsg::RecordingStarted(started));
-            });
-        }
         if let Some(timeout) = self.join.timeout {
             let me = myself.clone();
             self.run(async move {

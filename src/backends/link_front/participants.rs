@@ -1,6 +1,6 @@
-//! Who is connected through the front: each participant's terminal connection (the
-//! websocket tty-share streams the terminal over) counts as one participant, however
-//! many other requests its browser or client makes. Each join and leave is reported to
+//! Who is connected through the front: each participant's websocket (the one
+//! tty-share streams the terminal over) counts as one participant, however many
+//! plain requests its browser or client makes. Each join and leave is reported to
 //! the share's session, and the live count is kept for the worker's stop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
