@@ -80,7 +80,8 @@ impl Actor for ShareSession {
                 result,
                 caller,
                 reply,
-            } => state.rotated(result, caller, reply),
+                on_old_link,
+            } => state.rotated(result, caller, reply, on_old_link),
             SessionMsg::JoinTimeout => {
                 if !state.ever_joined && matches!(state.phase, Phase::Active | Phase::Switching(_))
                 {

@@ -75,6 +75,8 @@ pub enum SessionMsg {
         result: Result<crate::types::Links, String>,
         caller: Caller,
         reply: ShareReply,
+        /// Participants counted when the rotation was asked (all on the old link).
+        on_old_link: usize,
     },
     Ttl(TtlEvent),
     /// A grace notice was shown (or not) to those attached to the terminal.

@@ -48,6 +48,9 @@ impl SessionState {
         };
         let me = self.myself.clone();
         let within = self.ctx.settings.revoke_deadline;
+        // Counted now: leaves of the cut connections and joins through the new link
+        // race the worker's answer.
+        let on_old_link = self.joined.len();
         self.run(async move {
             let result = match worker.call(WorkerMsg::Rotate, Some(within)).await {
                 Ok(ractor::rpc::CallResult::Success(r)) => r,
@@ -60,6 +63,7 @@ impl SessionState {
                 result,
                 caller,
                 reply,
+                on_old_link,
             });
         });
     }
@@ -70,6 +74,7 @@ impl SessionState {
         result: Result<crate::types::Links, String>,
         caller: Caller,
         reply: ShareReply,
+        on_old_link: usize,
     ) {
         let links = match result {
             Ok(links) if matches!(self.phase, Phase::Active) => links,
@@ -95,7 +100,7 @@ impl SessionState {
                 fingerprints.fingerprint(&self.info.links.link),
             )
             .detail("link_fp", fingerprints.fingerprint(&links.link))
-            .detail("participants_cut_off", self.joined.len());
+            .detail("participants_cut_off", on_old_link);
         crate::audit::record(&self.ctx.audit, event);
         self.info.links = links;
         self.publish();
