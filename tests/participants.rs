@@ -269,21 +269,30 @@ async fn past_max_participants_the_next_one_is_turned_away_and_audited() {
     ts.shutdown().await;
 }
 
-/// The status line of a plain `GET` of `link` (`HTTP/1.1 404 Not Found`, ...).
-fn http_status(link: &str) -> String {
+/// Send `GET /PATH` under the share's link's host, with `headers`, and read the
+/// answer until the server closes (or 3 s). `path` is taken from the link itself
+/// (`/s/SECRET/`) followed by `under`.
+fn raw_get(link: &str, under: &str, headers: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let rest = link.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
+    let (host, base) = rest.split_once('/').unwrap();
     let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     write!(
         s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET /{base}{under} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n"
     )
     .unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or_default().to_owned()
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+/// The status line of a plain `GET` of `link` (`HTTP/1.1 404 Not Found`, ...).
+fn http_status(link: &str) -> String {
+    let got = raw_get(link, "", "Connection: close\r\n");
+    let text = String::from_utf8_lossy(&got);
+    text.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,18 +338,8 @@ async fn rotate_cuts_off_whoever_came_in_through_the_old_link_and_keeps_the_shar
 /// The terminal websocket's path tty-share hands out (its `TTYSHARE-TTY-WSPATH`
 /// header, as the front rewrote it), relative to the share's link.
 fn tty_ws_path(link: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = link.strip_prefix("http://").unwrap();
-    let (host, base) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET /{base} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut got = String::new();
-    let _ = s.read_to_string(&mut got);
+    let got = raw_get(link, "", "Connection: close\r\n");
+    let got = String::from_utf8_lossy(&got);
     let header = got
         .lines()
         .find_map(|l| {
@@ -349,6 +348,12 @@ fn tty_ws_path(link: &str) -> String {
                 .then(|| v.trim().to_owned())
         })
         .unwrap_or_else(|| panic!("no TTYSHARE-TTY-WSPATH in {got:?}"));
+    let base = link
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .unwrap()
+        .1;
     header
         .strip_prefix(&format!("/{base}"))
         .unwrap_or_else(|| panic!("{header} is not under /{base}"))
@@ -358,20 +363,12 @@ fn tty_ws_path(link: &str) -> String {
 /// A websocket handshake for `path` under the share's link, raw; what came back,
 /// until the server closed the connection (or 3 s).
 fn raw_upgrade(link: &str, path: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let rest = link.strip_prefix("http://").unwrap();
-    let (host, base) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET /{base}{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    raw_get(
+        link,
+        path,
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
     )
-    .unwrap();
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
