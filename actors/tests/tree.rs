@@ -783,6 +783,7 @@ async fn a_switch_is_refused_where_a_new_share_would_be_and_changes_nothing() {
     let mut r = req("dev");
     r.ttl = Some(Duration::from_secs(3600));
     let info = h.svc.share(r).await.unwrap();
+    let mut events = h.svc.subscribe();
     let err = h
         .svc
         .switch(info.share_id, BackendName::new("fake-b"), p("human:alice"))
@@ -790,6 +791,8 @@ async fn a_switch_is_refused_where_a_new_share_would_be_and_changes_nothing() {
         .unwrap_err();
     assert!(matches!(err, ShareError::TtlAboveMax { .. }), "{err}");
     assert_unchanged(&h, &info).await;
+    // The refusal is written as it happened, right after the answer: wait for it.
+    wait_for(&mut events, info.share_id, AuditKind::ShareRefused).await;
     assert_eq!(
         kinds_of(&h.audit, info.share_id).last(),
         Some(&AuditKind::ShareRefused)
