@@ -254,18 +254,7 @@ async fn past_max_participants_the_next_one_is_turned_away_and_audited() {
     );
     assert!(!second.screen().contains("host$"), "{}", second.screen());
     assert_eq!(badge_count(&ts, info.share_id), Some(1));
-    let refused = tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(2), || {
-            host.audit()
-                .iter()
-                .any(|e| e["kind"] == "share.join_refused")
-        })
-    });
-    assert!(
-        refused.is_some(),
-        "no share.join_refused in {:?}",
-        host.audit()
-    );
+    refusals_reach(&host, 1);
     ts.shutdown().await;
 }
 
@@ -360,6 +349,26 @@ fn tty_ws_path(link: &str) -> String {
         .to_owned()
 }
 
+/// The `share.join_refused` lines in the audit log.
+fn refusals(host: &Tmux) -> usize {
+    host.audit()
+        .iter()
+        .filter(|e| e["kind"] == "share.join_refused")
+        .count()
+}
+
+/// Waits (2 s at most) until the log holds `n` refusals; fails the test otherwise.
+fn refusals_reach(host: &Tmux, n: usize) {
+    let reached =
+        tokio::task::block_in_place(|| wait_until(Duration::from_secs(2), || refusals(host) >= n));
+    assert!(
+        reached.is_some() && refusals(host) == n,
+        "{} share.join_refused, not {n}: {:?}",
+        refusals(host),
+        host.audit()
+    );
+}
+
 /// A websocket handshake for `path` under the share's link, raw; what came back,
 /// until the server closed the connection (or 3 s).
 fn raw_upgrade(link: &str, path: &str) -> Vec<u8> {
@@ -390,24 +399,14 @@ async fn a_websocket_on_a_disguised_path_is_counted_and_limited_like_any_other()
             body.is_empty(),
             "the disguised websocket got data: {text:?}"
         );
-        let refused = tokio::task::block_in_place(|| {
-            wait_until(Duration::from_secs(2), || {
-                host.audit()
-                    .iter()
-                    .any(|e| e["kind"] == "share.join_refused")
-            })
-        });
-        assert!(
-            refused.is_some(),
-            "no share.join_refused in {:?}",
-            host.audit()
-        );
+        refusals_reach(&host, 1);
     } else {
         assert!(text.contains("404"), "{text:?}");
     }
     assert_eq!(badge_count(&ts, info.share_id), Some(1));
     // A real second websocket (the path tty-share hands out) is turned away and
     // recorded.
+    let before = refusals(&host);
     let ws_path = tokio::task::block_in_place(|| tty_ws_path(&link));
     let got = tokio::task::block_in_place(|| raw_upgrade(&link, &ws_path));
     let text = String::from_utf8_lossy(&got);
@@ -416,17 +415,6 @@ async fn a_websocket_on_a_disguised_path_is_counted_and_limited_like_any_other()
         body.is_empty(),
         "a participant past the limit got data: {text:?}"
     );
-    let refused = tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(2), || {
-            host.audit()
-                .iter()
-                .any(|e| e["kind"] == "share.join_refused")
-        })
-    });
-    assert!(
-        refused.is_some(),
-        "no share.join_refused in {:?}",
-        host.audit()
-    );
+    refusals_reach(&host, before + 1);
     ts.shutdown().await;
 }
