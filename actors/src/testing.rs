@@ -45,6 +45,10 @@ pub struct FakeWorld {
     relinks: Mutex<HashMap<(ShareId, u64), watch::Sender<Links>>>,
     /// Each live worker's participant channel, for a backend that counts them.
     participants: Mutex<HashMap<ShareId, mpsc::Sender<crate::traits::ParticipantEvent>>>,
+    /// Each rotation takes this long (a relay slow to give a new session).
+    pub rotate_delay: Mutex<Duration>,
+    /// Rotations done so far, ever (each gives the link a new `/rN` suffix).
+    pub rotations: AtomicU64,
 }
 
 impl FakeWorld {
@@ -176,6 +180,14 @@ impl Worker for FakeWorker {
 
     fn participant_events(&mut self) -> Option<mpsc::Receiver<crate::traits::ParticipantEvent>> {
         self.participants.take()
+    }
+
+    async fn rotate(&mut self) -> Result<Links, String> {
+        let delay = *self.world.rotate_delay.lock();
+        tokio::time::sleep(delay).await;
+        let n = self.world.rotations.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = self.links.borrow().link.clone();
+        Ok(Links::new(format!("{now}/r{n}")))
     }
 
     async fn terminate(&mut self, _grace: Duration) -> TerminateOutcome {

@@ -36,6 +36,9 @@ pub enum WorkerEvent {
     Exited(WorkerExit),
     /// The backend handed out new links (its relay reconnected).
     Relinked(Links),
+    /// It rotated: these are the new links, and everyone on the old ones is cut off.
+    /// Reported whether or not whoever asked is still waiting for the answer.
+    Rotated(Links),
     /// A participant joined or left.
     Participant(crate::traits::ParticipantEvent),
     /// Unresponsive (stopped, or not serving) for longer than the heartbeat timeout;
@@ -56,8 +59,9 @@ pub enum WorkerMsg {
     },
     /// Participants connected now, if the backend tells.
     Participants(RpcReplyPort<Option<u32>>),
-    /// A new link; everyone who joined through the old one is cut off.
-    Rotate(RpcReplyPort<Result<Links, String>>),
+    /// A new link; everyone who joined through the old one is cut off. The links come
+    /// to the session as [`WorkerEvent::Rotated`]; the answer only says whether.
+    Rotate(RpcReplyPort<Result<(), String>>),
     /// From the exit watcher task.
     Exited(WorkerExit),
     /// Heartbeat tick: probe the worker.
@@ -284,7 +288,12 @@ impl Actor for BackendWorker {
                     Some(w) => w.rotate().await,
                     None => Err("the worker is gone".into()),
                 };
-                let _ = reply.send(rotated);
+                // The session learns of a rotation from this report, before the answer
+                // (a caller that stopped waiting must not leave the share's links stale).
+                if let Ok(links) = &rotated {
+                    state.report(WorkerEvent::Rotated(links.clone()));
+                }
+                let _ = reply.send(rotated.map(|_| ()));
             }
             WorkerMsg::Participants(reply) => {
                 let n = match state.worker.as_mut() {

@@ -154,3 +154,86 @@ async fn a_subscriber_that_falls_a_whole_queue_behind_is_cut_off_and_told_so() {
     assert!(h.svc.events(info.share_id).is_ok());
     h.svc.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_late_subscriber_is_told_how_many_events_the_replay_left_out() {
+    let h = harness(allow(), Settings::default()).await;
+    let mut r = req("dev");
+    r.backend = BackendName::new("fake-counting");
+    let info = h.svc.share(r).await.unwrap();
+    let mut early = h.svc.events(info.share_id).unwrap();
+    // 300 joins: more than a history holds (fewer than a queue: `early` keeps up).
+    let joins = 300u64;
+    early.next().await.unwrap().unwrap(); // share.started
+    for batch in 0..3 {
+        // In batches the worker's queue of participant events holds.
+        for id in batch * 100..(batch + 1) * 100 {
+            assert!(h.world.participant(info.share_id, id, true));
+        }
+        for _ in 0..100 {
+            let joined = early.next().await.unwrap().unwrap();
+            assert_eq!(joined.event, ShareEvent::Joined);
+        }
+    }
+    let mut late = h.svc.events(info.share_id).unwrap();
+    let history = termshare_actors::audit::HISTORY as u64;
+    // share.started, the marker, then the latest HISTORY - 1 joins.
+    let first = late.next().await.unwrap().unwrap();
+    assert!(matches!(first.event, ShareEvent::Started { .. }));
+    assert_eq!(
+        late.next().await.unwrap().err(),
+        Some(ShareEventsError::Skipped(joins - (history - 1))),
+    );
+    let mut replayed = Vec::new();
+    for _ in 0..history - 1 {
+        let update = late.next().await.unwrap().unwrap();
+        assert_eq!(update.event, ShareEvent::Joined);
+        replayed.push(update.record.details["participant"].as_u64().unwrap());
+    }
+    assert_eq!(replayed, (joins - (history - 1)..joins).collect::<Vec<_>>());
+    // The marker does not end the stream: the next event comes as it is recorded.
+    assert!(h.world.participant(info.share_id, 7, false));
+    let left = late.next().await.unwrap().unwrap();
+    assert_eq!(left.event, ShareEvent::Left);
+    h.svc.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_end_the_log_could_not_keep_still_ends_every_stream_and_frees_the_feed() {
+    let sink = termshare_actors::testing::FlakySink::default();
+    let h = harness_with_sink(
+        allow(),
+        Settings::default(),
+        Box::new(sink.clone()),
+        Default::default(),
+    )
+    .await;
+    let info = h.svc.share(req("dev")).await.unwrap();
+    let mut events = h.svc.events(info.share_id).unwrap();
+    // The disk fills: the revoke's end event cannot be kept.
+    sink.failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let revoked = h.svc.revoke(info.share_id, p("human:alice")).await;
+    assert!(revoked.is_err(), "the end was not kept: {revoked:?}");
+    let (seen, _, error) = drain(&mut events).await;
+    assert_eq!(
+        seen,
+        [ShareEvent::Started {
+            backend: BackendName::new("fake")
+        }]
+    );
+    assert_eq!(
+        error,
+        Some(ShareEventsError::EndNotRecorded(EndReason::Revoked))
+    );
+    // The feed is gone with the share, not kept for an end that will never come.
+    assert_eq!(
+        h.svc.events(info.share_id).err(),
+        Some(ShareEventsError::NotLive(info.share_id))
+    );
+    assert_eq!(
+        h.svc.ended(info.share_id).await.unwrap().reason,
+        EndReason::Revoked
+    );
+    h.svc.shutdown().await;
+}

@@ -10,13 +10,20 @@
 //!
 //! Bounds: a feed exists only from `share.started` to the share's end, at most
 //! [`MAX_FEEDS`] at once; each keeps [`HISTORY`] events (its `share.started` and the
-//! latest ones); each subscriber's queue holds [`HISTORY`] + [`QUEUE_SLACK`] events,
-//! and a subscriber that falls that far behind is cut off and told so
-//! ([`ShareEventsError::Lagged`]), never silently skipped. At most
+//! latest ones; a late subscriber is told how many were left out between them,
+//! [`ShareEventsError::Skipped`]); each subscriber's queue holds [`HISTORY`] +
+//! [`QUEUE_SLACK`] events, and a subscriber that falls that far behind is cut off and
+//! told so ([`ShareEventsError::Lagged`]), never silently skipped. At most
 //! [`MAX_SUBSCRIBERS`] subscribers per share.
+//!
+//! A feed never outlives its share's end, even when that end never reaches the
+//! record: the writer hands every batch the sink refused back here
+//! ([`ShareFeeds::unrecorded`]), and a lost end closes the feed with
+//! [`ShareEventsError::EndNotRecorded`]; a writer that stops closes every feed
+//! ([`ShareEventsError::AuditStopped`]). No subscriber waits for an end that will not
+//! come.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -98,36 +105,70 @@ pub enum ShareEventsError {
     /// has every event.
     #[error("fell more than {FEED_QUEUE} events behind and was cut off")]
     Lagged,
+    /// Not an end: the replay for a late subscriber left out this many events between
+    /// `share.started` and the latest [`HISTORY`] (the audit log has them); the
+    /// stream goes on.
+    #[error("{0} earlier events were left out of the replay (the audit log has them)")]
+    Skipped(u64),
+    /// The share ended, but the audit log could not keep its end event; the stream
+    /// ends here (`ended()` says how the share ended).
+    #[error("the share ended ({0}), but its end could not be recorded")]
+    EndNotRecorded(EndReason),
+    /// The audit writer stopped: no event will be recorded, or come, any more.
+    #[error("the audit log stopped; no more events will come")]
+    AuditStopped,
 }
 
-/// One subscriber's stream of one share's events, ending with [`ShareEvent::Ended`].
+/// What a subscriber's queue carries: a recorded update, or the replay's gap marker.
+type Item = Result<ShareUpdate, ShareEventsError>;
+
+/// One subscriber's stream of one share's events, ending with [`ShareEvent::Ended`]
+/// (or with the error that says why no end will come).
 pub struct ShareEvents {
-    rx: mpsc::Receiver<ShareUpdate>,
-    lagged: Arc<AtomicBool>,
+    rx: mpsc::Receiver<Item>,
+    /// Why the feed closed this stream early, set before its sender is dropped.
+    closed: Arc<parking_lot::Mutex<Option<ShareEventsError>>>,
 }
 
 impl ShareEvents {
-    /// The next event; `None` once the share's end has been received.
+    /// The next event; `None` once the share's end has been received. An `Err` ends
+    /// the stream, except [`ShareEventsError::Skipped`], which only marks a gap in
+    /// the replay.
     pub async fn next(&mut self) -> Option<Result<ShareUpdate, ShareEventsError>> {
         match self.rx.recv().await {
-            Some(update) => Some(Ok(update)),
-            None if self.lagged.swap(false, Ordering::AcqRel) => {
-                Some(Err(ShareEventsError::Lagged))
-            }
-            None => None,
+            Some(item) => Some(item),
+            None => self.closed.lock().take().map(Err),
         }
     }
 }
 
 struct Subscriber {
-    tx: mpsc::Sender<ShareUpdate>,
-    lagged: Arc<AtomicBool>,
+    tx: mpsc::Sender<Item>,
+    closed: Arc<parking_lot::Mutex<Option<ShareEventsError>>>,
+}
+
+impl Subscriber {
+    /// End this subscriber's stream with `why` (its queue is dropped with `self`).
+    fn close(self, why: ShareEventsError) {
+        *self.closed.lock() = Some(why);
+    }
 }
 
 #[derive(Default)]
 struct Feed {
     history: VecDeque<ShareUpdate>,
+    /// Events dropped from `history` (between `share.started` and the rest).
+    skipped: u64,
     subscribers: Vec<Subscriber>,
+}
+
+impl Feed {
+    /// Close every subscriber's stream with `why`.
+    fn close(self, why: ShareEventsError) {
+        for s in self.subscribers {
+            s.close(why.clone());
+        }
+    }
 }
 
 /// Every live share's feed. Written by the audit writer only.
@@ -155,23 +196,47 @@ impl ShareFeeds {
             event,
             record: record.clone(),
         };
-        feed.subscribers
-            .retain(|s| match s.tx.try_send(update.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    s.lagged.store(true, Ordering::Release);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        let mut kept = Vec::with_capacity(feed.subscribers.len());
+        for s in feed.subscribers.drain(..) {
+            match s.tx.try_send(Ok(update.clone())) {
+                Ok(()) => kept.push(s),
+                Err(mpsc::error::TrySendError::Full(_)) => s.close(ShareEventsError::Lagged),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        feed.subscribers = kept;
         if ended {
             feeds.remove(&id);
             return;
         }
         if feed.history.len() >= HISTORY {
             feed.history.remove(1); // keep `share.started`, drop the oldest after it
+            feed.skipped += 1;
         }
         feed.history.push_back(update);
+    }
+
+    /// The sink refused these records: a share end among them will never be
+    /// published, so its feed closes now with [`ShareEventsError::EndNotRecorded`].
+    /// Other lost records are simply not in the stream, as they are not in the log.
+    pub(crate) fn unrecorded(&self, records: &[AuditEvent]) {
+        let mut feeds = self.feeds.lock();
+        for record in records {
+            if let Some(ShareEvent::Ended(reason)) = share_event(record) {
+                if let Some(feed) = feeds.remove(&record.correlation_id) {
+                    feed.close(ShareEventsError::EndNotRecorded(reason));
+                }
+            }
+        }
+    }
+
+    /// The writer stopped: every stream ends with [`ShareEventsError::AuditStopped`],
+    /// and no feed is opened any more.
+    pub(crate) fn close_all(&self) {
+        let mut feeds = self.feeds.lock();
+        for (_, feed) in feeds.drain() {
+            feed.close(ShareEventsError::AuditStopped);
+        }
     }
 
     /// A stream of the share's events: its history so far, then each as recorded.
@@ -182,17 +247,21 @@ impl ShareFeeds {
         if feed.subscribers.len() >= MAX_SUBSCRIBERS {
             return Err(ShareEventsError::TooManySubscribers(id));
         }
+        // Room for a whole history and its gap marker, and the slack.
         let (tx, rx) = mpsc::channel(FEED_QUEUE);
-        for update in &feed.history {
-            // Cannot fail: the queue holds a whole history.
-            let _ = tx.try_send(update.clone());
+        for (i, update) in feed.history.iter().enumerate() {
+            // Cannot fail: the queue holds a whole history and the marker.
+            let _ = tx.try_send(Ok(update.clone()));
+            if i == 0 && feed.skipped > 0 {
+                let _ = tx.try_send(Err(ShareEventsError::Skipped(feed.skipped)));
+            }
         }
-        let lagged = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(parking_lot::Mutex::new(None));
         feed.subscribers.push(Subscriber {
             tx,
-            lagged: lagged.clone(),
+            closed: closed.clone(),
         });
-        Ok(ShareEvents { rx, lagged })
+        Ok(ShareEvents { rx, closed })
     }
 }
 

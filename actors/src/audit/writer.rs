@@ -89,6 +89,7 @@ pub(crate) async fn run(
                 Err(e) => {
                     tracing::error!(error = %e, "the audit writer panicked; audit stops");
                     health.set(Some(format!("audit writer panicked: {e}")));
+                    feeds.close_all();
                     return;
                 }
             }
@@ -112,6 +113,7 @@ pub(crate) async fn run(
                 metrics::counter!("termshare_audit_failures_total").increment(1);
                 tracing::error!(error = %e, lost = events.len(), "the audit sink refused a batch");
                 health.set(Some(e.clone()));
+                feeds.unrecorded(&events);
             }
         }
         for w in waiting {
@@ -123,4 +125,6 @@ pub(crate) async fn run(
             }
         }
     }
+    // Nobody sends any more: no feed will get another event.
+    feeds.close_all();
 }

@@ -368,8 +368,11 @@ impl ShareService {
     /// Every event of a live share, typed, as it went on the record: what happened so
     /// far (its start, then the latest), then each new one, ending with
     /// [`crate::ShareEvent::Ended`]. Not lossy: a subscriber that falls a whole queue
-    /// behind is cut off with [`ShareEventsError::Lagged`], never skipped silently.
-    /// For a share that has already ended, [`ShareService::ended`] says how.
+    /// behind is cut off with [`ShareEventsError::Lagged`], never skipped silently; a
+    /// replay that leaves events out says how many ([`ShareEventsError::Skipped`]); an
+    /// end the audit log could not keep still ends the stream
+    /// ([`ShareEventsError::EndNotRecorded`]). For a share that has already ended,
+    /// [`ShareService::ended`] says how.
     pub fn events(&self, share_id: ShareId) -> Result<ShareEvents, ShareEventsError> {
         self.feeds.subscribe(share_id)
     }

@@ -48,6 +48,7 @@ impl Actor for ShareSession {
             tasks: Vec::new(),
             extensions: extend::Extensions::default(),
             switch_reply: None,
+            rotation: None,
             counted_active: None,
         };
         state.info.expires_at = SystemTime::now() + args.ttl;
@@ -76,12 +77,7 @@ impl Actor for ShareSession {
             SessionMsg::Prepared(result) => state.prepared(&myself, result).await,
             SessionMsg::StartDeadline => state.start_deadline_passed(&myself).await,
             SessionMsg::Rotate { caller, reply } => state.rotate(caller, reply),
-            SessionMsg::Rotated {
-                result,
-                caller,
-                reply,
-                on_old_link,
-            } => state.rotated(result, caller, reply, on_old_link),
+            SessionMsg::RotateAnswered { result, reply } => state.rotate_answered(result, reply),
             SessionMsg::JoinTimeout => {
                 if !state.ever_joined && matches!(state.phase, Phase::Active | Phase::Switching(_))
                 {
@@ -92,6 +88,10 @@ impl Actor for ShareSession {
             SessionMsg::Announced { generation, result } => {
                 state.announced(&myself, generation, result).await
             }
+            SessionMsg::Worker {
+                generation,
+                event: WorkerEvent::Rotated(links),
+            } => state.rotated(generation, links),
             SessionMsg::Worker { generation, event } => {
                 if state.switch_event(&myself, generation, &event).await {
                     return Ok(());
@@ -127,6 +127,7 @@ impl Actor for ShareSession {
                     }
                     WorkerEvent::Exited(status) => state.worker_exited(&myself, status),
                     WorkerEvent::Relinked(links) => state.relinked(links),
+                    WorkerEvent::Rotated(links) => state.rotated(generation, links),
                     WorkerEvent::Participant(e) => state.participant(e),
                 }
             }

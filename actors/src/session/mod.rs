@@ -70,13 +70,11 @@ pub enum SessionMsg {
         caller: Caller,
         reply: ShareReply,
     },
-    /// The worker's answer to a rotation.
-    Rotated {
-        result: Result<crate::types::Links, String>,
-        caller: Caller,
+    /// The worker's answer to a rotation (its new links came before, as
+    /// [`WorkerEvent::Rotated`]), or why there is none.
+    RotateAnswered {
+        result: Result<(), String>,
         reply: ShareReply,
-        /// Participants counted when the rotation was asked (all on the old link).
-        on_old_link: usize,
     },
     Ttl(TtlEvent),
     /// A grace notice was shown (or not) to those attached to the terminal.
@@ -187,6 +185,16 @@ enum Phase {
 
 pub struct ShareSession;
 
+/// A rotation asked of a worker: who asked, and what is known when it was asked.
+pub(crate) struct PendingRotation {
+    caller: Caller,
+    /// The worker asked (its `Rotated` report carries it).
+    generation: u64,
+    /// Participants counted when it was asked (all on the old link): leaves of the cut
+    /// connections and joins through the new link race the worker's report.
+    on_old_link: usize,
+}
+
 /// Participants one session keeps track of at once (a backend's own limit is lower:
 /// the tty-share link front lets 64 connections in).
 pub(crate) const MAX_TRACKED_PARTICIPANTS: usize = 1024;
@@ -240,6 +248,8 @@ pub struct SessionState {
     tasks: Vec<JoinHandle<()>>,
     /// Extensions: the one being recorded and those waiting for it.
     extensions: extend::Extensions,
+    /// The rotation asked of the worker and not yet done (one at a time).
+    rotation: Option<PendingRotation>,
     /// The caller of a switch whose `share.switched` is being recorded.
     switch_reply: Option<ShareReply>,
     /// The backend label under which this share counts in `termshare_active_shares`.

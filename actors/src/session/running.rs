@@ -39,18 +39,29 @@ impl SessionState {
         self.publish();
     }
 
-    /// Ask the worker for a new link, off the mailbox.
+    /// Ask the worker for a new link, off the mailbox. One rotation at a time.
     pub(super) fn rotate(&mut self, caller: Caller, reply: ShareReply) {
         let (Phase::Active, Some(worker)) = (&self.phase, self.worker.clone()) else {
             let err = ShareError::ShareEnding(self.id());
             let _ = reply.send(Err(err));
             return;
         };
+        if self.rotation.is_some() {
+            let err = crate::error::InvalidInput::new(
+                "rotation",
+                &self.id().to_string(),
+                "the share is already getting a new link; ask again once it has it",
+            );
+            let _ = reply.send(Err(err.into()));
+            return;
+        }
+        self.rotation = Some(super::PendingRotation {
+            caller,
+            generation: self.worker_generation,
+            on_old_link: self.joined.len(),
+        });
         let me = self.myself.clone();
         let within = self.ctx.settings.revoke_deadline;
-        // Counted now: leaves of the cut connections and joins through the new link
-        // race the worker's answer.
-        let on_old_link = self.joined.len();
         self.run(async move {
             let result = match worker.call(WorkerMsg::Rotate, Some(within)).await {
                 Ok(ractor::rpc::CallResult::Success(r)) => r,
@@ -59,52 +70,62 @@ impl SessionState {
                     human(within)
                 )),
             };
-            let _ = me.cast(SessionMsg::Rotated {
-                result,
-                caller,
-                reply,
-                on_old_link,
-            });
+            let _ = me.cast(SessionMsg::RotateAnswered { result, reply });
         });
     }
 
-    /// The worker gave a new link (everyone on the old one is cut off), or why not.
-    pub(super) fn rotated(
-        &mut self,
-        result: Result<crate::types::Links, String>,
-        caller: Caller,
-        reply: ShareReply,
-        on_old_link: usize,
-    ) {
-        let links = match result {
-            Ok(links) if matches!(self.phase, Phase::Active) => links,
-            Ok(_) => {
+    /// Worker `generation` rotated: everyone on the old link is cut off. That happened,
+    /// whatever else did meanwhile (the caller gave up waiting, the share began to
+    /// switch or end), so it always goes on the record; the share answers with the new
+    /// links if that worker still serves it.
+    pub(super) fn rotated(&mut self, generation: u64, links: crate::types::Links) {
+        let asked = self.rotation.take_if(|r| r.generation == generation);
+        let serving = generation == self.worker_generation && !matches!(self.phase, Phase::Ended);
+        let fingerprints = &self.ctx.fingerprints;
+        let mut event = self
+            .event(AuditKind::ShareRotated)
+            .detail(
+                "old_link_fp",
+                fingerprints.fingerprint(&self.info.links.link),
+            )
+            .detail("link_fp", fingerprints.fingerprint(&links.link));
+        event = match &asked {
+            Some(r) => event
+                .by(&r.caller)
+                .detail("participants_cut_off", r.on_old_link),
+            None => event.detail("participants_cut_off", self.joined.len()),
+        };
+        if !serving {
+            event = event.detail("serving", false);
+        }
+        crate::audit::record(&self.ctx.audit, event);
+        if serving {
+            self.info.links = links;
+            self.publish();
+        }
+    }
+
+    /// The worker's answer to a rotation: the share (with its new links, which came
+    /// first), or why not.
+    pub(super) fn rotate_answered(&mut self, result: Result<(), String>, reply: ShareReply) {
+        match result {
+            Ok(()) if matches!(self.phase, Phase::Ended) => {
                 let _ = reply.send(Err(ShareError::ShareEnding(self.id())));
-                return;
+            }
+            Ok(()) => {
+                let _ = reply.send(Ok(self.info.clone()));
             }
             Err(detail) => {
+                // Given up on; should the worker still rotate, its report is recorded
+                // (without a caller) and the share takes its links.
+                self.rotation = None;
                 let err = ShareError::Backend(crate::error::BackendError::Unsupported {
                     backend: self.info.backend.to_string(),
                     detail,
                 });
                 let _ = reply.send(Err(err));
-                return;
             }
-        };
-        let fingerprints = &self.ctx.fingerprints;
-        let event = self
-            .event(AuditKind::ShareRotated)
-            .by(&caller)
-            .detail(
-                "old_link_fp",
-                fingerprints.fingerprint(&self.info.links.link),
-            )
-            .detail("link_fp", fingerprints.fingerprint(&links.link))
-            .detail("participants_cut_off", on_old_link);
-        crate::audit::record(&self.ctx.audit, event);
-        self.info.links = links;
-        self.publish();
-        let _ = reply.send(Ok(self.info.clone()));
+        }
     }
 
     /// The worker reports each join and leave (or not): the share's count starts at 0

@@ -177,6 +177,9 @@ impl SessionState {
                     let e = ShareError::Backend(e.clone());
                     self.fail_switch(myself, e).await;
                 }
+                // Handled before a switch looks (a rotation is recorded whatever else
+                // goes on); the new worker is never asked to rotate.
+                WorkerEvent::Rotated(_) => {}
                 WorkerEvent::Relinked(links) => {
                     // The new worker's links changed before the switch completed: the
                     // share takes the latest.
