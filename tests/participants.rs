@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::http::{http_status, raw_upgrade, tty_ws_path, upgrade_then_hang_up};
 use common::*;
 use termshare::actors::{AccessMode, BackendName, Principal, ShareId, ShareRequest};
 use termshare::config::Config;
@@ -258,32 +259,6 @@ async fn past_max_participants_the_next_one_is_turned_away_and_audited() {
     ts.shutdown().await;
 }
 
-/// Send `GET /PATH` under the share's link's host, with `headers`, and read the
-/// answer until the server closes (or 3 s). `path` is taken from the link itself
-/// (`/s/SECRET/`) followed by `under`.
-fn raw_get(link: &str, under: &str, headers: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let rest = link.strip_prefix("http://").unwrap();
-    let (host, base) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET /{base}{under} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n"
-    )
-    .unwrap();
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    got
-}
-
-/// The status line of a plain `GET` of `link` (`HTTP/1.1 404 Not Found`, ...).
-fn http_status(link: &str) -> String {
-    let got = raw_get(link, "", "Connection: close\r\n");
-    let text = String::from_utf8_lossy(&got);
-    text.lines().next().unwrap_or_default().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_cuts_off_whoever_came_in_through_the_old_link_and_keeps_the_share() {
     let host = Tmux::new("S");
@@ -324,60 +299,27 @@ async fn rotate_cuts_off_whoever_came_in_through_the_old_link_and_keeps_the_shar
     assert_eq!(record["details"]["participants_cut_off"], 1, "{record}");
 }
 
-/// The terminal websocket's path tty-share hands out (its `TTYSHARE-TTY-WSPATH`
-/// header, as the front rewrote it), relative to the share's link.
-fn tty_ws_path(link: &str) -> String {
-    let got = raw_get(link, "", "Connection: close\r\n");
-    let got = String::from_utf8_lossy(&got);
-    let header = got
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("ttyshare-tty-wspath")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no TTYSHARE-TTY-WSPATH in {got:?}"));
-    let base = link
-        .strip_prefix("http://")
-        .unwrap()
-        .split_once('/')
-        .unwrap()
-        .1;
-    header
-        .strip_prefix(&format!("/{base}"))
-        .unwrap_or_else(|| panic!("{header} is not under /{base}"))
-        .to_owned()
-}
-
-/// The `share.join_refused` lines in the audit log.
-fn refusals(host: &Tmux) -> usize {
+/// Participants turned away, as the audit log counts them (a `share.join_refused`
+/// line stands for `details.refused` of them).
+fn refusals(host: &Tmux) -> u64 {
     host.audit()
         .iter()
         .filter(|e| e["kind"] == "share.join_refused")
-        .count()
+        .map(|e| e["details"]["refused"].as_u64().unwrap_or(1))
+        .sum()
 }
 
-/// Waits (2 s at most) until the log holds `n` refusals; fails the test otherwise.
-fn refusals_reach(host: &Tmux, n: usize) {
+/// Waits (2 s at most: a refusal within a second of the last report is in the next
+/// one) until the log counts `n` refusals; fails the test otherwise.
+fn refusals_reach(host: &Tmux, n: u64) {
     let reached =
         tokio::task::block_in_place(|| wait_until(Duration::from_secs(2), || refusals(host) >= n));
     assert!(
         reached.is_some() && refusals(host) == n,
-        "{} share.join_refused, not {n}: {:?}",
+        "{} refused, not {n}: {:?}",
         refusals(host),
         host.audit()
     );
-}
-
-/// A websocket handshake for `path` under the share's link, raw; what came back,
-/// until the server closed the connection (or 3 s).
-fn raw_upgrade(link: &str, path: &str) -> Vec<u8> {
-    raw_get(
-        link,
-        path,
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,5 +358,68 @@ async fn a_websocket_on_a_disguised_path_is_counted_and_limited_like_any_other()
         "a participant past the limit got data: {text:?}"
     );
     refusals_reach(&host, before + 1);
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_holder_reconnecting_in_a_loop_cannot_flood_the_audit_log() {
+    let host = Tmux::new("S");
+    let ts = start(&host).await;
+    let info = ts.share(request(120)).await.unwrap();
+    let link = info.links.link.clone();
+    let ws_path = tokio::task::block_in_place(|| tty_ws_path(&link));
+    // 200 terminal websockets, each hung up at once, as fast as 4 threads can (the
+    // front lets one local user have 4 connections at once before they show the link).
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (link, ws_path) = (link.clone(), ws_path.clone());
+            std::thread::spawn(move || {
+                (0..50)
+                    .filter(|_| {
+                        upgrade_then_hang_up(&link, &ws_path)
+                            .is_some_and(|status| status.starts_with("HTTP/1.1 101"))
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let upgraded: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(upgraded, 200, "every handshake was answered");
+    let took = t0.elapsed();
+    count_becomes(&ts, info.share_id, 0).await;
+    let lines = |kind: &str| {
+        host.audit()
+            .iter()
+            .filter(|e| e["kind"] == kind && e["correlation_id"] == info.share_id.to_string())
+            .count() as u64
+    };
+    // Every attempt is accounted for: joined, or turned away and counted.
+    let reached = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(3), || {
+            lines("share.joined") + refusals(&host) == 200
+        })
+    });
+    let (joined, refused_lines) = (lines("share.joined"), lines("share.join_refused"));
+    println!(
+        "200 attempts in {took:?}: {joined} joined, {} refused in {refused_lines} lines",
+        refusals(&host)
+    );
+    assert!(
+        reached.is_some(),
+        "{joined} joined + {} refused",
+        refusals(&host)
+    );
+    // A burst of 16, then one per 2 s; refusals reported about once a second.
+    let secs = took.as_secs() + 2;
+    assert!(
+        joined >= 16 && joined <= 16 + secs / 2 + 1,
+        "{joined} joined in {took:?}"
+    );
+    assert!(
+        refused_lines <= 2 * secs,
+        "{refused_lines} refusal lines in {took:?}"
+    );
+    assert_eq!(lines("share.left"), joined);
     ts.shutdown().await;
 }

@@ -49,9 +49,9 @@ pub use handoff::{
 pub use service::{ServiceDeps, ShareService};
 pub use settings::Settings;
 pub use traits::{
-    AuditSink, Backend, Grant, HandoffGrant, ParticipantEvent, PolicyDecision, PolicyGate,
-    PolicyQuery, Probe, ReceiverShare, Recording, RecordingInfo, ServingProbe, StartedWorker,
-    TerminalContext, TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
+    AuditSink, Backend, Grant, HandoffGrant, JoinRefusal, ParticipantEvent, PolicyDecision,
+    PolicyGate, PolicyQuery, Probe, ReceiverShare, Recording, RecordingInfo, ServingProbe,
+    StartedWorker, TerminalContext, TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
     PARTICIPANT_EVENTS_QUEUE,
 };
 pub use types::{

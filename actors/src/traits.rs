@@ -110,11 +110,37 @@ pub enum ParticipantEvent {
         /// The id its join carried.
         id: u64,
     },
-    /// A participant was turned away: the share had its `max_participants` already.
+    /// A participant was turned away.
     Refused {
         /// Where it came from (fingerprinted before it is recorded).
         origin: String,
+        /// Why.
+        why: JoinRefusal,
+        /// How many more were turned away for the same reason since the last report,
+        /// and not reported one by one: a link holder who reconnects in a loop must
+        /// not flood the audit log (reports come at most about once a second).
+        also: u32,
     },
+}
+
+/// Why a participant was turned away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// The share had its `max_participants` already.
+    Full,
+    /// Participants were joining faster than the backend lets them (a burst, then a
+    /// steady rate): a reconnect loop, not a person.
+    TooFast,
+}
+
+impl JoinRefusal {
+    /// The `cause` of its `share.join_refused` record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinRefusal::Full => "max_participants",
+            JoinRefusal::TooFast => "join_rate",
+        }
+    }
 }
 
 /// How many participant events a worker may have queued for its session; a backend

@@ -157,9 +157,11 @@ impl SessionState {
                 }
                 (AuditKind::ShareLeft, id, None)
             }
-            ParticipantEvent::Refused { origin } => {
+            ParticipantEvent::Refused { origin, why, also } => {
                 let event = self
                     .event(AuditKind::ShareJoinRefused)
+                    .detail("cause", why.as_str())
+                    .detail("refused", u64::from(also) + 1)
                     .detail("participants", self.joined.len())
                     .detail(
                         "max_participants",
