@@ -67,6 +67,9 @@ pub(crate) fn tmux_host(
     if let Ok(dir) = config.recordings_dir() {
         host = host.with_recordings(dir);
     }
+    if let Some(max) = config.recording.max_bytes {
+        host = host.with_recording_limit(max);
+    }
     if config.terminal.attach.is_none() && config.terminal.attach_read_only.is_none() {
         return Ok(host);
     }

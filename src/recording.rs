@@ -14,6 +14,11 @@
 //! size is sampled once a second (tmux has no way to tell a client of another
 //! window's resize without a hook in the user's own server).
 //!
+//! A recording that cannot go on (the disk refuses a write, the file reaches
+//! `[recording] max_bytes`, the recording client stops) says so at once
+//! ([`termshare_actors::Recording::failure`]) and its share ends: a share meant to be
+//! recorded is never watched unrecorded.
+//!
 //! Hand-written rather than a crate: asciicast v2 is a JSON header line and one JSON
 //! array per chunk (`[seconds, "o", text]`); the one subtle part, not splitting a
 //! UTF-8 character across two events, is a few lines here.
@@ -40,6 +45,8 @@ const TERM: &str = "xterm-256color";
 const CLIENT_EXIT: Duration = Duration::from_secs(1);
 /// How often the terminal's size is sampled for resize events.
 const SIZE_SAMPLE: Duration = Duration::from_secs(1);
+/// The most one recording may grow to unless `[recording] max_bytes` says otherwise.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The terminal's size now (cols, rows), or `None` when it cannot be told.
 pub type SizeProbe = Arc<
@@ -53,13 +60,54 @@ pub type SizeProbe = Arc<
 struct Events {
     out: std::io::BufWriter<std::fs::File>,
     started: Instant,
+    /// Bytes in the file so far (the header included).
+    written: u64,
+    /// The most the file may hold.
+    max_bytes: u64,
 }
 
 impl Events {
     fn write(&mut self, kind: &str, text: &str) -> std::io::Result<()> {
         let t = self.started.elapsed().as_secs_f64();
-        writeln!(self.out, "{}", serde_json::json!([t, kind, text]))?;
-        self.out.flush()
+        let line = format!("{}\n", serde_json::json!([t, kind, text]));
+        if self.written + line.len() as u64 > self.max_bytes {
+            return Err(std::io::Error::other(format!(
+                "it reached its size limit of {} bytes ([recording] max_bytes)",
+                self.max_bytes
+            )));
+        }
+        self.out.write_all(line.as_bytes())?;
+        self.out.flush()?;
+        self.written += line.len() as u64;
+        Ok(())
+    }
+}
+
+/// How a recording tells its share it cannot go on: sent once, unless the recording
+/// is being finished (then stopping is what was asked).
+#[derive(Clone)]
+struct Failure {
+    tx: Arc<parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<String>>>>,
+    finishing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Failure {
+    fn new() -> (Failure, tokio::sync::oneshot::Receiver<String>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let failure = Failure {
+            tx: Arc::new(parking_lot::Mutex::new(Some(tx))),
+            finishing: Arc::default(),
+        };
+        (failure, rx)
+    }
+
+    fn report(&self, why: String) {
+        if self.finishing.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if let Some(tx) = self.tx.lock().take() {
+            let _ = tx.send(why);
+        }
     }
 }
 
@@ -75,6 +123,8 @@ pub struct Recorder {
     pub env: Arc<CleanEnv>,
     /// The terminal's size now, sampled for resize events.
     pub size: SizeProbe,
+    /// The most one file may grow to ([`DEFAULT_MAX_BYTES`] unless configured).
+    pub max_bytes: u64,
 }
 
 impl Recorder {
@@ -97,7 +147,15 @@ impl Recorder {
                 .map(|d| d.as_secs()).unwrap_or(0),
             "env": {"TERM": TERM},
         });
-        writeln!(file, "{header}").map_err(|e| format!("cannot write the recording: {e}"))?;
+        let header = format!("{header}\n");
+        if header.len() as u64 > self.max_bytes {
+            return Err(format!(
+                "[recording] max_bytes ({}) is too small for a recording",
+                self.max_bytes
+            ));
+        }
+        file.write_all(header.as_bytes())
+            .map_err(|e| format!("cannot write the recording: {e}"))?;
         let size = Winsize {
             ws_row: rows,
             ws_col: cols,
@@ -124,12 +182,22 @@ impl Recorder {
         let events = Arc::new(parking_lot::Mutex::new(Events {
             out: std::io::BufWriter::new(file),
             started: Instant::now(),
+            written: header.len() as u64,
+            max_bytes: self.max_bytes,
         }));
+        let (failure, failed) = Failure::new();
         let writer = {
-            let events = events.clone();
+            let (events, failure) = (events.clone(), failure.clone());
             std::thread::Builder::new()
                 .name("termshare-record".into())
-                .spawn(move || write_output(master, events))
+                .spawn(move || {
+                    let written = write_output(master, events);
+                    failure.report(match &written {
+                        Ok(()) => "the recording client stopped".to_string(),
+                        Err(e) => format!("the recording cannot be written: {e}"),
+                    });
+                    written
+                })
                 .map_err(|e| format!("cannot start the recording thread: {e}"))?
         };
         let sampler = tokio::spawn(follow_size(
@@ -137,12 +205,15 @@ impl Recorder {
             (cols, rows),
             resizer,
             events,
+            failure.clone(),
         ));
         Ok(Box::new(TmuxRecording {
             child,
             writer: Some(writer),
             sampler,
             path: dir.path().join(&name),
+            failure,
+            failed: Some(failed),
         }))
     }
 
@@ -188,6 +259,7 @@ async fn follow_size(
     mut last: (u16, u16),
     master: OwnedFd,
     events: Arc<parking_lot::Mutex<Events>>,
+    failure: Failure,
 ) {
     let mut tick = tokio::time::interval(SIZE_SAMPLE);
     loop {
@@ -213,11 +285,8 @@ async fn follow_size(
                 &ws,
             );
         }
-        if events
-            .lock()
-            .write("r", &format!("{}x{}", now.0, now.1))
-            .is_err()
-        {
+        if let Err(e) = events.lock().write("r", &format!("{}x{}", now.0, now.1)) {
+            failure.report(format!("the recording cannot be written: {e}"));
             return;
         }
     }
@@ -242,7 +311,13 @@ fn write_output(
         carry.extend_from_slice(&buf[..n]);
         let text = take_utf8(&mut carry);
         if !text.is_empty() {
-            events.lock().write("o", &text)?;
+            let mut events = events.lock();
+            if let Err(e) = events.write("o", &text) {
+                // What is in the file stays, durable, for the end event's digest.
+                let _ = events.out.flush();
+                let _ = events.out.get_ref().sync_all();
+                return Err(e);
+            }
         }
     }
     let events = events.lock();
@@ -269,6 +344,9 @@ struct TmuxRecording {
     /// Follows the terminal's size; aborted when the recording ends.
     sampler: tokio::task::JoinHandle<()>,
     path: PathBuf,
+    /// Tells the share the recording stopped before it was finished.
+    failure: Failure,
+    failed: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl Drop for TmuxRecording {
@@ -279,7 +357,14 @@ impl Drop for TmuxRecording {
 
 #[async_trait]
 impl Recording for TmuxRecording {
+    fn failure(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
+        self.failed.take()
+    }
+
     async fn finish(mut self: Box<Self>) -> Result<RecordingInfo, String> {
+        self.failure
+            .finishing
+            .store(true, std::sync::atomic::Ordering::Release);
         self.sampler.abort();
         // A client that is already gone stopped recording early: the file is short.
         let gone_early = self.child.try_wait().ok().flatten();
@@ -297,15 +382,21 @@ impl Recording for TmuxRecording {
         }
         let writer = self.writer.take().ok_or("already finished")?;
         let path = self.path.clone();
-        let info = tokio::task::spawn_blocking(move || {
-            writer
+        let (info, written) = tokio::task::spawn_blocking(move || {
+            let written = writer
                 .join()
-                .map_err(|_| "the recording thread panicked".to_string())?
-                .map_err(|e| format!("cannot write the recording: {e}"))?;
-            digest(&path)
+                .map_err(|_| "the recording thread panicked".to_string())?;
+            Ok::<_, String>((digest(&path)?, written))
         })
         .await
         .map_err(|e| e.to_string())??;
+        if let Err(e) = written {
+            return Err(format!(
+                "the recording stopped early, it cannot be written: {e}: {} is incomplete \
+                 (sha256 {})",
+                info.path, info.sha256
+            ));
+        }
         match gone_early {
             Some(status) => Err(format!(
                 "the recording client stopped before the share ended ({status}): {} is incomplete \

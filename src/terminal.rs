@@ -35,6 +35,8 @@ pub struct TmuxHost {
     env: Arc<CleanEnv>,
     /// Where recordings go (`[recording] dir`); `None`: recording is unavailable.
     recordings: Option<PathBuf>,
+    /// The most one recording may grow to (`[recording] max_bytes`).
+    recording_limit: u64,
 }
 
 impl TmuxHost {
@@ -50,12 +52,19 @@ impl TmuxHost {
             attach_read_only,
             env,
             recordings: None,
+            recording_limit: crate::recording::DEFAULT_MAX_BYTES,
         }
     }
 
     /// Record shares into `dir` (asciicast v2 files, 0600).
     pub fn with_recordings(mut self, dir: PathBuf) -> Self {
         self.recordings = Some(dir);
+        self
+    }
+
+    /// A recording may grow to `max_bytes`; at that size its share ends.
+    pub fn with_recording_limit(mut self, max_bytes: u64) -> Self {
+        self.recording_limit = max_bytes;
         self
     }
 
@@ -201,6 +210,7 @@ impl TerminalHost for TmuxHost {
             dir,
             env: self.env.clone(),
             size: probe,
+            max_bytes: self.recording_limit,
         };
         recorder.start(terminal, share, size)
     }

@@ -201,3 +201,110 @@ async fn a_rule_that_requires_recording_records_a_share_that_did_not_ask() {
         .unwrap();
     assert!(end["details"]["recording_sha256"].is_string(), "{end}");
 }
+
+/// A recorded tty-share share of `S`, recording into `DIR/recordings` with `extra`
+/// config under `[recording]`; the service, the share and its file.
+async fn recorded(
+    host: &Tmux,
+    extra: &str,
+) -> (Termshare, termshare::actors::ShareInfo, std::path::PathBuf) {
+    policy(host.dir.path(), &["tty-share"], "1h");
+    let recordings = host.dir.path().join("recordings");
+    let extra = format!(
+        "policy = \"policy.toml\"\n[recording]\ndir = \"{}\"\n{extra}",
+        recordings.display()
+    );
+    let config = Config::load(&host.config(&extra)).unwrap();
+    let ts = Termshare::start(&config).await.unwrap();
+    let request = ShareRequest::new("S".parse().unwrap(), BackendName::TTY_SHARE, me())
+        .access(AccessMode::ReadOnly)
+        .ttl(Duration::from_secs(600))
+        .record();
+    let info = ts.share(request).await.unwrap();
+    let file = recordings.join(format!("{}.cast", info.share_id));
+    (ts, info, file)
+}
+
+/// The share's end, within 5 s: its reason, and its end event.
+async fn ends_failed(
+    ts: &Termshare,
+    host: &Tmux,
+    info: &termshare::actors::ShareInfo,
+) -> (String, serde_json::Value) {
+    let end = tokio::time::timeout(Duration::from_secs(5), ts.ended(info.share_id))
+        .await
+        .expect("the share did not end")
+        .unwrap();
+    let termshare::actors::EndReason::Failed(cause) = end.reason else {
+        panic!("ended as {:?}", end.reason);
+    };
+    let pid = info.worker_pid.unwrap() as i32;
+    assert!(
+        tokio::task::block_in_place(|| wait_until(Duration::from_secs(2), || !pid_alive(pid)))
+            .is_some(),
+        "the worker {pid} outlived its share"
+    );
+    let event = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.failed")
+        .expect("share.failed");
+    (cause, event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_that_reaches_its_size_limit_ends_its_share() {
+    let host = Tmux::new("S");
+    let (ts, info, file) = recorded(&host, "max_bytes = 8192\n").await;
+    // Far more than 8 KiB on the screen.
+    host.type_line("seq 1 20000");
+    let (cause, event) = ends_failed(&ts, &host, &info).await;
+    assert!(cause.contains("size limit"), "{cause}");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size <= 8192, "the file grew past its limit: {size}");
+    // The end names the partial file and its digest.
+    let digest: String = Sha256::digest(std::fs::read(&file).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let error = event["details"]["recording_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains(&digest), "{event}");
+    assert!(ts.live_process_groups().is_empty());
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_client_killed_midway_ends_its_share() {
+    let host = Tmux::new("S");
+    let (ts, info, file) = recorded(&host, "").await;
+    let attached = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t.contains("host$"))
+        })
+    });
+    assert!(attached.is_some(), "nothing recorded");
+    // The recording client: termshare's own read-only tmux client of this server.
+    let socket = host.socket.display().to_string();
+    let clients = processes_where(|argv| {
+        argv.iter().any(|a| a == &socket)
+            && argv.iter().any(|a| a == "attach-session")
+            && argv.iter().any(|a| a == "-r")
+    })
+    .into_iter()
+    .filter(|pid| !descendants(info.worker_pid.unwrap() as i32).contains(pid))
+    .collect::<Vec<_>>();
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(clients[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (cause, event) = ends_failed(&ts, &host, &info).await;
+    assert!(cause.contains("recording client stopped"), "{cause}");
+    assert!(event["details"]["recording_error"].is_string(), "{event}");
+    ts.shutdown().await;
+    // The host's terminal is untouched.
+    assert!(host.alive());
+}

@@ -397,6 +397,14 @@ pub trait TerminalHost: Send + Sync + 'static {
 pub trait Recording: Send + Sync + 'static {
     /// Stop recording, make the file durable, and say where it is and its digest.
     async fn finish(self: Box<Self>) -> Result<RecordingInfo, String>;
+
+    /// Says why, once the recording cannot go on before [`Recording::finish`] (the
+    /// file cannot be written, it reached its size limit, what records stopped): the
+    /// session then ends the share, which must not be watched unrecorded. Taken once;
+    /// `None` from a recording that cannot fail on its own.
+    fn failure(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
+        None
+    }
 }
 
 /// A finished recording, as the share's end event names it.

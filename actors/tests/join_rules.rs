@@ -177,5 +177,13 @@ async fn a_rules_maxima_bound_the_request_and_apply_when_it_names_none() {
         end_cause(&h, info.share_id).as_deref(),
         Some("join_timeout")
     );
+    // A TTL shorter than the rule's maximum join timeout: nothing to time, the TTL
+    // ends the share first (not refused for a timeout it never asked for).
+    let t0 = Instant::now();
+    let short = h.svc.share(counting(4)).await.unwrap();
+    let end = h.svc.ended(short.share_id).await.unwrap();
+    assert_eq!(end.reason, EndReason::Expired);
+    assert!(t0.elapsed() >= Duration::from_secs(4) && t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(end_cause(&h, short.share_id), None);
     h.svc.shutdown().await;
 }

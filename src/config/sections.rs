@@ -205,4 +205,7 @@ pub struct RecordingSection {
     /// `dir`: where the asciicast files go, one per share, 0600 (default: the state
     /// directory's `recordings/`). Must be the user's and writable by nobody else.
     pub dir: Option<PathBuf>,
+    /// `max_bytes`: the most one recording may grow to (default 256 MiB). A share
+    /// whose recording reaches it ends (failed): it is never watched unrecorded.
+    pub max_bytes: Option<u64>,
 }

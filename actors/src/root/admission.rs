@@ -106,7 +106,7 @@ impl RootState {
                 rule,
             ));
         }
-        let join = within_rule(q.join, &grant).map_err(|e| (e, rule.clone()))?;
+        let join = within_rule(q.join, &grant, q.total_ttl).map_err(|e| (e, rule.clone()))?;
         if join.any() && !backend.counts_participants() {
             let err = crate::error::InvalidInput::new(
                 "join",
@@ -188,6 +188,7 @@ impl RootState {
 fn within_rule(
     mut join: crate::types::JoinRules,
     grant: &crate::traits::Grant,
+    ttl: std::time::Duration,
 ) -> Result<crate::types::JoinRules, ShareError> {
     let denied = |what: &str, asked: String, max: String| ShareError::Denied {
         rule_id: Some(grant.rule_id.clone()),
@@ -200,6 +201,8 @@ fn within_rule(
         match join.timeout {
             Some(t) if t > max => return Err(denied("join timeout", human(t), human(max))),
             Some(_) => {}
+            // A maximum at or past the TTL needs no timer: the TTL ends the share first.
+            None if max >= ttl => {}
             None => join.timeout = Some(max),
         }
     }

@@ -85,6 +85,12 @@ impl Actor for ShareSession {
                     state.end_now(&myself, EndReason::Expired).await;
                 }
             }
+            SessionMsg::RecordingFailed(why) => {
+                if !matches!(state.phase, Phase::Ended) {
+                    let cause = format!("the recording stopped: {why}");
+                    state.end_now(&myself, EndReason::Failed(cause)).await;
+                }
+            }
             SessionMsg::Announced { generation, result } => {
                 state.announced(&myself, generation, result).await
             }

@@ -65,6 +65,8 @@ pub enum SessionMsg {
     StartDeadline,
     /// The join timeout passed: the share ends unless somebody joined.
     JoinTimeout,
+    /// The share's recording cannot go on (why): the share ends, failed.
+    RecordingFailed(String),
     /// Give the share a new link (authorized by the root).
     Rotate {
         caller: Caller,

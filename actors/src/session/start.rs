@@ -199,7 +199,19 @@ impl SessionState {
                 tokio::time::timeout(RECORDING_START, host.record(&self.info.terminal, self.id()))
                     .await;
             match started {
-                Ok(Ok(recording)) => self.recording = Some(recording),
+                Ok(Ok(mut recording)) => {
+                    if let Some(failed) = recording.failure() {
+                        // A recording that stops ends the share: it is never watched
+                        // unrecorded.
+                        let me = myself.clone();
+                        self.run(async move {
+                            if let Ok(why) = failed.await {
+                                let _ = me.cast(SessionMsg::RecordingFailed(why));
+                            }
+                        });
+                    }
+                    self.recording = Some(recording);
+                }
                 failed => {
                     let why = match failed {
                         Ok(Err(why)) => why,
