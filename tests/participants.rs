@@ -16,40 +16,6 @@ fn me() -> Principal {
     "human:tester".parse().unwrap()
 }
 
-/// The badge's participant count for the share, as the runtime's panel would show it.
-fn badge_count(ts: &Termshare, id: ShareId) -> Option<u32> {
-    let board = ts.badges().borrow().clone();
-    board
-        .values()
-        .flat_map(|b| b.shares.iter())
-        .find(|s| s.share_id == id)
-        .and_then(|s| s.participants)
-}
-
-/// Waits (on the badge board's own change notices) until the count is `n`; how long
-/// that took.
-async fn count_becomes(ts: &Termshare, id: ShareId, n: u32) -> Duration {
-    let t0 = Instant::now();
-    let mut board = ts.badges();
-    let reached = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if badge_count(ts, id) == Some(n) {
-                return;
-            }
-            if board.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        reached.is_ok() && badge_count(ts, id) == Some(n),
-        "the badge count never became {n}: {:?}",
-        badge_count(ts, id)
-    );
-    t0.elapsed()
-}
-
 fn join(link: &str) -> Participant {
     let link = link.to_owned();
     Participant::join(&link)

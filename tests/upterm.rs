@@ -197,17 +197,38 @@ async fn a_share_starts_unattended_with_files_of_termshares_own_and_flags_that_f
     let admin = admin_sockets(&share_dir);
     assert_eq!(admin.len(), 1, "{admin:?}");
     let pgid = ts.live_process_groups()[0];
-    // Two participants join and one leaves (upterm logs each): the revoke counts one.
-    let log = share_dir.join("state/upterm/upterm.log");
-    for (signal, lines) in [(libc::SIGUSR1, 1), (libc::SIGUSR1, 2), (libc::SIGUSR2, 3)] {
+    // upterm logs every join from the start: the count is live from 0. Two
+    // participants join and one leaves (the stand-in logs each as upterm does).
+    assert_eq!(badge_count(&ts, info.share_id), Some(0));
+    for (signal, n) in [(libc::SIGUSR1, 1), (libc::SIGUSR1, 2), (libc::SIGUSR2, 1)] {
         unsafe {
             libc::kill(pgid, signal);
         }
-        let logged = wait_until(Duration::from_secs(5), || {
-            std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == lines)
-        });
-        assert!(logged.is_some(), "the stand-in did not log");
+        let took = count_becomes(&ts, info.share_id, n).await;
+        assert!(took < Duration::from_secs(1), "count {n} after {took:?}");
     }
+    // Each on the record (written as it happened, right after the badge moved).
+    let presence = || -> Vec<(String, bool)> {
+        host.audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "share.joined" || e["kind"] == "share.left")
+            .map(|e| {
+                let kind = e["kind"].as_str().unwrap().to_owned();
+                (kind, e["details"]["origin_fp"].is_string())
+            })
+            .collect()
+    };
+    let recorded = wait_until(Duration::from_secs(1), || presence().len() == 3);
+    assert!(recorded.is_some(), "{:?}", presence());
+    let kinds = presence();
+    assert_eq!(
+        kinds,
+        [
+            ("share.joined".to_owned(), true),
+            ("share.joined".to_owned(), true),
+            ("share.left".to_owned(), false),
+        ]
+    );
     let report = ts.revoke(info.share_id, tester()).await.unwrap();
     assert!(report.deadline_met, "{report:?}");
     assert_eq!(report.participants_before, Some(1), "{report:?}");

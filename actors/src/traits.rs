@@ -233,6 +233,14 @@ pub trait Worker: Send + 'static {
     fn participant_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<ParticipantEvent>> {
         None
     }
+
+    /// Whether [`Worker::participant_events`] start from an empty share, so the count
+    /// is live from 0. `false` for a backend that tells of participants only once it
+    /// knows (tmate's relay may never say): the count is unknown until its first
+    /// event.
+    fn counts_from_start(&self) -> bool {
+        true
+    }
 }
 
 /// What the policy is asked.

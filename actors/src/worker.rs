@@ -231,6 +231,7 @@ impl Actor for BackendWorker {
                                 }
                             }));
                         }
+                        let from_start = started.worker.counts_from_start();
                         let counts_participants = match started.worker.participant_events() {
                             Some(mut joins) => {
                                 let session = state.args.session.clone();
@@ -244,7 +245,7 @@ impl Actor for BackendWorker {
                                         }
                                     }
                                 }));
-                                true
+                                from_start
                             }
                             None => false,
                         };

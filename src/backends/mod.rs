@@ -10,6 +10,7 @@
 pub mod link_front;
 #[cfg_attr(feature = "tty-share", allow(dead_code))] // used by builds without a backend
 pub(crate) mod not_built;
+pub mod presence;
 #[cfg(feature = "tty-share")]
 mod redraw;
 pub mod serving;

@@ -285,13 +285,12 @@ impl termshare_actors::Backend for TmateBackend {
         // (a new session on the relay): they replace the share's.
         let (relink, link_updates) = tokio::sync::watch::channel(Links::default());
         let mut relinked = relinks(spec.access, relink);
-        let presence = presence::Presence::new();
-        let then = {
-            let presence = presence.clone();
-            move |line: &str| {
-                presence.feed(line);
-                relinked(line);
-            }
+        // Joins and leaves, as the relay tells them (a standalone relay never does).
+        let (tracker, notices) = crate::backends::presence::PresenceTracker::new(false);
+        let mut presence = presence::Presence::new(tracker);
+        let then = move |line: &str| {
+            presence.feed(line);
+            relinked(line);
         };
         let (rw, ro) = match process
             .read_until_then(
@@ -335,7 +334,7 @@ impl termshare_actors::Backend for TmateBackend {
                 )
                 .with_serving_probe(serving::command(ask, self.spawner.env().clone()))
                 .with_link_updates(link_updates)
-                .with_participants(Arc::new(move || presence.count())),
+                .with_participant_notices(notices),
             ),
         })
     }

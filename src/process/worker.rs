@@ -48,6 +48,9 @@ pub struct ProcessWorker {
     participant_events: Option<tokio::sync::mpsc::Receiver<termshare_actors::ParticipantEvent>>,
     /// Participants connected now, kept live by the backend (the tty-share front).
     connected: Option<watch::Receiver<u32>>,
+    /// The events start from an empty share (the count is live from 0); not so for a
+    /// backend that tells of participants only once it knows (tmate, upterm's log).
+    counts_from_start: bool,
 }
 
 /// How long a stop waits for the participants' connections to close once the worker
@@ -69,6 +72,7 @@ impl ProcessWorker {
             participants: None,
             participant_events: None,
             connected: None,
+            counts_from_start: true,
         }
     }
 
@@ -87,6 +91,22 @@ impl ProcessWorker {
     /// Tell participants with `count` (upterm: its log of joins and leaves).
     pub fn with_participants(mut self, count: ParticipantCount) -> Self {
         self.participants = Some(count);
+        self
+    }
+
+    /// Report each join and leave the backend tells of (tmate's relay notices,
+    /// upterm's log), and count from what it last said: unless it tells from the
+    /// start, unknown until it says anything, never a guessed 0.
+    pub fn with_participant_notices(
+        mut self,
+        feed: crate::backends::presence::PresenceFeed,
+    ) -> Self {
+        let count = feed.count;
+        self.participant_events = Some(feed.events);
+        self.participants = Some(Arc::new(move || {
+            crate::backends::presence::PresenceFeed::count(&count)
+        }));
+        self.counts_from_start = feed.from_start;
         self
     }
 
@@ -149,6 +169,10 @@ impl Worker for ProcessWorker {
         &mut self,
     ) -> Option<tokio::sync::mpsc::Receiver<termshare_actors::ParticipantEvent>> {
         self.participant_events.take()
+    }
+
+    fn counts_from_start(&self) -> bool {
+        self.counts_from_start
     }
 
     async fn participants(&mut self) -> Option<u32> {

@@ -234,3 +234,41 @@ pub fn upterm_config(program: &str, extra: &str) -> String {
         "[backends.upterm]\nprogram = \"{program}\"\nserver = \"ssh://127.0.0.1:2222\"\nserver_ca_key = \"{UPTERM_CA_KEY}\"\n{extra}"
     )
 }
+
+/// The badge's participant count for the share, as the runtime's panel would show it.
+pub fn badge_count(ts: &termshare::Termshare, id: termshare::actors::ShareId) -> Option<u32> {
+    let board = ts.badges().borrow().clone();
+    board
+        .values()
+        .flat_map(|b| b.shares.iter())
+        .find(|s| s.share_id == id)
+        .and_then(|s| s.participants)
+}
+
+/// Waits (on the badge board's own change notices) until the count is `n`; how long
+/// that took.
+pub async fn count_becomes(
+    ts: &termshare::Termshare,
+    id: termshare::actors::ShareId,
+    n: u32,
+) -> Duration {
+    let t0 = std::time::Instant::now();
+    let mut board = ts.badges();
+    let reached = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if badge_count(ts, id) == Some(n) {
+                return;
+            }
+            if board.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok() && badge_count(ts, id) == Some(n),
+        "the badge count never became {n}: {:?}",
+        badge_count(ts, id)
+    );
+    t0.elapsed()
+}

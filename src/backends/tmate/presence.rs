@@ -17,43 +17,60 @@
 //! termshare says unknown, never 0. The relay-side path cannot run here (no tmate.io):
 //! this parsing is tested from the texts above.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use crate::backends::presence::PresenceTracker;
 
-/// The participant count a presence line gives, if the line is one.
-pub fn presence(line: &str) -> Option<u32> {
-    let rest = line
-        .trim()
-        .strip_prefix("A mate has joined (")
-        .or_else(|| line.trim().strip_prefix("A mate has left ("))?;
-    let (_, count) = rest.split_once(") -- ")?;
+/// What a presence line says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// A participant from this address joined; this many are connected now.
+    Joined(&'a str, u32),
+    /// A participant from this address left; this many are connected now.
+    Left(&'a str, u32),
+}
+
+/// What a line of tmate's says of participants, if it is a presence line.
+pub fn presence(line: &str) -> Option<Notice<'_>> {
+    let line = line.trim();
+    let (joined, rest) = match line.strip_prefix("A mate has joined (") {
+        Some(rest) => (true, rest),
+        None => (false, line.strip_prefix("A mate has left (")?),
+    };
+    let (address, count) = rest.split_once(") -- ")?;
     let (n, tail) = count.split_once(' ')?;
     if !tail.starts_with("client") {
         return None;
     }
-    n.parse().ok()
+    let n = n.parse().ok()?;
+    Some(if joined {
+        Notice::Joined(address, n)
+    } else {
+        Notice::Left(address, n)
+    })
 }
 
-/// The count as last told: `None` until tmate has said anything.
-#[derive(Clone, Default)]
-pub struct Presence(Arc<AtomicI64>);
+/// Feeds tmate's lines to a tracker: each presence line is a join or a leave, and the
+/// count it gives is the count.
+pub struct Presence(PresenceTracker);
 
 impl Presence {
-    /// Unknown until a presence line comes.
-    pub fn new() -> Self {
-        Presence(Arc::new(AtomicI64::new(-1)))
+    /// Presence over `tracker` (unknown until a presence line comes).
+    pub fn new(tracker: PresenceTracker) -> Self {
+        Presence(tracker)
     }
 
     /// Take one of tmate's lines.
-    pub fn feed(&self, line: &str) {
-        if let Some(n) = presence(line) {
-            self.0.store(i64::from(n), Ordering::Relaxed);
+    pub fn feed(&mut self, line: &str) {
+        match presence(line) {
+            Some(Notice::Joined(address, n)) => {
+                self.0.joined(address);
+                self.0.connected_now(n);
+            }
+            Some(Notice::Left(address, n)) => {
+                self.0.left(address);
+                self.0.connected_now(n);
+            }
+            None => {}
         }
-    }
-
-    /// Participants connected, as tmate was last told; `None`: never told.
-    pub fn count(&self) -> Option<u32> {
-        u32::try_from(self.0.load(Ordering::Relaxed)).ok()
     }
 }
 
@@ -63,20 +80,43 @@ mod tests {
 
     #[test]
     fn the_websocket_servers_join_and_leave_lines_give_the_count() {
+        use crate::backends::presence::PresenceFeed;
+        use termshare_actors::ParticipantEvent;
         // Verbatim from tmate-websocket lib/tmate/session.ex (d95a4b7).
         let joined = "A mate has joined (203.0.113.7) -- 2 clients currently connected";
         let left = "A mate has left (203.0.113.7) -- 1 client currently connected";
-        assert_eq!(presence(joined), Some(2));
-        assert_eq!(presence(left), Some(1));
+        assert_eq!(presence(joined), Some(Notice::Joined("203.0.113.7", 2)));
+        assert_eq!(presence(left), Some(Notice::Left("203.0.113.7", 1)));
         assert_eq!(presence("ssh session: ssh abc@nyc1.tmate.io"), None);
         assert_eq!(presence("A mate has joined (x) -- many clients"), None);
-        let p = Presence::new();
-        assert_eq!(p.count(), None, "unknown before tmate says anything");
+        let (tracker, mut feed) = PresenceTracker::new(false);
+        let mut p = Presence::new(tracker);
+        assert_eq!(
+            PresenceFeed::count(&feed.count),
+            None,
+            "unknown before tmate says anything"
+        );
         p.feed("Connecting to ssh.tmate.io...");
-        assert_eq!(p.count(), None);
+        assert_eq!(PresenceFeed::count(&feed.count), None);
+        // The first notice says 2 are there: the one it names, and one from before.
         p.feed(joined);
-        assert_eq!(p.count(), Some(2));
+        assert_eq!(PresenceFeed::count(&feed.count), Some(2));
         p.feed(left);
-        assert_eq!(p.count(), Some(1));
+        assert_eq!(PresenceFeed::count(&feed.count), Some(1));
+        let events: Vec<_> = std::iter::from_fn(|| feed.events.try_recv().ok()).collect();
+        assert_eq!(
+            events,
+            [
+                ParticipantEvent::Joined {
+                    id: 1,
+                    origin: "203.0.113.7".into()
+                },
+                ParticipantEvent::Joined {
+                    id: 2,
+                    origin: "unknown".into()
+                },
+                ParticipantEvent::Left { id: 1 },
+            ]
+        );
     }
 }

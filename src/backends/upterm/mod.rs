@@ -16,6 +16,7 @@
 //! (`parse`).
 
 mod parse;
+mod presence;
 mod trust;
 
 use std::path::PathBuf;
@@ -205,6 +206,9 @@ impl termshare_actors::Backend for UptermBackend {
             .env("XDG_RUNTIME_DIR", at("run"))
             .env("XDG_STATE_HOME", at("state"))
             .env("XDG_CONFIG_HOME", at("config"));
+        // Joins and leaves, live, from upterm's log in the share's directory.
+        let (follower, notices) = presence::follow(&dir.join("state"))
+            .map_err(|e| failed(format!("cannot follow upterm's log: {e}")))?;
         let mut process = self
             .spawner
             .spawn(&cmd)
@@ -236,12 +240,15 @@ impl termshare_actors::Backend for UptermBackend {
                 });
             }
         };
-        let log = dir.join("state").join("upterm").join("upterm.log");
         Ok(StartedWorker {
             links: Links::new(link),
             worker: Box::new(
-                ProcessWorker::new(process, GracefulStop::SigTerm, vec![Box::new(scratch)])
-                    .with_participants(Arc::new(move || parse::participants(&log))),
+                ProcessWorker::new(
+                    process,
+                    GracefulStop::SigTerm,
+                    vec![Box::new(follower), Box::new(scratch)],
+                )
+                .with_participant_notices(notices),
             ),
         })
     }

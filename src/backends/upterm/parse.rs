@@ -114,25 +114,6 @@ pub fn diagnose(lines: &[String]) -> Option<String> {
         .map(|l| format!("upterm said: {l:?}"))
 }
 
-/// Participants connected now, from upterm's log: it writes `"msg":"Client joined"` and
-/// `"msg":"Client left"` JSON lines (host/host.go) to `$XDG_STATE_HOME/upterm/
-/// upterm.log`, which is the share's own here. `None` until the log exists.
-pub fn participants(log: &std::path::Path) -> Option<u32> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let mut n: i64 = 0;
-    for line in text.lines() {
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        match entry["msg"].as_str() {
-            Some("Client joined") => n += 1,
-            Some("Client left") => n -= 1,
-            _ => {}
-        }
-    }
-    Some(n.max(0) as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,28 +178,6 @@ mod tests {
             parse(out).as_deref(),
             Some("ssh -o ProxyCommand='upterm proxy wss://t@h:443' t@h:443")
         );
-    }
-
-    #[test]
-    fn participants_are_joins_less_leaves_in_upterms_log() {
-        // The messages are upterm's: host/host.go `logger.Info("Client joined", "client",
-        // client.Addr)` (line 330) and `logger.Info("Client left", …)` (line 354), at
-        // v0.24.0 (a023658), written by its slog JSON handler.
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("upterm.log");
-        assert_eq!(participants(&log), None);
-        std::fs::write(
-            &log,
-            concat!(
-                r#"{"time":"2026-11-25T10:00:00Z","level":"INFO","msg":"Established reverse tunnel","session":"s"}"#, "\n",
-                r#"{"time":"2026-11-25T10:00:01Z","level":"INFO","msg":"Client joined","session":"s","client":"127.0.0.1:52418"}"#, "\n",
-                r#"{"time":"2026-11-25T10:00:02Z","level":"INFO","msg":"Client joined","session":"s","client":"127.0.0.1:52419"}"#, "\n",
-                r#"{"time":"2026-11-25T10:00:03Z","level":"INFO","msg":"Client left","session":"s","client":"127.0.0.1:52418"}"#, "\n",
-                "not json\n",
-            ),
-        )
-        .unwrap();
-        assert_eq!(participants(&log), Some(1));
     }
 
     #[test]
