@@ -16,6 +16,7 @@
 
 pub mod audit_file;
 pub mod backends;
+pub mod cast;
 pub mod client;
 pub mod config;
 pub mod daemon;

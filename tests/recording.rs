@@ -124,6 +124,24 @@ async fn a_recorded_share_leaves_a_cast_file_asciinema_plays_and_the_host_is_unt
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("REC-42-MARK"));
+
+    // And `termshare replay` plays it: the file the end event names, checked by its
+    // digest, with its timing (sped up).
+    let path = file.display().to_string();
+    let (status, out, err) = Cli::spawn(
+        &[
+            "replay",
+            "--speed",
+            "1000",
+            "--expect-sha256",
+            &digest,
+            &path,
+        ],
+        None,
+    )
+    .finish();
+    assert!(status.success(), "{err}");
+    assert!(out.contains("REC-42-MARK"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,4 +325,48 @@ async fn a_recording_client_killed_midway_ends_its_share() {
     ts.shutdown().await;
     // The host's terminal is untouched.
     assert!(host.alive());
+}
+
+#[test]
+fn replay_refuses_what_is_not_the_recording_and_survives_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.cast");
+    let mut text = String::from("{\"version\":2,\"width\":80,\"height\":24}\n");
+    for i in 0..2000 {
+        text.push_str(&format!("[{}.0,\"o\",\"line {i}\\r\\n\"]\n", i / 100));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let path = file.display().to_string();
+    // Another digest than the file's: not played.
+    let (status, out, err) = Cli::spawn(
+        &["replay", "--no-wait", "--expect-sha256", "00", &path],
+        None,
+    )
+    .finish();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        out.is_empty() && err.contains("not the recording on the record"),
+        "{err}"
+    );
+    // A reader that goes away early: a quiet exit 0, never a panic.
+    let mut cli = Cli::spawn(&["replay", "--no-wait", &path], None);
+    drop(cli.child.stdout.take());
+    let (status, _, err) = cli.finish();
+    assert!(status.success(), "{status:?} {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // A file that is not asciicast v2 says which line is wrong.
+    std::fs::write(
+        &file,
+        format!("{}[1.0,\"o\"]\n", &text[..text.find('\n').unwrap() + 1]),
+    )
+    .unwrap();
+    let (status, _, err) = Cli::spawn(&["replay", "--no-wait", &path], None).finish();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    let (status, _, err) = Cli::spawn(
+        &["replay", &dir.path().join("none").display().to_string()],
+        None,
+    )
+    .finish();
+    assert_eq!(status.code(), Some(6), "{err}");
 }

@@ -72,6 +72,8 @@ pub enum Command {
     },
     /// Read the audit log (the config's `[audit] path`), filtered; --follow tails it.
     Audit(AuditArgs),
+    /// Play a share's recording (asciicast v2, from --record) on this terminal.
+    Replay(ReplayArgs),
     /// Hand a terminal to another principal through the policy's approval chain.
     #[command(subcommand)]
     Handoff(HandoffCommand),
@@ -184,4 +186,22 @@ pub struct ShareArgs {
 /// A positive duration, as the config writes them (`30m`, `1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     termshare::actors::settings::parse_duration(s)
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// The recording (the end event's `recording_path`).
+    pub file: PathBuf,
+    /// Play this many times as fast.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Shorten every pause to at most this long (e.g. 2s).
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_limit: Option<Duration>,
+    /// Print everything at once, without the timing.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Play only if the file's SHA-256 is this (the end event's `recording_sha256`).
+    #[arg(long)]
+    pub expect_sha256: Option<String>,
 }

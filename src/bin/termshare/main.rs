@@ -6,6 +6,7 @@
 //! - [`client`]: `list`, `extend`, `revoke`, `switch`, `status` against the daemon;
 //! - [`handoff`]: `handoff request|approve|deny|show|list`;
 //! - [`audit`]: reading the audit log;
+//! - [`replay`]: playing a recording;
 //! - [`output`]: how results are printed, and the exit on a closed stdout.
 
 #[macro_use]
@@ -14,6 +15,7 @@ mod args;
 mod audit;
 mod client;
 mod handoff;
+mod replay;
 mod serve;
 mod share;
 
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
             }
             Command::Status { watch } => client::status(&socket, watch, json).await,
             Command::Audit(args) => audit::audit(&config, args, json).await,
+            Command::Replay(args) => replay::replay(args).await,
             Command::Handoff(cmd) => handoff::handoff(&socket, cmd, json).await,
         }
     })
@@ -125,7 +128,7 @@ fn init_logging(config: &Config, daemon: bool) {
 /// The daemon's socket (`--socket`, else the config's), and whom to trust on it.
 /// `audit` needs none.
 fn socket_of(config: &Config, cli: &Cli) -> Result<Socket, ExitCode> {
-    let needs_socket = !matches!(cli.command, Command::Audit(_));
+    let needs_socket = !matches!(cli.command, Command::Audit(_) | Command::Replay(_));
     let path = match config.socket_path(cli.socket.as_deref()) {
         Ok(s) => s,
         Err(e) if needs_socket => return Err(fail(exit::INVALID, e)),
