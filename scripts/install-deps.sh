@@ -17,11 +17,13 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 # Recordings are checked with asciinema itself (`asciinema cat`), run under `script`.
 command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+# A real browser participant (headless Chromium, driven over its DevTools protocol).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 openssh-server openssh-client asciinema bsdutils >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 openssh-server openssh-client asciinema bsdutils chromium >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (1.85 or newer) with rustup first" >&2
