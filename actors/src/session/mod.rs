@@ -321,17 +321,18 @@ impl SessionState {
         }
     }
 
-    /// Spawn a BackendWorker for `backend`, numbered `generation`, with what is left
-    /// of the start's deadline to produce its link.
+    /// Spawn a BackendWorker for `backend`, numbered `generation`, with until
+    /// `deadline` to produce its link (a start's is what is left of the whole start's;
+    /// a switch has its own).
     async fn spawn_worker(
         &self,
         myself: &ActorRef<SessionMsg>,
         backend: Arc<dyn Backend>,
         generation: u64,
         size: Option<(u16, u16)>,
+        deadline: Instant,
     ) -> Result<ActorRef<WorkerMsg>, ShareError> {
-        let left = self
-            .start_deadline
+        let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         let spec = WorkerSpec {

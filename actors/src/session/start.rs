@@ -86,7 +86,13 @@ impl SessionState {
         self.worker_pid = None;
         self.info.worker_pid = None;
         match self
-            .spawn_worker(myself, self.backend.clone(), generation, size)
+            .spawn_worker(
+                myself,
+                self.backend.clone(),
+                generation,
+                size,
+                self.start_deadline,
+            )
             .await
         {
             Ok(worker) => self.worker = Some(worker),

@@ -123,7 +123,12 @@ impl SessionState {
         };
         let (backend, generation) = (switch.backend.clone(), switch.generation);
         let spawned = match result {
-            Ok(size) => self.spawn_worker(myself, backend, generation, size).await,
+            Ok(size) => {
+                // The switch's own time for a link, however long ago the share started.
+                let deadline = Instant::now() + self.ctx.settings.link_timeout;
+                self.spawn_worker(myself, backend, generation, size, deadline)
+                    .await
+            }
             Err(e) => Err(e),
         };
         match spawned {
