@@ -415,3 +415,44 @@ fn kill_9_of_the_daemon_with_a_live_upterm_share_leaves_no_admin_socket_after_a_
     }
     .stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_gives_an_upterm_share_a_new_session_and_ends_the_old_one() {
+    let host = Tmux::new("S");
+    let ts = start(&host, "", Path::new(&upterm_standin())).await;
+    let info = ts.share(request(AccessMode::ReadOnly)).await.unwrap();
+    let old_pid = info.worker_pid.unwrap() as i32;
+    // Somebody is in through the old session (the stand-in logs a join, as upterm does).
+    unsafe {
+        libc::kill(old_pid, libc::SIGUSR1);
+    }
+    count_becomes(&ts, info.share_id, 1).await;
+    let t0 = std::time::Instant::now();
+    let rotated = ts.rotate(info.share_id, tester()).await.unwrap();
+    let took = t0.elapsed();
+    // A new upterm session: a new link and process; the old one, and whoever was on
+    // it, gone by the time the rotation answers; the share's id and expiry kept.
+    assert_ne!(rotated.links.link, info.links.link);
+    assert!(
+        !pid_alive(old_pid),
+        "the old upterm ({old_pid}) is still there"
+    );
+    let new_pid = rotated.worker_pid.unwrap() as i32;
+    assert!(new_pid != old_pid && pid_alive(new_pid));
+    assert_eq!(
+        (rotated.share_id, rotated.expires_at),
+        (info.share_id, info.expires_at)
+    );
+    assert_eq!(badge_count(&ts, info.share_id), Some(0));
+    println!("rotated to a new upterm session in {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    ts.shutdown().await;
+    let record = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.rotated")
+        .expect("share.rotated");
+    assert_eq!(record["details"]["new_session"], true, "{record}");
+    assert_eq!(record["details"]["participants_cut_off"], 1, "{record}");
+    assert_eq!(record["details"]["old_worker_pid"], old_pid, "{record}");
+}

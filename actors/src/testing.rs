@@ -107,7 +107,9 @@ impl FakeWorld {
     }
 }
 
-/// A backend whose workers are tokio-side objects. The link is `fake://NAME/SHARE_ID`.
+/// A backend whose workers are tokio-side objects. The link is `fake://NAME/SHARE_ID`,
+/// and `fake://NAME/SHARE_ID/sN` for the Nth start of the world after its first
+/// (a new session has a new link).
 pub struct FakeBackend {
     name: BackendName,
     /// How long each start takes to give its link.
@@ -116,6 +118,8 @@ pub struct FakeBackend {
     pub world: Arc<FakeWorld>,
     /// Its workers report participants (driven by [`FakeWorld::participant`]).
     pub counts_participants: bool,
+    /// Its workers rotate their link themselves (else a rotation is a new worker).
+    pub rotates_in_place: bool,
 }
 
 impl FakeBackend {
@@ -126,7 +130,14 @@ impl FakeBackend {
             link_delay: Duration::from_millis(10),
             world,
             counts_participants: false,
+            rotates_in_place: true,
         }
+    }
+
+    /// A rotation of its shares is a new worker (as tmate's and upterm's are).
+    pub fn rotating_by_new_session(mut self) -> Self {
+        self.rotates_in_place = false;
+        self
     }
 
     /// Its workers report participants ([`FakeWorld::participant`] drives them).
@@ -222,6 +233,10 @@ impl Backend for FakeBackend {
         self.counts_participants
     }
 
+    fn rotates_in_place(&self) -> bool {
+        self.rotates_in_place
+    }
+
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
         let start = self.world.starts.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = self.world.fail_next_start.lock().take() {
@@ -229,7 +244,10 @@ impl Backend for FakeBackend {
         }
         let (tx, rx) = watch::channel(None);
         self.world.live.lock().insert((spec.share_id, start), tx);
-        let first = Links::new(format!("fake://{}/{}", self.name, spec.share_id));
+        let first = match start {
+            0 => Links::new(format!("fake://{}/{}", self.name, spec.share_id)),
+            n => Links::new(format!("fake://{}/{}/s{n}", self.name, spec.share_id)),
+        };
         let (relink, links) = watch::channel(first.clone());
         self.world
             .relinks

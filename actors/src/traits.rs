@@ -66,6 +66,14 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Whether a running worker can give its share a new link itself
+    /// ([`Worker::rotate`]: the tty-share front mints a new secret). Otherwise a
+    /// rotation starts a new session on this backend (a new tmate or upterm session,
+    /// make before break) and stops the old one, and everyone on it.
+    fn rotates_in_place(&self) -> bool {
+        false
+    }
+
     /// Starts a worker and returns once its link is known. Must enforce
     /// `spec.link_timeout` itself; on any error nothing of the worker may be left
     /// running. Dropping the future must also leave nothing running (guards).

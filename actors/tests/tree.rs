@@ -461,7 +461,7 @@ async fn switch_starts_the_new_worker_then_reaps_the_old_one() {
     assert_eq!(switched.expires_at, info.expires_at, "the TTL is kept");
     assert_eq!(
         switched.links.link,
-        format!("fake://fake-b/{}", info.share_id)
+        format!("fake://fake-b/{}/s{starts_before}", info.share_id)
     );
     assert_eq!(
         h.world.starts.load(std::sync::atomic::Ordering::SeqCst),

@@ -302,6 +302,11 @@ impl termshare_actors::Backend for TtyShareBackend {
         self.isolation == Isolation::PrivateNetwork
     }
 
+    /// Behind the front, a new secret; on a port of its own, a new tty-share.
+    fn rotates_in_place(&self) -> bool {
+        self.isolation == Isolation::PrivateNetwork
+    }
+
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
         match self.isolation {
             Isolation::PrivateNetwork => self.start_isolated(&spec).await,

@@ -310,7 +310,12 @@ impl ShareService {
         caller: impl Into<Caller>,
     ) -> Result<ShareInfo, ShareError> {
         let caller = caller.into();
-        let t = self.settings.revoke_deadline + CALL_SLACK;
+        // As long as a switch may take: where the worker cannot rotate in place, a
+        // rotation is a new session on the same backend.
+        let t = self.settings.revoke_deadline
+            + self.settings.link_timeout
+            + self.settings.audit_timeout
+            + CALL_SLACK * 2;
         self.ask(t, |reply| RootMsg::Rotate {
             share_id,
             caller,

@@ -200,7 +200,15 @@ impl Actor for ShareSession {
                 max_ttl,
                 caller,
                 reply,
-            } => state.switch(&myself, backend, rule_id, max_ttl, caller, reply),
+            } => state.switch(
+                &myself,
+                backend,
+                rule_id,
+                max_ttl,
+                caller,
+                reply,
+                super::switch::Purpose::Switch,
+            ),
             SessionMsg::SwitchChecked(result) => state.switch_checked(&myself, result).await,
             SessionMsg::OldStopped { outcome, in_time } => {
                 state.old_stopped(&myself, outcome, in_time)

@@ -46,6 +46,17 @@ impl SessionState {
             let _ = reply.send(Err(err));
             return;
         };
+        if !self.backend.rotates_in_place() {
+            // A new session on the same backend, make before break: the old worker,
+            // and everyone on it, goes once the new link is there.
+            let purpose = super::switch::Purpose::Rotate {
+                on_old_link: self.joined.len(),
+            };
+            let (me, backend) = (self.myself.clone(), self.backend.clone());
+            let (rule_id, max_ttl) = (self.info.rule_id.clone(), self.max_ttl);
+            self.switch(&me, backend, rule_id, max_ttl, caller, reply, purpose);
+            return;
+        }
         if self.rotation.is_some() {
             let err = crate::error::InvalidInput::new(
                 "rotation",

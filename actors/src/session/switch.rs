@@ -23,8 +23,22 @@ use crate::traits::{Backend, TerminateOutcome};
 use crate::types::{EndReason, Links, ShareId};
 use crate::worker::{WorkerEvent, WorkerMsg};
 
+/// Why a new worker replaces the share's.
+#[derive(Clone, Copy)]
+pub(super) enum Purpose {
+    /// Another backend (`share.switched`).
+    Switch,
+    /// A new session on the same backend, so that the share has a new link and
+    /// everyone on the old one is cut off (`share.rotated`).
+    Rotate {
+        /// Participants counted when it was asked (all on the old link).
+        on_old_link: usize,
+    },
+}
+
 /// A switch under way.
 pub(super) struct Switch {
+    purpose: Purpose,
     by: Caller,
     reply: Option<ShareReply>,
     backend: Arc<dyn Backend>,
@@ -52,6 +66,7 @@ impl Switch {
 }
 
 impl SessionState {
+    #[allow(clippy::too_many_arguments)] // one message's fields, and why
     pub(super) fn switch(
         &mut self,
         myself: &ActorRef<SessionMsg>,
@@ -60,6 +75,7 @@ impl SessionState {
         max_ttl: Option<Duration>,
         caller: Caller,
         reply: ShareReply,
+        purpose: Purpose,
     ) {
         match self.phase {
             Phase::Active => {}
@@ -97,6 +113,7 @@ impl SessionState {
         }
         let generation = next_generation(&mut self.generations);
         self.phase = Phase::Switching(Box::new(Switch {
+            purpose,
             by: caller,
             reply: Some(reply),
             backend,
@@ -228,6 +245,7 @@ impl SessionState {
             return;
         };
         let Switch {
+            purpose,
             by,
             reply,
             backend,
@@ -248,7 +266,11 @@ impl SessionState {
         self.worker_ready = true;
         self.worker_tells_participants = tells;
         // The old worker's participants were cut off with it; the new link is new.
-        self.participants_gone("the share moved to another backend");
+        let on_old_link = self.joined.len();
+        self.participants_gone(match purpose {
+            Purpose::Switch => "the share moved to another backend",
+            Purpose::Rotate { .. } => "the share got a new link",
+        });
         self.counting_participants(counts);
         self.info.backend = self.backend.name();
         self.info.rule_id = rule_id;
@@ -256,11 +278,18 @@ impl SessionState {
         self.count_active(true);
         self.publish();
         let fingerprints = &self.ctx.fingerprints;
-        let event = self
-            .event(AuditKind::ShareSwitched)
+        let event = match purpose {
+            Purpose::Switch => self
+                .event(AuditKind::ShareSwitched)
+                .detail("from", old_backend.name().as_str())
+                .detail("to", self.info.backend.as_str()),
+            Purpose::Rotate { on_old_link: asked } => self
+                .event(AuditKind::ShareRotated)
+                .detail("new_session", true)
+                .detail("participants_cut_off", asked.max(on_old_link)),
+        };
+        let event = event
             .by(&by)
-            .detail("from", old_backend.name().as_str())
-            .detail("to", self.info.backend.as_str())
             .detail("old_worker_pid", json!(old_pid))
             // Stopped means gone (reaped or killed) in time, not merely signalled.
             .detail("old_worker_stopped", in_time)
@@ -310,10 +339,15 @@ impl SessionState {
             w.kill(); // its guard kills whatever it started
         }
         let still_serving = self.worker.is_some();
+        let action = match switch.purpose {
+            Purpose::Switch => "switch",
+            Purpose::Rotate { .. } => "rotate",
+        };
         record(
             &self.ctx.audit,
             self.event(AuditKind::ShareSwitchFailed)
                 .by(&switch.by)
+                .detail("action", action)
                 .detail("from", self.info.backend.as_str())
                 .detail("to", switch.backend.name().as_str())
                 .detail("cause", error.to_string())

@@ -43,6 +43,12 @@ pub async fn harness_with_sink(
                 Arc::new(FakeBackend::new("fake-b", world.clone())),
                 // Sees each participant, as tty-share behind its front does.
                 Arc::new(FakeBackend::new("fake-counting", world.clone()).counting()),
+                // Rotates by a new session, as tmate and upterm do.
+                Arc::new(
+                    FakeBackend::new("fake-session", world.clone())
+                        .counting()
+                        .rotating_by_new_session(),
+                ),
             ],
             policy: Arc::new(policy),
             host: host.clone(),
