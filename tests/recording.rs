@@ -30,21 +30,8 @@ fn window_size(host: &Tmux) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_share_leaves_a_cast_file_asciinema_plays_and_the_host_is_untouched() {
     let host = Tmux::new("S");
-    policy(host.dir.path(), &["tty-share"], "1h");
-    let recordings = host.dir.path().join("recordings");
-    let extra = format!(
-        "policy = \"policy.toml\"\n[recording]\ndir = \"{}\"\n",
-        recordings.display()
-    );
-    let config = Config::load(&host.config(&extra)).unwrap();
-    let ts = Termshare::start(&config).await.unwrap();
     let before = window_size(&host);
-    let request = ShareRequest::new("S".parse().unwrap(), BackendName::TTY_SHARE, me())
-        .access(AccessMode::ReadOnly)
-        .ttl(Duration::from_secs(600))
-        .record();
-    let info = ts.share(request).await.unwrap();
-    let file = recordings.join(format!("{}.cast", info.share_id));
+    let (ts, info, file) = recorded(&host, "").await;
     // The recording client draws the screen as it attaches; wait for that, then type.
     let attached = tokio::task::block_in_place(|| {
         wait_until(Duration::from_secs(5), || {
