@@ -301,7 +301,8 @@ pub fn handoff_json(view: &termshare_actors::HandoffView) -> Value {
 }
 
 /// A revoke's report: `{"share_id","reason","elapsed_ms","escalated","already_gone",
-/// "participants_before","deadline_met"}`.
+/// "participants_before","participants_after","deadline_met"}` (a count is null where
+/// the backend cannot tell).
 pub fn report_json(r: &RevokeReport) -> Value {
     json!({
         "share_id": r.share_id.to_string(),
@@ -310,6 +311,7 @@ pub fn report_json(r: &RevokeReport) -> Value {
         "escalated": r.escalated,
         "already_gone": r.already_gone,
         "participants_before": r.participants_before,
+        "participants_after": r.participants_after,
         "deadline_met": r.deadline_met,
     })
 }

@@ -48,6 +48,11 @@ fn serve_share_list_status_extend_revoke_as_a_new_user_would() {
         table.contains(&id) && table.contains("tty-share") && table.contains("9m"),
         "{table}"
     );
+    // Who is watching: nobody yet, and the table says so.
+    let header = table.lines().next().unwrap_or_default();
+    let row = table.lines().find(|l| l.contains(&id)).unwrap_or_default();
+    let column = header.find("PARTICIPANTS").expect("a PARTICIPANTS column");
+    assert!(row[column..].starts_with("0 "), "{table}");
     let (_, status, _) = daemon.run(&["status"]);
     assert!(
         status.contains("S ") && status.contains("active") && status.contains("9m"),
@@ -71,7 +76,9 @@ fn serve_share_list_status_extend_revoke_as_a_new_user_would() {
     let (code, out, _) = daemon.run(&["revoke", &id]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("revoked share") && out.contains(" ms"),
+        out.contains("revoked share")
+            && out.contains(" ms")
+            && out.contains("participants before: 0, after: 0"),
         "{out}"
     );
     assert!(!pid_alive(worker));

@@ -64,6 +64,7 @@ pub async fn list(socket: &Socket, as_json: bool) -> ExitCode {
                         "BACKEND",
                         "ACCESS",
                         "STATE",
+                        "PARTICIPANTS",
                         "EXPIRES IN",
                         "LINK",
                     ],
@@ -76,6 +77,7 @@ pub async fn list(socket: &Socket, as_json: bool) -> ExitCode {
                                 str_of(&s["backend"]),
                                 str_of(&s["access"]),
                                 str_of(&s["state"]),
+                                participants(&s["participants"]),
                                 countdown(&s["expires_at"]),
                                 str_of(&s["link"]),
                             ]
@@ -115,11 +117,14 @@ pub async fn revoke(socket: &Socket, cmd: Request, as_json: bool) -> ExitCode {
                 out!("{report}");
             } else {
                 out!(
-                    "revoked share {}: worker stopped in {:.1} ms (escalated: {}, deadline met: {})",
+                    "revoked share {}: worker stopped in {:.1} ms (escalated: {}, deadline met: {}); \
+                     participants before: {}, after: {}",
                     str_of(&report["share_id"]),
                     report["elapsed_ms"].as_f64().unwrap_or(f64::NAN),
                     report["escalated"],
-                    report["deadline_met"]
+                    report["deadline_met"],
+                    participants(&report["participants_before"]),
+                    participants(&report["participants_after"]),
                 );
             }
             ExitCode::SUCCESS
@@ -173,5 +178,14 @@ pub async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
             print_audit_warning(&event["audit"]);
             print_badges(&event["badges"]);
         }
+    }
+}
+
+/// A participant count as people read it: the number, or `unknown` where the backend
+/// cannot tell (never a guessed 0).
+fn participants(count: &Value) -> String {
+    match count.as_u64() {
+        Some(n) => n.to_string(),
+        None => "unknown".into(),
     }
 }

@@ -106,7 +106,10 @@ pub fn print_badges(board: &Value) {
                     str_of(&s["share_id"]),
                     str_of(&s["backend"]),
                     str_of(&s["access"]),
-                    str_of(&s["participants"]),
+                    match s["participants"].as_u64() {
+                        Some(n) => n.to_string(),
+                        None => "unknown".into(),
+                    },
                     str_of(&s["state"]),
                     countdown(&s["expires_at"]),
                 ]);
