@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # the metrics endpoint and the tty-share link front.
 cargo build --quiet -p termshare --no-default-features --lib
 if cargo tree -p termshare --no-default-features -e normal --prefix none |
-  grep -E '^(clap|hyper|h2|tracing-subscriber|metrics-exporter-prometheus) '; then
+  grep -E '^(clap|hyper|h2|axum|tracing-subscriber|metrics-exporter-prometheus) '; then
   echo "the library without default features pulls in the crates above" >&2
   exit 1
 fi

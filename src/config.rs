@@ -84,6 +84,9 @@ pub struct Config {
     /// `[recording]`: where `--record` shares' files go.
     #[serde(default)]
     pub recording: RecordingSection,
+    /// `[panel]`: the lane panel, a web page of live badges and actions.
+    #[serde(default)]
+    pub panel: PanelSection,
     /// `[service]`: the daemon's socket, directories, metrics and logging.
     #[serde(default)]
     pub service: ServiceSection,
@@ -330,9 +333,24 @@ impl Config {
         Ok(Some(addr))
     }
 
-    /// `[audit] path`, else `$XDG_STATE_HOME/termshare/audit.jsonl`, else
-    /// `~/.local/state/termshare/audit.jsonl`; without those variables, an error that
-    /// names `audit.path` (never a default in a directory shared by all users).
+    /// `[panel] listen`, checked: loopback unless `expose_beyond_loopback = true`.
+    /// `None`: the daemon serves no panel.
+    pub fn panel_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(s) = &self.panel.listen else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = s
+            .parse()
+            .map_err(|_| format!("panel.listen `{s}` must be IP:PORT, e.g. 127.0.0.1:7681"))?;
+        if !addr.ip().is_loopback() && !self.panel.expose_beyond_loopback {
+            return Err(format!(
+                "panel.listen `{s}` is not a loopback address: the panel is plain HTTP; \
+                 set [panel] expose_beyond_loopback = true to serve it there anyway"
+            ));
+        }
+        Ok(Some(addr))
+    }
+
     /// Where recordings go: `[recording] dir`, else the state directory's
     /// `recordings/`.
     pub fn recordings_dir(&self) -> Result<PathBuf, PathError> {

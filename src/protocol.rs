@@ -111,6 +111,9 @@ pub enum Command {
     /// Answer once, then stream a `badges` event on every badge change until the
     /// client sends anything or disconnects.
     Watch {},
+    /// The lane panel's address with a fresh one-time secret for the asking identity:
+    /// `{"url"}`. An error when the daemon serves no panel (`[panel] listen`).
+    Panel {},
     /// Ask to hand a terminal to another principal through the policy's approval
     /// chain; answers with the pending handoff (see [`handoff_json`]).
     HandoffRequest {

@@ -135,6 +135,22 @@ impl TmuxHost {
         Ok(())
     }
 
+    /// The terminals this host knows: every session of its tmux server, by name
+    /// (names termshare would refuse as targets are left out). None when no server
+    /// runs.
+    pub async fn sessions(&self) -> Result<Vec<TerminalName>, String> {
+        if !self.socket.exists() {
+            return Ok(Vec::new());
+        }
+        match self.run(&["list-sessions", "-F", "#{session_name}"]).await {
+            Ok(out) => Ok(out.lines().filter_map(|l| l.parse().ok()).collect()),
+            Err(e) if e.contains("no server running") || e.contains("No such file") => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn run(&self, args: &[&str]) -> Result<String, String> {
         self.verify_server().await?;
         let out = tokio::time::timeout(Duration::from_secs(3), self.tmux().args(args).output())

@@ -198,6 +198,20 @@ pub struct UptermSection {
     pub github_users: Vec<String>,
 }
 
+/// `[panel]`: the lane panel (`termshare panel` prints its address with a fresh
+/// secret for whoever asked).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanelSection {
+    /// `listen`: `IP:PORT` the daemon serves the panel on (port 0: any free one);
+    /// absent: no panel.
+    pub listen: Option<String>,
+    /// `expose_beyond_loopback`: let `listen` be reachable from other hosts (the panel
+    /// is plain HTTP: put TLS in front of it).
+    #[serde(default)]
+    pub expose_beyond_loopback: bool,
+}
+
 /// `[recording]`: session recordings (`--record`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

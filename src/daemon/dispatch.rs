@@ -122,7 +122,9 @@ pub(super) async fn dispatch(
             let badges = serde_json::to_value(&board).map_err(ShareError::internal)?;
             Ok(json!({"badges": badges, "audit": audit_status(ts)}))
         }
-        Command::Watch {} => unreachable!("handled by the connection loop"),
+        Command::Watch {} | Command::Panel {} => {
+            unreachable!("handled by the connection loop")
+        }
         Command::HandoffRequest {
             terminal,
             to,

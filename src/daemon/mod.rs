@@ -16,6 +16,8 @@
 //! removes the socket, revokes every share and reaps every worker.
 
 mod dispatch;
+#[cfg(feature = "panel")]
+pub mod panel;
 pub mod peers;
 pub mod socket;
 #[cfg(test)]
@@ -105,6 +107,18 @@ struct Shared {
     ts: Termshare,
     peers: PeerMap,
     watchers: Pool,
+    /// The lane panel's address and keys, once it serves.
+    #[cfg(feature = "panel")]
+    panel: std::sync::OnceLock<(std::net::SocketAddr, Arc<panel::PanelAuth>)>,
+}
+
+/// The lane panel to serve beside the socket: where, and the installation's key its
+/// sessions are signed under.
+pub struct PanelConfig {
+    /// Bound already (so that a port in use is the caller's error, before serving).
+    pub listener: std::net::TcpListener,
+    /// The installation's fingerprint key ([`crate::audit_file::load_fingerprint_key`]).
+    pub key: [u8; 32],
 }
 
 /// Serve until `shutdown` resolves, then stop every share and remove the socket.
@@ -113,6 +127,7 @@ pub async fn serve(
     peers: PeerMap,
     listener: UnixListener,
     path: PathBuf,
+    panel: Option<PanelConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Vec<termshare_actors::RevokeReport> {
     let shared = Arc::new(Shared {
@@ -123,7 +138,27 @@ pub async fn serve(
             MAX_OTHERS_WATCHING,
             MAX_WATCHERS_PER_OTHER_USER,
         ),
+        #[cfg(feature = "panel")]
+        panel: std::sync::OnceLock::new(),
     });
+    #[cfg(feature = "panel")]
+    let panel = match panel {
+        Some(config) => match panel::Panel::start(config.listener, &shared, &config.key).await {
+            Ok(p) => {
+                let _ = shared.panel.set((p.addr(), p.auth()));
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the lane panel cannot be served");
+                None
+            }
+        },
+        None => None,
+    };
+    #[cfg(not(feature = "panel"))]
+    if panel.is_some() {
+        tracing::error!("this build has no lane panel (cargo feature `panel`)");
+    }
     let connections_pool = Pool::new(MAX_CONNECTIONS, MAX_OTHERS, MAX_PER_OTHER_USER);
     let owner = nix::unistd::geteuid().as_raw();
     let mut connections = tokio::task::JoinSet::new();
@@ -168,6 +203,10 @@ pub async fn serve(
     }
     drop(listener);
     let _ = std::fs::remove_file(&path);
+    #[cfg(feature = "panel")]
+    if let Some(panel) = panel {
+        panel.stop().await;
+    }
     // Aborting connection tasks is safe: every operation's state lives in the actors,
     // not in a connection task; an aborted caller only loses its answer.
     connections.shutdown().await;
@@ -286,6 +325,15 @@ async fn serve_connection(shared: &Shared, stream: UnixStream, place: Place) -> 
                 continue;
             }
         };
+        if let Command::Panel {} = request.command {
+            let reply = match panel_url(shared, &identity, cred.uid()) {
+                Ok(url) => protocol::ok(&request.id, json!({ "url": url })),
+                Err(e) => protocol::share_error(&request.id, &e),
+            };
+            write_line(&mut write, &reply).await?;
+            idle_until = tokio::time::Instant::now() + IDLE_TIMEOUT;
+            continue;
+        }
         if let Command::Watch {} = request.command {
             let uid = cred.uid();
             let Some(_watching) = shared.watchers.take(uid, identity.is_operator()) else {
@@ -303,6 +351,24 @@ async fn serve_connection(shared: &Shared, stream: UnixStream, place: Place) -> 
         write_line(&mut write, &reply).await?;
         idle_until = tokio::time::Instant::now() + IDLE_TIMEOUT;
     }
+}
+
+/// The panel's address with a one-time secret for the local user `uid` (whose
+/// identity the kernel proved on this connection).
+fn panel_url(shared: &Shared, identity: &Identity, uid: u32) -> Result<String, ShareError> {
+    let _ = identity;
+    #[cfg(feature = "panel")]
+    if let Some((addr, auth)) = shared.panel.get() {
+        let secret = auth.mint(uid).map_err(ShareError::Internal)?;
+        return Ok(format!("http://{addr}/?s={secret}"));
+    }
+    let _ = (shared, uid);
+    Err(termshare_actors::InvalidInput::new(
+        "panel",
+        "off",
+        "the daemon serves no panel: set [panel] listen in its config",
+    )
+    .into())
 }
 
 /// Stream the badge board (the part `identity` may see): once now, then on every

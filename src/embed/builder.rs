@@ -160,7 +160,7 @@ impl<'a> Builder<'a> {
             Some(wrap) => wrap(&spawner, backends),
             None => backends,
         };
-        let host = tmux_host(config, programs.tmux, spawner.env().clone())?;
+        let host = Arc::new(tmux_host(config, programs.tmux, spawner.env().clone())?);
         let audit_path = config.audit_path()?;
         let audit_err = |source| StartError::Audit {
             path: audit_path.display().to_string(),
@@ -173,7 +173,7 @@ impl<'a> Builder<'a> {
         let deps = ServiceDeps {
             backends,
             policy: Arc::new(policy),
-            host: Arc::new(host),
+            host: host.clone(),
             audit_sink: Box::new(sink),
             fingerprint_key,
         };
@@ -181,7 +181,7 @@ impl<'a> Builder<'a> {
             Some(sup) => ShareService::start_linked(deps, settings, sup).await?,
             None => ShareService::start(deps, settings).await?,
         };
-        Ok(Termshare::from_parts(service, spawner, instance))
+        Ok(Termshare::from_parts(service, spawner, host, instance))
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Termshare {
     /// `None` only once `shutdown` has taken it.
     service: Option<ShareService>,
     spawner: Arc<ProcessSpawner>,
+    /// The host terminal (tmux), for the list of its terminals.
+    host: Arc<crate::terminal::TmuxHost>,
     /// Backends' scratch directories live here; removed when termshare stops.
     _instance: Arc<InstanceDir>,
 }
@@ -31,13 +33,20 @@ impl Termshare {
     fn from_parts(
         service: ShareService,
         spawner: Arc<ProcessSpawner>,
+        host: Arc<crate::terminal::TmuxHost>,
         instance: Arc<InstanceDir>,
     ) -> Self {
         Termshare {
             service: Some(service),
             spawner,
+            host,
             _instance: instance,
         }
+    }
+
+    /// Every terminal the host has (each session of its tmux server), shared or not.
+    pub async fn terminals(&self) -> Result<Vec<termshare_actors::TerminalName>, String> {
+        self.host.sessions().await
     }
 
     /// The service itself: for a harness that drives this and an in-process

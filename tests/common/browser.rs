@@ -19,6 +19,8 @@ pub struct Browser {
     _profile: tempfile::TempDir,
     /// The DevTools port it chose.
     port: u16,
+    /// The page's DevTools websocket, once looked up.
+    page: std::sync::OnceLock<String>,
 }
 
 impl Browser {
@@ -56,6 +58,7 @@ impl Browser {
             child,
             _profile: profile,
             port: 0,
+            page: std::sync::OnceLock::new(),
         };
         let up = wait_until(Duration::from_secs(20), || {
             std::fs::read_to_string(&port_file).is_ok_and(|t| t.lines().count() >= 2)
@@ -66,18 +69,30 @@ impl Browser {
         browser
     }
 
-    /// The page's DevTools websocket, from `/json/list`.
+    /// The page's DevTools websocket, from `/json/list` (looked up once).
     fn page_socket(&self) -> String {
-        let got = http_get(self.port, "/json/list");
-        let body = got.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let targets: serde_json::Value = serde_json::from_str(body)
-            .unwrap_or_else(|e| panic!("DevTools /json/list: {e}: {got}"));
-        targets
-            .as_array()
-            .and_then(|t| t.iter().find(|t| t["type"] == "page"))
-            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            .unwrap_or_else(|| panic!("no page in {targets}"))
-            .to_owned()
+        self.page.get_or_init(|| self.find_page()).clone()
+    }
+
+    fn find_page(&self) -> String {
+        let mut last = String::new();
+        for _ in 0..250 {
+            let got = http_get(self.port, "/json/list");
+            let body = got.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let page = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|t| {
+                    t.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
+                        .as_str()
+                        .map(str::to_owned)
+                });
+            if let Some(page) = page {
+                return page;
+            }
+            last = got;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no page in DevTools /json/list: {last}");
     }
 
     /// Call `method` with `params` on the page; its `result`.
@@ -108,6 +123,23 @@ impl Browser {
             )
             .await;
         result["result"]["value"].clone()
+    }
+
+    /// Waits (20 s at most) until `expression` is truthy in the page; how long it took.
+    /// The page has no event to wait on from outside, so this asks it every 20 ms.
+    pub async fn until(&self, expression: &str) -> Duration {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            let v = self.eval(&format!("!!({expression})")).await;
+            if v == true {
+                return t0.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let body = self
+            .eval("document.body ? document.body.innerText : ''")
+            .await;
+        panic!("never true in the page: {expression}\npage: {body}");
     }
 
     /// Save a PNG of the page to `path`.
@@ -141,9 +173,10 @@ impl Drop for Browser {
     }
 }
 
-/// `GET path` from the DevTools HTTP endpoint on `port`; the whole answer.
+/// `GET path` from the DevTools HTTP endpoint on `port`: its head and its body (of
+/// its Content-Length; DevTools keeps the connection open).
 fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -151,7 +184,25 @@ fn http_get(port: u16, path: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut got = String::new();
-    let _ = s.read_to_string(&mut got);
-    got
+    let mut reader = BufReader::new(s);
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    format!("{head}{}", String::from_utf8_lossy(&body))
 }

@@ -74,6 +74,12 @@ pub enum Command {
     Audit(AuditArgs),
     /// Play a share's recording (asciicast v2, from --record) on this terminal.
     Replay(ReplayArgs),
+    /// Print the lane panel's address, signed in as you (one use, two minutes).
+    Panel {
+        /// Open it in the desktop's browser (xdg-open) too.
+        #[arg(long)]
+        open: bool,
+    },
     /// Hand a terminal to another principal through the policy's approval chain.
     #[command(subcommand)]
     Handoff(HandoffCommand),

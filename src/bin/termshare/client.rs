@@ -92,6 +92,39 @@ pub async fn list(socket: &Socket, as_json: bool) -> ExitCode {
     }
 }
 
+/// `termshare panel`: the lane panel's address, signed in as you (a one-time secret,
+/// good for two minutes); with `--open`, handed to `xdg-open` too.
+pub async fn panel(socket: &Socket, open: bool, as_json: bool) -> ExitCode {
+    let mut client = match connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let url = match client.call(&Request::Panel {}).await {
+        Ok(v) => str_of(&v["url"]),
+        Err(e) => return client_fail(e),
+    };
+    if as_json {
+        out!("{}", serde_json::json!({ "url": url }));
+    } else {
+        out!("{url}");
+    }
+    if open {
+        let opened = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Err(e) = opened {
+            return fail(
+                exit::INTERNAL,
+                format!("cannot run xdg-open: {e}; open the address above"),
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 pub async fn one_share(socket: &Socket, cmd: Request, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,

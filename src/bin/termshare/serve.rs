@@ -24,6 +24,19 @@ pub async fn serve(
         Ok(m) => m,
         Err(e) => return fail(exit::INVALID, e),
     };
+    let panel_addr = match config.panel_addr() {
+        Ok(p) => p,
+        Err(e) => return fail(exit::INVALID, e),
+    };
+    #[cfg(not(feature = "panel"))]
+    if let Some(addr) = panel_addr {
+        return fail(
+            exit::INVALID,
+            format!(
+                "[panel] listen = \"{addr}\": this build has no lane panel (cargo feature `panel`)"
+            ),
+        );
+    }
     let policy_desc = match &policy_path {
         Some(p) => format!("{} ({} rules)", p.display(), policy.rules.len()),
         None => "none: every share is denied".into(),
@@ -77,6 +90,12 @@ pub async fn serve(
             "metrics:   {}",
             metrics.map_or("off".into(), |m| format!("http://{m}/metrics"))
         );
+        out!(
+            "panel:     {}",
+            panel_addr.map_or("off".into(), |p| format!(
+                "http://{p}/ (termshare panel prints a signed-in address)"
+            ))
+        );
         return ExitCode::SUCCESS;
     }
     if let Some(addr) = metrics {
@@ -101,6 +120,30 @@ pub async fn serve(
         // A refused directory or group is the config's to fix.
         Err(e) => return fail(exit::INVALID, e),
     };
+    // The panel's port is bound now, so that one in use is an error before serving.
+    let panel = match panel_addr {
+        None => None,
+        Some(addr) => {
+            let bound = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("[panel] listen = \"{addr}\": {e}"));
+            let key = config
+                .audit_path()
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    termshare::audit_file::load_fingerprint_key(&p).map_err(|e| e.to_string())
+                });
+            match (bound, key) {
+                (Ok(listener), Ok(key)) => Some(daemon::PanelConfig {
+                    listener,
+                    key: *key.as_bytes(),
+                }),
+                (Err(e), _) | (_, Err(e)) => {
+                    let _ = std::fs::remove_file(socket);
+                    return fail(exit::INVALID, e);
+                }
+            }
+        }
+    };
     let ts = match Termshare::builder(&config).policy(policy).start().await {
         Ok(t) => t,
         Err(e) => {
@@ -115,7 +158,7 @@ pub async fn serve(
             _ = sigterm.recv() => {}
         }
     };
-    let reports = daemon::serve(ts, peers, listener, socket.to_path_buf(), shutdown).await;
+    let reports = daemon::serve(ts, peers, listener, socket.to_path_buf(), panel, shutdown).await;
     tracing::info!(
         shares = reports.len(),
         "termshare daemon stopped every share; exiting"

@@ -1,0 +1,413 @@
+//! The panel's HTTP routes, and the checks every request passes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use termshare_actors::Identity;
+
+use super::auth::{Session, COOKIE};
+use super::{act, view, PanelState};
+use crate::protocol::Command;
+
+const INDEX: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/app.css");
+/// The largest action body taken (a share request is a few fields).
+const MAX_BODY: usize = 16 * 1024;
+
+/// Scripts, styles and connections only from the panel itself; nothing inline,
+/// nothing framed, no forms anywhere else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                   connect-src 'self'; img-src 'self'; base-uri 'none'; \
+                   form-action 'none'; frame-ancestors 'none'";
+
+type Shared = Arc<PanelState>;
+
+pub(super) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route("/api/state", get(state_now))
+        .route("/api/events", get(events))
+        .route("/api/link/{share}", get(link))
+        .route("/api/share", post(share))
+        .route("/api/extend", post(extend))
+        .route("/api/revoke", post(revoke))
+        .route("/api/rotate", post(rotate))
+        .route("/api/handoff/approve", post(approve))
+        .route("/api/handoff/deny", post(deny))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(harden))
+        .with_state(state)
+}
+
+/// What every answer carries.
+async fn harden(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Why a request is turned away: its status, and words for the person.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": "refused", "message": self.1}});
+        (self.0, Json(body)).into_response()
+    }
+}
+
+fn refusal(status: StatusCode, why: &str) -> Refusal {
+    Refusal(status, why.to_owned())
+}
+
+fn refused(status: StatusCode, why: &str) -> Response {
+    refusal(status, why).into_response()
+}
+
+/// Who is asking: a request for this panel's own host, with a good session cookie,
+/// whose user the policy still knows. Anything else gets 401 (or 421) and no data.
+fn signed_in(state: &PanelState, headers: &HeaderMap) -> Result<(Session, Identity), Refusal> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !host.is_some_and(|h| state.hosts.iter().any(|ours| ours == h)) {
+        return Err(refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this is not the panel's address",
+        ));
+    }
+    let unauthorized = || {
+        refusal(
+            StatusCode::UNAUTHORIZED,
+            "not signed in: run `termshare panel` and open the address it prints",
+        )
+    };
+    let cookie = cookie(headers, COOKIE).ok_or_else(unauthorized)?;
+    let session = state.auth.session(&cookie).ok_or_else(unauthorized)?;
+    let shared = state.shared.upgrade().ok_or_else(unauthorized)?;
+    let identity = shared
+        .peers
+        .identify(session.uid, None)
+        .map_err(|why| refusal(StatusCode::FORBIDDEN, &why))?;
+    Ok((session, identity))
+}
+
+/// A signed-in request that may change something: it carries the session's CSRF
+/// token, a JSON body, and nothing that says another site sent it.
+fn may_act(state: &PanelState, headers: &HeaderMap) -> Result<Identity, Refusal> {
+    let (session, identity) = signed_in(state, headers)?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site = || refusal(StatusCode::FORBIDDEN, "a cross-site request is refused");
+    if let Some(origin) = header("origin") {
+        let ours = state.hosts.iter().any(|h| origin == format!("http://{h}"));
+        if !ours {
+            return Err(cross_site());
+        }
+    }
+    if header("sec-fetch-site").is_some_and(|s| s != "same-origin") {
+        return Err(cross_site());
+    }
+    if !header("content-type").is_some_and(|t| t.starts_with("application/json")) {
+        return Err(cross_site());
+    }
+    let token = header("x-termshare-csrf").unwrap_or_default();
+    if !state.auth.csrf_ok(&session, token) {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token",
+        ));
+    }
+    Ok(identity)
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    /// The one-time secret `termshare panel` printed.
+    s: Option<String>,
+}
+
+/// The page. With `?s=SECRET`: trade it for the session cookie and come back without
+/// it (the secret leaves the address bar and the history).
+async fn index(
+    State(state): State<Shared>,
+    Query(entry): Query<Entry>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(secret) = entry.s {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if !host.is_some_and(|h| state.hosts.iter().any(|ours| ours == h)) {
+            return refused(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this is not the panel's address",
+            );
+        }
+        let Some(cookie) = state.auth.exchange(&secret) else {
+            return refused(
+                StatusCode::UNAUTHORIZED,
+                "this address was used already or is too old: run `termshare panel` again",
+            );
+        };
+        let set = format!(
+            "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            super::auth::SESSION_TTL.as_secs()
+        );
+        return (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, set),
+                (header::LOCATION, "/".to_owned()),
+            ],
+        )
+            .into_response();
+    }
+    if let Err(refusal) = signed_in(&state, &headers) {
+        return refusal.into_response();
+    }
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+/// The view now, and the session's CSRF token (same origin only: no CORS).
+async fn state_now(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let (session, identity) = match signed_in(&state, &headers) {
+        Ok(who) => who,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(shared) = state.shared.upgrade() else {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    };
+    let mut v = view(&shared, &identity, &state.lanes.borrow());
+    v["csrf"] = json!(state.auth.csrf(&session));
+    Json(v).into_response()
+}
+
+/// The view on every change, as Server-Sent Events (`event: view`).
+async fn events(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let identity = match signed_in(&state, &headers) {
+        Ok((_, identity)) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(shared) = state.shared.upgrade() else {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    };
+    let badges = shared.ts.badges();
+    drop(shared);
+    let start = (state.clone(), identity, badges, state.lanes.clone(), true);
+    let stream = futures_util::stream::unfold(
+        start,
+        |(state, identity, mut badges, mut lanes, first)| async move {
+            if !first {
+                let mut stop = state.stop.clone();
+                tokio::select! {
+                    changed = badges.changed() => changed.ok()?,
+                    changed = lanes.changed() => changed.ok()?,
+                    _ = stop.wait_for(|s| *s) => return None,
+                }
+            }
+            let shared = state.shared.upgrade()?;
+            let v = view(&shared, &identity, &lanes.borrow_and_update());
+            badges.borrow_and_update();
+            drop(shared);
+            let event = Event::default().event("view").data(v.to_string());
+            Some((
+                Ok::<_, Infallible>(event),
+                (state, identity, badges, lanes, false),
+            ))
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// A share's link, for its owner only (the page copies it; it never shows it).
+async fn link(
+    State(state): State<Shared>,
+    Path(share): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let identity = match signed_in(&state, &headers) {
+        Ok((_, identity)) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(shared) = state.shared.upgrade() else {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    };
+    // `list` answers only the shares this identity may manage, with their links.
+    match act(&shared, &identity, Command::List {}).await {
+        Ok(Value::Array(shares)) => match shares.iter().find(|s| s["share_id"] == share) {
+            Some(s) => Json(json!({"link": s["link"], "read_only_link": s["read_only_link"]}))
+                .into_response(),
+            None => refused(StatusCode::NOT_FOUND, "no such share of yours"),
+        },
+        Ok(_) => refused(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),
+        Err(e) => answer(Err(e)),
+    }
+}
+
+/// An action's answer: the result, or the error as the protocol gives it.
+fn answer(result: Result<Value, termshare_actors::ShareError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => {
+            let (code, _) = crate::exit::classify(&e);
+            let status = match code {
+                "denied" | "not_approver" => StatusCode::FORBIDDEN,
+                "not_found" => StatusCode::NOT_FOUND,
+                "invalid" => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            (
+                status,
+                Json(json!({"error": {"code": code, "message": e.to_string()}})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Run the command `to_command` makes of the JSON `body`, for a request that may act.
+/// Who is asking is checked before the body is even parsed.
+async fn run<T: serde::de::DeserializeOwned>(
+    state: &PanelState,
+    headers: &HeaderMap,
+    body: &[u8],
+    to_command: impl FnOnce(T) -> Command,
+) -> Response {
+    let identity = match may_act(state, headers) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let form: T = match serde_json::from_slice(body) {
+        Ok(f) => f,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")),
+    };
+    let Some(shared) = state.shared.upgrade() else {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    };
+    answer(act(&shared, &identity, to_command(form)).await)
+}
+
+type Body = axum::body::Bytes;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareForm {
+    terminal: String,
+    backend: String,
+    access: Option<String>,
+    ttl: Option<String>,
+}
+
+async fn share(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    run(&state, &headers, &body, |f: ShareForm| Command::Share {
+        terminal: f.terminal,
+        backend: f.backend,
+        ttl: f.ttl,
+        grace: None,
+        access: f.access,
+        principal: None,
+        join_timeout: None,
+        max_participants: None,
+        record: false,
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareAction {
+    share_id: String,
+    by: Option<String>,
+}
+
+async fn extend(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    run(&state, &headers, &body, |a: ShareAction| Command::Extend {
+        share_id: a.share_id,
+        by: a.by.unwrap_or_else(|| "5m".into()),
+        principal: None,
+    })
+    .await
+}
+
+async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    run(&state, &headers, &body, |a: ShareAction| Command::Revoke {
+        share_id: a.share_id,
+        principal: None,
+    })
+    .await
+}
+
+async fn rotate(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    run(&state, &headers, &body, |a: ShareAction| Command::Rotate {
+        share_id: a.share_id,
+        principal: None,
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandoffAction {
+    handoff_id: String,
+    reason: Option<String>,
+}
+
+async fn approve(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    run(&state, &headers, &body, |a: HandoffAction| {
+        Command::HandoffApprove {
+            handoff_id: a.handoff_id,
+            principal: None,
+        }
+    })
+    .await
+}
+
+async fn deny(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    run(&state, &headers, &body, |a: HandoffAction| {
+        Command::HandoffDeny {
+            handoff_id: a.handoff_id,
+            principal: None,
+            reason: a.reason,
+        }
+    })
+    .await
+}

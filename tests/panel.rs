@@ -1,0 +1,270 @@
+//! The lane panel in a real browser: Debian's headless Chromium opens the address
+//! `termshare panel` prints, sees one lane per tmux session, sees a share started from
+//! the CLI appear, extends and revokes it from the page (through the daemon's own
+//! admission and audit, as the panel's user), and reconnects by itself when the
+//! daemon restarts. Without the secret there is nothing to see, and a cross-site
+//! request changes nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::*;
+
+/// A loopback port nobody uses now (the daemon must come back on the same one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn panel_url(daemon: &Daemon) -> String {
+    let (code, out, err) = daemon.run(&["panel"]);
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_owned()
+}
+
+/// `METHOD path` on the panel at `base` with `headers` and `body`; (status, headers
+/// and body as text).
+fn http(base: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = base.strip_prefix("http://").unwrap().trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The panel's own Host, unless the test sends another.
+    let own_host = match headers.starts_with("Host:") {
+        true => String::new(),
+        false => format!("Host: {host}\r\n"),
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\n{own_host}Connection: close\r\n{headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    let status = got
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_panel_shows_live_badges_and_acts_as_its_signed_in_user() {
+    let host = Tmux::new("S");
+    host.run(&["new-session", "-d", "-s", "T", "-x", "80", "-y", "24"]);
+    let port = free_port();
+    let extra = format!("[panel]\nlisten = \"127.0.0.1:{port}\"\n");
+    let daemon = Daemon::start(&host, &extra);
+    let url = panel_url(&daemon);
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(url.starts_with(&format!("{base}/?s=")), "{url}");
+
+    // Signed in through the printed address: a lane per tmux session, live.
+    let browser = tokio::task::block_in_place(|| Browser::open(&url));
+    browser
+        .until("document.querySelector('#link-state').textContent === 'live'")
+        .await;
+    browser
+        .until(
+            "[...document.querySelectorAll('.lane')].map(l => l.dataset.terminal).join() === 'S,T'",
+        )
+        .await;
+    let address = browser.eval("location.href").await;
+    assert_eq!(
+        address,
+        format!("{base}/"),
+        "the secret left the address bar"
+    );
+
+    // A share started from the CLI appears on the page within a second.
+    let share = daemon.json(&[
+        "share",
+        "S",
+        "--backend",
+        "tty-share",
+        "--access",
+        "read-only",
+        "--ttl",
+        "10m",
+    ]);
+    let id = share["share_id"].as_str().unwrap().to_owned();
+    let pid = share["worker_pid"].as_i64().unwrap() as i32;
+    let badge = format!("document.querySelector('[data-share=\"{id}\"]')");
+    let took = browser.until(&badge).await;
+    println!("the badge appeared {took:?} after the CLI had its answer");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let shown = browser.eval(&format!("{badge}.innerText")).await;
+    let shown = shown.as_str().unwrap_or_default().to_owned();
+    assert!(
+        shown.contains("tty-share") && shown.contains("read-only"),
+        "{shown}"
+    );
+    assert!(!shown.contains("http://"), "a link is on the page: {shown}");
+
+    // Extend from the page: the countdown moves (10 min → over 14 min).
+    let countdown = format!("{badge}.querySelector('.countdown').textContent");
+    assert!(browser
+        .eval(&countdown)
+        .await
+        .as_str()
+        .unwrap()
+        .starts_with('9'));
+    browser
+        .eval(&format!("{badge}.querySelector('.extend').click()"))
+        .await;
+    browser
+        .until(&format!("{countdown}.startsWith('14m')"))
+        .await;
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("panel.png");
+    browser.screenshot(&shot).await;
+    println!("the panel: {}", shot.display());
+
+    // Revoke from the page: the worker is gone, the badge too, and the record says
+    // who: the panel's user, proven when `termshare panel` asked for the address.
+    browser
+        .eval(&format!("{badge}.querySelector('.revoke').click()"))
+        .await;
+    browser.until(&format!("!{badge}")).await;
+    let gone =
+        tokio::task::block_in_place(|| wait_until(Duration::from_secs(5), || !pid_alive(pid)));
+    assert!(gone.is_some(), "the worker {pid} outlived the revoke");
+    let audit = host.audit();
+    let revoked = audit
+        .iter()
+        .find(|e| e["kind"] == "share.revoked" && e["correlation_id"] == id.as_str())
+        .expect("share.revoked");
+    let me = format!(
+        "human:{}",
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name
+    );
+    assert_eq!(revoked["details"]["by"], me.as_str(), "{revoked}");
+    assert_eq!(
+        revoked["peer"]["uid"],
+        nix::unistd::geteuid().as_raw(),
+        "{revoked}"
+    );
+    let extended = audit
+        .iter()
+        .find(|e| e["kind"] == "share.extended")
+        .expect("share.extended");
+    assert_eq!(extended["details"]["by"], me.as_str());
+
+    // The daemon restarts: the page says it is disconnected, then comes back by itself.
+    daemon.stop();
+    browser
+        .until("document.querySelector('#link-state').textContent.startsWith('disconnected')")
+        .await;
+    let daemon = Daemon::start(&host, &extra);
+    browser
+        .until("document.querySelector('#link-state').textContent === 'live'")
+        .await;
+    browser
+        .until("document.querySelectorAll('.lane').length === 2")
+        .await;
+    drop(browser);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_secret_there_is_nothing_and_a_cross_site_request_changes_nothing() {
+    let host = Tmux::new("S");
+    let daemon = Daemon::start(&host, "[panel]\nlisten = \"127.0.0.1:0\"\n");
+    let url = panel_url(&daemon);
+    let base = url.split("/?s=").next().unwrap().to_owned();
+    let share = daemon.json(&["share", "S", "--backend", "tty-share", "--ttl", "10m"]);
+    let id = share["share_id"].as_str().unwrap().to_owned();
+
+    // A fresh browser at the address without its secret: 401, and no data.
+    let stranger = tokio::task::block_in_place(|| Browser::open(&format!("{base}/")));
+    stranger
+        .until("document.body && document.body.innerText.includes('not signed in')")
+        .await;
+    let page = stranger.eval("document.body.innerText").await;
+    assert!(!page.as_str().unwrap().contains(&id), "{page}");
+    drop(stranger);
+    for path in ["/", "/api/state", "/api/events", &format!("/api/link/{id}")] {
+        let (status, got) = http(&base, "GET", path, "", "");
+        assert_eq!(status, 401, "{path}: {got}");
+        assert!(
+            !got.contains(&id) && !got.contains("lanes"),
+            "{path}: {got}"
+        );
+    }
+    // A used secret is no good twice.
+    let (status, got) = http(&base, "GET", &url[base.len()..], "", "");
+    assert_eq!(status, 303, "{got}");
+    let cookie = got
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        got.contains("HttpOnly") && got.contains("SameSite=Strict"),
+        "{got}"
+    );
+    let (status, _) = http(&base, "GET", &url[base.len()..], "", "");
+    assert_eq!(status, 401);
+    // Signed in, but from another site, or without the CSRF token: refused, and the
+    // share lives on.
+    let (_, state) = http(
+        &base,
+        "GET",
+        "/api/state",
+        &format!("Cookie: {cookie}\r\n"),
+        "",
+    );
+    let csrf = state
+        .split("\"csrf\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = format!("{{\"share_id\":\"{id}\"}}");
+    let json = "Content-Type: application/json\r\n";
+    for headers in [
+        format!(
+            "Cookie: {cookie}\r\n{json}X-Termshare-CSRF: {csrf}\r\nOrigin: http://evil.example\r\n"
+        ),
+        format!(
+            "Cookie: {cookie}\r\n{json}X-Termshare-CSRF: {csrf}\r\nSec-Fetch-Site: cross-site\r\n"
+        ),
+        format!("Cookie: {cookie}\r\n{json}"),
+        format!("Cookie: {cookie}\r\nContent-Type: text/plain\r\nX-Termshare-CSRF: {csrf}\r\n"),
+        format!("{json}X-Termshare-CSRF: {csrf}\r\n"),
+    ] {
+        let (status, got) = http(&base, "POST", "/api/revoke", &headers, &body);
+        assert!(status == 403 || status == 401, "{headers}: {got}");
+    }
+    // Another Host (DNS rebinding) is not the panel.
+    let (status, _) = http(
+        &base,
+        "GET",
+        "/api/state",
+        &format!("Host: evil.example\r\nCookie: {cookie}\r\n"),
+        "",
+    );
+    assert!(status == 421 || status == 400, "{status}");
+    let (_, list, _) = daemon.run(&["list"]);
+    assert!(list.contains(&id), "the share was revoked: {list}");
+    // The same request from the page's own origin, with its token, is taken.
+    let headers =
+        format!("Cookie: {cookie}\r\n{json}X-Termshare-CSRF: {csrf}\r\nOrigin: {base}\r\n");
+    let (status, got) = http(&base, "POST", "/api/revoke", &headers, &body);
+    assert_eq!(status, 200, "{got}");
+    daemon.stop();
+}
