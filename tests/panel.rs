@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::Browser;
+use common::users::*;
 use common::*;
 
 /// A loopback port nobody uses now (the daemon must come back on the same one).
@@ -267,4 +268,79 @@ async fn without_the_secret_there_is_nothing_and_a_cross_site_request_changes_no
     let (status, got) = http(&base, "POST", "/api/revoke", &headers, &body);
     assert_eq!(status, 200, "{got}");
     daemon.stop();
+}
+
+#[test]
+#[ignore = "needs root: adds users"]
+fn an_approver_sees_the_step_waiting_for_them_and_approves_it_from_the_panel() {
+    let host = Tmux::new("S");
+    let users = TestUsers::new(&["alice", "owner", "lead"]);
+    let identities = users.identities(&[
+        ("alice", &["human:alice"]),
+        ("owner", &["human:owner"]),
+        ("lead", &["human:lead"]),
+    ]);
+    let policy = format!(
+        "{}{}",
+        allow_all(&["tty-share"], "1h"),
+        r#"
+[[handoff]]
+id = "human-to-agent"
+from = ["human:*"]
+to = ["agent:*"]
+terminals = ["*"]
+approvers = ["human:owner", "human:lead"]
+step_timeout = "2m"
+agent_access = "read-only"
+"#
+    );
+    let d = SharedDaemon::start_with(
+        &host,
+        &users,
+        &policy,
+        &identities,
+        "[panel]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let handoff = d.json_as(
+        users.user("alice"),
+        &["handoff", "request", "S", "--to", "agent:claude"],
+    )["handoff_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // owner asks for the panel: the page acts as owner, proven on the socket.
+    let (code, url, err) = d.run_as(users.user("owner"), &["panel"]);
+    assert_eq!(code, 0, "{err}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let browser = Browser::open(url.trim());
+        browser
+            .until("document.body.innerText.includes('waiting for human:owner')")
+            .await;
+        let who = browser.eval("document.querySelector('#who').textContent").await;
+        assert_eq!(who, "signed in as human:owner");
+        browser
+            .eval("[...document.querySelectorAll('.handoff button')].find(b => b.textContent === 'Approve').click()")
+            .await;
+        browser
+            .until("document.body.innerText.includes('step 2 of 2, waiting for human:lead')")
+            .await;
+    });
+    let approved = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "handoff.approved")
+        .expect("handoff.approved");
+    assert_eq!(
+        approved["details"]["handoff_id"],
+        handoff.as_str(),
+        "{approved}"
+    );
+    assert_eq!(approved["principal"], "human:owner", "{approved}");
+    assert_eq!(
+        approved["peer"]["uid"],
+        users.user("owner").uid,
+        "{approved}"
+    );
+    d.daemon.stop();
 }

@@ -37,13 +37,24 @@ pub struct SharedDaemon {
 impl SharedDaemon {
     /// `policy` plus the users' `[[identity]]` entries.
     pub fn start(host: &super::Tmux, users: &TestUsers, policy: &str, identities: &str) -> Self {
+        Self::start_with(host, users, policy, identities, "")
+    }
+
+    /// The same, with `extra` config (before its `[service]` section).
+    pub fn start_with(
+        host: &super::Tmux,
+        users: &TestUsers,
+        policy: &str,
+        identities: &str,
+        extra: &str,
+    ) -> Self {
         open_path_to(host.dir.path(), host.dir.path());
         let policy_file = host.dir.path().join("shared-policy.toml");
         std::fs::write(&policy_file, format!("{policy}\n{identities}")).unwrap();
         let daemon = super::Daemon::start_with_policy(
             host,
             &policy_file,
-            &format!("[service]\nsocket_group = \"{}\"\n", users.group),
+            &format!("{extra}\n[service]\nsocket_group = \"{}\"\n", users.group),
         );
         let client_config = host.dir.path().join("client.toml");
         std::fs::write(&client_config, "[service]\ndaemon_user = \"root\"\n").unwrap();

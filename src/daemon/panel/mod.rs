@@ -196,7 +196,9 @@ fn view(shared: &Shared, identity: &Identity, lanes: &[TerminalName]) -> Value {
                 .collect();
             let handoff = badge.handoff.as_ref().map(|h| {
                 let mut v = serde_json::to_value(h).unwrap_or(Value::Null);
-                v["waiting_for"] = json!(h.step.and_then(|i| h.approvers.get(i)));
+                // `step` counts from 1.
+                let waiting = h.step.and_then(|i| h.approvers.get(i.checked_sub(1)?));
+                v["waiting_for"] = json!(waiting);
                 v
             });
             json!({"terminal": t, "shares": shares, "handoff": handoff})

@@ -96,7 +96,7 @@ function handoffView(h) {
   const p = document.createElement("p");
   let text = "Handoff " + h.from + " → " + h.to + ": " + h.state;
   if (h.step !== undefined && h.step !== null) {
-    text += " (step " + (h.step + 1) + " of " + h.of + ", waiting for " + (h.waiting_for || "?") + ")";
+    text += " (step " + h.step + " of " + h.of + ", waiting for " + (h.waiting_for || "?") + ")";
   }
   p.textContent = text;
   box.appendChild(p);
