@@ -162,6 +162,29 @@ async fn the_panel_shows_live_badges_and_acts_as_its_signed_in_user() {
         .expect("share.extended");
     assert_eq!(extended["details"]["by"], me.as_str());
 
+    // Share from the page: lane T's form, through the same admission, as its user.
+    let lane_t = "document.querySelector('.lane[data-terminal=\"T\"]')";
+    browser
+        .eval(&format!(
+            "(() => {{ const f = {lane_t}.querySelector('form'); f.ttl.value = '3m'; \
+             f.requestSubmit(); }})()"
+        ))
+        .await;
+    browser
+        .until(&format!("{lane_t}.querySelector('.badge.active')"))
+        .await;
+    let started = host
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.started" && e["terminal"] == "T")
+        .expect("share.started for T");
+    assert_eq!(started["principal"], me.as_str(), "{started}");
+    assert_eq!(
+        started["peer"]["uid"],
+        nix::unistd::geteuid().as_raw(),
+        "{started}"
+    );
+
     // The daemon restarts: the page says it is disconnected, then comes back by itself.
     daemon.stop();
     browser
@@ -308,6 +331,17 @@ agent_access = "read-only"
         .as_str()
         .unwrap()
         .to_owned();
+    // Text status shows the handoff too, with the approver it waits for.
+    let (code, status, err) = d.run_as(users.user("owner"), &["status"]);
+    assert_eq!(code, 0, "{err}");
+    let row = status
+        .lines()
+        .find(|l| l.contains(&handoff))
+        .unwrap_or_default();
+    assert!(
+        row.contains("pending") && row.contains("1 of 2") && row.ends_with("human:owner"),
+        "{status}"
+    );
     // owner asks for the panel: the page acts as owner, proven on the socket.
     let (code, url, err) = d.run_as(users.user("owner"), &["panel"]);
     assert_eq!(code, 0, "{err}");

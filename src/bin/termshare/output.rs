@@ -96,10 +96,33 @@ pub fn print_audit_warning(audit: &Value) {
     }
 }
 
+/// Each terminal's badge: its live shares, then its latest handoff (with the step and
+/// the approver it waits for).
 pub fn print_badges(board: &Value) {
     let mut rows = Vec::new();
+    let mut handoffs = Vec::new();
     if let Value::Object(terminals) = board {
         for (terminal, badge) in terminals {
+            let h = &badge["handoff"];
+            if h.is_object() {
+                // `step` counts from 1; the approvers are one per step.
+                let waiting = h["step"]
+                    .as_u64()
+                    .and_then(|s| h["approvers"].get(usize::try_from(s).ok()?.checked_sub(1)?))
+                    .map(str_of)
+                    .unwrap_or_else(|| "-".into());
+                handoffs.push(vec![
+                    terminal.clone(),
+                    str_of(&h["handoff_id"]),
+                    format!("{} -> {}", str_of(&h["from"]), str_of(&h["to"])),
+                    str_of(&h["state"]),
+                    match h["step"].as_u64() {
+                        Some(step) => format!("{step} of {}", str_of(&h["of"])),
+                        None => "-".into(),
+                    },
+                    waiting,
+                ]);
+            }
             for s in badge["shares"].as_array().into_iter().flatten() {
                 rows.push(vec![
                     terminal.clone(),
@@ -118,20 +141,34 @@ pub fn print_badges(board: &Value) {
     }
     if rows.is_empty() {
         out!("no live shares");
-        return;
+    } else {
+        print_table(
+            &[
+                "TERMINAL",
+                "SHARE",
+                "BACKEND",
+                "ACCESS",
+                "PARTICIPANTS",
+                "STATE",
+                "EXPIRES IN",
+            ],
+            rows,
+        );
     }
-    print_table(
-        &[
-            "TERMINAL",
-            "SHARE",
-            "BACKEND",
-            "ACCESS",
-            "PARTICIPANTS",
-            "STATE",
-            "EXPIRES IN",
-        ],
-        rows,
-    );
+    if !handoffs.is_empty() {
+        out!("");
+        print_table(
+            &[
+                "TERMINAL",
+                "HANDOFF",
+                "FROM -> TO",
+                "STATE",
+                "STEP",
+                "WAITING FOR",
+            ],
+            handoffs,
+        );
+    }
 }
 
 pub fn print_share(share: &Value, as_json: bool, foreground: bool) {
