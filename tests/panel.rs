@@ -378,3 +378,71 @@ agent_access = "read-only"
     );
     d.daemon.stop();
 }
+
+#[test]
+#[ignore = "needs root: adds users"]
+fn another_user_holding_connections_open_cannot_lock_the_operator_out() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let host = Tmux::new("S");
+    let users = TestUsers::new(&["mallory"]);
+    let daemon = Daemon::start(&host, "[panel]\nlisten = \"127.0.0.1:0\"\n");
+    let url = panel_url(&daemon);
+    let base = url.split("/?s=").next().unwrap().to_owned();
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    // mallory opens 100 connections and holds them, sending nothing.
+    let script = format!(
+        "import socket, sys, time\n\
+         held = []\n\
+         for _ in range(100):\n\
+         \x20   s = socket.create_connection(('127.0.0.1', {port}))\n\
+         \x20   held.append(s)\n\
+         time.sleep(0.5)\n\
+         alive = 0\n\
+         for s in held:\n\
+         \x20   s.setblocking(False)\n\
+         \x20   try:\n\
+         \x20       alive += s.recv(1) != b''\n\
+         \x20   except BlockingIOError:\n\
+         \x20       alive += 1\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         print(alive, flush=True)\n\
+         time.sleep(30)\n"
+    );
+    let mallory = users.user("mallory");
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .uid(mallory.uid)
+        .gid(mallory.gid)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let alive: usize = line.trim().parse().unwrap();
+    println!("mallory holds {alive} of 100 connections");
+    assert_eq!(alive, 32, "one user's part is 32 connections");
+    // The operator still gets in, signs in and reads the panel.
+    let (status, got) = http(&base, "GET", &url[base.len()..], "", "");
+    assert_eq!(status, 303, "{got}");
+    let cookie = got
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let (status, got) = http(
+        &base,
+        "GET",
+        "/api/state",
+        &format!("Cookie: {cookie}\r\n"),
+        "",
+    );
+    assert_eq!(status, 200, "{got}");
+    let _ = child.kill();
+    let _ = child.wait();
+    daemon.stop();
+}

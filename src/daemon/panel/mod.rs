@@ -13,7 +13,8 @@
 //!   browser's `EventSource` reconnects by itself; the cookie is signed, not stored,
 //!   so it is still good after a daemon restart. tmux tells nobody when a session
 //!   appears, so the list of terminals is refreshed every [`LANES_EVERY`].
-//! - **Walls.** No session: 401 and no data. Every action needs the session's CSRF
+//! - **Walls.** Connections are bounded in all and per local user ([`listener`]).
+//!   No session: 401 and no data. Every action needs the session's CSRF
 //!   token in a header, a JSON body, and no cross-site `Origin` or `Sec-Fetch-Site`.
 //!   Requests for another `Host` than the panel's own are refused (DNS rebinding).
 //!   Every answer carries a strict Content-Security-Policy (scripts and styles only
@@ -24,6 +25,7 @@
 //! embedded in the binary (no build step).
 
 mod auth;
+mod listener;
 mod routes;
 
 use std::net::SocketAddr;
@@ -101,7 +103,7 @@ impl Panel {
             let stopped = async move {
                 let _ = until.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app)
+            if let Err(e) = axum::serve(listener::Bounded::new(listener), app)
                 .with_graceful_shutdown(stopped)
                 .await
             {
