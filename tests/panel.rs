@@ -446,3 +446,40 @@ fn another_user_holding_connections_open_cannot_lock_the_operator_out() {
     let _ = child.wait();
     daemon.stop();
 }
+
+#[test]
+fn panel_open_gives_the_browser_a_private_page_never_the_secret_on_a_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Tmux::new("S");
+    let daemon = Daemon::start(&host, "[panel]\nlisten = \"127.0.0.1:0\"\n");
+    // A stand-in xdg-open that writes down what it was given.
+    let bin = host.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let argv = host.dir.path().join("xdg-open.argv");
+    std::fs::write(
+        bin.join("xdg-open"),
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n", argv.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("xdg-open"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = daemon.config.to_str().unwrap().to_owned();
+    let mut cli = Cli::spawn(&["--config", &config, "panel", "--open"], Some(&bin));
+    let (status, out, err) = cli.finish();
+    assert!(status.success(), "{err}");
+    let url = out.trim();
+    let secret = url.split("?s=").nth(1).unwrap();
+    let opened = wait_until(Duration::from_secs(5), || argv.exists());
+    assert!(opened.is_some(), "xdg-open was not run");
+    let given = std::fs::read_to_string(&argv).unwrap();
+    assert!(
+        !given.contains(secret),
+        "the secret was on a command line: {given}"
+    );
+    let page = std::path::PathBuf::from(given.trim());
+    let mode = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", page.display());
+    assert!(page.starts_with(host.runtime_dir()), "{}", page.display());
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(&format!("url={url}\"")), "{html}");
+    daemon.stop();
+}

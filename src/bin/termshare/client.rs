@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use termshare::client::{Client, ClientError, ConnectError};
+use termshare::config::Config;
 use termshare::exit;
 use termshare::protocol::Command as Request;
 
@@ -93,8 +94,10 @@ pub async fn list(socket: &Socket, as_json: bool) -> ExitCode {
 }
 
 /// `termshare panel`: the lane panel's address, signed in as you (a one-time secret,
-/// good for two minutes); with `--open`, handed to `xdg-open` too.
-pub async fn panel(socket: &Socket, open: bool, as_json: bool) -> ExitCode {
+/// good for two minutes). With `--open`, the browser is given a file of yours that
+/// sends it there, never the address itself: a command line is readable by every
+/// local user, who could race the browser to the secret (Jupyter does the same).
+pub async fn panel(config: &Config, socket: &Socket, open: bool, as_json: bool) -> ExitCode {
     let mut client = match connect(socket).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -109,8 +112,12 @@ pub async fn panel(socket: &Socket, open: bool, as_json: bool) -> ExitCode {
         out!("{url}");
     }
     if open {
+        let page = match redirect_page(config, &url) {
+            Ok(p) => p,
+            Err(e) => return fail(exit::INTERNAL, format!("cannot open the panel: {e}")),
+        };
         let opened = std::process::Command::new("xdg-open")
-            .arg(&url)
+            .arg(&page)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -123,6 +130,56 @@ pub async fn panel(socket: &Socket, open: bool, as_json: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A page that sends its browser to `url`: `panel-RANDOM.html`, 0600, in the runtime
+/// directory (checked like every directory termshare writes to). Pages older than a
+/// secret's life are removed first.
+fn redirect_page(config: &Config, url: &str) -> Result<std::path::PathBuf, String> {
+    use std::io::Write as _;
+    let dir = config.runtime_dir().map_err(|e| e.to_string())?;
+    let dir = termshare::secure_fs::open_dir(&dir, true, termshare::secure_fs::Trust::default())
+        .map_err(|e| e.to_string())?;
+    if let Ok(entries) = std::fs::read_dir(dir.path()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let old = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(120));
+            if name.starts_with("panel-") && name.ends_with(".html") && old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+    let name = format!(
+        "panel-{}.html",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let flags =
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL;
+    let mut file = dir.open_file(&name, flags).map_err(|e| e.to_string())?;
+    // The address is the daemon's: http, an IP and port, a base64url secret. Escaped
+    // all the same.
+    let escaped = url
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    write!(
+        file,
+        "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
+         <title>termshare panel</title><a href=\"{escaped}\">Open the termshare panel</a>\n"
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(dir.path().join(name))
 }
 
 pub async fn one_share(socket: &Socket, cmd: Request, as_json: bool) -> ExitCode {

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             Command::Status { watch } => client::status(&socket, watch, json).await,
             Command::Audit(args) => audit::audit(&config, args, json).await,
             Command::Replay(args) => replay::replay(args).await,
-            Command::Panel { open } => client::panel(&socket, open, json).await,
+            Command::Panel { open } => client::panel(&config, &socket, open, json).await,
             Command::Handoff(cmd) => handoff::handoff(&socket, cmd, json).await,
         }
     })
