@@ -173,10 +173,10 @@ fn redirect_page(config: &Config, url: &str) -> Result<std::path::PathBuf, Strin
         .replace('"', "&quot;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    write!(
+    writeln!(
         file,
         "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
-         <title>termshare panel</title><a href=\"{escaped}\">Open the termshare panel</a>\n"
+         <title>termshare panel</title><a href=\"{escaped}\">Open the termshare panel</a>"
     )
     .map_err(|e| e.to_string())?;
     Ok(dir.path().join(name))
