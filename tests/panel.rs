@@ -13,6 +13,24 @@ use common::browser::Browser;
 use common::users::*;
 use common::*;
 
+/// The session cookie (`name=value`) and the page token of a sign-in's answer.
+fn signed_in(answer: &str) -> (String, String) {
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let token = answer
+        .split("name=\"termshare-page-token\" content=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a page token")
+        .to_owned();
+    assert!(!token.is_empty());
+    (cookie, token)
+}
+
 /// A loopback port nobody uses now (the daemon must come back on the same one).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -185,6 +203,14 @@ async fn the_panel_shows_live_badges_and_acts_as_its_signed_in_user() {
         "{started}"
     );
 
+    // A reload keeps the tab signed in (its token stays in the tab).
+    browser
+        .eval("window.beforeReload = true; setTimeout(() => location.reload(), 0)")
+        .await;
+    browser
+        .until("!window.beforeReload && document.readyState === 'complete' && document.querySelector('#link-state').textContent === 'live' && document.querySelector('.lane[data-terminal=\"T\"] .badge')")
+        .await;
+
     // The daemon restarts: the page says it is disconnected, then comes back by itself.
     daemon.stop();
     browser
@@ -226,50 +252,41 @@ async fn without_the_secret_there_is_nothing_and_a_cross_site_request_changes_no
             "{path}: {got}"
         );
     }
-    // A used secret is no good twice.
+    // Signing in: the cookie, and the page with its page token.
     let (status, got) = http(&base, "GET", &url[base.len()..], "", "");
-    assert_eq!(status, 303, "{got}");
-    let cookie = got
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_owned();
+    assert_eq!(status, 200, "{got}");
+    let (cookie, token) = signed_in(&got);
     assert!(
         got.contains("HttpOnly") && got.contains("SameSite=Strict"),
         "{got}"
     );
+    // A used secret is no good twice.
     let (status, _) = http(&base, "GET", &url[base.len()..], "", "");
     assert_eq!(status, 401);
-    // Signed in, but from another site, or without the CSRF token: refused, and the
-    // share lives on.
-    let (_, state) = http(
-        &base,
-        "GET",
-        "/api/state",
-        &format!("Cookie: {cookie}\r\n"),
-        "",
-    );
-    let csrf = state
-        .split("\"csrf\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    // The cookie alone (as a server on another loopback port could be sent it) opens
+    // nothing: no view, no stream, no link.
+    for path in ["/api/state", "/api/events", &format!("/api/link/{id}")] {
+        let (status, got) = http(&base, "GET", path, &format!("Cookie: {cookie}\r\n"), "");
+        assert_eq!(status, 401, "{path}: {got}");
+        assert!(
+            !got.contains(&id) && !got.contains("lanes"),
+            "{path}: {got}"
+        );
+    }
+    let with_token = format!("Cookie: {cookie}\r\nX-Termshare-Token: {token}\r\n");
+    let (status, state) = http(&base, "GET", "/api/state", &with_token, "");
+    assert_eq!(status, 200, "{state}");
+    assert!(state.contains(&id), "{state}");
+    // Signed in, but from another site, or without the token: refused, and the share
+    // lives on.
     let body = format!("{{\"share_id\":\"{id}\"}}");
     let json = "Content-Type: application/json\r\n";
     for headers in [
-        format!(
-            "Cookie: {cookie}\r\n{json}X-Termshare-CSRF: {csrf}\r\nOrigin: http://evil.example\r\n"
-        ),
-        format!(
-            "Cookie: {cookie}\r\n{json}X-Termshare-CSRF: {csrf}\r\nSec-Fetch-Site: cross-site\r\n"
-        ),
+        format!("Cookie: {cookie}\r\n{json}X-Termshare-Token: {token}\r\nOrigin: http://evil.example\r\n"),
+        format!("Cookie: {cookie}\r\n{json}X-Termshare-Token: {token}\r\nSec-Fetch-Site: cross-site\r\n"),
         format!("Cookie: {cookie}\r\n{json}"),
-        format!("Cookie: {cookie}\r\nContent-Type: text/plain\r\nX-Termshare-CSRF: {csrf}\r\n"),
-        format!("{json}X-Termshare-CSRF: {csrf}\r\n"),
+        format!("Cookie: {cookie}\r\nContent-Type: text/plain\r\nX-Termshare-Token: {token}\r\n"),
+        format!("{json}X-Termshare-Token: {token}\r\n"),
     ] {
         let (status, got) = http(&base, "POST", "/api/revoke", &headers, &body);
         assert!(status == 403 || status == 401, "{headers}: {got}");
@@ -287,7 +304,7 @@ async fn without_the_secret_there_is_nothing_and_a_cross_site_request_changes_no
     assert!(list.contains(&id), "the share was revoked: {list}");
     // The same request from the page's own origin, with its token, is taken.
     let headers =
-        format!("Cookie: {cookie}\r\n{json}X-Termshare-CSRF: {csrf}\r\nOrigin: {base}\r\n");
+        format!("Cookie: {cookie}\r\n{json}X-Termshare-Token: {token}\r\nOrigin: {base}\r\n");
     let (status, got) = http(&base, "POST", "/api/revoke", &headers, &body);
     assert_eq!(status, 200, "{got}");
     daemon.stop();
@@ -427,20 +444,10 @@ fn another_user_holding_connections_open_cannot_lock_the_operator_out() {
     assert_eq!(alive, 32, "one user's part is 32 connections");
     // The operator still gets in, signs in and reads the panel.
     let (status, got) = http(&base, "GET", &url[base.len()..], "", "");
-    assert_eq!(status, 303, "{got}");
-    let cookie = got
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_owned();
-    let (status, got) = http(
-        &base,
-        "GET",
-        "/api/state",
-        &format!("Cookie: {cookie}\r\n"),
-        "",
-    );
+    assert_eq!(status, 200, "{got}");
+    let (cookie, token) = signed_in(&got);
+    let headers = format!("Cookie: {cookie}\r\nX-Termshare-Token: {token}\r\n");
+    let (status, got) = http(&base, "GET", "/api/state", &headers, "");
     assert_eq!(status, 200, "{got}");
     let _ = child.kill();
     let _ = child.wait();

@@ -1,6 +1,6 @@
 //! Who the panel's browser is: a one-time secret in the URL `termshare panel` prints,
-//! exchanged on first load for a session cookie (as Jupyter does), and a CSRF token
-//! every action must carry.
+//! exchanged on first load for a session cookie (as Jupyter does), and a page token
+//! every data and action request must carry.
 //!
 //! - The secret is minted over the control socket for the identity the kernel proved
 //!   there (SO_PEERCRED), lives [`SECRET_TTL`], and is good once. At most
@@ -10,8 +10,15 @@
 //!   installation's fingerprint key. So it survives a daemon restart (the page
 //!   reconnects by itself) and the daemon keeps no table of sessions. Each request
 //!   maps the uid to its identity through the policy as it is now.
-//! - The CSRF token is HMAC of the cookie under the same key: the page reads it from
-//!   `/api/state` (same origin only) and sends it in `X-Termshare-CSRF`.
+//! - The cookie alone opens nothing but the (empty) page. Cookies are not kept apart
+//!   by port: any server another local user runs on `127.0.0.1:OTHER` that the
+//!   operator's browser visits would be sent it. So every data and action request
+//!   must also carry the *page token*, HMAC of the cookie under the same key. It is
+//!   handed over once, in the page that took the secret, and the page keeps it in
+//!   `sessionStorage`, which is per origin, port included: it reaches no other port.
+//!   It goes in `X-Termshare-Token` (and, for the event stream, which cannot set a
+//!   header, in its `t` query parameter). A cross-site request cannot carry it: it
+//!   is the CSRF token as well.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -126,16 +133,16 @@ impl PanelAuth {
         })
     }
 
-    /// The CSRF token of a session.
-    pub fn csrf(&self, session: &Session) -> String {
-        let mut input = b"csrf\0".to_vec();
+    /// The page token of a session.
+    pub fn page_token(&self, session: &Session) -> String {
+        let mut input = b"page\0".to_vec();
         input.extend_from_slice(session.cookie.as_bytes());
         URL_SAFE_NO_PAD.encode(hmac(&self.key, &input))
     }
 
-    /// Whether `token` is the session's CSRF token.
-    pub fn csrf_ok(&self, session: &Session, token: &str) -> bool {
-        constant_time_eq(self.csrf(session).as_bytes(), token.as_bytes())
+    /// Whether `token` is the session's page token.
+    pub fn page_token_ok(&self, session: &Session, token: &str) -> bool {
+        constant_time_eq(self.page_token(session).as_bytes(), token.as_bytes())
     }
 }
 
@@ -178,9 +185,10 @@ mod tests {
         assert_eq!(PanelAuth::new(&[8; 32]).session(&cookie), None);
         // The same key (a restarted daemon) does.
         assert!(PanelAuth::new(&[7; 32]).session(&cookie).is_some());
-        let csrf = auth.csrf(&session);
-        assert!(auth.csrf_ok(&session, &csrf));
-        assert!(!auth.csrf_ok(&session, "x"));
+        let token = auth.page_token(&session);
+        assert!(auth.page_token_ok(&session, &token));
+        assert!(!auth.page_token_ok(&session, "x"));
+        assert_ne!(token, cookie, "the token is not the cookie");
     }
 
     #[test]

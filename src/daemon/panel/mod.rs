@@ -4,7 +4,9 @@
 //! - **Who.** `termshare panel` asks the daemon over its socket for the panel's URL;
 //!   the URL carries a one-time secret minted for the identity the kernel proved
 //!   there ([`auth`]). The browser trades it for an `HttpOnly; SameSite=Strict`
-//!   session cookie and from then on acts as that identity, within its rights:
+//!   session cookie and a page token kept in the tab (cookies are shared by every
+//!   port of a host; the tab's storage is not), and from then on acts as that
+//!   identity, within its rights:
 //!   every action is a protocol [`Command`] through the daemon's own `dispatch`, the
 //!   same admission and audit as the CLI.
 //! - **Live.** The page holds one Server-Sent Events stream (`/api/events`): the
@@ -14,8 +16,8 @@
 //!   so it is still good after a daemon restart. tmux tells nobody when a session
 //!   appears, so the list of terminals is refreshed every [`LANES_EVERY`].
 //! - **Walls.** Connections are bounded in all and per local user ([`listener`]).
-//!   No session: 401 and no data. Every action needs the session's CSRF
-//!   token in a header, a JSON body, and no cross-site `Origin` or `Sec-Fetch-Site`.
+//!   No session cookie and page token: 401 and no data. Every action needs both, a
+//!   JSON body, and no cross-site `Origin` or `Sec-Fetch-Site`.
 //!   Requests for another `Host` than the panel's own are refused (DNS rebinding).
 //!   Every answer carries a strict Content-Security-Policy (scripts and styles only
 //!   from the panel itself, nothing inline), `nosniff`, `no-referrer`, no framing, no

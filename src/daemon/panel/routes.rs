@@ -119,10 +119,33 @@ fn signed_in(state: &PanelState, headers: &HeaderMap) -> Result<(Session, Identi
     Ok((session, identity))
 }
 
-/// A signed-in request that may change something: it carries the session's CSRF
-/// token, a JSON body, and nothing that says another site sent it.
-fn may_act(state: &PanelState, headers: &HeaderMap) -> Result<Identity, Refusal> {
+/// A signed-in request for data: it also carries the session's page token (in
+/// `X-Termshare-Token`, or `given` for the event stream), which only the panel's own
+/// page has. The cookie alone, which a server on another loopback port could have
+/// been sent, opens nothing.
+fn with_token(
+    state: &PanelState,
+    headers: &HeaderMap,
+    given: Option<&str>,
+) -> Result<Identity, Refusal> {
     let (session, identity) = signed_in(state, headers)?;
+    let token = headers
+        .get("x-termshare-token")
+        .and_then(|v| v.to_str().ok())
+        .or(given)
+        .unwrap_or_default();
+    if !state.auth.page_token_ok(&session, token) {
+        return Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "this page is not signed in: run `termshare panel` and open the address it prints",
+        ));
+    }
+    Ok(identity)
+}
+
+/// A signed-in request that may change something: it carries the page token, a JSON
+/// body, and nothing that says another site sent it.
+fn may_act(state: &PanelState, headers: &HeaderMap) -> Result<Identity, Refusal> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let cross_site = || refusal(StatusCode::FORBIDDEN, "a cross-site request is refused");
     if let Some(origin) = header("origin") {
@@ -137,14 +160,7 @@ fn may_act(state: &PanelState, headers: &HeaderMap) -> Result<Identity, Refusal>
     if !header("content-type").is_some_and(|t| t.starts_with("application/json")) {
         return Err(cross_site());
     }
-    let token = header("x-termshare-csrf").unwrap_or_default();
-    if !state.auth.csrf_ok(&session, token) {
-        return Err(refusal(
-            StatusCode::FORBIDDEN,
-            "missing or wrong CSRF token",
-        ));
-    }
-    Ok(identity)
+    with_token(state, headers, None)
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -165,64 +181,81 @@ struct Entry {
     s: Option<String>,
 }
 
-/// The page. With `?s=SECRET`: trade it for the session cookie and come back without
-/// it (the secret leaves the address bar and the history).
+/// The page (it holds no data). With `?s=SECRET`: trade the secret for the session
+/// cookie, and hand this page its page token (the page keeps it, and takes the secret
+/// out of its address). Without: the page for a signed-in browser, whose tab still
+/// holds its token (a reload).
 async fn index(
     State(state): State<Shared>,
     Query(entry): Query<Entry>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(secret) = entry.s {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        if !host.is_some_and(|h| state.hosts.iter().any(|ours| ours == h)) {
-            return refused(
-                StatusCode::MISDIRECTED_REQUEST,
-                "this is not the panel's address",
-            );
-        }
-        let Some(cookie) = state.auth.exchange(&secret) else {
-            return refused(
-                StatusCode::UNAUTHORIZED,
-                "this address was used already or is too old: run `termshare panel` again",
-            );
+    let page = |token: &str| {
+        let html = INDEX.replace("{{PAGE_TOKEN}}", token);
+        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+    };
+    let Some(secret) = entry.s else {
+        return match signed_in(&state, &headers) {
+            Ok(_) => page(""),
+            Err(refusal) => refusal.into_response(),
         };
-        let set = format!(
-            "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-            super::auth::SESSION_TTL.as_secs()
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !host.is_some_and(|h| state.hosts.iter().any(|ours| ours == h)) {
+        return refused(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this is not the panel's address",
         );
-        return (
-            StatusCode::SEE_OTHER,
-            [
-                (header::SET_COOKIE, set),
-                (header::LOCATION, "/".to_owned()),
-            ],
-        )
-            .into_response();
     }
-    if let Err(refusal) = signed_in(&state, &headers) {
-        return refusal.into_response();
+    let Some(cookie) = state.auth.exchange(&secret) else {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "this address was used already or is too old: run `termshare panel` again",
+        );
+    };
+    let Some(session) = state.auth.session(&cookie) else {
+        return refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the new session is not valid",
+        );
+    };
+    let set = format!(
+        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        super::auth::SESSION_TTL.as_secs()
+    );
+    let mut response = page(&state.auth.page_token(&session));
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
     }
-    asset("text/html; charset=utf-8", INDEX)
+    response
 }
 
-/// The view now, and the session's CSRF token (same origin only: no CORS).
+/// The view now (same origin only: no CORS).
 async fn state_now(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let (session, identity) = match signed_in(&state, &headers) {
+    let identity = match with_token(&state, &headers, None) {
         Ok(who) => who,
         Err(refusal) => return refusal.into_response(),
     };
     let Some(shared) = state.shared.upgrade() else {
         return refused(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     };
-    let mut v = view(&shared, &identity, &state.lanes.borrow());
-    v["csrf"] = json!(state.auth.csrf(&session));
-    Json(v).into_response()
+    Json(view(&shared, &identity, &state.lanes.borrow())).into_response()
+}
+
+#[derive(Deserialize)]
+struct Stream {
+    /// The page token (an `EventSource` cannot send a header).
+    t: Option<String>,
 }
 
 /// The view on every change, as Server-Sent Events (`event: view`).
-async fn events(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let identity = match signed_in(&state, &headers) {
-        Ok((_, identity)) => identity,
+async fn events(
+    State(state): State<Shared>,
+    Query(stream): Query<Stream>,
+    headers: HeaderMap,
+) -> Response {
+    let identity = match with_token(&state, &headers, stream.t.as_deref()) {
+        Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
     let Some(shared) = state.shared.upgrade() else {
@@ -264,8 +297,8 @@ async fn link(
     Path(share): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let identity = match signed_in(&state, &headers) {
-        Ok((_, identity)) => identity,
+    let identity = match with_token(&state, &headers, None) {
+        Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
     let Some(shared) = state.shared.upgrade() else {

@@ -2,7 +2,11 @@
 // the daemon's event stream (/api/events), actions sent with the session's CSRF token.
 "use strict";
 
-let csrf = "";
+// The page token: handed over once, in the page that took the secret, then kept in
+// this tab (sessionStorage is per origin, port included). Every data and action
+// request carries it; the cookie alone opens nothing.
+const TOKEN_KEY = "termshare-page-token";
+let token = "";
 const lanes = new Map(); // terminal -> its <section>
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -34,7 +38,7 @@ function tick() {
 async function post(path, body) {
   const r = await fetch(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "X-Termshare-CSRF": csrf },
+    headers: { "Content-Type": "application/json", "X-Termshare-Token": token },
     body: JSON.stringify(body),
     credentials: "same-origin",
   });
@@ -63,7 +67,9 @@ function badge(share) {
     action("revoke", "/api/revoke", { share_id: share.share_id }));
   $(".copy", el).addEventListener("click", async () => {
     try {
-      const r = await fetch("/api/link/" + encodeURIComponent(share.share_id), { credentials: "same-origin" });
+      const r = await fetch("/api/link/" + encodeURIComponent(share.share_id), {
+        credentials: "same-origin", headers: { "X-Termshare-Token": token },
+      });
       const l = await r.json();
       if (!r.ok) throw new Error(l.error ? l.error.message : r.statusText);
       await navigator.clipboard.writeText(l.link);
@@ -166,7 +172,7 @@ function render(view) {
 }
 
 function listen() {
-  const events = new EventSource("/api/events");
+  const events = new EventSource("/api/events?t=" + encodeURIComponent(token));
   events.addEventListener("open", () => connection("live", "live"));
   events.addEventListener("view", (e) => render(JSON.parse(e.data)));
   events.addEventListener("error", () => {
@@ -179,11 +185,15 @@ function listen() {
 }
 
 async function start() {
+  const handed = document.querySelector('meta[name="termshare-page-token"]').content;
+  if (handed) sessionStorage.setItem(TOKEN_KEY, handed);
+  token = sessionStorage.getItem(TOKEN_KEY) || "";
+  // The one-time secret has done its work: out of the address bar and the history.
+  if (location.search) history.replaceState(null, "", "/");
   try {
-    const r = await fetch("/api/state", { credentials: "same-origin" });
+    const r = await fetch("/api/state", { credentials: "same-origin", headers: { "X-Termshare-Token": token } });
     if (!r.ok) throw new Error((await r.json()).error.message);
     const view = await r.json();
-    csrf = view.csrf;
     render(view);
   } catch (e) {
     connection("down", "not signed in: " + e.message);
