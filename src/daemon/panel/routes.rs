@@ -96,13 +96,7 @@ fn refused(status: StatusCode, why: &str) -> Response {
 /// Who is asking: a request for this panel's own host, with a good session cookie,
 /// whose user the policy still knows. Anything else gets 401 (or 421) and no data.
 fn signed_in(state: &PanelState, headers: &HeaderMap) -> Result<(Session, Identity), Refusal> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if !host.is_some_and(|h| state.hosts.iter().any(|ours| ours == h)) {
-        return Err(refusal(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this is not the panel's address",
-        ));
-    }
+    own_host(state, headers)?;
     let unauthorized = || {
         refusal(
             StatusCode::UNAUTHORIZED,
@@ -117,6 +111,18 @@ fn signed_in(state: &PanelState, headers: &HeaderMap) -> Result<(Session, Identi
         .identify(session.uid, None)
         .map_err(|why| refusal(StatusCode::FORBIDDEN, &why))?;
     Ok((session, identity))
+}
+
+/// The request is for this panel's own address (a DNS-rebinding page's is not).
+fn own_host(state: &PanelState, headers: &HeaderMap) -> Result<(), Refusal> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match host.is_some_and(|h| state.hosts.iter().any(|ours| ours == h)) {
+        true => Ok(()),
+        false => Err(refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this is not the panel's address",
+        )),
+    }
 }
 
 /// A signed-in request for data: it also carries the session's page token (in
@@ -200,12 +206,8 @@ async fn index(
             Err(refusal) => refusal.into_response(),
         };
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if !host.is_some_and(|h| state.hosts.iter().any(|ours| ours == h)) {
-        return refused(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this is not the panel's address",
-        );
+    if let Err(refusal) = own_host(&state, &headers) {
+        return refusal.into_response();
     }
     let Some(cookie) = state.auth.exchange(&secret) else {
         return refused(
