@@ -342,6 +342,13 @@ impl Config {
         let addr: std::net::SocketAddr = s
             .parse()
             .map_err(|_| format!("panel.listen `{s}` must be IP:PORT, e.g. 127.0.0.1:7681"))?;
+        if addr.ip().is_unspecified() {
+            // The page only answers requests for its own address (DNS rebinding):
+            // it must have one.
+            return Err(format!(
+                "panel.listen `{s}` must name one address (e.g. 127.0.0.1:7681), not all of them"
+            ));
+        }
         if !addr.ip().is_loopback() && !self.panel.expose_beyond_loopback {
             return Err(format!(
                 "panel.listen `{s}` is not a loopback address: the panel is plain HTTP; \

@@ -74,3 +74,22 @@ fn bad_values_are_errors() {
         assert!(Config::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_panel_listens_on_loopback_unless_told_and_on_one_address() {
+    let panel = |text: &str| Config::parse(text).unwrap().panel_addr();
+    assert_eq!(panel("").unwrap(), None);
+    assert_eq!(
+        panel("[panel]\nlisten = \"127.0.0.1:7681\"\n").unwrap(),
+        Some("127.0.0.1:7681".parse().unwrap())
+    );
+    let err = panel("[panel]\nlisten = \"192.0.2.1:7681\"\n").unwrap_err();
+    assert!(err.contains("expose_beyond_loopback"), "{err}");
+    let exposed = "[panel]\nlisten = \"192.0.2.1:7681\"\nexpose_beyond_loopback = true\n";
+    assert!(panel(exposed).unwrap().is_some());
+    let err = panel("[panel]\nlisten = \"0.0.0.0:7681\"\nexpose_beyond_loopback = true\n")
+        .unwrap_err();
+    assert!(err.contains("one address"), "{err}");
+    assert!(panel("[panel]\nlisten = \"nowhere\"\n").is_err());
+    assert!(Config::parse("[panel]\nport = 1\n").is_err(), "unknown keys are refused");
+}
