@@ -87,9 +87,12 @@ fn the_panel_listens_on_loopback_unless_told_and_on_one_address() {
     assert!(err.contains("expose_beyond_loopback"), "{err}");
     let exposed = "[panel]\nlisten = \"192.0.2.1:7681\"\nexpose_beyond_loopback = true\n";
     assert!(panel(exposed).unwrap().is_some());
-    let err = panel("[panel]\nlisten = \"0.0.0.0:7681\"\nexpose_beyond_loopback = true\n")
-        .unwrap_err();
+    let err =
+        panel("[panel]\nlisten = \"0.0.0.0:7681\"\nexpose_beyond_loopback = true\n").unwrap_err();
     assert!(err.contains("one address"), "{err}");
     assert!(panel("[panel]\nlisten = \"nowhere\"\n").is_err());
-    assert!(Config::parse("[panel]\nport = 1\n").is_err(), "unknown keys are refused");
+    assert!(
+        Config::parse("[panel]\nport = 1\n").is_err(),
+        "unknown keys are refused"
+    );
 }
