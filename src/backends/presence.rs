@@ -116,7 +116,10 @@ impl PresenceTracker {
             .store(self.connected.len() as i64, Ordering::Relaxed);
     }
 
+    /// Pass `event` on, the count it leaves already published (a reader that has the
+    /// event sees the count after it).
     fn send(&self, event: ParticipantEvent) {
+        self.publish();
         // The session drains this queue as fast as a relay can announce joins; a
         // full queue means the session is gone or stuck, and its count is moot.
         if let Err(e) = self.events.try_send(event) {
