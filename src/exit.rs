@@ -26,6 +26,8 @@ pub const AUDIT_UNAVAILABLE: i32 = 9;
 pub const REVOKE_DEADLINE_MISSED: i32 = 10;
 /// No daemon answers on the control socket (for commands that need one).
 pub const NO_DAEMON: i32 = 11;
+/// The fleet database cannot be reached or has no fleet schema (`termshare fleet`).
+pub const FLEET_UNAVAILABLE: i32 = 12;
 
 /// The exit code of an error.
 pub fn code(e: &ShareError) -> i32 {

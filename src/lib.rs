@@ -22,6 +22,8 @@ pub mod config;
 pub mod daemon;
 mod embed;
 pub mod exit;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod launch;
 pub mod limits;
 #[cfg(feature = "metrics-endpoint")]

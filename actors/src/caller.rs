@@ -50,6 +50,19 @@ pub struct Identity {
     principals: Vec<Principal>,
     peer: Option<Peer>,
     operator: bool,
+    /// Set when the action carries out a fleet revoke order (`termshare fleet revoke`).
+    fleet_order: Option<FleetOrder>,
+}
+
+/// A revoke ordered through the fleet database: the order's id and the PostgreSQL role
+/// that recorded it. Who may order is decided by the database's grants, so the role
+/// is the proven identity here; the audit event names both (`by`, `fleet_order`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetOrder {
+    /// The order's id (`revoke_orders.order_id`).
+    pub order_id: uuid::Uuid,
+    /// The database role that inserted the order (`revoke_orders.ordered_by`).
+    pub ordered_by: String,
 }
 
 impl Identity {
@@ -61,6 +74,7 @@ impl Identity {
             principals,
             peer: Some(peer),
             operator,
+            fleet_order: None,
         }
     }
 
@@ -72,7 +86,25 @@ impl Identity {
             principals: vec![principal.clone()],
             peer: None,
             operator: true,
+            fleet_order: None,
         }
+    }
+
+    /// The daemon carrying out a fleet revoke `order` on a share of `owner`: the
+    /// database's grants decided who may order it; the daemon acts on any share.
+    pub fn fleet_order(order: FleetOrder, owner: &Principal) -> Self {
+        Identity {
+            key: format!("fleet:{}", order.order_id),
+            principals: vec![owner.clone()],
+            peer: None,
+            operator: true,
+            fleet_order: Some(order),
+        }
+    }
+
+    /// The fleet order this action carries out, if any.
+    pub fn order(&self) -> Option<&FleetOrder> {
+        self.fleet_order.as_ref()
     }
 
     /// The receiver of a completed handoff: the approval chain vouches for it, for the
@@ -87,6 +119,7 @@ impl Identity {
             principals: vec![receiver.clone()],
             peer,
             operator: false,
+            fleet_order: None,
         }
     }
 

@@ -40,7 +40,7 @@ mod worker;
 
 pub use audit::{AuditEvent, AuditKind, ShareEvent, ShareEvents, ShareEventsError, ShareUpdate};
 pub use badge::{Badge, BadgeHandoff, BadgeShare, Badges};
-pub use caller::{Caller, Identity, Peer};
+pub use caller::{Caller, FleetOrder, Identity, Peer};
 pub use error::{BackendError, InvalidInput, ShareError};
 pub use handoff::{
     Approval, HandoffPackage, HandoffRequest, HandoffState, HandoffView, Refusal,

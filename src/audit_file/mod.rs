@@ -19,6 +19,7 @@
 //! - Beside the log lives the installation's fingerprint key ([`load_fingerprint_key`]).
 
 mod recovery;
+mod tail;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -33,6 +34,7 @@ use crate::config::Durability;
 use crate::secure_fs::{self, SafeDir, Trust, UnsafePath};
 
 pub use recovery::RESTARTED;
+pub use tail::{Batch, Committed, LogTail, TailError, TailedEvent};
 
 /// The audit log file as an [`AuditSink`]: appends batches, records its own start and stop.
 pub struct JsonlFileSink {
@@ -49,6 +51,9 @@ pub struct JsonlFileSink {
     good_len: u64,
     next_seq: u64,
     last_sync: Instant,
+    /// What is in the file for good (length, last seq), for readers that follow it
+    /// ([`JsonlFileSink::tail`]): published after each successful append.
+    committed: tokio::sync::watch::Sender<Committed>,
 }
 
 /// What reopening found and did.
@@ -120,6 +125,10 @@ impl JsonlFileSink {
             good_len,
             next_seq: recovery.last_seq + 1,
             last_sync: Instant::now(),
+            committed: tokio::sync::watch::Sender::new(Committed {
+                len: good_len,
+                last_seq: recovery.last_seq,
+            }),
         };
         let mut events = Vec::new();
         if alone {
@@ -173,6 +182,14 @@ impl JsonlFileSink {
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A reader that follows what this sink commits (the fleet's shipper): its own
+    /// descriptor of the same file, reading only bytes a successful append left there,
+    /// so a write cut back after a failure is never read.
+    pub fn tail(&self) -> std::io::Result<LogTail> {
+        let file = self.file.try_clone()?;
+        Ok(LogTail::new(file, self.committed.subscribe()))
     }
 
     /// Go as a kill -9 would: the file (and its lock) closed, no `service.stopped`.
@@ -286,6 +303,10 @@ impl AuditSink for JsonlFileSink {
         }
         self.good_len += buf.len() as u64;
         self.next_seq = events.last().map_or(self.next_seq, |e| e.seq + 1);
+        self.committed.send_replace(Committed {
+            len: self.good_len,
+            last_seq: self.next_seq - 1,
+        });
         Ok(())
     }
 

@@ -82,6 +82,7 @@ fn a_failing_disk_is_an_error_not_a_panic() {
         good_len: 0,
         next_seq: 1,
         last_sync: Instant::now(),
+        committed: tokio::sync::watch::Sender::new(Default::default()),
     };
     let err = sink.append(&[event(1)]).unwrap_err();
     assert!(err.contains("No space left"), "{err}");

@@ -223,3 +223,18 @@ pub struct RecordingSection {
     /// whose recording reaches it ends (failed): it is never watched unrecorded.
     pub max_bytes: Option<u64>,
 }
+
+/// `[fleet]`: PostgreSQL for the fleet's audit, live view and revoke orders.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// `database`: a libpq URI (`postgresql://user@/termshare?host=/run/postgresql`) or
+    /// key=value string (`host=/run/postgresql dbname=termshare`). TLS as libpq:
+    /// `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`) and
+    /// `sslrootcert`.
+    pub database: Option<String>,
+    /// `host_id`: this host's name in the fleet (default: derived from /etc/machine-id).
+    pub host_id: Option<String>,
+    /// `lease`: a host silent this long is shown as unreachable (default 10s).
+    pub lease: Option<String>,
+}

@@ -120,7 +120,12 @@ pub(super) async fn dispatch(
         Command::Status {} => {
             let board = peers::visible_board(&ts.badges().borrow(), identity);
             let badges = serde_json::to_value(&board).map_err(ShareError::internal)?;
-            Ok(json!({"badges": badges, "audit": audit_status(ts)}))
+            let mut status = json!({"badges": badges, "audit": audit_status(ts)});
+            #[cfg(feature = "fleet")]
+            if let Some(fleet) = ts.fleet() {
+                status["fleet"] = serde_json::to_value(fleet).map_err(ShareError::internal)?;
+            }
+            Ok(status)
         }
         Command::Watch {} | Command::Panel {} => {
             unreachable!("handled by the connection loop")

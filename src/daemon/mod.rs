@@ -122,12 +122,15 @@ pub struct PanelConfig {
 }
 
 /// Serve until `shutdown` resolves, then stop every share and remove the socket.
+/// With `fleet` (`[fleet]`), the host also ships its audit log, keeps its lease and
+/// live shares in the database, and carries out fleet revoke orders.
 pub async fn serve(
     ts: Termshare,
     peers: PeerMap,
     listener: UnixListener,
     path: PathBuf,
     panel: Option<PanelConfig>,
+    fleet: Option<crate::config::FleetSettings>,
     shutdown: impl Future<Output = ()>,
 ) -> Vec<termshare_actors::RevokeReport> {
     let shared = Arc::new(Shared {
@@ -158,6 +161,12 @@ pub async fn serve(
     #[cfg(not(feature = "panel"))]
     if panel.is_some() {
         tracing::error!("this build has no lane panel (cargo feature `panel`)");
+    }
+    #[cfg(feature = "fleet")]
+    let mut fleet = fleet.and_then(|settings| fleet_port::start(&shared, &settings));
+    #[cfg(not(feature = "fleet"))]
+    if fleet.is_some() {
+        tracing::error!("this build has no fleet support (cargo feature `fleet`)");
     }
     let connections_pool = Pool::new(MAX_CONNECTIONS, MAX_OTHERS, MAX_PER_OTHER_USER);
     let owner = nix::unistd::geteuid().as_raw();
@@ -210,7 +219,13 @@ pub async fn serve(
     // Aborting connection tasks is safe: every operation's state lives in the actors,
     // not in a connection task; an aborted caller only loses its answer.
     connections.shutdown().await;
-    match Arc::try_unwrap(shared) {
+    // The fleet agent lets go of the service first; its shipper then ships what the
+    // stop itself writes.
+    #[cfg(feature = "fleet")]
+    if let Some(fleet) = fleet.as_mut() {
+        fleet.detach().await;
+    }
+    let reports = match Arc::try_unwrap(shared) {
         Ok(shared) => shared.ts.shutdown().await,
         Err(shared) => {
             // Every connection task has been joined, so this does not happen; if it
@@ -218,6 +233,62 @@ pub async fn serve(
             tracing::error!("connections still hold the service at shutdown");
             shared.ts.kill_workers();
             Vec::new()
+        }
+    };
+    #[cfg(feature = "fleet")]
+    if let Some(fleet) = fleet {
+        fleet.finish(FLEET_FINISH).await;
+    }
+    reports
+}
+
+/// How long a stopping daemon gives the fleet to take its last events and sign off.
+#[cfg(feature = "fleet")]
+const FLEET_FINISH: Duration = Duration::from_secs(3);
+
+/// The fleet agent's view of the daemon's termshare.
+#[cfg(feature = "fleet")]
+mod fleet_port {
+    use std::sync::Arc;
+
+    use termshare_actors::{Badges, Caller, RevokeReport, ShareError, ShareId, ShareInfo};
+    use tokio::sync::watch;
+
+    use super::Shared;
+    use crate::config::FleetSettings;
+    use crate::fleet::{FleetAgent, FleetHost};
+
+    struct Port(Arc<Shared>);
+
+    #[async_trait::async_trait]
+    impl FleetHost for Port {
+        async fn live_shares(&self) -> Result<Vec<ShareInfo>, ShareError> {
+            self.0.ts.list().await
+        }
+        async fn revoke(&self, share: ShareId, caller: Caller) -> Result<RevokeReport, ShareError> {
+            self.0.ts.revoke(share, caller).await
+        }
+        fn changes(&self) -> watch::Receiver<Badges> {
+            self.0.ts.badges()
+        }
+    }
+
+    /// Start the fleet tasks; `None` (logged) if they cannot be.
+    pub(super) fn start(shared: &Arc<Shared>, settings: &FleetSettings) -> Option<FleetAgent> {
+        let Some(tail) = shared.ts.take_audit_tail() else {
+            tracing::error!("[fleet]: termshare was started without its audit reader");
+            return None;
+        };
+        match FleetAgent::start(settings, tail, Arc::new(Port(shared.clone()))) {
+            Ok(agent) => {
+                shared.ts.set_fleet_status(agent.status().clone());
+                tracing::info!(host_id = %settings.host_id, "fleet: shipping audit events and keeping the lease");
+                Some(agent)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "[fleet] cannot start");
+                None
+            }
         }
     }
 }

@@ -170,6 +170,17 @@ impl<'a> Builder<'a> {
             .map_err(audit_err)?;
         let fingerprint_key =
             crate::audit_file::load_fingerprint_key(&audit_path).map_err(audit_err)?;
+        // With `[fleet]`, the shipper follows what the sink commits.
+        #[cfg(feature = "fleet")]
+        let audit_tail = match config.fleet.is_some() {
+            true => Some(sink.tail().map_err(|source| {
+                audit_err(UnsafePath::Io {
+                    path: audit_path.clone(),
+                    source,
+                })
+            })?),
+            false => None,
+        };
         let deps = ServiceDeps {
             backends,
             policy: Arc::new(policy),
@@ -181,7 +192,14 @@ impl<'a> Builder<'a> {
             Some(sup) => ShareService::start_linked(deps, settings, sup).await?,
             None => ShareService::start(deps, settings).await?,
         };
-        Ok(Termshare::from_parts(service, spawner, host, instance))
+        Ok(Termshare::from_parts(
+            service,
+            spawner,
+            host,
+            instance,
+            #[cfg(feature = "fleet")]
+            audit_tail,
+        ))
     }
 }
 

@@ -27,6 +27,12 @@ pub struct Termshare {
     host: Arc<crate::terminal::TmuxHost>,
     /// Backends' scratch directories live here; removed when termshare stops.
     _instance: Arc<InstanceDir>,
+    /// With `[fleet]`: a reader of the audit log for the shipper, until taken.
+    #[cfg(feature = "fleet")]
+    audit_tail: parking_lot::Mutex<Option<crate::audit_file::LogTail>>,
+    /// With `[fleet]`, once its tasks run: how shipping and the lease are doing.
+    #[cfg(feature = "fleet")]
+    fleet_status: std::sync::OnceLock<Arc<crate::fleet::FleetStatus>>,
 }
 
 impl Termshare {
@@ -35,13 +41,36 @@ impl Termshare {
         spawner: Arc<ProcessSpawner>,
         host: Arc<crate::terminal::TmuxHost>,
         instance: Arc<InstanceDir>,
+        #[cfg(feature = "fleet")] audit_tail: Option<crate::audit_file::LogTail>,
     ) -> Self {
         Termshare {
             service: Some(service),
             spawner,
             host,
             _instance: instance,
+            #[cfg(feature = "fleet")]
+            audit_tail: parking_lot::Mutex::new(audit_tail),
+            #[cfg(feature = "fleet")]
+            fleet_status: std::sync::OnceLock::new(),
         }
+    }
+
+    /// With `[fleet]`: the audit log's reader for the fleet's shipper (once).
+    #[cfg(feature = "fleet")]
+    pub fn take_audit_tail(&self) -> Option<crate::audit_file::LogTail> {
+        self.audit_tail.lock().take()
+    }
+
+    /// Where the fleet's tasks report (set once, by whoever runs them).
+    #[cfg(feature = "fleet")]
+    pub fn set_fleet_status(&self, status: Arc<crate::fleet::FleetStatus>) {
+        let _ = self.fleet_status.set(status);
+    }
+
+    /// With `[fleet]` running: shipping lag and lease, for `termshare status`.
+    #[cfg(feature = "fleet")]
+    pub fn fleet(&self) -> Option<crate::fleet::FleetReport> {
+        self.fleet_status.get().map(|s| s.report())
     }
 
     /// Every terminal the host has (each session of its tmux server), shared or not.

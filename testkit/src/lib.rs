@@ -5,12 +5,14 @@
 
 mod participant;
 mod policies;
+pub mod postgres;
 mod procs;
 mod tmux;
 pub mod users;
 
 pub use participant::Participant;
 pub use policies::{allow_all, handoff_chain, policy, NO_AGENT_WRITES};
+pub use postgres::Postgres;
 pub use procs::{
     descendants, environ_of, pid_alive, processes_mentioning, processes_where, wait_until,
 };

@@ -202,10 +202,16 @@ impl AuditEvent {
     }
 
     /// Who took the action: `details.by` is the principal it acted as, and `peer` the
-    /// process behind it, when it came over the socket.
+    /// process behind it, when it came over the socket. A fleet revoke order is
+    /// `by: "fleet:ROLE"` (the database role that ordered it) with `fleet_order`.
     pub fn by(self, caller: &Caller) -> Self {
-        self.asked_by(caller)
-            .detail("by", caller.principal.as_str())
+        let event = self.asked_by(caller);
+        match caller.identity.order() {
+            Some(order) => event
+                .detail("by", format!("fleet:{}", order.ordered_by))
+                .detail("fleet_order", order.order_id.to_string()),
+            None => event.detail("by", caller.principal.as_str()),
+        }
     }
 
     /// The process behind the action (`peer`), when it came over the socket; for events

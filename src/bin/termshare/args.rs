@@ -83,6 +83,87 @@ pub enum Command {
     /// Hand a terminal to another principal through the policy's approval chain.
     #[command(subcommand)]
     Handoff(HandoffCommand),
+    /// The fleet, through its PostgreSQL database (`[fleet] database`).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Subcommand)]
+pub enum FleetCommand {
+    /// Every host and its live shares (a host whose lease lapsed: unreachable).
+    List {
+        #[command(flatten)]
+        db: FleetDb,
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only this principal's shares.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only shares over this backend.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// The fleet's audit: `termshare audit`'s filters, plus --host.
+    Audit {
+        #[command(flatten)]
+        db: FleetDb,
+        /// Only this host's events.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// At most this many events (the earliest that match).
+        #[arg(long, default_value_t = 10_000)]
+        limit: i64,
+    },
+    /// Revoke the matching shares on every host; waits for each live host's answer.
+    Revoke {
+        #[command(flatten)]
+        db: FleetDb,
+        /// Every share of this principal.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Every share on this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// This share.
+        #[arg(long)]
+        share: Option<String>,
+        /// Why, kept with the order.
+        #[arg(long)]
+        reason: Option<String>,
+        /// How long to wait for the hosts' answers.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct FleetDb {
+    /// The database (a libpq URI or key=value string); default: the config's
+    /// `[fleet] database`.
+    #[arg(long)]
+    pub database: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct AuditFilterArgs {
+    /// Only events of this share or handoff (correlation id).
+    #[arg(long, alias = "correlation")]
+    pub share: Option<String>,
+    /// Only events of this terminal.
+    #[arg(long)]
+    pub terminal: Option<String>,
+    /// Only events of this kind (`share.revoked`, or just `revoked`).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only events at or after this time: RFC 3339, or a duration meaning "ago" (10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -126,21 +207,8 @@ pub enum HandoffCommand {
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
-    /// Only events of this share or handoff (correlation id).
-    #[arg(long, alias = "correlation")]
-    pub share: Option<String>,
-    /// Only events of this terminal.
-    #[arg(long)]
-    pub terminal: Option<String>,
-    /// Only events of this kind (`share.revoked`, or just `revoked`).
-    #[arg(long)]
-    pub kind: Option<String>,
-    /// Only events at or after this time: RFC 3339, or a duration meaning "ago" (10m).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Only events before this time (same forms as --since).
-    #[arg(long)]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub filter: AuditFilterArgs,
     /// Keep printing events as they are written.
     #[arg(long)]
     pub follow: bool,

@@ -9,11 +9,11 @@ use termshare::actors::AuditEvent;
 use termshare::config::Config;
 use termshare::exit;
 
-use crate::args::AuditArgs;
+use crate::args::{AuditArgs, AuditFilterArgs};
 use crate::output::fail;
 
 /// An RFC 3339 time, or a duration meaning that long ago.
-fn parse_when(s: &str) -> Result<SystemTime, String> {
+pub fn parse_when(s: &str) -> Result<SystemTime, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         return Ok(t);
     }
@@ -24,16 +24,18 @@ fn parse_when(s: &str) -> Result<SystemTime, String> {
         .ok_or_else(|| format!("`{s}` is too long ago"))
 }
 
-struct AuditFilter {
-    share: Option<uuid::Uuid>,
-    terminal: Option<String>,
-    kind: Option<String>,
-    since: Option<SystemTime>,
-    until: Option<SystemTime>,
+/// `--share`, `--terminal`, `--kind`, `--since`, `--until`, checked (the fleet's
+/// audit takes the same).
+pub struct AuditFilter {
+    pub share: Option<uuid::Uuid>,
+    pub terminal: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
 }
 
 impl AuditFilter {
-    fn new(a: &AuditArgs) -> Result<Self, String> {
+    pub fn new(a: &AuditFilterArgs) -> Result<Self, String> {
         let share = a
             .share
             .as_deref()
@@ -71,13 +73,19 @@ impl AuditFilter {
     }
 }
 
-fn print_audit_line(e: &AuditEvent, as_json: bool) {
+pub fn print_audit_line(e: &AuditEvent, as_json: bool) {
     if as_json {
         out!("{}", serde_json::to_string(e).unwrap_or_default());
         return;
     }
+    out!("{}", audit_line_text(e));
+}
+
+/// One event as a line of text: seq, time, kind, correlation id, principal,
+/// terminal, backend, details.
+pub fn audit_line_text(e: &AuditEvent) -> String {
     let details: Vec<String> = e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    out!(
+    format!(
         "{:>6}  {}  {:<20}  {}  {}  {}  {}  {}",
         e.seq,
         humantime::format_rfc3339_millis(e.at),
@@ -87,11 +95,11 @@ fn print_audit_line(e: &AuditEvent, as_json: bool) {
         e.terminal.as_ref().map_or("-", |t| t.as_str()),
         e.backend.as_ref().map_or("-", |b| b.as_str()),
         details.join(" ")
-    );
+    )
 }
 
 pub async fn audit(config: &Config, args: AuditArgs, as_json: bool) -> ExitCode {
-    let filter = match AuditFilter::new(&args) {
+    let filter = match AuditFilter::new(&args.filter) {
         Ok(f) => f,
         Err(e) => return fail(exit::INVALID, e),
     };

@@ -235,6 +235,7 @@ pub async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
                     out!("{status}");
                 } else {
                     print_audit_warning(&status["audit"]);
+                    print_fleet(&status["fleet"]);
                     print_badges(&status["badges"]);
                 }
                 ExitCode::SUCCESS
@@ -267,6 +268,30 @@ pub async fn status(socket: &Socket, watch: bool, as_json: bool) -> ExitCode {
             print!("\x1b[2J\x1b[H");
             print_audit_warning(&event["audit"]);
             print_badges(&event["badges"]);
+        }
+    }
+}
+
+/// With `[fleet]`: the host id, the shipping lag, the lease, and any error.
+fn print_fleet(fleet: &Value) {
+    if fleet.is_null() {
+        return;
+    }
+    out!(
+        "fleet: host {}, shipped seq {} of {} (lag {} events), lease {}",
+        fleet["host_id"].as_str().unwrap_or("?"),
+        fleet["shipped_seq"],
+        fleet["committed_seq"],
+        fleet["lag_events"],
+        if fleet["lease_held"].as_bool() == Some(true) {
+            "held"
+        } else {
+            "not held"
+        }
+    );
+    for key in ["shipper_error", "agent_error"] {
+        if let Some(e) = fleet[key].as_str() {
+            out!("fleet: {}: {e}", key.replace('_', " "));
         }
     }
 }

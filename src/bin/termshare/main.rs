@@ -14,6 +14,8 @@ mod output;
 mod args;
 mod audit;
 mod client;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod handoff;
 mod replay;
 mod serve;
@@ -104,6 +106,13 @@ fn main() -> ExitCode {
             Command::Replay(args) => replay::replay(args).await,
             Command::Panel { open } => client::panel(&config, &socket, open, json).await,
             Command::Handoff(cmd) => handoff::handoff(&socket, cmd, json).await,
+            #[cfg(feature = "fleet")]
+            Command::Fleet(cmd) => fleet::fleet(&config, cmd, json).await,
+            #[cfg(not(feature = "fleet"))]
+            Command::Fleet(_) => fail(
+                exit::INVALID,
+                "this build has no fleet support (cargo feature `fleet`)",
+            ),
         }
     })
 }
@@ -129,7 +138,10 @@ fn init_logging(config: &Config, daemon: bool) {
 /// The daemon's socket (`--socket`, else the config's), and whom to trust on it.
 /// `audit` needs none.
 fn socket_of(config: &Config, cli: &Cli) -> Result<Socket, ExitCode> {
-    let needs_socket = !matches!(cli.command, Command::Audit(_) | Command::Replay(_));
+    let needs_socket = !matches!(
+        cli.command,
+        Command::Audit(_) | Command::Replay(_) | Command::Fleet(_)
+    );
     let path = match config.socket_path(cli.socket.as_deref()) {
         Ok(s) => s,
         Err(e) if needs_socket => return Err(fail(exit::INVALID, e)),

@@ -37,6 +37,23 @@ pub async fn serve(
             ),
         );
     }
+    let fleet = match config.fleet() {
+        Ok(f) => f,
+        Err(e) => return fail(exit::INVALID, e),
+    };
+    #[cfg(not(feature = "fleet"))]
+    if fleet.is_some() {
+        return fail(
+            exit::INVALID,
+            "[fleet]: this build has no fleet support (cargo feature `fleet`)",
+        );
+    }
+    #[cfg(feature = "fleet")]
+    if let Some(f) = &fleet {
+        if let Err(e) = termshare::fleet::Target::parse(&f.database) {
+            return fail(exit::INVALID, e);
+        }
+    }
     let policy_desc = match &policy_path {
         Some(p) => format!("{} ({} rules)", p.display(), policy.rules.len()),
         None => "none: every share is denied".into(),
@@ -94,6 +111,15 @@ pub async fn serve(
             "panel:     {}",
             panel_addr.map_or("off".into(), |p| format!(
                 "http://{p}/ (termshare panel prints a signed-in address)"
+            ))
+        );
+        out!(
+            "fleet:     {}",
+            fleet.as_ref().map_or("off".into(), |f| format!(
+                "host {} (lease {}){}",
+                f.host_id,
+                humantime::format_duration(f.lease),
+                fleet_target(&f.database)
             ))
         );
         return ExitCode::SUCCESS;
@@ -158,12 +184,35 @@ pub async fn serve(
             _ = sigterm.recv() => {}
         }
     };
-    let reports = daemon::serve(ts, peers, listener, socket.to_path_buf(), panel, shutdown).await;
+    let reports = daemon::serve(
+        ts,
+        peers,
+        listener,
+        socket.to_path_buf(),
+        panel,
+        fleet,
+        shutdown,
+    )
+    .await;
     tracing::info!(
         shares = reports.len(),
         "termshare daemon stopped every share; exiting"
     );
     ExitCode::SUCCESS
+}
+
+/// Where the fleet's database is, as far as can be told without its password.
+#[cfg(feature = "fleet")]
+fn fleet_target(database: &str) -> String {
+    match termshare::fleet::Target::parse(database) {
+        Ok(t) => format!(", database {t:?}"),
+        Err(e) => format!(", {e}"),
+    }
+}
+
+#[cfg(not(feature = "fleet"))]
+fn fleet_target(_database: &str) -> String {
+    String::new()
 }
 
 /// Each connection and worker holds descriptors: raise the soft limit to the hard one

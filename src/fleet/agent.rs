@@ -1,0 +1,733 @@
+//! The host in the fleet: its lease, its live shares, and the revoke orders it
+//! carries out; and [`FleetAgent`], which runs this and the audit shipper beside a
+//! daemon.
+//!
+//! One connection does it all, so what the fleet sees of a host is what one
+//! connection could tell: while it holds, the lease is renewed every third of its
+//! length; the live view is rewritten on every lifecycle change (the badge board's
+//! wake-up); orders arrive by `LISTEN termshare_revoke_orders`. After any failure it
+//! reconnects with backoff, re-registers, writes what it could not, LISTENs again and
+//! then reads every order it has not acknowledged (so an order made while it was away
+//! is carried out on its return), and rewrites its live shares from scratch.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::{json, Value};
+use termshare_actors::{
+    Badges, Caller, FleetOrder, Identity, RevokeReport, ShareError, ShareId, ShareInfo,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::connect::{Db, Target};
+use super::shipper::Shipper;
+use super::status::FleetStatus;
+use super::{bounded, schema, FleetError};
+use crate::audit_file::LogTail;
+use crate::config::FleetSettings;
+
+/// What the agent needs of the host's termshare (the daemon gives it its own).
+#[async_trait]
+pub trait FleetHost: Send + Sync + 'static {
+    /// The live shares now.
+    async fn live_shares(&self) -> Result<Vec<ShareInfo>, ShareError>;
+    /// Revoke through the normal path (deadline, audit).
+    async fn revoke(&self, share: ShareId, caller: Caller) -> Result<RevokeReport, ShareError>;
+    /// Wakes on every lifecycle change.
+    fn changes(&self) -> watch::Receiver<Badges>;
+}
+
+/// The channel daemons LISTEN on for new orders.
+pub(crate) const ORDERS_CHANNEL: &str = "termshare_revoke_orders";
+/// A statement that takes longer than this costs a reconnect.
+const STEP: Duration = Duration::from_secs(10);
+/// Backoff between reconnects: from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Orders remembered as carried out (the database's acks are the record; this only
+/// keeps a notification and a catch-up read from running one order twice).
+const REMEMBERED_ORDERS: usize = 4096;
+/// Order results not yet written (the database went away mid-order), kept to write
+/// on reconnect.
+const UNWRITTEN_RESULTS: usize = 1024;
+
+/// The fleet tasks beside a daemon: the shipper and the agent.
+pub struct FleetAgent {
+    status: Arc<FleetStatus>,
+    target: Target,
+    instance: Uuid,
+    stop_agent: watch::Sender<bool>,
+    agent: Option<JoinHandle<()>>,
+    shipper: JoinHandle<()>,
+}
+
+impl FleetAgent {
+    /// Start shipping `tail` and keeping this host in the fleet. Returns at once: the
+    /// database is reached in the background (an unreachable one is retried, and
+    /// reported by [`FleetAgent::status`]).
+    pub fn start(
+        settings: &FleetSettings,
+        tail: LogTail,
+        host: Arc<dyn FleetHost>,
+    ) -> Result<Self, FleetError> {
+        let target = Target::parse(&settings.database)?;
+        let status = Arc::new(FleetStatus::new(settings.host_id.clone(), tail.commits()));
+        let instance = Uuid::now_v7();
+        let shipper = tokio::spawn(
+            Shipper {
+                target: target.clone(),
+                tail,
+                status: status.clone(),
+            }
+            .run(),
+        );
+        let (stop_agent, stopped) = watch::channel(false);
+        let agent = Agent {
+            target: target.clone(),
+            lease: settings.lease,
+            host,
+            status: status.clone(),
+            instance,
+            born: Instant::now(),
+            started_db: None,
+            synced: HashMap::new(),
+            done: Remembered::default(),
+            unwritten: VecDeque::new(),
+        };
+        Ok(FleetAgent {
+            status,
+            target,
+            instance,
+            stop_agent,
+            agent: Some(tokio::spawn(agent.run(stopped))),
+            shipper,
+        })
+    }
+
+    /// How shipping and the lease are doing.
+    pub fn status(&self) -> &Arc<FleetStatus> {
+        &self.status
+    }
+
+    /// Stop the agent (lease, live view, orders) and let go of the host. Shipping
+    /// goes on. Call before stopping the service.
+    pub async fn detach(&mut self) {
+        let _ = self.stop_agent.send(true);
+        if let Some(agent) = self.agent.take() {
+            if tokio::time::timeout(STEP, agent).await.is_err() {
+                tracing::warn!("the fleet agent did not stop in time");
+            }
+        }
+    }
+
+    /// After the service has stopped: ship what the log committed last, then mark
+    /// the host stopped and clear its live shares, all within `within`.
+    pub async fn finish(mut self, within: Duration) {
+        self.detach().await;
+        let deadline = tokio::time::Instant::now() + within;
+        let shipper = &mut self.shipper;
+        if tokio::time::timeout_at(deadline, &mut *shipper)
+            .await
+            .is_err()
+        {
+            shipper.abort();
+            let r = self.status.report();
+            tracing::warn!(
+                lag_events = r.lag_events,
+                "stopping before every audit event was shipped; the next start ships the rest"
+            );
+        }
+        let host_id = self.status.host_id().to_owned();
+        let instance = self.instance;
+        let signed_off = async {
+            let db = self.target.connect().await?;
+            bounded("signing off", STEP, db.client.batch_execute("BEGIN")).await?;
+            bounded(
+                "signing off",
+                STEP,
+                db.client.execute(
+                    "UPDATE termshare.hosts SET stopped_at = now(), lease_until = now() \
+                     WHERE host_id = $1 AND instance = $2",
+                    &[&host_id, &instance],
+                ),
+            )
+            .await?;
+            bounded(
+                "signing off",
+                STEP,
+                db.client.execute(
+                    "DELETE FROM termshare.live_shares WHERE host_id = $1",
+                    &[&host_id],
+                ),
+            )
+            .await?;
+            bounded("signing off", STEP, db.client.batch_execute("COMMIT")).await
+        };
+        match tokio::time::timeout_at(deadline + Duration::from_secs(1), signed_off).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not mark this host stopped in the fleet")
+            }
+            Err(_) => tracing::warn!("could not mark this host stopped in the fleet in time"),
+        }
+    }
+}
+
+impl Drop for FleetAgent {
+    fn drop(&mut self) {
+        if let Some(agent) = &self.agent {
+            agent.abort();
+        }
+        self.shipper.abort();
+    }
+}
+
+/// The agent's state across connections.
+struct Agent {
+    target: Target,
+    lease: Duration,
+    host: Arc<dyn FleetHost>,
+    status: Arc<FleetStatus>,
+    /// This daemon run, in `hosts.instance`.
+    instance: Uuid,
+    /// When this run began (orders from before it cannot name its shares).
+    born: Instant,
+    /// The same moment on the database's clock, once registered.
+    started_db: Option<SystemTime>,
+    /// The live rows as last written.
+    synced: HashMap<ShareId, LiveRow>,
+    /// Orders carried out (or being carried out) by this run.
+    done: Remembered,
+    /// Results the database did not take yet.
+    unwritten: VecDeque<OrderResult>,
+}
+
+impl Agent {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF.0;
+        loop {
+            let began = Instant::now();
+            let result = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                r = self.connected() => r,
+            };
+            self.status.lease(false);
+            if let Err(e) = result {
+                tracing::warn!(error = %e, retry_in = ?backoff, "fleet agent reconnecting");
+                self.status.agent_failed(Some(e.to_string()));
+            }
+            if began.elapsed() > self.lease {
+                backoff = BACKOFF.0;
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// One connection's life.
+    async fn connected(&mut self) -> Result<(), FleetError> {
+        let Db {
+            mut client,
+            mut notices,
+            driver: _driver,
+        } = self.target.connect().await?;
+        schema::ensure(&mut client).await?;
+        self.register(&client).await?;
+        self.status.lease(true);
+        bounded(
+            "listening for revoke orders",
+            STEP,
+            client.batch_execute(&format!("LISTEN {ORDERS_CHANNEL}")),
+        )
+        .await?;
+        while let Some(result) = self.unwritten.front() {
+            write_result(&client, self.status.host_id(), result).await?;
+            self.unwritten.pop_front();
+        }
+        self.synced.clear();
+        self.sync_live(&client, true).await?;
+        self.status.agent_failed(None);
+
+        let mut changes = self.host.changes();
+        changes.borrow_and_update();
+        let mut renew = tokio::time::interval(self.lease / 3);
+        let mut catch_up = tokio::time::interval(self.lease);
+        renew.tick().await;
+        let mut running: FuturesUnordered<
+            Pin<Box<dyn std::future::Future<Output = OrderResult> + Send>>,
+        > = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                _ = renew.tick() => self.renew(&client).await?,
+                // The first tick is at once: the catch-up read after (re)connecting,
+                // after LISTEN, so nothing falls between them.
+                _ = catch_up.tick() => {
+                    for order in self.unacked(&client).await? {
+                        if self.done.insert(order.order_id) {
+                            running.push(Box::pin(carry_out(self.host.clone(), self.status.host_id().to_owned(), order)));
+                        }
+                    }
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    self.sync_live(&client, false).await?;
+                }
+                notice = notices.recv() => {
+                    let Some((_channel, payload)) = notice else {
+                        return Err(FleetError::Database("the connection closed".into()));
+                    };
+                    let Ok(order_id) = payload.parse::<Uuid>() else { continue };
+                    if self.done.contains(&order_id) {
+                        continue;
+                    }
+                    if let Some(order) = self.order(&client, order_id).await? {
+                        self.done.insert(order_id);
+                        running.push(Box::pin(carry_out(self.host.clone(), self.status.host_id().to_owned(), order)));
+                    }
+                }
+                Some(result) = running.next(), if !running.is_empty() => {
+                    if let Err(e) = write_result(&client, self.status.host_id(), &result).await {
+                        if self.unwritten.len() >= UNWRITTEN_RESULTS {
+                            self.unwritten.pop_front();
+                        }
+                        self.unwritten.push_back(result);
+                        return Err(e);
+                    }
+                    // The order's shares have ended: the view shows it now.
+                    self.sync_live(&client, false).await?;
+                }
+            }
+        }
+    }
+
+    /// Take (or keep) this host id's lease, unless another live daemon holds it.
+    async fn register(&mut self, client: &Client) -> Result<(), FleetError> {
+        let host_id = self.status.host_id().to_owned();
+        let uptime = self.born.elapsed().as_secs_f64();
+        let lease = self.lease.as_secs_f64();
+        let pid = std::process::id() as i32;
+        let row = bounded(
+            "registering the host",
+            STEP,
+            client.query_opt(
+                "INSERT INTO termshare.hosts AS h \
+                   (host_id, instance, pid, version, started_at, renewed_at, lease_until, stopped_at) \
+                 VALUES ($1, $2, $3, $4, now() - make_interval(secs => $5::float8), now(), \
+                   now() + make_interval(secs => $6::float8), NULL) \
+                 ON CONFLICT (host_id) DO UPDATE SET instance = EXCLUDED.instance, pid = EXCLUDED.pid, \
+                   version = EXCLUDED.version, \
+                   started_at = CASE WHEN h.instance = EXCLUDED.instance THEN h.started_at \
+                                ELSE EXCLUDED.started_at END, \
+                   renewed_at = now(), lease_until = EXCLUDED.lease_until, stopped_at = NULL \
+                 WHERE h.instance IS NULL OR h.instance = EXCLUDED.instance \
+                   OR h.stopped_at IS NOT NULL OR h.lease_until IS NULL OR h.lease_until < now() \
+                 RETURNING started_at",
+                &[
+                    &host_id,
+                    &self.instance,
+                    &pid,
+                    &env!("CARGO_PKG_VERSION"),
+                    &uptime,
+                    &lease,
+                ],
+            ),
+        )
+        .await?;
+        match row {
+            Some(row) => {
+                self.started_db = Some(row.get(0));
+                Ok(())
+            }
+            None => {
+                let pid = bounded(
+                    "registering the host",
+                    STEP,
+                    client.query_one(
+                        "SELECT coalesce(pid, 0) FROM termshare.hosts WHERE host_id = $1",
+                        &[&host_id],
+                    ),
+                )
+                .await?
+                .get(0);
+                Err(FleetError::HostIdInUse { host_id, pid })
+            }
+        }
+    }
+
+    async fn renew(&self, client: &Client) -> Result<(), FleetError> {
+        let n = bounded(
+            "renewing the lease",
+            STEP,
+            client.execute(
+                "UPDATE termshare.hosts SET renewed_at = now(), \
+                   lease_until = now() + make_interval(secs => $3::float8) \
+                 WHERE host_id = $1 AND instance = $2",
+                &[
+                    &self.status.host_id(),
+                    &self.instance,
+                    &self.lease.as_secs_f64(),
+                ],
+            ),
+        )
+        .await?;
+        if n == 0 {
+            self.status.lease(false);
+            return Err(FleetError::Database(
+                "this host's lease was taken by another daemon with the same host id".into(),
+            ));
+        }
+        self.status.lease(true);
+        Ok(())
+    }
+
+    /// Rewrite the live view: rows that changed, rows that are gone (`full`: every
+    /// row of this host not live now, whoever wrote it).
+    async fn sync_live(&mut self, client: &Client, full: bool) -> Result<(), FleetError> {
+        let shares = match self.host.live_shares().await {
+            Ok(s) => s,
+            Err(ShareError::ShuttingDown) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list shares for the fleet view");
+                return Ok(());
+            }
+        };
+        let now: HashMap<ShareId, LiveRow> = shares
+            .iter()
+            .map(|s| (s.share_id, LiveRow::of(s)))
+            .collect();
+        let changed: Vec<(&ShareId, &LiveRow)> = now
+            .iter()
+            .filter(|(id, row)| self.synced.get(id) != Some(row))
+            .collect();
+        let gone: Vec<Uuid> = self
+            .synced
+            .keys()
+            .filter(|id| !now.contains_key(id))
+            .map(|id| Uuid::from(*id))
+            .collect();
+        if changed.is_empty() && gone.is_empty() && !full {
+            return Ok(());
+        }
+        let host_id = self.status.host_id().to_owned();
+        let mut cols = LiveColumns::default();
+        for (id, row) in &changed {
+            cols.push(**id, row);
+        }
+        let keep: Vec<Uuid> = now.keys().map(|id| Uuid::from(*id)).collect();
+        let statements = async {
+            client.batch_execute("BEGIN").await?;
+            if !changed.is_empty() {
+                client
+                    .execute(
+                        "INSERT INTO termshare.live_shares AS l (host_id, share_id, principal, terminal, \
+                           backend, access, state, participants, started_at, expires_at, updated_at) \
+                         SELECT $1, *, now() FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], \
+                           $6::text[], $7::text[], $8::int4[], $9::timestamptz[], $10::timestamptz[]) \
+                         ON CONFLICT (host_id, share_id) DO UPDATE SET principal = EXCLUDED.principal, \
+                           terminal = EXCLUDED.terminal, backend = EXCLUDED.backend, access = EXCLUDED.access, \
+                           state = EXCLUDED.state, participants = EXCLUDED.participants, \
+                           started_at = EXCLUDED.started_at, expires_at = EXCLUDED.expires_at, \
+                           updated_at = now()",
+                        &[
+                            &host_id,
+                            &cols.share_id,
+                            &cols.principal,
+                            &cols.terminal,
+                            &cols.backend,
+                            &cols.access,
+                            &cols.state,
+                            &cols.participants,
+                            &cols.started_at,
+                            &cols.expires_at,
+                        ],
+                    )
+                    .await?;
+            }
+            if full {
+                client
+                    .execute(
+                        "DELETE FROM termshare.live_shares WHERE host_id = $1 AND NOT (share_id = ANY($2))",
+                        &[&host_id, &keep],
+                    )
+                    .await?;
+            } else if !gone.is_empty() {
+                client
+                    .execute(
+                        "DELETE FROM termshare.live_shares WHERE host_id = $1 AND share_id = ANY($2)",
+                        &[&host_id, &gone],
+                    )
+                    .await?;
+            }
+            client.batch_execute("COMMIT").await
+        };
+        bounded("writing the live shares", STEP, statements).await?;
+        self.synced = now;
+        Ok(())
+    }
+
+    /// Orders this run has not acknowledged, oldest first.
+    async fn unacked(&self, client: &Client) -> Result<Vec<Order>, FleetError> {
+        let rows = bounded(
+            "reading revoke orders",
+            STEP,
+            client.query(
+                "SELECT o.order_id, o.ordered_by, o.principal, o.host_id, o.share_id \
+                 FROM termshare.revoke_orders o \
+                 WHERE o.ordered_at >= $2 AND NOT EXISTS (SELECT 1 FROM termshare.revoke_acks a \
+                   WHERE a.order_id = o.order_id AND a.host_id = $1) \
+                 ORDER BY o.ordered_at LIMIT 1000",
+                &[&self.status.host_id(), &self.since()],
+            ),
+        )
+        .await?;
+        Ok(rows.iter().map(Order::of).collect())
+    }
+
+    /// One order, if it concerns this run and is not acknowledged yet.
+    async fn order(&self, client: &Client, order_id: Uuid) -> Result<Option<Order>, FleetError> {
+        let row = bounded(
+            "reading a revoke order",
+            STEP,
+            client.query_opt(
+                "SELECT o.order_id, o.ordered_by, o.principal, o.host_id, o.share_id \
+                 FROM termshare.revoke_orders o \
+                 WHERE o.order_id = $3 AND o.ordered_at >= $2 AND NOT EXISTS (SELECT 1 FROM termshare.revoke_acks a \
+                   WHERE a.order_id = o.order_id AND a.host_id = $1)",
+                &[&self.status.host_id(), &self.since(), &order_id],
+            ),
+        )
+        .await?;
+        Ok(row.as_ref().map(Order::of))
+    }
+
+    /// Orders from before this run began cannot name its shares. A second of slack
+    /// covers the round trip the start was measured over.
+    fn since(&self) -> SystemTime {
+        self.started_db.unwrap_or(SystemTime::UNIX_EPOCH) - Duration::from_secs(1)
+    }
+}
+
+/// A revoke order as a daemon reads it.
+#[derive(Clone, Debug)]
+struct Order {
+    order_id: Uuid,
+    ordered_by: String,
+    principal: Option<String>,
+    host_id: Option<String>,
+    share_id: Option<Uuid>,
+}
+
+impl Order {
+    fn of(row: &tokio_postgres::Row) -> Self {
+        Order {
+            order_id: row.get(0),
+            ordered_by: row.get(1),
+            principal: row.get(2),
+            host_id: row.get(3),
+            share_id: row.get(4),
+        }
+    }
+
+    fn matches(&self, host_id: &str, share: &ShareInfo) -> bool {
+        self.host_id.as_deref().is_none_or(|h| h == host_id)
+            && self
+                .principal
+                .as_deref()
+                .is_none_or(|p| p == share.principal.as_str())
+            && self
+                .share_id
+                .is_none_or(|id| id == Uuid::from(share.share_id))
+    }
+}
+
+/// What a host did with an order.
+struct OrderResult {
+    order_id: Uuid,
+    outcomes: Vec<Outcome>,
+}
+
+struct Outcome {
+    share_id: Uuid,
+    principal: String,
+    outcome: &'static str,
+    detail: Value,
+}
+
+/// Revoke every matching share at once, through the normal revoke path (each with
+/// its deadline and its `share.revoked`, which names the order).
+async fn carry_out(host: Arc<dyn FleetHost>, host_id: String, order: Order) -> OrderResult {
+    let shares = match host.live_shares().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, order = %order.order_id, "could not list shares for a revoke order");
+            Vec::new()
+        }
+    };
+    let matched: Vec<ShareInfo> = shares
+        .into_iter()
+        .filter(|s| order.matches(&host_id, s))
+        .collect();
+    tracing::info!(order = %order.order_id, by = %order.ordered_by, shares = matched.len(), "carrying out a fleet revoke order");
+    let revokes = matched.iter().map(|share| {
+        let identity = Identity::fleet_order(
+            FleetOrder {
+                order_id: order.order_id,
+                ordered_by: order.ordered_by.clone(),
+            },
+            &share.principal,
+        );
+        let caller = Caller::new(share.principal.clone(), identity);
+        let host = host.clone();
+        async move {
+            let result = host.revoke(share.share_id, caller).await;
+            let (outcome, detail) = match result {
+                Ok(report) => ("revoked", serde_json::to_value(&report).unwrap_or_default()),
+                Err(ShareError::RevokeDeadlineMissed(report)) => (
+                    "revoked",
+                    serde_json::to_value(&*report).unwrap_or_default(),
+                ),
+                Err(
+                    e @ (ShareError::NotFound(_)
+                    | ShareError::ShareEnded(..)
+                    | ShareError::ShareEnding(_)),
+                ) => ("already_ended", json!({"error": e.to_string()})),
+                Err(e) => ("failed", json!({"error": e.to_string()})),
+            };
+            Outcome {
+                share_id: share.share_id.into(),
+                principal: share.principal.to_string(),
+                outcome,
+                detail,
+            }
+        }
+    });
+    let outcomes = futures_util::future::join_all(revokes).await;
+    OrderResult {
+        order_id: order.order_id,
+        outcomes,
+    }
+}
+
+/// The outcomes, then the ack (the ordering command waits for acks).
+async fn write_result(
+    client: &Client,
+    host_id: &str,
+    result: &OrderResult,
+) -> Result<(), FleetError> {
+    let statements = async {
+        client.batch_execute("BEGIN").await?;
+        for o in &result.outcomes {
+            client
+                .execute(
+                    "INSERT INTO termshare.revoke_outcomes (order_id, host_id, share_id, principal, outcome, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    &[&result.order_id, &host_id, &o.share_id, &o.principal, &o.outcome, &o.detail],
+                )
+                .await?;
+        }
+        client
+            .execute(
+                "INSERT INTO termshare.revoke_acks (order_id, host_id, matched) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+                &[&result.order_id, &host_id, &(result.outcomes.len() as i32)],
+            )
+            .await?;
+        client.batch_execute("COMMIT").await
+    };
+    bounded("recording a revoke order's outcome", STEP, statements).await
+}
+
+/// One live share as the view holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LiveRow {
+    principal: String,
+    terminal: String,
+    backend: String,
+    access: String,
+    state: String,
+    participants: Option<i32>,
+    started_at: SystemTime,
+    expires_at: SystemTime,
+}
+
+impl LiveRow {
+    fn of(s: &ShareInfo) -> Self {
+        let word = |v: Value| v.as_str().unwrap_or_default().to_owned();
+        LiveRow {
+            principal: s.principal.to_string(),
+            terminal: s.terminal.to_string(),
+            backend: s.backend.to_string(),
+            access: word(serde_json::to_value(s.access).unwrap_or_default()),
+            state: word(serde_json::to_value(s.state).unwrap_or_default()),
+            participants: s.participants.map(|n| n.min(i32::MAX as u32) as i32),
+            started_at: s.started_at,
+            expires_at: s.expires_at,
+        }
+    }
+}
+
+/// Live rows as columns, for `unnest`.
+#[derive(Default)]
+struct LiveColumns {
+    share_id: Vec<Uuid>,
+    principal: Vec<String>,
+    terminal: Vec<String>,
+    backend: Vec<String>,
+    access: Vec<String>,
+    state: Vec<String>,
+    participants: Vec<Option<i32>>,
+    started_at: Vec<SystemTime>,
+    expires_at: Vec<SystemTime>,
+}
+
+impl LiveColumns {
+    fn push(&mut self, id: ShareId, row: &LiveRow) {
+        self.share_id.push(id.into());
+        self.principal.push(row.principal.clone());
+        self.terminal.push(row.terminal.clone());
+        self.backend.push(row.backend.clone());
+        self.access.push(row.access.clone());
+        self.state.push(row.state.clone());
+        self.participants.push(row.participants);
+        self.started_at.push(row.started_at);
+        self.expires_at.push(row.expires_at);
+    }
+}
+
+/// A bounded set of order ids, oldest forgotten first.
+#[derive(Default)]
+struct Remembered {
+    set: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+}
+
+impl Remembered {
+    fn contains(&self, id: &Uuid) -> bool {
+        self.set.contains(id)
+    }
+
+    /// False if it was there already.
+    fn insert(&mut self, id: Uuid) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > REMEMBERED_ORDERS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
