@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # the metrics endpoint and the tty-share link front.
 cargo build --quiet -p termshare --no-default-features --lib
 if cargo tree -p termshare --no-default-features -e normal --prefix none |
-  grep -E '^(clap|hyper|h2|axum|tracing-subscriber|metrics-exporter-prometheus) '; then
+  grep -E '^(clap|hyper|h2|axum|tracing-subscriber|metrics-exporter-prometheus|tokio-postgres|rustls) '; then
   echo "the library without default features pulls in the crates above" >&2
   exit 1
 fi
@@ -28,6 +28,15 @@ cargo run --quiet --example embed
 cargo run --quiet --example linked
 # The benchmark harness, small sizes, so it cannot rot (full run: BENCHMARKS.md).
 cargo run --quiet -p termshare-chaos -- bench --quick
+# The fleet tests (tests/fleet.rs) each start a private PostgreSQL cluster from
+# these binaries (initdb, pg_ctl; run as `nobody` when this runs as root) on a socket
+# in a temp directory, and stop it when they end, passed or failed.
+pg_bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+if [ -z "$pg_bindir" ] || [ ! -x "$pg_bindir/initdb" ]; then
+  echo "PostgreSQL's server binaries are missing: apt-get install postgresql" >&2
+  exit 1
+fi
+export TERMSHARE_PG_BINDIR="$pg_bindir"
 # Tests that add local users or switch uids (trust, handoff chains across users) are
 # #[ignore = "needs root…"] for a normal run; CI runs as root, so it runs them all.
 ignored=()

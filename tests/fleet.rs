@@ -423,22 +423,126 @@ fn a_killed_daemon_shows_as_unreachable_within_its_lease() {
 }
 
 #[test]
-fn who_may_order_a_fleet_revoke_is_the_databases_grants() {
+fn an_order_made_while_a_host_was_cut_off_is_carried_out_when_it_reconnects() {
+    let pg = Postgres::start();
+    pg.create_database("catchup");
+    let away = Host::start(&pg, "catchup", "away", "10s");
+    let present = Host::start(&pg, "catchup", "present", "10s");
+    let (away_share, away_worker) = away.share("agent:x");
+    let (_, present_worker) = present.share("agent:x");
+    assert!(wait_until(Duration::from_secs(10), || present.fleet_list().len() == 2).is_some());
+
+    // Cut "away" off: its daemon paused, its connections ended by the database, so
+    // no notification can reach it.
+    let pid = away.daemon().cli.child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let cut = pg.psql(
+        "catchup",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name IN ('termshare agent away', 'termshare shipper away')",
+    );
+    assert_eq!(cut, "2", "the agent's and the shipper's connections");
+    let (code, out, err) = present.fleet(&[
+        "revoke",
+        "--principal",
+        "agent:x",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(code, 10, "a host did not answer: {out}{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|l| l["host_id"] == "present" && l["outcome"] == "revoked"));
+    assert!(lines
+        .iter()
+        .any(|l| l["host_id"] == "away" && l["outcome"] == "no_answer"));
+    let order_id = lines[0]["order_id"].as_str().unwrap().to_owned();
+    assert!(!pid_alive(present_worker));
+    assert!(pid_alive(away_worker), "a paused daemon revoked");
+
+    // Back: it reconnects, reads the order it missed, and carries it out.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let done = wait_until(Duration::from_secs(15), || !pid_alive(away_worker));
+    assert!(done.is_some(), "the missed order was not carried out");
+    let recorded = wait_until(Duration::from_secs(10), || {
+        pg.psql(
+            "catchup",
+            &format!(
+                "SELECT o.outcome || ',' || a.matched FROM termshare.revoke_outcomes o \
+                 JOIN termshare.revoke_acks a USING (order_id, host_id) \
+                 WHERE o.order_id = '{order_id}' AND o.host_id = 'away'"
+            ),
+        ) == "revoked,1"
+    });
+    assert!(recorded.is_some());
+    let revoked: Vec<Value> = away
+        .tmux
+        .audit()
+        .into_iter()
+        .filter(|e| e["kind"] == "share.revoked")
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["correlation_id"], away_share.as_str());
+    assert_eq!(revoked[0]["details"]["fleet_order"], order_id.as_str());
+}
+
+/// The README's grants, as it prints them.
+fn readme_grants() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let at = readme
+        .find("CREATE ROLE termshare_host")
+        .expect("README's grants");
+    let start = readme[..at].rfind("```sql\n").unwrap() + "```sql\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    readme[start..end].to_owned()
+}
+
+#[test]
+fn who_may_order_a_fleet_revoke_is_the_databases_grants_as_the_readme_gives_them() {
     let pg = Postgres::start();
     pg.create_database("roles");
-    let host = Host::start(&pg, "roles", "roles-1", "10s");
-    let (_, worker) = host.share("agent:x");
+    // A DBA applies the schema and the README's grants; the daemon is no superuser.
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/0001_fleet.sql"
+    ))
+    .unwrap();
+    pg.psql("roles", &schema);
+    pg.psql("roles", &readme_grants());
+    let mut host = Host {
+        tmux: Tmux::new("work"),
+        daemon: None,
+        extra: format!(
+            "[limits]\nper_terminal = 4\n[fleet]\ndatabase = \"{}\"\nhost_id = \"roles-1\"\nlease = \"10s\"\n",
+            pg.url_as("roles", "termshare_host")
+        ),
+    };
+    host.restart();
+    let (share, worker) = host.share("agent:x");
     assert!(wait_until(Duration::from_secs(10), || host.fleet_list().len() == 1).is_some());
-    pg.psql(
-        "roles",
-        "CREATE ROLE viewer LOGIN; GRANT USAGE ON SCHEMA termshare TO viewer; \
-         GRANT SELECT ON ALL TABLES IN SCHEMA termshare TO viewer",
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            pg.psql(
+                "roles",
+                "SELECT shipped_seq > 0 FROM termshare.hosts WHERE host_id = 'roles-1'",
+            ) == "t"
+        })
+        .is_some(),
+        "the host role ships"
     );
-    let viewer = pg.url_as("roles", "viewer");
-    let (code, out, _) = host.fleet(&["list", "--json", "--database", &viewer]);
+
+    // A reader lists, and may not order.
+    let reader = pg.url_as("roles", "fleet_reader");
+    let (code, out, _) = host.fleet(&["list", "--json", "--database", &reader]);
     assert_eq!(code, 0, "a reader can list");
     assert_eq!(out.lines().count(), 1);
-    let (code, _, err) = host.fleet(&["revoke", "--principal", "agent:x", "--database", &viewer]);
+    let (code, _, err) = host.fleet(&["revoke", "--principal", "agent:x", "--database", &reader]);
     assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("permission denied for table revoke_orders"),
@@ -449,17 +553,65 @@ fn who_may_order_a_fleet_revoke_is_the_databases_grants() {
         pg.psql("roles", "SELECT count(*) FROM termshare.revoke_orders"),
         "0"
     );
+    // The host role may not order either.
+    let (code, _, err) = host.fleet(&[
+        "revoke",
+        "--principal",
+        "agent:x",
+        "--database",
+        &pg.url_as("roles", "termshare_host"),
+    ]);
+    assert_eq!(code, 3, "{err}");
+
+    // A revoker may; the database, not the client, says who ordered.
+    let revoker = pg.url_as("roles", "fleet_revoker");
+    let (code, out, err) = host.fleet(&[
+        "revoke",
+        "--share",
+        &share,
+        "--database",
+        &revoker,
+        "--reason",
+        "drill",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("(by fleet_revoker)") && out.contains("revoked in"),
+        "{out}"
+    );
+    assert!(!pid_alive(worker));
+    let revoked = host
+        .tmux
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "share.revoked")
+        .unwrap();
+    assert_eq!(revoked["details"]["by"], "fleet:fleet_revoker");
+    assert_eq!(
+        pg.psql(
+            "roles",
+            "SELECT ordered_by || ',' || reason FROM termshare.revoke_orders"
+        ),
+        "fleet_revoker,drill"
+    );
+
     // Bad input is refused before anything is sent.
     for (args, what) in [
         (vec!["revoke"], "name what to revoke"),
         (vec!["revoke", "--principal", "root"], "principal"),
         (vec!["revoke", "--host", "a b"], "--host"),
         (vec!["revoke", "--share", "nope"], "--share"),
+        (vec!["audit", "--since", "yesterday-ish"], "yesterday-ish"),
+        (vec!["audit", "--limit", "0"], "--limit"),
     ] {
         let (code, _, err) = host.fleet(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(what), "{args:?}: {err}");
     }
+    assert_eq!(
+        pg.psql("roles", "SELECT count(*) FROM termshare.revoke_orders"),
+        "1"
+    );
     // An unreachable database is its own exit code, and the string's password is
     // never printed.
     let (code, _, err) = host.fleet(&[
@@ -468,6 +620,9 @@ fn who_may_order_a_fleet_revoke_is_the_databases_grants() {
         "host=/nonexistent port=1 user=u password=hunter2 dbname=x",
     ]);
     assert_eq!(code, 12, "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let (code, _, err) = host.fleet(&["list", "--database", "host=x password='hunter2"]);
+    assert_eq!(code, 2, "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
 

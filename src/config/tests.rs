@@ -96,3 +96,78 @@ fn the_panel_listens_on_loopback_unless_told_and_on_one_address() {
         "unknown keys are refused"
     );
 }
+
+#[test]
+fn fleet_is_off_without_its_section_and_checked_with_it() {
+    assert_eq!(Config::parse("").unwrap().fleet().unwrap(), None);
+    let f = Config::parse(
+        "[fleet]\ndatabase = \"postgresql://u:pw@/termshare?host=/run/postgresql\"\nhost_id = \"build-07\"\nlease = \"30s\"\n",
+    )
+    .unwrap()
+    .fleet()
+    .unwrap()
+    .unwrap();
+    assert_eq!(f.host_id, "build-07");
+    assert_eq!(f.lease, Duration::from_secs(30));
+    assert!(
+        !format!("{f:?}").contains("pw"),
+        "the password is never printed"
+    );
+    let d = Config::parse("[fleet]\ndatabase = \"host=/run/postgresql\"\nhost_id = \"h\"\n")
+        .unwrap()
+        .fleet()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.lease, Duration::from_secs(10), "the default lease");
+    for (bad, says) in [
+        ("[fleet]\nhost_id = \"h\"\n", "fleet.database is required"),
+        (
+            "[fleet]\ndatabase = \" \"\nhost_id = \"h\"\n",
+            "fleet.database is required",
+        ),
+        (
+            "[fleet]\ndatabase = \"x\"\nhost_id = \"a b\"\n",
+            "fleet.host_id",
+        ),
+        (
+            "[fleet]\ndatabase = \"x\"\nhost_id = \"\"\n",
+            "fleet.host_id",
+        ),
+        (
+            "[fleet]\ndatabase = \"x\"\nhost_id = \"h'; DROP\"\n",
+            "fleet.host_id",
+        ),
+        (
+            "[fleet]\ndatabase = \"x\"\nhost_id = \"h\"\nlease = \"100ms\"\n",
+            "fleet.lease",
+        ),
+        (
+            "[fleet]\ndatabase = \"x\"\nhost_id = \"h\"\nlease = \"2h\"\n",
+            "fleet.lease",
+        ),
+        (
+            "[fleet]\ndatabase = \"x\"\nhost_id = \"h\"\nleas = \"2s\"\n",
+            "unknown field",
+        ),
+    ] {
+        let err = Config::parse(bad).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_default_host_id_is_stable_per_machine_and_not_the_machine_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("machine-id");
+    std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let a = super::host_id_from_machine_id(&path).unwrap();
+    assert_eq!(a, super::host_id_from_machine_id(&path).unwrap());
+    assert!(a.starts_with("m-") && a.len() == 18, "{a}");
+    assert!(!a.contains("0123456789abcdef"), "{a}");
+    assert_eq!(super::check_host_id(&a), Ok(a.clone()));
+    std::fs::write(&path, "fedcba9876543210fedcba9876543210\n").unwrap();
+    assert_ne!(a, super::host_id_from_machine_id(&path).unwrap());
+    std::fs::write(&path, "not a machine id\n").unwrap();
+    assert!(super::host_id_from_machine_id(&path).is_err());
+    assert!(super::host_id_from_machine_id(&dir.path().join("missing")).is_err());
+}

@@ -81,7 +81,7 @@ impl FleetAgent {
         let instance = Uuid::now_v7();
         let shipper = tokio::spawn(
             Shipper {
-                target: target.clone(),
+                target: target.named(&format!("termshare shipper {}", settings.host_id)),
                 tail,
                 status: status.clone(),
             }
@@ -89,7 +89,7 @@ impl FleetAgent {
         );
         let (stop_agent, stopped) = watch::channel(false);
         let agent = Agent {
-            target: target.clone(),
+            target: target.named(&format!("termshare agent {}", settings.host_id)),
             lease: settings.lease,
             host,
             status: status.clone(),

@@ -48,6 +48,8 @@ pub struct Target {
     pg: tokio_postgres::Config,
     tls: Option<Arc<rustls::ClientConfig>>,
     mode: TlsMode,
+    /// The string set its own `application_name` (then it is kept).
+    named: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -71,7 +73,8 @@ impl Target {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
-        if pg.get_application_name().is_none() {
+        let named = pg.get_application_name().is_some();
+        if !named {
             pg.application_name("termshare");
         }
         pg.ssl_mode(match mode {
@@ -83,7 +86,23 @@ impl Target {
             TlsMode::Disable => None,
             _ => Some(Arc::new(tls::client_config(mode, root.as_deref())?)),
         };
-        Ok(Target { pg, tls, mode })
+        Ok(Target {
+            pg,
+            tls,
+            mode,
+            named,
+        })
+    }
+
+    /// The same target, its connections named `name` in `pg_stat_activity` (so a
+    /// DBA sees which host's shipper or agent a backend serves), unless the string
+    /// names them itself.
+    pub(crate) fn named(&self, name: &str) -> Target {
+        let mut t = self.clone();
+        if !t.named {
+            t.pg.application_name(name);
+        }
+        t
     }
 
     /// Connect; the connection is driven by a task of its own (aborted when the
