@@ -180,6 +180,8 @@ fn two_hosts_one_database_list_shows_both_and_revoke_by_principal_ends_only_its_
         assert_eq!(o["outcome"], "revoked", "{o}");
         assert_eq!(o["order_id"], order_id.as_str());
         assert_eq!(o["detail"]["deadline_met"], true, "{o}");
+        assert!(o["detail"]["elapsed_ms"].as_f64().unwrap() > 0.0, "{o}");
+        assert_eq!(o["detail"]["participants_after"], 0, "{o}");
     }
     assert!(took < Duration::from_secs(5), "fleet revoke took {took:?}");
     assert!(
@@ -541,6 +543,33 @@ fn who_may_order_a_fleet_revoke_is_the_databases_grants_as_the_readme_gives_them
     let reader = pg.url_as("roles", "fleet_reader");
     let (code, out, _) = host.fleet(&["list", "--json", "--database", &reader]);
     assert_eq!(code, 0, "a reader can list");
+    assert_eq!(out.lines().count(), 1);
+    // The same role through a libpq service file.
+    let services = host.tmux.dir.path().join("pg_service.conf");
+    std::fs::write(
+        &services,
+        format!(
+            "[other]\nuser=nobody\n\n[fleet]\n{}\n",
+            reader.replace(' ', "\n")
+        ),
+    )
+    .unwrap();
+    let config = host.daemon().config.to_str().unwrap().to_owned();
+    let mut cli = common::Cli::spawn_with_env(
+        &[
+            "--config",
+            &config,
+            "fleet",
+            "list",
+            "--json",
+            "--database",
+            "service=fleet",
+        ],
+        None,
+        &[("PGSERVICEFILE", services.to_str().unwrap())],
+    );
+    let (status, out, err) = cli.finish();
+    assert!(status.success(), "{err}");
     assert_eq!(out.lines().count(), 1);
     let (code, _, err) = host.fleet(&["revoke", "--principal", "agent:x", "--database", &reader]);
     assert_eq!(code, 3, "{err}");

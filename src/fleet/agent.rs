@@ -592,11 +592,11 @@ async fn carry_out(host: Arc<dyn FleetHost>, host_id: String, order: Order) -> O
         async move {
             let result = host.revoke(share.share_id, caller).await;
             let (outcome, detail) = match result {
-                Ok(report) => ("revoked", serde_json::to_value(&report).unwrap_or_default()),
-                Err(ShareError::RevokeDeadlineMissed(report)) => (
-                    "revoked",
-                    serde_json::to_value(&*report).unwrap_or_default(),
-                ),
+                // The report as `termshare revoke --json` prints it.
+                Ok(report) => ("revoked", crate::protocol::report_json(&report)),
+                Err(ShareError::RevokeDeadlineMissed(report)) => {
+                    ("revoked", crate::protocol::report_json(&report))
+                }
                 Err(
                     e @ (ShareError::NotFound(_)
                     | ShareError::ShareEnded(..)

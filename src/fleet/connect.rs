@@ -1,12 +1,10 @@
-//! Reaching the database: the libpq-style string as tokio-postgres takes it, TLS as
-//! libpq's `sslmode` means it, and a connection whose notifications are delivered.
-//!
-//! tokio-postgres parses URIs and key=value strings itself, but knows only
-//! `sslmode=disable|prefer|require` and no `sslrootcert`. The two TLS keys are taken
-//! out here and given libpq's meaning (<https://www.postgresql.org/docs/current/libpq-ssl.html>):
-//! `prefer` and `require` encrypt without checking the server's certificate,
-//! `verify-ca` checks it against `sslrootcert` (or the system's roots), `verify-full`
-//! also checks the host name. The rest of the string goes to tokio-postgres as is.
+//! Reaching the database: a [`Target`] read once from the libpq-style string
+//! ([`super::libpq`]), TLS as libpq's `sslmode` means it
+//! (<https://www.postgresql.org/docs/current/libpq-ssl.html>): `prefer` and `require`
+//! encrypt without checking the server's certificate, `verify-ca` checks it against
+//! `sslrootcert` (or the system's roots), `verify-full` also checks the host name; as
+//! in libpq, a Unix socket never uses TLS. And [`Db`]: a connection whose
+//! notifications are delivered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 
-use super::tls;
 use super::FleetError;
+use super::{libpq, tls};
 
 /// How long a connection attempt may take when the string sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,11 +26,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const NOTIFICATION_QUEUE: usize = 256;
 
 /// The TLS a string asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum TlsMode {
     /// `disable`: plain.
     Disable,
     /// `prefer` (libpq's default): TLS if the server offers it, unchecked.
+    #[default]
     Prefer,
     /// `require`: TLS, the certificate unchecked (libpq's meaning).
     Require,
@@ -66,13 +65,19 @@ impl Target {
     /// Parse a libpq URI or key=value string. The error never repeats the string (it
     /// may hold a password).
     pub fn parse(database: &str) -> Result<Self, FleetError> {
-        let (rest, mode, root) = take_tls_keys(database)?;
-        let mut pg: tokio_postgres::Config = rest.parse().map_err(|e: tokio_postgres::Error| {
-            FleetError::Config(format!("fleet.database: {e}"))
-        })?;
+        let libpq::Parsed { mut pg, mode, root } = libpq::parse(database)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
+        // libpq never uses TLS on a Unix socket (the server's peer check is the
+        // protection there), whatever sslmode says; neither does termshare.
+        let unix_only = !pg.get_hosts().is_empty()
+            && pg.get_hostaddrs().is_empty()
+            && pg
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+        let mode = if unix_only { TlsMode::Disable } else { mode };
         let named = pg.get_application_name().is_some();
         if !named {
             pg.application_name("termshare");
@@ -189,160 +194,20 @@ where
     }
 }
 
-/// Take `sslmode` and `sslrootcert` out of a URI's query or a key=value string.
-fn take_tls_keys(s: &str) -> Result<(String, TlsMode, Option<String>), FleetError> {
-    let bad = |why: String| FleetError::Config(format!("fleet.database: {why}"));
-    let mut mode = None;
-    let mut root = None;
-    let mut take = |key: &str, value: String| -> Result<bool, FleetError> {
-        match key {
-            "sslmode" => {
-                mode = Some(match value.as_str() {
-                    "disable" => TlsMode::Disable,
-                    "allow" | "prefer" => TlsMode::Prefer,
-                    "require" => TlsMode::Require,
-                    "verify-ca" => TlsMode::VerifyCa,
-                    "verify-full" => TlsMode::VerifyFull,
-                    other => return Err(bad(format!("sslmode `{other}` is not one libpq knows"))),
-                });
-                Ok(true)
-            }
-            "sslrootcert" => {
-                root = Some(value);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    };
-    let rest = if let Some((head, query)) = s
-        .starts_with("postgres://")
-        .then_some(())
-        .or(s.starts_with("postgresql://").then_some(()))
-        .and_then(|()| s.split_once('?'))
-    {
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if !take(k, percent_decode(v).map_err(|e| bad(e.into()))?)? {
-                kept.push(pair);
-            }
-        }
-        if kept.is_empty() {
-            head.to_owned()
-        } else {
-            format!("{head}?{}", kept.join("&"))
-        }
-    } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        s.to_owned()
-    } else {
-        let mut kept = Vec::new();
-        for (k, v) in key_values(s).map_err(|e| bad(e.into()))? {
-            if !take(&k, v.clone())? {
-                kept.push(format!(
-                    "{k}='{}'",
-                    v.replace('\\', "\\\\").replace('\'', "\\'")
-                ));
-            }
-        }
-        kept.join(" ")
-    };
-    if root.is_some() && !matches!(mode, Some(TlsMode::VerifyCa | TlsMode::VerifyFull)) {
-        // libpq reads sslrootcert only to verify; termshare says so instead of
-        // letting an operator believe the server is checked.
-        return Err(bad(
-            "sslrootcert is given but sslmode is not verify-ca or verify-full: the certificate would not be checked".into(),
-        ));
-    }
-    Ok((rest, mode.unwrap_or(TlsMode::Prefer), root))
-}
-
-/// libpq's key=value form: `key = value`, values optionally single-quoted with
-/// backslash escapes.
-fn key_values(s: &str) -> Result<Vec<(String, String)>, &'static str> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Ok(out);
-        }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
-            key.push(c);
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next() != Some('=') {
-            return Err("expected key=value pairs");
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next() {
-                    Some('\'') => break,
-                    Some('\\') => value.push(chars.next().ok_or("unterminated quote")?),
-                    Some(c) => value.push(c),
-                    None => return Err("unterminated quote"),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.push(chars.next().ok_or("dangling backslash")?);
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        out.push((key, value));
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String, &'static str> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or("a bad %-escape")?;
-            let hex = std::str::from_utf8(hex).map_err(|_| "a bad %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a bad %-escape")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "a %-escape that is not UTF-8")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tls_keys_are_taken_from_both_forms_and_the_rest_is_kept() {
-        let (rest, mode, root) = take_tls_keys(
-            "postgresql://u@db.example/termshare?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3",
-        )
-        .unwrap();
-        assert_eq!(
-            rest,
-            "postgresql://u@db.example/termshare?connect_timeout=3"
-        );
-        assert_eq!(mode, TlsMode::VerifyFull);
-        assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
-
-        let (rest, mode, root) =
-            take_tls_keys("host=/run/postgresql dbname = 'term share' sslmode=disable").unwrap();
-        assert_eq!(rest, "host='/run/postgresql' dbname='term share'");
-        assert_eq!(mode, TlsMode::Disable);
-        assert_eq!(root, None);
-        let parsed: tokio_postgres::Config = rest.parse().unwrap();
-        assert_eq!(parsed.get_dbname(), Some("term share"));
-
-        let (_, mode, _) = take_tls_keys("postgresql://u@/termshare?host=/run/postgresql").unwrap();
-        assert_eq!(mode, TlsMode::Prefer, "libpq's default");
+    fn a_unix_socket_never_uses_tls_as_in_libpq() {
+        let t = Target::parse("postgresql://u@/termshare?host=/run/postgresql").unwrap();
+        assert_eq!(t.mode, TlsMode::Disable);
+        let t = Target::parse("host=/run/postgresql dbname=t sslmode=require").unwrap();
+        assert_eq!(t.mode, TlsMode::Disable);
+        let t = Target::parse("host=db.example dbname=t sslmode=verify-full").unwrap();
+        assert_eq!(t.mode, TlsMode::VerifyFull);
+        let t = Target::parse("host=db.example dbname=t").unwrap();
+        assert_eq!(t.mode, TlsMode::Prefer, "libpq's default");
     }
 
     #[test]
@@ -353,6 +218,7 @@ mod tests {
             "host=x sslrootcert=/ca.pem",
             "postgresql://u:secret@h/db?sslmode=verify-full&sslrootcert=%zz",
             "password=secret nonsense",
+            "host=x password=secret service=no-such-service",
         ] {
             let err = Target::parse(bad).unwrap_err().to_string();
             assert!(!err.contains("secret"), "{err}");

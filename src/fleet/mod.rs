@@ -6,8 +6,8 @@
 //! - [`agent`]: the host's lease, its live shares, and the revoke orders it carries
 //!   out (LISTEN/NOTIFY, with a catch-up read on every reconnect).
 //! - [`read`]: what `termshare fleet list|audit|revoke` asks of the database.
-//! - [`connect`], [`tls`]: the libpq-style string, TLS, and connections whose
-//!   notifications are delivered; [`schema`]: the migrations.
+//! - [`connect`], [`libpq`], [`tls`]: the libpq-style string (and service files),
+//!   TLS, and connections whose notifications are delivered; [`schema`]: the migrations.
 //!
 //! A database outage never blocks a local action: the audit writer only publishes how
 //! far the file goes; the fleet tasks follow at their own pace and reconnect with
@@ -15,6 +15,7 @@
 
 mod agent;
 mod connect;
+mod libpq;
 pub mod read;
 mod schema;
 mod shipper;
