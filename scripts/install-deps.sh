@@ -22,11 +22,13 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The fleet tests run a private PostgreSQL cluster (initdb, pg_ctl) and psql.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# ... and, for TLS to it, a test CA and certificate made with openssl.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 openssh-server openssh-client asciinema bsdutils chromium postgresql postgresql-client >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux tty-share tmate procps passwd python3 openssh-server openssh-client asciinema bsdutils chromium postgresql postgresql-client openssl >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (1.85 or newer) with rustup first" >&2

@@ -681,3 +681,110 @@ impl Conn {
         serde_json::from_str(&reply).unwrap()
     }
 }
+
+#[test]
+fn tls_to_the_database_is_checked_as_libpq_sslmode_says() {
+    let (pg, tls) = Postgres::start_tls();
+    pg.create_database("tls");
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/0001_fleet.sql"
+    ))
+    .unwrap();
+    pg.psql("tls", &schema);
+    let url = |host: &str, rest: &str| {
+        format!(
+            "host={host} port={} user=termshare dbname=tls {rest}",
+            tls.port
+        )
+    };
+    let ca = tls.ca.display().to_string();
+    let other = tls.other_ca.display().to_string();
+    let tmux = Tmux::new("work");
+    let list = |database: &str| {
+        let config = tmux.config("");
+        let mut cli = common::Cli::spawn(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "fleet",
+                "list",
+                "--database",
+                database,
+            ],
+            None,
+        );
+        let (status, _, err) = cli.finish();
+        (status.code().unwrap_or(-1), err)
+    };
+    // The server takes only TLS on its TCP port: each success below is a TLS one.
+    for ok in [
+        url(
+            "localhost",
+            &format!("sslmode=verify-full sslrootcert={ca}"),
+        ),
+        url("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
+        url("127.0.0.1", "sslmode=require"),
+        url("127.0.0.1", ""),
+        format!(
+            "postgresql://termshare@localhost:{}/tls?sslmode=verify-full&sslrootcert={}",
+            tls.port,
+            ca.replace('/', "%2F")
+        ),
+    ] {
+        let (code, err) = list(&ok);
+        assert_eq!(code, 0, "{ok}: {err}");
+    }
+    for (refused, why) in [
+        // The certificate names localhost, not the address.
+        (
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+            ),
+            "certificate",
+        ),
+        (
+            url(
+                "localhost",
+                &format!("sslmode=verify-full sslrootcert={other}"),
+            ),
+            "certificate",
+        ),
+        (
+            url(
+                "localhost",
+                &format!("sslmode=verify-ca sslrootcert={other}"),
+            ),
+            "certificate",
+        ),
+        (url("localhost", "sslmode=disable"), "no encryption"),
+    ] {
+        let (code, err) = list(&refused);
+        assert_eq!(code, 12, "{refused}: {err}");
+        assert!(err.to_lowercase().contains(why), "{refused}: {err}");
+    }
+    // A daemon ships over verify-full.
+    let extra = format!(
+        "[fleet]\ndatabase = \"{}\"\nhost_id = \"tls-1\"\n",
+        url(
+            "localhost",
+            &format!("sslmode=verify-full sslrootcert={ca}")
+        )
+    );
+    let policy = tmux.dir.path().join("policy.toml");
+    std::fs::write(&policy, policy_text()).unwrap();
+    let _daemon = Daemon::start_with_policy(&tmux, &policy, &extra);
+    let shipped = wait_until(Duration::from_secs(10), || {
+        pg.psql(
+            "tls",
+            "SELECT count(*) > 0 FROM termshare.audit_events WHERE host_id = 'tls-1'",
+        ) == "t"
+            && pg.psql(
+                "tls",
+                "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE application_name LIKE 'termshare % tls-1'",
+            ) == "t"
+    });
+    assert!(shipped.is_some(), "the daemon did not ship over TLS");
+}

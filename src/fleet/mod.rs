@@ -92,7 +92,17 @@ impl FleetError {
                 FleetError::NoSchema(db.message().to_owned())
             }
             Some(db) => FleetError::Database(format!("{doing}: {}", db.message())),
-            None => FleetError::Database(format!("{doing}: {e}")),
+            None => {
+                // tokio-postgres's own text is the kind ("error performing TLS
+                // handshake"); the why (an invalid certificate) is in its sources.
+                let mut text = format!("{doing}: {e}");
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    text.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                FleetError::Database(text)
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod users;
 
 pub use participant::Participant;
 pub use policies::{allow_all, handoff_chain, policy, NO_AGENT_WRITES};
-pub use postgres::Postgres;
+pub use postgres::{Postgres, TlsFiles};
 pub use procs::{
     descendants, environ_of, pid_alive, processes_mentioning, processes_where, wait_until,
 };

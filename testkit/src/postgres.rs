@@ -22,12 +22,119 @@ pub struct Postgres {
     bindir: PathBuf,
     /// `Some(uid)` when the cluster runs as another user than the test.
     run_as: Option<u32>,
+    /// With TLS: the loopback TCP port it also listens on (TLS only there).
+    tls_port: Option<u16>,
+}
+
+/// The certificates of a cluster started with [`Postgres::start_tls`].
+pub struct TlsFiles {
+    /// The CA that signed the server's certificate (for `sslrootcert`).
+    pub ca: PathBuf,
+    /// Another CA, which signed nothing the server has.
+    pub other_ca: PathBuf,
+    /// The TCP port (on 127.0.0.1; the certificate names only `localhost`).
+    pub port: u16,
 }
 
 impl Postgres {
     /// initdb and start a cluster; panics with what to install if the binaries are
     /// not there (a missing database is a failure, never a skip).
     pub fn start() -> Postgres {
+        let pg = Postgres::init(None);
+        pg.start_again();
+        pg
+    }
+
+    /// A cluster that also listens on a loopback TCP port, TLS only there (a
+    /// certificate for `localhost` from a test CA; `hostnossl` connections are
+    /// rejected). Needs the `openssl` program.
+    pub fn start_tls() -> (Postgres, TlsFiles) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Postgres::init(Some(port));
+        let dir = pg.dir.path();
+        let ssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            ssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=termshare test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ]);
+        }
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some(uid) = pg.run_as {
+            std::os::unix::fs::chown(&key, Some(uid), Some(uid)).unwrap();
+        }
+        std::fs::write(
+            pg.data_dir().join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        pg.start_again();
+        let files = TlsFiles {
+            ca: dir.join("ca.crt"),
+            other_ca: dir.join("other-ca.crt"),
+            port,
+        };
+        (pg, files)
+    }
+
+    fn init(tls_port: Option<u16>) -> Postgres {
         let bindir = bindir();
         let dir = tempfile::Builder::new()
             .prefix("termshare-pg.")
@@ -42,6 +149,7 @@ impl Postgres {
             dir,
             bindir,
             run_as,
+            tls_port,
         };
         let data = pg.data_dir();
         let out = pg.run(
@@ -63,14 +171,20 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        pg.start_again();
         pg
     }
 
     /// `pg_ctl start`, waiting until it accepts connections.
     pub fn start_again(&self) {
+        let listen = match self.tls_port {
+            None => format!("-c listen_addresses='' -p {PORT}"),
+            Some(port) => format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+                dir = self.dir.path().display()
+            ),
+        };
         let options = format!(
-            "-k {} -c listen_addresses='' -p {PORT} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-k {} {listen} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             self.socket_dir().display()
         );
         let log = self.dir.path().join("postgres.log");
@@ -125,8 +239,9 @@ impl Postgres {
     /// The same, as `user`.
     pub fn url_as(&self, dbname: &str, user: &str) -> String {
         format!(
-            "host={} port={PORT} user={user} dbname={dbname} sslmode=disable",
-            self.socket_dir().display()
+            "host={} port={} user={user} dbname={dbname} sslmode=disable",
+            self.socket_dir().display(),
+            self.port()
         )
     }
 
@@ -148,7 +263,7 @@ impl Postgres {
                 "-h",
                 self.socket_dir().to_str().unwrap(),
                 "-p",
-                &PORT.to_string(),
+                &self.port().to_string(),
                 "-U",
                 SUPERUSER,
                 "-d",
@@ -164,6 +279,11 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The port in the socket's name (the TCP port too, with TLS).
+    fn port(&self) -> u16 {
+        self.tls_port.unwrap_or(PORT)
     }
 
     fn data_dir(&self) -> PathBuf {
