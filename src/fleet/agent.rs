@@ -53,6 +53,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// Orders remembered as carried out (the database's acks are the record; this only
 /// keeps a notification and a catch-up read from running one order twice).
 const REMEMBERED_ORDERS: usize = 4096;
+/// Orders carried out at once; more wait for the next catch-up read.
+const MAX_RUNNING_ORDERS: usize = 64;
 /// Order results not yet written (the database went away mid-order), kept to write
 /// on reconnect.
 const UNWRITTEN_RESULTS: usize = 1024;
@@ -261,6 +263,9 @@ impl Agent {
         changes.borrow_and_update();
         let mut renew = tokio::time::interval(self.lease / 3);
         let mut catch_up = tokio::time::interval(self.lease);
+        // After a slow step, the next tick comes a period later, not in a burst.
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
         let mut running: FuturesUnordered<
             Pin<Box<dyn std::future::Future<Output = OrderResult> + Send>>,
@@ -272,6 +277,9 @@ impl Agent {
                 // after LISTEN, so nothing falls between them.
                 _ = catch_up.tick() => {
                     for order in self.unacked(&client).await? {
+                        if running.len() >= MAX_RUNNING_ORDERS {
+                            break; // the next catch-up read takes the rest
+                        }
                         if self.done.insert(order.order_id) {
                             running.push(Box::pin(carry_out(self.host.clone(), self.status.host_id().to_owned(), order)));
                         }
@@ -288,7 +296,8 @@ impl Agent {
                         return Err(FleetError::Database("the connection closed".into()));
                     };
                     let Ok(order_id) = payload.parse::<Uuid>() else { continue };
-                    if self.done.contains(&order_id) {
+                    // At the bound, the next catch-up read takes it.
+                    if self.done.contains(&order_id) || running.len() >= MAX_RUNNING_ORDERS {
                         continue;
                     }
                     if let Some(order) = self.order(&client, order_id).await? {

@@ -44,9 +44,14 @@ impl Shipper {
         let tail = Arc::new(Mutex::new(self.tail));
         let mut backoff = BACKOFF.0;
         loop {
+            let began = std::time::Instant::now();
             match connected(&self.target, &tail, &self.status).await {
                 Ok(Done) => return,
                 Err(e) => {
+                    // A connection that served a while starts the backoff over.
+                    if began.elapsed() > BACKOFF.1 * 2 {
+                        backoff = BACKOFF.0;
+                    }
                     tracing::warn!(error = %e, retry_in = ?backoff, "fleet audit shipping paused");
                     self.status.shipper_failed(Some(e.to_string()));
                     // A mismatch will not fix itself by retrying quickly.
