@@ -303,10 +303,15 @@ impl AuditSink for JsonlFileSink {
         }
         self.good_len += buf.len() as u64;
         self.next_seq = events.last().map_or(self.next_seq, |e| e.seq + 1);
-        self.committed.send_replace(Committed {
-            len: self.good_len,
-            last_seq: self.next_seq - 1,
-        });
+        // Readers (the fleet's shipper) see only what is on disk: in `batched` mode
+        // a power loss may take back what was not synced, and the database must
+        // never hold an event the log lost.
+        if sync_now {
+            self.committed.send_replace(Committed {
+                len: self.good_len,
+                last_seq: self.next_seq - 1,
+            });
+        }
         Ok(())
     }
 

@@ -1,8 +1,10 @@
 //! Following the audit log from a position, for the fleet's shipper.
 //!
 //! The reader has its own descriptor of the log ([`super::JsonlFileSink::tail`]) and
-//! reads only up to the length the sink last committed: bytes of a write that failed
-//! and was cut back are never read, and a line being written is never read half.
+//! reads only up to the length the sink last committed (written and, in `batched`
+//! mode too, synced): bytes of a write that failed and was cut back are never read,
+//! a line being written is never read half, and nothing a power loss could take back
+//! leaves the host.
 //! The file is the source of truth; this is a cursor over it, so whatever the reader
 //! falls behind by (a database outage) costs disk that is there anyway, not memory.
 
@@ -282,6 +284,20 @@ mod tests {
         // After the last one: nothing to read until more is committed.
         again.seek_after(14).unwrap();
         assert!(again.read(10).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn in_batched_mode_only_synced_events_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut sink = JsonlFileSink::open(&path, Durability::Batched).unwrap();
+        let tail = sink.tail().unwrap();
+        assert_eq!(tail.committed().last_seq, 1, "service.started is synced");
+        // Within a second of the last sync: written, not synced, not committed.
+        append(&mut sink, 3);
+        assert_eq!(tail.committed().last_seq, 1);
+        drop(sink); // service.stopped is synced, and with it everything before
+        assert_eq!(tail.committed().last_seq, 5);
     }
 
     #[test]

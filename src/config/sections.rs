@@ -225,7 +225,7 @@ pub struct RecordingSection {
 }
 
 /// `[fleet]`: PostgreSQL for the fleet's audit, live view and revoke orders.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetSection {
     /// `database`: a libpq URI (`postgresql://user@/termshare?host=/run/postgresql`) or
@@ -237,4 +237,15 @@ pub struct FleetSection {
     pub host_id: Option<String>,
     /// `lease`: a host silent this long is shown as unreachable (default 10s).
     pub lease: Option<String>,
+}
+
+/// `database` may hold a password: never printed.
+impl std::fmt::Debug for FleetSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetSection")
+            .field("database", &self.database.as_ref().map(|_| "<redacted>"))
+            .field("host_id", &self.host_id)
+            .field("lease", &self.lease)
+            .finish()
+    }
 }

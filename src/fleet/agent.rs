@@ -11,18 +11,16 @@
 //! is carried out on its return), and rewrites its live shares from scratch.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use termshare_actors::{
     Badges, Caller, FleetOrder, Identity, RevokeReport, ShareError, ShareId, ShareInfo,
 };
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -67,6 +65,8 @@ pub struct FleetAgent {
     stop_agent: watch::Sender<bool>,
     agent: Option<JoinHandle<()>>,
     shipper: JoinHandle<()>,
+    /// Keeps the lag gauge current.
+    lag: JoinHandle<()>,
 }
 
 impl FleetAgent {
@@ -100,9 +100,13 @@ impl FleetAgent {
             started_db: None,
             synced: HashMap::new(),
             done: Remembered::default(),
+            orders: JoinSet::new(),
             unwritten: VecDeque::new(),
+            step: (settings.lease / 3).clamp(Duration::from_millis(300), STEP),
         };
+        let lag = tokio::spawn(status.clone().follow_lag());
         Ok(FleetAgent {
+            lag,
             status,
             target,
             instance,
@@ -148,28 +152,26 @@ impl FleetAgent {
         let host_id = self.status.host_id().to_owned();
         let instance = self.instance;
         let signed_off = async {
-            let db = self.target.connect().await?;
-            bounded("signing off", STEP, db.client.batch_execute("BEGIN")).await?;
-            bounded(
-                "signing off",
-                STEP,
-                db.client.execute(
+            let mut db = self.target.connect().await?;
+            let statements = async {
+                let tx = db.client.transaction().await?;
+                tx.execute(
                     "UPDATE termshare.hosts SET stopped_at = now(), lease_until = now() \
                      WHERE host_id = $1 AND instance = $2",
                     &[&host_id, &instance],
-                ),
-            )
-            .await?;
-            bounded(
-                "signing off",
-                STEP,
-                db.client.execute(
-                    "DELETE FROM termshare.live_shares WHERE host_id = $1",
-                    &[&host_id],
-                ),
-            )
-            .await?;
-            bounded("signing off", STEP, db.client.batch_execute("COMMIT")).await
+                )
+                .await?;
+                // Only while the host id is still this run's: never another daemon's
+                // shares.
+                tx.execute(
+                    "DELETE FROM termshare.live_shares WHERE host_id = $1 AND EXISTS \
+                     (SELECT 1 FROM termshare.hosts WHERE host_id = $1 AND instance = $2)",
+                    &[&host_id, &instance],
+                )
+                .await?;
+                tx.commit().await
+            };
+            bounded("signing off", STEP, statements).await
         };
         match tokio::time::timeout_at(deadline + Duration::from_secs(1), signed_off).await {
             Ok(Ok(())) => {}
@@ -187,6 +189,7 @@ impl Drop for FleetAgent {
             agent.abort();
         }
         self.shipper.abort();
+        self.lag.abort();
     }
 }
 
@@ -206,18 +209,25 @@ struct Agent {
     synced: HashMap<ShareId, LiveRow>,
     /// Orders carried out (or being carried out) by this run.
     done: Remembered,
+    /// The orders being carried out, each a task (aborted with the agent, so none
+    /// holds the service past a stop).
+    orders: JoinSet<()>,
     /// Results the database did not take yet.
     unwritten: VecDeque<OrderResult>,
+    /// One statement's limit: within a third of the lease, so a slow database costs
+    /// a reconnect before the lease lapses.
+    step: Duration,
 }
 
 impl Agent {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let (done_tx, mut done_rx) = mpsc::channel(MAX_RUNNING_ORDERS);
         let mut backoff = BACKOFF.0;
         loop {
             let began = Instant::now();
             let result = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                r = self.connected() => r,
+                r = self.connected(&done_tx, &mut done_rx) => r,
             };
             self.status.lease(false);
             if let Err(e) = result {
@@ -235,8 +245,13 @@ impl Agent {
         }
     }
 
-    /// One connection's life.
-    async fn connected(&mut self) -> Result<(), FleetError> {
+    /// One connection's life. Orders run as tasks of their own (`self.orders`), which
+    /// outlive a connection: what they did is written once one is back.
+    async fn connected(
+        &mut self,
+        done_tx: &mpsc::Sender<OrderDone>,
+        done_rx: &mut mpsc::Receiver<OrderDone>,
+    ) -> Result<(), FleetError> {
         let Db {
             mut client,
             mut notices,
@@ -247,16 +262,16 @@ impl Agent {
         self.status.lease(true);
         bounded(
             "listening for revoke orders",
-            STEP,
+            self.step,
             client.batch_execute(&format!("LISTEN {ORDERS_CHANNEL}")),
         )
         .await?;
         while let Some(result) = self.unwritten.front() {
-            write_result(&client, self.status.host_id(), result).await?;
+            write_result(&mut client, self.status.host_id(), result, self.step).await?;
             self.unwritten.pop_front();
         }
         self.synced.clear();
-        self.sync_live(&client, true).await?;
+        self.sync_live(&mut client, true).await?;
         self.status.agent_failed(None);
 
         let mut changes = self.host.changes();
@@ -267,9 +282,6 @@ impl Agent {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
-        let mut running: FuturesUnordered<
-            Pin<Box<dyn std::future::Future<Output = OrderResult> + Send>>,
-        > = FuturesUnordered::new();
         loop {
             tokio::select! {
                 _ = renew.tick() => self.renew(&client).await?,
@@ -277,11 +289,8 @@ impl Agent {
                 // after LISTEN, so nothing falls between them.
                 _ = catch_up.tick() => {
                     for order in self.unacked(&client).await? {
-                        if running.len() >= MAX_RUNNING_ORDERS {
-                            break; // the next catch-up read takes the rest
-                        }
-                        if self.done.insert(order.order_id) {
-                            running.push(Box::pin(carry_out(self.host.clone(), self.status.host_id().to_owned(), order)));
+                        if !self.start_order(order, done_tx) {
+                            break; // at the bound: the next catch-up read takes the rest
                         }
                     }
                 }
@@ -289,35 +298,59 @@ impl Agent {
                     if changed.is_err() {
                         return Ok(());
                     }
-                    self.sync_live(&client, false).await?;
+                    self.sync_live(&mut client, false).await?;
                 }
                 notice = notices.recv() => {
                     let Some((_channel, payload)) = notice else {
                         return Err(FleetError::Database("the connection closed".into()));
                     };
                     let Ok(order_id) = payload.parse::<Uuid>() else { continue };
-                    // At the bound, the next catch-up read takes it.
-                    if self.done.contains(&order_id) || running.len() >= MAX_RUNNING_ORDERS {
+                    if self.done.contains(&order_id) {
                         continue;
                     }
                     if let Some(order) = self.order(&client, order_id).await? {
-                        self.done.insert(order_id);
-                        running.push(Box::pin(carry_out(self.host.clone(), self.status.host_id().to_owned(), order)));
+                        self.start_order(order, done_tx);
                     }
                 }
-                Some(result) = running.next(), if !running.is_empty() => {
-                    if let Err(e) = write_result(&client, self.status.host_id(), &result).await {
-                        if self.unwritten.len() >= UNWRITTEN_RESULTS {
-                            self.unwritten.pop_front();
+                Some(done) = done_rx.recv() => match done {
+                    OrderDone::Carried(result) => {
+                        if let Err(e) = write_result(&mut client, self.status.host_id(), &result, self.step).await {
+                            if self.unwritten.len() >= UNWRITTEN_RESULTS {
+                                self.unwritten.pop_front();
+                            }
+                            self.unwritten.push_back(result);
+                            return Err(e);
                         }
-                        self.unwritten.push_back(result);
-                        return Err(e);
+                        // The order's shares have ended: the view shows it now.
+                        self.sync_live(&mut client, false).await?;
                     }
-                    // The order's shares have ended: the view shows it now.
-                    self.sync_live(&client, false).await?;
+                    // Not carried out (the shares could not be listed): unacknowledged,
+                    // so the next catch-up read tries again.
+                    OrderDone::Retry(order_id) => self.done.forget(&order_id),
                 }
             }
         }
+    }
+
+    /// Carry `order` out on a task of its own, unless it is already being (or has
+    /// been) or the bound is reached (false: the catch-up read brings it back).
+    fn start_order(&mut self, order: Order, done_tx: &mpsc::Sender<OrderDone>) -> bool {
+        while self.orders.try_join_next().is_some() {}
+        if self.orders.len() >= MAX_RUNNING_ORDERS {
+            return false;
+        }
+        if self.done.insert(order.order_id) {
+            let (host, host_id, tx) = (
+                self.host.clone(),
+                self.status.host_id().to_owned(),
+                done_tx.clone(),
+            );
+            self.orders.spawn(async move {
+                let done = carry_out(host, host_id, order).await;
+                let _ = tx.send(done).await;
+            });
+        }
+        true
     }
 
     /// Take (or keep) this host id's lease, unless another live daemon holds it.
@@ -328,7 +361,7 @@ impl Agent {
         let pid = std::process::id() as i32;
         let row = bounded(
             "registering the host",
-            STEP,
+            self.step,
             client.query_opt(
                 "INSERT INTO termshare.hosts AS h \
                    (host_id, instance, pid, version, started_at, renewed_at, lease_until, stopped_at) \
@@ -356,12 +389,13 @@ impl Agent {
         match row {
             Some(row) => {
                 self.started_db = Some(row.get(0));
+                self.status.mark_registered();
                 Ok(())
             }
             None => {
                 let pid = bounded(
                     "registering the host",
-                    STEP,
+                    self.step,
                     client.query_one(
                         "SELECT coalesce(pid, 0) FROM termshare.hosts WHERE host_id = $1",
                         &[&host_id],
@@ -377,7 +411,7 @@ impl Agent {
     async fn renew(&self, client: &Client) -> Result<(), FleetError> {
         let n = bounded(
             "renewing the lease",
-            STEP,
+            self.step,
             client.execute(
                 "UPDATE termshare.hosts SET renewed_at = now(), \
                    lease_until = now() + make_interval(secs => $3::float8) \
@@ -402,7 +436,7 @@ impl Agent {
 
     /// Rewrite the live view: rows that changed, rows that are gone (`full`: every
     /// row of this host not live now, whoever wrote it).
-    async fn sync_live(&mut self, client: &Client, full: bool) -> Result<(), FleetError> {
+    async fn sync_live(&mut self, client: &mut Client, full: bool) -> Result<(), FleetError> {
         let shares = match self.host.live_shares().await {
             Ok(s) => s,
             Err(ShareError::ShuttingDown) => return Ok(()),
@@ -435,9 +469,9 @@ impl Agent {
         }
         let keep: Vec<Uuid> = now.keys().map(|id| Uuid::from(*id)).collect();
         let statements = async {
-            client.batch_execute("BEGIN").await?;
+            let tx = client.transaction().await?;
             if !changed.is_empty() {
-                client
+                tx
                     .execute(
                         "INSERT INTO termshare.live_shares AS l (host_id, share_id, principal, terminal, \
                            backend, access, state, participants, started_at, expires_at, updated_at) \
@@ -464,23 +498,21 @@ impl Agent {
                     .await?;
             }
             if full {
-                client
-                    .execute(
-                        "DELETE FROM termshare.live_shares WHERE host_id = $1 AND NOT (share_id = ANY($2))",
-                        &[&host_id, &keep],
-                    )
-                    .await?;
+                tx.execute(
+                    "DELETE FROM termshare.live_shares WHERE host_id = $1 AND NOT (share_id = ANY($2))",
+                    &[&host_id, &keep],
+                )
+                .await?;
             } else if !gone.is_empty() {
-                client
-                    .execute(
-                        "DELETE FROM termshare.live_shares WHERE host_id = $1 AND share_id = ANY($2)",
-                        &[&host_id, &gone],
-                    )
-                    .await?;
+                tx.execute(
+                    "DELETE FROM termshare.live_shares WHERE host_id = $1 AND share_id = ANY($2)",
+                    &[&host_id, &gone],
+                )
+                .await?;
             }
-            client.batch_execute("COMMIT").await
+            tx.commit().await
         };
-        bounded("writing the live shares", STEP, statements).await?;
+        bounded("writing the live shares", self.step, statements).await?;
         self.synced = now;
         Ok(())
     }
@@ -489,7 +521,7 @@ impl Agent {
     async fn unacked(&self, client: &Client) -> Result<Vec<Order>, FleetError> {
         let rows = bounded(
             "reading revoke orders",
-            STEP,
+            self.step,
             client.query(
                 "SELECT o.order_id, o.ordered_by, o.principal, o.host_id, o.share_id \
                  FROM termshare.revoke_orders o \
@@ -507,7 +539,7 @@ impl Agent {
     async fn order(&self, client: &Client, order_id: Uuid) -> Result<Option<Order>, FleetError> {
         let row = bounded(
             "reading a revoke order",
-            STEP,
+            self.step,
             client.query_opt(
                 "SELECT o.order_id, o.ordered_by, o.principal, o.host_id, o.share_id \
                  FROM termshare.revoke_orders o \
@@ -560,6 +592,14 @@ impl Order {
     }
 }
 
+/// How an order's task ended.
+enum OrderDone {
+    /// Carried out: write this.
+    Carried(OrderResult),
+    /// Could not be (the shares could not be listed): try again later.
+    Retry(Uuid),
+}
+
 /// What a host did with an order.
 struct OrderResult {
     order_id: Uuid,
@@ -575,12 +615,13 @@ struct Outcome {
 
 /// Revoke every matching share at once, through the normal revoke path (each with
 /// its deadline and its `share.revoked`, which names the order).
-async fn carry_out(host: Arc<dyn FleetHost>, host_id: String, order: Order) -> OrderResult {
+async fn carry_out(host: Arc<dyn FleetHost>, host_id: String, order: Order) -> OrderDone {
     let shares = match host.live_shares().await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, order = %order.order_id, "could not list shares for a revoke order");
-            Vec::new()
+            // Not "nothing matched": not acknowledged, tried again.
+            tracing::warn!(error = %e, order = %order.order_id, "could not list shares for a revoke order; will retry");
+            return OrderDone::Retry(order.order_id);
         }
     };
     let matched: Vec<ShareInfo> = shares
@@ -622,39 +663,39 @@ async fn carry_out(host: Arc<dyn FleetHost>, host_id: String, order: Order) -> O
         }
     });
     let outcomes = futures_util::future::join_all(revokes).await;
-    OrderResult {
+    OrderDone::Carried(OrderResult {
         order_id: order.order_id,
         outcomes,
-    }
+    })
 }
 
-/// The outcomes, then the ack (the ordering command waits for acks).
+/// The outcomes, then the ack (the ordering command waits for acks), in one
+/// transaction.
 async fn write_result(
-    client: &Client,
+    client: &mut Client,
     host_id: &str,
     result: &OrderResult,
+    step: Duration,
 ) -> Result<(), FleetError> {
     let statements = async {
-        client.batch_execute("BEGIN").await?;
+        let tx = client.transaction().await?;
         for o in &result.outcomes {
-            client
-                .execute(
-                    "INSERT INTO termshare.revoke_outcomes (order_id, host_id, share_id, principal, outcome, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    &[&result.order_id, &host_id, &o.share_id, &o.principal, &o.outcome, &o.detail],
-                )
-                .await?;
-        }
-        client
-            .execute(
-                "INSERT INTO termshare.revoke_acks (order_id, host_id, matched) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-                &[&result.order_id, &host_id, &(result.outcomes.len() as i32)],
+            tx.execute(
+                "INSERT INTO termshare.revoke_outcomes (order_id, host_id, share_id, principal, outcome, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[&result.order_id, &host_id, &o.share_id, &o.principal, &o.outcome, &o.detail],
             )
             .await?;
-        client.batch_execute("COMMIT").await
+        }
+        tx.execute(
+            "INSERT INTO termshare.revoke_acks (order_id, host_id, matched) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &[&result.order_id, &host_id, &(result.outcomes.len() as i32)],
+        )
+        .await?;
+        tx.commit().await
     };
-    bounded("recording a revoke order's outcome", STEP, statements).await
+    bounded("recording a revoke order's outcome", step, statements).await
 }
 
 /// One live share as the view holds it.
@@ -724,6 +765,12 @@ struct Remembered {
 impl Remembered {
     fn contains(&self, id: &Uuid) -> bool {
         self.set.contains(id)
+    }
+
+    fn forget(&mut self, id: &Uuid) {
+        if self.set.remove(id) {
+            self.order.retain(|o| o != id);
+        }
     }
 
     /// False if it was there already.

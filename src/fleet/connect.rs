@@ -204,8 +204,12 @@ mod tests {
         assert_eq!(t.mode, TlsMode::Disable);
         let t = Target::parse("host=/run/postgresql dbname=t sslmode=require").unwrap();
         assert_eq!(t.mode, TlsMode::Disable);
-        let t = Target::parse("host=db.example dbname=t sslmode=verify-full").unwrap();
-        assert_eq!(t.mode, TlsMode::VerifyFull);
+        let t = Target::parse("host=db.example dbname=t sslrootcert=system").unwrap();
+        assert_eq!(
+            t.mode,
+            TlsMode::VerifyFull,
+            "the system's roots: verify-full"
+        );
         let t = Target::parse("host=db.example dbname=t").unwrap();
         assert_eq!(t.mode, TlsMode::Prefer, "libpq's default");
     }
@@ -219,6 +223,9 @@ mod tests {
             "postgresql://u:secret@h/db?sslmode=verify-full&sslrootcert=%zz",
             "password=secret nonsense",
             "host=x password=secret service=no-such-service",
+            "host=x password=secret sslmode=verify-ca",
+            "host=x password=secret sslmode=verify-full",
+            "host=x password=secret sslmode=verify-ca sslrootcert=system",
         ] {
             let err = Target::parse(bad).unwrap_err().to_string();
             assert!(!err.contains("secret"), "{err}");

@@ -39,12 +39,34 @@ pub(crate) fn parse(database: &str) -> Result<Parsed, FleetError> {
             fill(&mut pg, &mut mode, &mut root, &name, &key, &value)?;
         }
     }
-    if root.is_some() && !matches!(mode, Some(TlsMode::VerifyCa | TlsMode::VerifyFull)) {
-        // libpq reads sslrootcert only to verify; say so rather than let an operator
-        // believe the server is checked.
-        return Err(bad(
-            "sslrootcert is given but sslmode is not verify-ca or verify-full: the certificate would not be checked",
-        ));
+    // `sslrootcert=system` (the system's roots) means verify-full, as in libpq: any
+    // public CA's certificate for another name must not pass.
+    if root.as_deref() == Some("system") {
+        match mode {
+            None | Some(TlsMode::VerifyFull) => mode = Some(TlsMode::VerifyFull),
+            Some(_) => {
+                return Err(bad(
+                    "sslrootcert=system needs sslmode=verify-full (as in libpq)",
+                ))
+            }
+        }
+    }
+    match (&root, mode) {
+        (Some(_), Some(TlsMode::VerifyCa | TlsMode::VerifyFull)) => {}
+        // libpq reads sslrootcert only to verify; say so rather than let an
+        // operator believe the server is checked.
+        (Some(_), _) => {
+            return Err(bad(
+                "sslrootcert is given but sslmode is not verify-ca or verify-full: the certificate would not be checked",
+            ))
+        }
+        // libpq needs a root file to verify against; so does termshare.
+        (None, Some(TlsMode::VerifyCa | TlsMode::VerifyFull)) => {
+            return Err(bad(
+                "sslmode verify-ca and verify-full need sslrootcert: a CA file, or `system` for the system's roots (verify-full)",
+            ))
+        }
+        (None, _) => {}
     }
     Ok(Parsed {
         pg,

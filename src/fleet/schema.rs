@@ -48,11 +48,27 @@ pub(crate) async fn ensure(client: &mut Client) -> Result<(), FleetError> {
         .map_err(pg)?;
     // Another daemon may have applied them while this one waited for the lock.
     let current = version(&tx).await.map_err(pg)?.unwrap_or(0);
+    let mut applied = false;
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         tx.batch_execute(sql).await.map_err(pg)?;
         tracing::info!(version = v, "applied fleet schema migration");
+        applied = true;
     }
-    tx.commit().await.map_err(pg)
+    tx.commit().await.map_err(pg)?;
+    if applied && current == 0 {
+        // The creator owns the tables: it may order fleet revokes and change the
+        // ordering trigger. Separate duties need a DBA to apply the schema.
+        let role: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        tracing::warn!(
+            role = %role,
+            "this daemon's role created the fleet schema and owns it, so it may also order fleet revokes; for separate duties have a DBA apply migrations/0001_fleet.sql and grant as README \"Fleet\" shows"
+        );
+    }
+    Ok(())
 }
 
 /// Readers only check: the schema is there, at a version this build knows.

@@ -90,10 +90,40 @@ async fn connected(
             local,
         });
     }
-    if shipped != consumed {
+    // The log must be the one the database has: the event at `shipped` has the
+    // same id here and there (a log moved, reset or cloned under this id has not).
+    if shipped > 0 {
+        let theirs: Option<Uuid> = bounded(
+            "checking the log against the database",
+            STEP,
+            db.client.query_opt(
+                "SELECT id FROM termshare.audit_events WHERE host_id = $1 AND seq = $2",
+                &[&host_id, &(shipped as i64)],
+            ),
+        )
+        .await?
+        .map(|r| r.get(0));
+        let ours = blocking(tail, move |t| {
+            t.seek_after(shipped - 1)?;
+            Ok(t.read(1)?.events.into_iter().next())
+        })
+        .await?
+        .filter(|e| e.seq == shipped)
+        .and_then(|e| e.object.get("id")?.as_str()?.parse::<Uuid>().ok());
+        if theirs.is_some() && ours != theirs {
+            return Err(FleetError::SeqConflict {
+                host_id,
+                seq: shipped,
+            });
+        }
+    }
+    if shipped != consumed || shipped > 0 {
         blocking(tail, move |t| t.seek_after(shipped)).await?;
     }
     status.shipped(shipped);
+    // Ship only under a host id this run holds (never beside another live daemon
+    // that has it).
+    status.wait_registered().await;
     status.shipper_failed(None);
     loop {
         // Mark what is seen now before reading: a commit after this wakes us.
@@ -107,11 +137,9 @@ async fn connected(
             };
             status.shipped(consumed);
             if commits.changed().await.is_err() {
-                let t = tail.lock();
-                if t.committed().last_seq <= t.consumed_seq() {
-                    // The writer is gone and everything it committed is shipped.
-                    return Ok(Done);
-                }
+                // The writer is gone and a read finds nothing more: all it committed
+                // is shipped (or not this log's to ship: never spin on it).
+                return Ok(Done);
             }
             continue;
         }

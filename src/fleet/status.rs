@@ -22,6 +22,9 @@ pub struct FleetStatus {
     agent_error: Mutex<Option<String>>,
     /// The agent holds the lease (its last renewal succeeded).
     lease_held: AtomicBool,
+    /// This run has held the host id's lease at least once: its log may ship under
+    /// the id (a daemon refused the id, e.g. a cloned machine id, never ships).
+    registered: watch::Sender<bool>,
 }
 
 /// A snapshot of [`FleetStatus`], as `termshare status --json` prints it (`fleet`).
@@ -54,6 +57,28 @@ impl FleetStatus {
             shipper_error: Mutex::new(None),
             agent_error: Mutex::new(None),
             lease_held: AtomicBool::new(false),
+            registered: watch::Sender::new(false),
+        }
+    }
+
+    /// The agent took the host id's lease.
+    pub(crate) fn mark_registered(&self) {
+        self.registered.send_replace(true);
+    }
+
+    /// Until the agent has taken the host id's lease once.
+    pub(crate) async fn wait_registered(&self) {
+        let mut registered = self.registered.subscribe();
+        let _ = registered.wait_for(|r| *r).await;
+    }
+
+    /// Keep the lag gauge current while nothing ships (a database outage): on every
+    /// commit of the log.
+    pub(crate) async fn follow_lag(self: std::sync::Arc<Self>) {
+        let mut commits = self.committed.clone();
+        while commits.changed().await.is_ok() {
+            let r = self.report();
+            metrics::gauge!("termshare_fleet_ship_lag_events").set(r.lag_events as f64);
         }
     }
 

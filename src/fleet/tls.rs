@@ -12,7 +12,8 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use super::connect::TlsMode;
 use super::FleetError;
 
-/// A client config for `mode`; `root` is `sslrootcert` (PEM), else the system's roots.
+/// A client config for `mode`; `root` is `sslrootcert`: a PEM file, or `system`
+/// for the system's roots (which [`super::libpq`] allows only with verify-full).
 pub(crate) fn client_config(
     mode: TlsMode,
     root: Option<&str>,
@@ -45,6 +46,12 @@ pub(crate) fn client_config(
 fn roots(root: Option<&str>) -> Result<RootCertStore, String> {
     let mut store = RootCertStore::empty();
     match root {
+        Some("system") | None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = store.add(cert);
+            }
+        }
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("sslrootcert {path}: {e}"))?;
@@ -53,12 +60,6 @@ fn roots(root: Option<&str>) -> Result<RootCertStore, String> {
                 store
                     .add(cert)
                     .map_err(|e| format!("sslrootcert {path}: {e}"))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = store.add(cert);
             }
         }
     }

@@ -142,8 +142,9 @@ pub enum FleetCommand {
 #[derive(clap::Args)]
 pub struct FleetDb {
     /// The database (a libpq URI or key=value string); default: the config's
-    /// `[fleet] database`.
-    #[arg(long)]
+    /// `[fleet] database`. A password here is visible to other local users in the
+    /// process list: prefer the environment variable, a service file or the config.
+    #[arg(long, env = "TERMSHARE_FLEET_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
 }
 

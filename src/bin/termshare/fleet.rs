@@ -26,6 +26,14 @@ pub async fn fleet(config: &Config, cmd: FleetCommand, as_json: bool) -> ExitCod
     }
 }
 
+/// A string from the database as text for a terminal: control characters (an
+/// escape sequence a host role wrote into a row) shown as `?`.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// `--database`, else the config's `[fleet] database`.
 fn database(config: &Config, db: &FleetDb) -> Result<String, FleetError> {
     if let Some(d) = &db.database {
@@ -72,8 +80,8 @@ async fn run(config: &Config, cmd: FleetCommand, as_json: bool) -> Result<ExitCo
             for h in &hosts {
                 out!(
                     "{:<20}  {:<12}  {:>8}  {:>9}  {:>11}",
-                    h.host_id,
-                    h.state,
+                    clean(&h.host_id),
+                    clean(&h.state),
                     h.pid.map_or("-".into(), |p| p.to_string()),
                     h.silent_for_s.map_or("-".into(), |s| format!("{s:.1}s")),
                     h.shipped_seq
@@ -93,12 +101,12 @@ async fn run(config: &Config, cmd: FleetCommand, as_json: bool) -> Result<ExitCo
             for s in &shares {
                 out!(
                     "{:<20}  {:<36}  {:<12}  {:<20}  {:<16}  {:<9}  {:>12}  {}",
-                    s.host_id,
+                    clean(&s.host_id),
                     s.share_id,
-                    s.state,
-                    s.principal,
-                    s.terminal,
-                    s.backend,
+                    clean(&s.state),
+                    clean(&s.principal),
+                    clean(&s.terminal),
+                    clean(&s.backend),
                     s.participants.map_or("unknown".into(), |n| n.to_string()),
                     s.expires_at
                 );
@@ -130,9 +138,9 @@ async fn run(config: &Config, cmd: FleetCommand, as_json: bool) -> Result<ExitCo
                     out!("{event}");
                     continue;
                 }
-                let host = event["host_id"].as_str().unwrap_or("?").to_owned();
+                let host = clean(event["host_id"].as_str().unwrap_or("?"));
                 match serde_json::from_value::<termshare::actors::AuditEvent>(event) {
-                    Ok(e) => out!("{host:<20}  {}", audit_line_text(&e)),
+                    Ok(e) => out!("{host:<20}  {}", clean(&audit_line_text(&e))),
                     Err(_) => out!("{host:<20}  (an event this termshare cannot read)"),
                 }
             }
@@ -185,7 +193,11 @@ async fn run(config: &Config, cmd: FleetCommand, as_json: bool) -> Result<ExitCo
                     );
                 }
             } else {
-                out!("order {} (by {})", result.order_id, result.ordered_by);
+                out!(
+                    "order {} (by {})",
+                    result.order_id,
+                    clean(&result.ordered_by)
+                );
                 for o in &result.outcomes {
                     let how = match o.outcome.as_str() {
                         "revoked" => format!(
@@ -198,8 +210,8 @@ async fn run(config: &Config, cmd: FleetCommand, as_json: bool) -> Result<ExitCo
                             }
                         ),
                         other => match o.detail["error"].as_str() {
-                            Some(e) => format!("{other}: {e}"),
-                            None => other.to_owned(),
+                            Some(e) => clean(&format!("{other}: {e}")),
+                            None => clean(other),
                         },
                     };
                     out!(
@@ -211,7 +223,7 @@ async fn run(config: &Config, cmd: FleetCommand, as_json: bool) -> Result<ExitCo
                 }
                 for h in &result.answered {
                     if !result.outcomes.iter().any(|o| &o.host_id == h) {
-                        out!("{h:<20}  no matching shares");
+                        out!("{:<20}  no matching shares", clean(h));
                     }
                 }
                 for h in &result.no_answer {
