@@ -52,7 +52,7 @@ pub use traits::{
     AuditSink, Backend, Grant, HandoffGrant, JoinRefusal, ParticipantEvent, PolicyDecision,
     PolicyGate, PolicyQuery, Probe, ReceiverShare, Recording, RecordingInfo, ServingProbe,
     StartedWorker, TerminalContext, TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
-    PARTICIPANT_EVENTS_QUEUE,
+    PARTICIPANT_EVENTS_QUEUE, SERVING_PROBE_TIMEOUT,
 };
 pub use types::{
     duration_ms, glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId,

@@ -205,6 +205,14 @@ pub trait Worker: Send + 'static {
         }
     }
 
+    /// Whether the worker's process is stopped (SIGSTOP) now, as the kernel reports
+    /// it: the heartbeat then waits on this (a stop lasting the heartbeat timeout is a
+    /// hang) and never polls [`Worker::probe`]. `None`: `probe` every heartbeat
+    /// interval.
+    fn stopped_watch(&self) -> Option<watch::Receiver<bool>> {
+        None
+    }
+
     /// How to check that the worker still serves, when the backend can tell: a worker
     /// that runs but has not served for the heartbeat timeout is hung, like a stopped
     /// one.

@@ -66,6 +66,9 @@ pub enum WorkerMsg {
     Exited(WorkerExit),
     /// Heartbeat tick: probe the worker.
     Probe,
+    /// From the stop watcher: the worker has been stopped this long (at least the
+    /// heartbeat timeout).
+    StoppedFor(Duration),
     /// From the serving probe task: the worker answered (or not, and why).
     Served(Result<(), String>),
 }
@@ -207,16 +210,21 @@ impl Actor for BackendWorker {
                         }));
                         let me = myself.clone();
                         let every = state.args.probe_interval;
-                        state.heartbeat = Some(tokio::spawn(async move {
-                            let mut tick = tokio::time::interval(every);
-                            tick.tick().await; // the first tick is immediate
-                            loop {
-                                tick.tick().await;
-                                if me.cast(WorkerMsg::Probe).is_err() {
-                                    break;
+                        let timeout = state.args.heartbeat_timeout;
+                        state.heartbeat = Some(match started.worker.stopped_watch() {
+                            // The kernel says when it stops: nothing runs meanwhile.
+                            Some(stopped) => tokio::spawn(stop_checks(stopped, me, timeout)),
+                            None => tokio::spawn(async move {
+                                let mut tick = tokio::time::interval(every);
+                                tick.tick().await; // the first tick is immediate
+                                loop {
+                                    tick.tick().await;
+                                    if me.cast(WorkerMsg::Probe).is_err() {
+                                        break;
+                                    }
                                 }
-                            }
-                        }));
+                            }),
+                        });
                         if let Some(mut updates) = started.worker.link_updates() {
                             let session = state.args.session.clone();
                             let generation = state.args.generation;
@@ -349,11 +357,37 @@ impl Actor for BackendWorker {
                     myself.stop(Some("worker gone".into()));
                 }
             }
+            WorkerMsg::StoppedFor(silent) => {
+                if !state.stopping {
+                    // The session stops it (SIGKILL: a hung worker gets no grace).
+                    state.stopping = true;
+                    state.report(WorkerEvent::Hung {
+                        silent,
+                        detail: "the worker process is stopped".into(),
+                    });
+                }
+            }
             WorkerMsg::Served(Ok(())) => {
                 state.last_served = Some(tokio::time::Instant::now());
                 state.serving_error = None;
             }
-            WorkerMsg::Served(Err(e)) => state.serving_error = Some(e),
+            WorkerMsg::Served(Err(e)) => {
+                state.serving_error = Some(e);
+                // Running is not serving: a worker whose port or socket has not
+                // answered for the heartbeat timeout is hung. (Checked here as well as
+                // on a probe tick: a worker the kernel watches gets no ticks.)
+                if let (Some(last), false) = (state.last_served, state.stopping) {
+                    let silent = last.elapsed();
+                    if silent >= state.args.heartbeat_timeout {
+                        state.stopping = true;
+                        let why = state.serving_error.clone().unwrap_or_default();
+                        state.report(WorkerEvent::Hung {
+                            silent,
+                            detail: format!("the worker runs but does not serve ({why})"),
+                        });
+                    }
+                }
+            }
             WorkerMsg::Exited(status) => {
                 if !state.stopping {
                     state.stopping = true;
@@ -366,19 +400,52 @@ impl Actor for BackendWorker {
     }
 }
 
-/// How often the serving probe runs: often enough that a hang is seen within the
-/// heartbeat timeout and a twentieth of it, never more often than the process probe,
-/// and at least once a second.
+/// How often the serving probe runs: a third of the heartbeat timeout (1 s by
+/// default), so a hang is seen within the timeout and a third of it; never more often
+/// than the process probe. Each probe is a request to the worker, so this is what an
+/// idle share costs: it is kept low.
 fn serving_interval(args: &WorkerArgs) -> Duration {
-    (args.heartbeat_timeout / 20)
-        .max(args.probe_interval)
-        .min(Duration::from_secs(1))
+    (args.heartbeat_timeout / 3).max(args.probe_interval)
+}
+
+/// Wait for the worker to stop; one stopped for `timeout` is reported (once), one
+/// that continues first is not. Nothing runs while it runs.
+async fn stop_checks(
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    me: ActorRef<WorkerMsg>,
+    timeout: Duration,
+) {
+    loop {
+        if stopped.wait_for(|s| *s).await.is_err() {
+            return;
+        }
+        let since = tokio::time::Instant::now();
+        tokio::select! {
+            continued = stopped.wait_for(|s| !*s) => {
+                if continued.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(timeout) => {
+                let _ = me.cast(WorkerMsg::StoppedFor(since.elapsed()));
+                return;
+            }
+        }
+    }
 }
 
 /// Run the serving probe every `every` (each bounded by SERVING_PROBE_TIMEOUT), and
-/// report each outcome to the worker actor, until the actor is gone.
+/// report each outcome to the worker actor, until the actor is gone. The first runs
+/// at a random point of the first period, so the shares' probes are spread out
+/// rather than all at once.
 async fn serve_checks(probe: ServingProbe, me: ActorRef<WorkerMsg>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    let phase = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(me.get_id().pid());
+        every.mul_f64((h.finish() % 1000) as f64 / 1000.0)
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

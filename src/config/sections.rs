@@ -37,9 +37,13 @@ pub struct RevokeSection {
     pub grace: Option<String>,
 }
 
-/// `[heartbeat]`: each worker is probed every `interval` (default 100ms); one that
-/// does not run (SIGSTOP) for `timeout` (default 3s) is killed and its share fails.
-/// Detection takes at most `timeout + 2 × interval` (3.2 s by default).
+/// `[heartbeat]`: a worker that does not run (SIGSTOP) for `timeout` (default 3s), or
+/// runs but does not answer its serving probe for that long, is killed and its share
+/// fails. Real workers' stops come from the kernel (SIGCHLD): seen at the timeout,
+/// with nothing polled meanwhile. The serving probe runs every third of the timeout
+/// (spread over the shares), so a worker that stopped serving is seen between
+/// `timeout − timeout/3` and `timeout + 1 s` (its probe's own bound). `interval` paces
+/// the process probe of workers the kernel cannot watch (in-process ones).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatSection {

@@ -120,11 +120,16 @@ pub(super) async fn dispatch(
         Command::Status {} => {
             let board = peers::visible_board(&ts.badges().borrow(), identity);
             let badges = serde_json::to_value(&board).map_err(ShareError::internal)?;
-            let mut status = json!({"badges": badges, "audit": audit_status(ts)});
+            let status = json!({"badges": badges, "audit": audit_status(ts)});
             #[cfg(feature = "fleet")]
-            if let Some(fleet) = ts.fleet() {
-                status["fleet"] = serde_json::to_value(fleet).map_err(ShareError::internal)?;
-            }
+            let status = match ts.fleet() {
+                Some(fleet) => {
+                    let mut status = status;
+                    status["fleet"] = serde_json::to_value(fleet).map_err(ShareError::internal)?;
+                    status
+                }
+                None => status,
+            };
             Ok(status)
         }
         Command::Watch {} | Command::Panel {} => {

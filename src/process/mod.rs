@@ -22,11 +22,13 @@
 mod group;
 mod spawned;
 mod spawner;
+mod stops;
 mod worker;
 
 pub use group::{group_alive, kill_group, process_state, GroupRegistry, ProcessGroupGuard};
 pub use spawned::{AbortOnDrop, LinkWait, SpawnedProcess};
 pub use spawner::{ProcessSpawner, WorkerCommand};
+pub use stops::{StopWatch, Stops};
 pub use worker::{Attached, Attachment, GracefulStop, ParticipantCount, ProcessWorker};
 
 use std::collections::HashSet;

@@ -28,6 +28,8 @@ pub struct SpawnedProcess {
     pub(super) tasks: Vec<AbortOnDrop>,
     /// For the commands that stop it (`tmate kill-server`): the same clean environment.
     pub(super) env: Arc<CleanEnv>,
+    /// Whether it is stopped (SIGSTOP), as the kernel tells.
+    pub stopped: super::StopWatch,
     // Not aborted on drop: it must go on to reap the killed child.
     pub(super) _reaper: JoinHandle<()>,
 }

@@ -53,6 +53,8 @@ pub struct ProcessSpawner {
     registry: Arc<GroupRegistry>,
     /// The environment of every worker, taken when the spawner was made.
     env: Arc<CleanEnv>,
+    /// Which workers are stopped, from SIGCHLD (the heartbeat's source).
+    stops: Arc<super::Stops>,
 }
 
 impl ProcessSpawner {
@@ -66,6 +68,10 @@ impl ProcessSpawner {
     pub fn with_env(env: CleanEnv) -> io::Result<Arc<Self>> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("termshare must be started inside a tokio runtime"))?;
+        let stops = {
+            let _runtime = handle.enter();
+            super::Stops::start()?
+        };
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let registry = Arc::new(GroupRegistry::default());
         let groups = registry.clone();
@@ -94,6 +100,7 @@ impl ProcessSpawner {
             jobs,
             registry,
             env: Arc::new(env),
+            stops,
         }))
     }
 
@@ -156,6 +163,7 @@ impl ProcessSpawner {
             .await
             .map_err(|_| io::Error::other("the spawner thread is gone"))??;
         let pid = guard.pgid() as u32;
+        let stopped = self.stops.watch(pid as i32);
         termshare_actors::faultpoints::pause("spawn.after_fork").await;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -192,6 +200,7 @@ impl ProcessSpawner {
             stderr_head,
             tasks: vec![AbortOnDrop(stderr_task)],
             env: self.env.clone(),
+            stopped,
             _reaper: reaper,
         })
     }

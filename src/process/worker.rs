@@ -142,6 +142,10 @@ impl Worker for ProcessWorker {
         self.process.exit.clone()
     }
 
+    fn stopped_watch(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.process.stopped.receiver())
+    }
+
     fn serving_probe(&self) -> Option<termshare_actors::ServingProbe> {
         self.serving.clone()
     }
@@ -202,11 +206,11 @@ impl Worker for ProcessWorker {
         if self.process.has_exited() {
             return Probe::Gone;
         }
-        // The kernel's view: `T` (stopped, e.g. SIGSTOP) or `t` (traced) does not run.
-        match process_state(self.process.pid) {
-            None | Some('Z') | Some('X') => Probe::Gone,
-            Some('T') | Some('t') => Probe::Unresponsive,
-            Some(_) => Probe::Alive,
+        // The kernel's word, from SIGCHLD: no /proc read.
+        if self.process.stopped.is_stopped() {
+            Probe::Unresponsive
+        } else {
+            Probe::Alive
         }
     }
 }
