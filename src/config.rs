@@ -200,6 +200,14 @@ impl Config {
         if probe_interval > heartbeat_timeout {
             return Err("heartbeat.interval must not exceed heartbeat.timeout".into());
         }
+        let serving_interval = duration(
+            "heartbeat.serving_interval",
+            &self.heartbeat.serving_interval,
+            d.serving_interval,
+        )?;
+        if serving_interval < Duration::from_millis(100) {
+            return Err("heartbeat.serving_interval must be at least 100ms".into());
+        }
         let per_terminal_limit = self.limits.per_terminal.unwrap_or(d.per_terminal_limit);
         if per_terminal_limit == 0 {
             return Err("limits.per_terminal must be at least 1".into());
@@ -264,6 +272,7 @@ impl Config {
             require_join_restriction: self.access.require_join_restriction,
             probe_interval,
             heartbeat_timeout,
+            serving_interval,
             handoff_scrollback_lines: match self.handoff.scrollback_lines {
                 Some(0) => return Err("handoff.scrollback_lines must be at least 1".into()),
                 Some(n) if n > 100_000 => {

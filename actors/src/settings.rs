@@ -37,12 +37,16 @@ pub struct Settings {
     pub terminate_grace: Duration,
     /// How long an action waits for its audit event to be kept.
     pub audit_timeout: Duration,
-    /// How often each worker is probed (heartbeat).
+    /// How often a worker the kernel cannot watch is probed (in-process workers; a
+    /// real worker's stops come from SIGCHLD).
     pub probe_interval: Duration,
-    /// A worker unresponsive for this long is declared hung, killed, and its share
-    /// fails. The hang is measured from the first probe that sees it, so detection
-    /// takes between this and this plus two probe intervals.
+    /// A worker stopped, or not answering its serving probe, for this long is declared
+    /// hung, killed, and its share fails.
     pub heartbeat_timeout: Duration,
+    /// How often a worker's serving probe runs (a request to the worker: what an idle
+    /// share costs). A worker that stopped serving is seen within the timeout plus
+    /// this and the probe's own 1 s bound.
+    pub serving_interval: Duration,
     /// Refuse every share on a backend that does not restrict who may join.
     pub require_join_restriction: bool,
     /// Most audit events committed in one write (group commit).
@@ -87,6 +91,7 @@ impl Default for Settings {
             audit_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_millis(100),
             heartbeat_timeout: Duration::from_secs(3),
+            serving_interval: Duration::from_secs(10),
             require_join_restriction: false,
             audit_max_batch: 1024,
             handoff_scrollback_lines: 200,

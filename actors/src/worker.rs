@@ -69,8 +69,9 @@ pub enum WorkerMsg {
     /// From the stop watcher: the worker has been stopped this long (at least the
     /// heartbeat timeout).
     StoppedFor(Duration),
-    /// From the serving probe task: the worker answered (or not, and why).
-    Served(Result<(), String>),
+    /// From the serving probe task: the worker answered (or not, and why), for the
+    /// probe that started at this instant.
+    Served(Result<(), String>, tokio::time::Instant),
 }
 
 pub struct BackendWorker;
@@ -82,6 +83,7 @@ pub struct WorkerArgs {
     pub generation: u64,
     pub probe_interval: Duration,
     pub heartbeat_timeout: Duration,
+    pub serving_interval: Duration,
 }
 
 pub struct WorkerState {
@@ -102,6 +104,9 @@ pub struct WorkerState {
     /// given), and its last error since.
     last_served: Option<tokio::time::Instant>,
     serving_error: Option<String>,
+    /// The start of the first of the failing serving probes since the last answer:
+    /// the worker is hung once they have failed for the heartbeat timeout.
+    unserved_since: Option<tokio::time::Instant>,
     stopping: bool,
 }
 
@@ -154,6 +159,7 @@ impl Actor for BackendWorker {
             participant_task: None,
             last_served: None,
             serving_error: None,
+            unserved_since: None,
             stopping: false,
         })
     }
@@ -263,6 +269,7 @@ impl Actor for BackendWorker {
                                 probe,
                                 myself.clone(),
                                 serving_interval(&state.args),
+                                state.args.heartbeat_timeout / 3,
                             )));
                         }
                         state.worker = Some(started.worker);
@@ -334,8 +341,8 @@ impl Actor for BackendWorker {
                 }
                 // Running is not serving: a worker whose port or socket has not
                 // answered for the heartbeat timeout is hung too.
-                if let (Some(last), false) = (state.last_served, state.stopping) {
-                    let silent = last.elapsed();
+                if let (Some(since), false) = (state.unserved_since, state.stopping) {
+                    let silent = since.elapsed();
                     if probe != Probe::Gone && silent >= state.args.heartbeat_timeout {
                         state.stopping = true;
                         let why = state
@@ -367,25 +374,26 @@ impl Actor for BackendWorker {
                     });
                 }
             }
-            WorkerMsg::Served(Ok(())) => {
+            WorkerMsg::Served(Ok(()), _) => {
                 state.last_served = Some(tokio::time::Instant::now());
                 state.serving_error = None;
+                state.unserved_since = None;
             }
-            WorkerMsg::Served(Err(e)) => {
+            WorkerMsg::Served(Err(e), started) => {
                 state.serving_error = Some(e);
-                // Running is not serving: a worker whose port or socket has not
-                // answered for the heartbeat timeout is hung. (Checked here as well as
-                // on a probe tick: a worker the kernel watches gets no ticks.)
-                if let (Some(last), false) = (state.last_served, state.stopping) {
-                    let silent = last.elapsed();
-                    if silent >= state.args.heartbeat_timeout {
-                        state.stopping = true;
-                        let why = state.serving_error.clone().unwrap_or_default();
-                        state.report(WorkerEvent::Hung {
-                            silent,
-                            detail: format!("the worker runs but does not serve ({why})"),
-                        });
-                    }
+                // Running is not serving: a worker whose probes have failed for the
+                // heartbeat timeout is hung. (Checked here as well as on a probe tick:
+                // a worker the kernel watches gets no ticks.) One failure alone is not
+                // a hang: the probe task retries at a third of the timeout.
+                let since = *state.unserved_since.get_or_insert(started);
+                let silent = since.elapsed();
+                if !state.stopping && silent >= state.args.heartbeat_timeout {
+                    state.stopping = true;
+                    let why = state.serving_error.clone().unwrap_or_default();
+                    state.report(WorkerEvent::Hung {
+                        silent,
+                        detail: format!("the worker runs but does not serve ({why})"),
+                    });
                 }
             }
             WorkerMsg::Exited(status) => {
@@ -400,12 +408,11 @@ impl Actor for BackendWorker {
     }
 }
 
-/// How often the serving probe runs: a third of the heartbeat timeout (1 s by
-/// default), so a hang is seen within the timeout and a third of it; never more often
-/// than the process probe. Each probe is a request to the worker, so this is what an
-/// idle share costs: it is kept low.
+/// How often the serving probe runs (`Settings::serving_interval`, 10 s by default):
+/// each probe is a request to the worker, so this is what an idle share costs. Never
+/// more often than the process probe.
 fn serving_interval(args: &WorkerArgs) -> Duration {
-    (args.heartbeat_timeout / 3).max(args.probe_interval)
+    args.serving_interval.max(args.probe_interval)
 }
 
 /// Wait for the worker to stop; one stopped for `timeout` is reported (once), one
@@ -435,20 +442,27 @@ async fn stop_checks(
 }
 
 /// Run the serving probe every `every` (each bounded by SERVING_PROBE_TIMEOUT), and
-/// report each outcome to the worker actor, until the actor is gone. The first runs
-/// at a random point of the first period, so the shares' probes are spread out
-/// rather than all at once.
-async fn serve_checks(probe: ServingProbe, me: ActorRef<WorkerMsg>, every: Duration) {
+/// report each outcome to the worker actor, until the actor is gone. After a failure
+/// the next probe comes after `retry` (a third of the heartbeat timeout), so a hang
+/// is confirmed within the timeout, not a period later. The first runs at a random
+/// point of the first period, so the shares' probes are spread out rather than all
+/// at once.
+async fn serve_checks(
+    probe: ServingProbe,
+    me: ActorRef<WorkerMsg>,
+    every: Duration,
+    retry: Duration,
+) {
     let phase = {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(me.get_id().pid());
         every.mul_f64((h.finish() % 1000) as f64 / 1000.0)
     };
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = phase;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
+        let started = tokio::time::Instant::now();
         let outcome = match tokio::time::timeout(SERVING_PROBE_TIMEOUT, probe()).await {
             Ok(result) => result,
             Err(_) => Err(format!(
@@ -456,7 +470,8 @@ async fn serve_checks(probe: ServingProbe, me: ActorRef<WorkerMsg>, every: Durat
                 crate::error::human(SERVING_PROBE_TIMEOUT)
             )),
         };
-        if me.cast(WorkerMsg::Served(outcome)).is_err() {
+        wait = if outcome.is_ok() { every } else { retry };
+        if me.cast(WorkerMsg::Served(outcome, started)).is_err() {
             break;
         }
     }

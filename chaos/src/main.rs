@@ -43,6 +43,9 @@ enum Command {
         /// Also write the rows as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Only this group: start, revoke, keystroke, scale, ttl, audit, failure, idle.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
             shares,
             backend,
         } => (seed, steps, shares, backend),
-        Command::Bench { quick, json } => return bench(quick, json),
+        Command::Bench { quick, json, only } => return bench(quick, json, only),
     };
     termshare_chaos::quiet_injected_panics();
     let mode = match backend {
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(quick: bool, json: Option<std::path::PathBuf>) -> ExitCode {
+fn bench(quick: bool, json: Option<std::path::PathBuf>, only: Option<String>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,7 +104,7 @@ fn bench(quick: bool, json: Option<std::path::PathBuf>) -> ExitCode {
         }
     };
     let t0 = std::time::Instant::now();
-    let rows = runtime.block_on(termshare_chaos::bench::bench(quick));
+    let rows = runtime.block_on(termshare_chaos::bench::bench(quick, only.as_deref()));
     termshare_chaos::bench::print_table(&rows);
     println!(
         "({} run in {:.0?})",

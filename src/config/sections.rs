@@ -40,10 +40,11 @@ pub struct RevokeSection {
 /// `[heartbeat]`: a worker that does not run (SIGSTOP) for `timeout` (default 3s), or
 /// runs but does not answer its serving probe for that long, is killed and its share
 /// fails. Real workers' stops come from the kernel (SIGCHLD): seen at the timeout,
-/// with nothing polled meanwhile. The serving probe runs every third of the timeout
-/// (spread over the shares), so a worker that stopped serving is seen between
-/// `timeout − timeout/3` and `timeout + 1 s` (its probe's own bound). `interval` paces
-/// the process probe of workers the kernel cannot watch (in-process ones).
+/// with nothing polled meanwhile. The serving probe (a request to the worker) runs
+/// every `serving_interval` (default 10s, spread over the shares: it is what an idle
+/// share costs), so a worker that runs but stopped serving is seen within
+/// `timeout + serving_interval + 1 s`. `interval` paces the process probe of workers
+/// the kernel cannot watch (in-process ones).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatSection {
@@ -51,6 +52,9 @@ pub struct HeartbeatSection {
     pub interval: Option<String>,
     /// `timeout`: a worker not answering this long is killed (default 3s).
     pub timeout: Option<String>,
+    /// `serving_interval`: how often each worker's serving probe runs (default 10s,
+    /// at least 100ms).
+    pub serving_interval: Option<String>,
 }
 
 /// `[handoff]`: `scrollback_lines` (default 200) a handoff package carries.

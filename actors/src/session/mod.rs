@@ -357,6 +357,7 @@ impl SessionState {
                 generation,
                 probe_interval: self.ctx.settings.probe_interval,
                 heartbeat_timeout: self.ctx.settings.heartbeat_timeout,
+                serving_interval: self.ctx.settings.serving_interval,
             },
             myself.get_cell(),
         )

@@ -100,8 +100,13 @@ pub(super) async fn direct_tty_share(host: &Host) -> (tokio::process::Child, Str
 }
 
 pub(super) async fn real_termshare(host: &Host) -> Termshare {
+    real_termshare_with(host, "").await
+}
+
+/// A real termshare with `extra` config on top.
+pub(super) async fn real_termshare_with(host: &Host, extra: &str) -> Termshare {
     let config = Config::parse(&format!(
-        "[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n[service]\nruntime_dir = \"{}\"\n",
+        "{extra}\n[terminal]\ntmux_socket = \"{}\"\n[audit]\npath = \"{}\"\n[service]\nruntime_dir = \"{}\"\n",
         host.socket.display(),
         host.dir.path().join("audit.jsonl").display(),
         host.dir.path().join("run").display()

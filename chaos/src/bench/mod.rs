@@ -4,6 +4,7 @@
 
 mod audit;
 mod fixtures;
+mod idle;
 mod latency;
 mod scale;
 
@@ -112,29 +113,49 @@ pub(super) fn value_row(
     }
 }
 
-/// Run every benchmark (smaller with `quick`).
-pub async fn bench(quick: bool) -> Vec<Row> {
+/// Run every benchmark (smaller with `quick`), or one group of them (`only`).
+pub async fn bench(quick: bool, only: Option<&str>) -> Vec<Row> {
+    let want = |group: &str| only.is_none_or(|o| o == group);
     let mut rows = Vec::new();
     let (n_real, n_scale, n_audit) = if quick {
         (5, 1_000, 20_000)
     } else {
         (30, 10_000, 200_000)
     };
-    eprintln!("bench: start to link ({n_real} rounds)…");
-    start_to_link(n_real, &mut rows).await;
-    eprintln!("bench: revoke to participants gone ({n_real} rounds)…");
-    revoke_to_gone(n_real, &mut rows).await;
-    let n_keys = if quick { 40 } else { 400 };
-    eprintln!("bench: keystroke round trips ({n_keys} keys each way)…");
-    keystroke_round_trip(n_keys, &mut rows).await;
-    eprintln!("bench: scale ({n_scale} shares)…");
-    scale::scale(n_scale, &mut rows).await;
-    eprintln!("bench: ttl accuracy ({n_scale} shares)…");
-    ttl_accuracy(n_scale, &mut rows).await;
-    eprintln!("bench: audit ({n_audit} events)…");
-    audit::audit_throughput(n_audit, &mut rows).await;
-    eprintln!("bench: failure detection ({n_real} rounds)…");
-    failure_detection(n_real, &mut rows).await;
+    if want("start") {
+        eprintln!("bench: start to link ({n_real} rounds)…");
+        start_to_link(n_real, &mut rows).await;
+    }
+    if want("revoke") {
+        eprintln!("bench: revoke to participants gone ({n_real} rounds)…");
+        revoke_to_gone(n_real, &mut rows).await;
+    }
+    if want("keystroke") {
+        let n_keys = if quick { 40 } else { 400 };
+        eprintln!("bench: keystroke round trips ({n_keys} keys each way)…");
+        keystroke_round_trip(n_keys, &mut rows).await;
+    }
+    if want("scale") {
+        eprintln!("bench: scale ({n_scale} shares)…");
+        scale::scale(n_scale, &mut rows).await;
+    }
+    if want("ttl") {
+        eprintln!("bench: ttl accuracy ({n_scale} shares)…");
+        ttl_accuracy(n_scale, &mut rows).await;
+    }
+    if want("audit") {
+        eprintln!("bench: audit ({n_audit} events)…");
+        audit::audit_throughput(n_audit, &mut rows).await;
+    }
+    if want("failure") {
+        eprintln!("bench: failure detection ({n_real} rounds)…");
+        failure_detection(n_real, &mut rows).await;
+    }
+    if want("idle") {
+        let window = Duration::from_secs(if quick { 2 } else { 10 });
+        eprintln!("bench: idle CPU (200 live tty-share shares, {window:?} windows)…");
+        idle::idle_cpu(200, window, &mut rows).await;
+    }
     rows
 }
 

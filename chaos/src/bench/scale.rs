@@ -144,7 +144,7 @@ pub(super) async fn scale(n: usize, rows: &mut Vec<Row>) {
     assert_eq!(stopped.len(), n);
     let k = n / 1000;
     rows.push(value_row(
-        "scale_start_10k_s",
+        "scale_start_10k_heartbeat_s",
         start * 10.0 / k as f64,
         "s",
         Some(base_start * 10.0 / k as f64),
@@ -158,7 +158,7 @@ pub(super) async fn scale(n: usize, rows: &mut Vec<Row>) {
         Some((48.0, true)),
     ));
     rows.push(value_row(
-        "scale_revoke_10k_s",
+        "scale_revoke_10k_heartbeat_s",
         revoke * 10.0 / k as f64,
         "s",
         Some(base_stop * 10.0 / k as f64),
