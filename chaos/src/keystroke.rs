@@ -80,6 +80,12 @@ impl Keyboard {
         }
     }
 
+    /// Read away whatever output is pending (another participant's keys echo here
+    /// too), until none has come for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) {
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(quiet, self.ws.next()).await {}
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
