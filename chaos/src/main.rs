@@ -43,7 +43,7 @@ enum Command {
         /// Also write the rows as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
-        /// Only this group: start, revoke, keystroke, scale, ttl, audit, failure, idle.
+        /// Only this group: start, revoke, keystroke, scale, ttl, audit, failure, tmate, idle.
         #[arg(long)]
         only: Option<String>,
     },

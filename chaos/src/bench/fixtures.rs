@@ -113,7 +113,7 @@ pub(super) async fn real_termshare_with(host: &Host, extra: &str) -> Termshare {
     ))
     .unwrap();
     let policy = Policy::parse(
-        "[[rule]]\nid=\"bench\"\neffect=\"allow\"\nprincipals=[\"human:*\"]\nterminals=[\"*\"]\nbackends=[\"tty-share\"]\naccess=[\"read-only\",\"read-write\"]\n",
+        "[[rule]]\nid=\"bench\"\neffect=\"allow\"\nprincipals=[\"human:*\"]\nterminals=[\"*\"]\nbackends=[\"tty-share\",\"tmate\"]\naccess=[\"read-only\",\"read-write\"]\n",
     )
     .unwrap();
     Termshare::builder(&config)

@@ -7,6 +7,7 @@ mod fixtures;
 mod idle;
 mod latency;
 mod scale;
+mod tmate;
 
 use fixtures::*;
 use latency::{failure_detection, keystroke_round_trip, revoke_to_gone, start_to_link};
@@ -150,6 +151,10 @@ pub async fn bench(quick: bool, only: Option<&str>) -> Vec<Row> {
     if want("failure") {
         eprintln!("bench: failure detection ({n_real} rounds)…");
         failure_detection(n_real, &mut rows).await;
+    }
+    if want("tmate") {
+        eprintln!("bench: tmate to its first relay attempt ({n_real} rounds)…");
+        tmate::tmate_first_attempt(n_real.min(10), &mut rows).await;
     }
     if want("idle") {
         let window = Duration::from_secs(if quick { 2 } else { 10 });
