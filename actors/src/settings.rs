@@ -44,8 +44,9 @@ pub struct Settings {
     /// hung, killed, and its share fails.
     pub heartbeat_timeout: Duration,
     /// How often a worker's serving probe runs (a request to the worker: what an idle
-    /// share costs). A worker that stopped serving is seen within the timeout plus
-    /// this and the probe's own 1 s bound.
+    /// share costs). After a failure it retries every third of the timeout, so a
+    /// worker that stopped serving is seen within this, the timeout, a third of the
+    /// timeout and the probe's own 1 s bound.
     pub serving_interval: Duration,
     /// Refuse every share on a backend that does not restrict who may join.
     pub require_join_restriction: bool,

@@ -42,8 +42,9 @@ pub struct RevokeSection {
 /// fails. Real workers' stops come from the kernel (SIGCHLD): seen at the timeout,
 /// with nothing polled meanwhile. The serving probe (a request to the worker) runs
 /// every `serving_interval` (default 10s, spread over the shares: it is what an idle
-/// share costs), so a worker that runs but stopped serving is seen within
-/// `timeout + serving_interval + 1 s`. `interval` paces the process probe of workers
+/// share costs; after a failure it retries every third of the timeout), so a worker
+/// that runs but stopped serving is seen within
+/// `serving_interval + timeout + timeout/3 + 1 s` (each probe's own bound is 1 s). `interval` paces the process probe of workers
 /// the kernel cannot watch (in-process ones).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -288,7 +288,7 @@ impl Agent {
                 // The first tick is at once: the catch-up read after (re)connecting,
                 // after LISTEN, so nothing falls between them.
                 _ = catch_up.tick() => {
-                    for order in self.unacked(&client).await? {
+                    for order in self.unacked(&client, None).await? {
                         if !self.start_order(order, done_tx) {
                             break; // at the bound: the next catch-up read takes the rest
                         }
@@ -308,7 +308,7 @@ impl Agent {
                     if self.done.contains(&order_id) {
                         continue;
                     }
-                    if let Some(order) = self.order(&client, order_id).await? {
+                    for order in self.unacked(&client, Some(order_id)).await? {
                         self.start_order(order, done_tx);
                     }
                 }
@@ -517,39 +517,23 @@ impl Agent {
         Ok(())
     }
 
-    /// Orders this run has not acknowledged, oldest first.
-    async fn unacked(&self, client: &Client) -> Result<Vec<Order>, FleetError> {
+    /// Orders this run has not acknowledged, oldest first (`only`: that one, if so).
+    async fn unacked(&self, client: &Client, only: Option<Uuid>) -> Result<Vec<Order>, FleetError> {
         let rows = bounded(
             "reading revoke orders",
             self.step,
             client.query(
                 "SELECT o.order_id, o.ordered_by, o.principal, o.host_id, o.share_id \
                  FROM termshare.revoke_orders o \
-                 WHERE o.ordered_at >= $2 AND NOT EXISTS (SELECT 1 FROM termshare.revoke_acks a \
-                   WHERE a.order_id = o.order_id AND a.host_id = $1) \
+                 WHERE ($3::uuid IS NULL OR o.order_id = $3) AND o.ordered_at >= $2 \
+                   AND NOT EXISTS (SELECT 1 FROM termshare.revoke_acks a \
+                     WHERE a.order_id = o.order_id AND a.host_id = $1) \
                  ORDER BY o.ordered_at LIMIT 1000",
-                &[&self.status.host_id(), &self.since()],
+                &[&self.status.host_id(), &self.since(), &only],
             ),
         )
         .await?;
         Ok(rows.iter().map(Order::of).collect())
-    }
-
-    /// One order, if it concerns this run and is not acknowledged yet.
-    async fn order(&self, client: &Client, order_id: Uuid) -> Result<Option<Order>, FleetError> {
-        let row = bounded(
-            "reading a revoke order",
-            self.step,
-            client.query_opt(
-                "SELECT o.order_id, o.ordered_by, o.principal, o.host_id, o.share_id \
-                 FROM termshare.revoke_orders o \
-                 WHERE o.order_id = $3 AND o.ordered_at >= $2 AND NOT EXISTS (SELECT 1 FROM termshare.revoke_acks a \
-                   WHERE a.order_id = o.order_id AND a.host_id = $1)",
-                &[&self.status.host_id(), &self.since(), &order_id],
-            ),
-        )
-        .await?;
-        Ok(row.as_ref().map(Order::of))
     }
 
     /// Orders from before this run began cannot name its shares. A second of slack

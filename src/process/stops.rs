@@ -19,12 +19,16 @@ use tokio::sync::watch;
 /// The registry of workers whose stops are followed, and the SIGCHLD task.
 #[derive(Default)]
 pub struct Stops {
-    workers: Mutex<HashMap<i32, watch::Sender<bool>>>,
+    /// pid → (the registration's token, its sender). The token keeps a reused pid's
+    /// new entry from being removed by the old one's [`StopWatch`].
+    workers: Mutex<HashMap<i32, (u64, watch::Sender<bool>)>>,
+    next_token: std::sync::atomic::AtomicU64,
 }
 
 /// One worker's entry: `true` while it is stopped. Leaves the registry when dropped.
 pub struct StopWatch {
     pid: i32,
+    token: u64,
     stopped: watch::Receiver<bool>,
     stops: Weak<Stops>,
 }
@@ -47,22 +51,32 @@ impl Stops {
     /// Follow `pid` (a child of this process) from now on.
     pub fn watch(self: &Arc<Self>, pid: i32) -> StopWatch {
         let (tx, rx) = watch::channel(false);
-        // A stop before this registration sent its SIGCHLD to nobody: ask once now.
+        let token = self
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Registered, then asked, under the lock `look` takes: a stop whose SIGCHLD
+        // came before the registration is still pending in the kernel for this pid
+        // (each ask is for one pid), so the ask finds it.
+        let mut workers = self.workers.lock();
         if let Some(stopped) = state_change(pid) {
             tx.send_replace(stopped);
         }
-        self.workers.lock().insert(pid, tx);
+        workers.insert(pid, (token, tx));
+        drop(workers);
         StopWatch {
             pid,
+            token,
             stopped: rx,
             stops: Arc::downgrade(self),
         }
     }
 
-    /// After a SIGCHLD: which registered worker stopped or continued.
+    /// After a SIGCHLD: which registered worker stopped or continued. One ask per
+    /// registered worker: SIGCHLDs are rare while shares idle (a child's exit or
+    /// stop), and an ask for one pid never takes another child's notice.
     fn look(&self) {
         let workers = self.workers.lock();
-        for (pid, tx) in workers.iter() {
+        for (pid, (_, tx)) in workers.iter() {
             if let Some(stopped) = state_change(*pid) {
                 tx.send_if_modified(|s| std::mem::replace(s, stopped) != stopped);
             }
@@ -95,7 +109,14 @@ impl StopWatch {
 impl Drop for StopWatch {
     fn drop(&mut self) {
         if let Some(stops) = self.stops.upgrade() {
-            stops.workers.lock().remove(&self.pid);
+            let mut workers = stops.workers.lock();
+            // Only this registration's entry: the pid may belong to a newer worker.
+            if workers
+                .get(&self.pid)
+                .is_some_and(|(t, _)| *t == self.token)
+            {
+                workers.remove(&self.pid);
+            }
         }
     }
 }
@@ -135,6 +156,18 @@ mod tests {
             .unwrap();
         assert!(!status.success());
         drop(watch);
+        assert!(stops.workers.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_old_registration_of_a_reused_pid_leaves_the_new_one_alone() {
+        let stops = Stops::start().unwrap();
+        // Not a child: the asks find nothing, which is all this needs.
+        let old = stops.watch(999_999);
+        let new = stops.watch(999_999);
+        drop(old);
+        assert!(stops.workers.lock().contains_key(&999_999));
+        drop(new);
         assert!(stops.workers.lock().is_empty());
     }
 }
