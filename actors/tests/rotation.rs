@@ -96,6 +96,7 @@ async fn one_rotation_at_a_time() {
     let h = harness(allow(), Settings::default()).await;
     let svc = std::sync::Arc::new(h.svc);
     let info = svc.share(req("dev")).await.unwrap();
+    let mut audit = svc.subscribe();
     *h.world.rotate_delay.lock() = Duration::from_secs(1);
     let first = {
         let svc = svc.clone();
@@ -108,6 +109,10 @@ async fn one_rotation_at_a_time() {
     assert!(first.await.unwrap().is_ok());
     // Once done, the next is welcome.
     assert!(svc.rotate(info.share_id, p("human:alice")).await.is_ok());
+    // Each rotation is on the record (written after the worker reported it, so wait
+    // for the records rather than count them at once).
+    wait_for(&mut audit, info.share_id, AuditKind::ShareRotated).await;
+    wait_for(&mut audit, info.share_id, AuditKind::ShareRotated).await;
     assert_eq!(rotations(&h.audit, info.share_id).len(), 2);
     std::sync::Arc::into_inner(svc).unwrap().shutdown().await;
 }
