@@ -101,13 +101,18 @@ impl Wrapper {
             .unwrap_or_default()
     }
 
-    /// When the stand-in had flushed its SSH command line.
+    /// When the stand-in had flushed its SSH command line. It writes the time just
+    /// after the flush, so termshare may have the link before the file has it: wait
+    /// for the file (a clean-clone CI run once read it empty).
     fn printed_at(&self) -> SystemTime {
-        let ns: u64 = std::fs::read_to_string(&self.printed_at)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let mut ns = None;
+        wait_until(Duration::from_secs(5), || {
+            ns = std::fs::read_to_string(&self.printed_at)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            ns.is_some()
+        });
+        let ns = ns.unwrap_or_else(|| panic!("{} never had a time", self.printed_at.display()));
         UNIX_EPOCH + Duration::from_nanos(ns)
     }
 }
