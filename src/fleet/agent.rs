@@ -10,21 +10,20 @@
 //! then reads every order it has not acknowledged (so an order made while it was away
 //! is carried out on its return), and rewrites its live shares from scratch.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
-use termshare_actors::{
-    Badges, Caller, FleetOrder, Identity, RevokeReport, ShareError, ShareId, ShareInfo,
-};
+use termshare_actors::{Badges, Caller, RevokeReport, ShareError, ShareId, ShareInfo};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::connect::{Db, Target};
+use super::live::{LiveColumns, LiveRow};
+use super::orders::{carry_out, write_result, Order, OrderDone, OrderResult, Remembered};
 use super::shipper::Shipper;
 use super::status::FleetStatus;
 use super::{bounded, schema, FleetError};
@@ -48,9 +47,6 @@ pub(crate) const ORDERS_CHANNEL: &str = "termshare_revoke_orders";
 const STEP: Duration = Duration::from_secs(10);
 /// Backoff between reconnects: from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// Orders remembered as carried out (the database's acks are the record; this only
-/// keeps a notification and a catch-up read from running one order twice).
-const REMEMBERED_ORDERS: usize = 4096;
 /// Orders carried out at once; more wait for the next catch-up read.
 const MAX_RUNNING_ORDERS: usize = 64;
 /// Order results not yet written (the database went away mid-order), kept to write
@@ -540,234 +536,5 @@ impl Agent {
     /// covers the round trip the start was measured over.
     fn since(&self) -> SystemTime {
         self.started_db.unwrap_or(SystemTime::UNIX_EPOCH) - Duration::from_secs(1)
-    }
-}
-
-/// A revoke order as a daemon reads it.
-#[derive(Clone, Debug)]
-struct Order {
-    order_id: Uuid,
-    ordered_by: String,
-    principal: Option<String>,
-    host_id: Option<String>,
-    share_id: Option<Uuid>,
-}
-
-impl Order {
-    fn of(row: &tokio_postgres::Row) -> Self {
-        Order {
-            order_id: row.get(0),
-            ordered_by: row.get(1),
-            principal: row.get(2),
-            host_id: row.get(3),
-            share_id: row.get(4),
-        }
-    }
-
-    fn matches(&self, host_id: &str, share: &ShareInfo) -> bool {
-        self.host_id.as_deref().is_none_or(|h| h == host_id)
-            && self
-                .principal
-                .as_deref()
-                .is_none_or(|p| p == share.principal.as_str())
-            && self
-                .share_id
-                .is_none_or(|id| id == Uuid::from(share.share_id))
-    }
-}
-
-/// How an order's task ended.
-enum OrderDone {
-    /// Carried out: write this.
-    Carried(OrderResult),
-    /// Could not be (the shares could not be listed): try again later.
-    Retry(Uuid),
-}
-
-/// What a host did with an order.
-struct OrderResult {
-    order_id: Uuid,
-    outcomes: Vec<Outcome>,
-}
-
-struct Outcome {
-    share_id: Uuid,
-    principal: String,
-    outcome: &'static str,
-    detail: Value,
-}
-
-/// Revoke every matching share at once, through the normal revoke path (each with
-/// its deadline and its `share.revoked`, which names the order).
-async fn carry_out(host: Arc<dyn FleetHost>, host_id: String, order: Order) -> OrderDone {
-    let shares = match host.live_shares().await {
-        Ok(s) => s,
-        Err(e) => {
-            // Not "nothing matched": not acknowledged, tried again.
-            tracing::warn!(error = %e, order = %order.order_id, "could not list shares for a revoke order; will retry");
-            return OrderDone::Retry(order.order_id);
-        }
-    };
-    let matched: Vec<ShareInfo> = shares
-        .into_iter()
-        .filter(|s| order.matches(&host_id, s))
-        .collect();
-    tracing::info!(order = %order.order_id, by = %order.ordered_by, shares = matched.len(), "carrying out a fleet revoke order");
-    let revokes = matched.iter().map(|share| {
-        let identity = Identity::fleet_order(
-            FleetOrder {
-                order_id: order.order_id,
-                ordered_by: order.ordered_by.clone(),
-            },
-            &share.principal,
-        );
-        let caller = Caller::new(share.principal.clone(), identity);
-        let host = host.clone();
-        async move {
-            let result = host.revoke(share.share_id, caller).await;
-            let (outcome, detail) = match result {
-                // The report as `termshare revoke --json` prints it.
-                Ok(report) => ("revoked", crate::protocol::report_json(&report)),
-                Err(ShareError::RevokeDeadlineMissed(report)) => {
-                    ("revoked", crate::protocol::report_json(&report))
-                }
-                Err(
-                    e @ (ShareError::NotFound(_)
-                    | ShareError::ShareEnded(..)
-                    | ShareError::ShareEnding(_)),
-                ) => ("already_ended", json!({"error": e.to_string()})),
-                Err(e) => ("failed", json!({"error": e.to_string()})),
-            };
-            Outcome {
-                share_id: share.share_id.into(),
-                principal: share.principal.to_string(),
-                outcome,
-                detail,
-            }
-        }
-    });
-    let outcomes = futures_util::future::join_all(revokes).await;
-    OrderDone::Carried(OrderResult {
-        order_id: order.order_id,
-        outcomes,
-    })
-}
-
-/// The outcomes, then the ack (the ordering command waits for acks), in one
-/// transaction.
-async fn write_result(
-    client: &mut Client,
-    host_id: &str,
-    result: &OrderResult,
-    step: Duration,
-) -> Result<(), FleetError> {
-    let statements = async {
-        let tx = client.transaction().await?;
-        for o in &result.outcomes {
-            tx.execute(
-                "INSERT INTO termshare.revoke_outcomes (order_id, host_id, share_id, principal, outcome, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[&result.order_id, &host_id, &o.share_id, &o.principal, &o.outcome, &o.detail],
-            )
-            .await?;
-        }
-        tx.execute(
-            "INSERT INTO termshare.revoke_acks (order_id, host_id, matched) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-            &[&result.order_id, &host_id, &(result.outcomes.len() as i32)],
-        )
-        .await?;
-        tx.commit().await
-    };
-    bounded("recording a revoke order's outcome", step, statements).await
-}
-
-/// One live share as the view holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct LiveRow {
-    principal: String,
-    terminal: String,
-    backend: String,
-    access: String,
-    state: String,
-    participants: Option<i32>,
-    started_at: SystemTime,
-    expires_at: SystemTime,
-}
-
-impl LiveRow {
-    fn of(s: &ShareInfo) -> Self {
-        let word = |v: Value| v.as_str().unwrap_or_default().to_owned();
-        LiveRow {
-            principal: s.principal.to_string(),
-            terminal: s.terminal.to_string(),
-            backend: s.backend.to_string(),
-            access: word(serde_json::to_value(s.access).unwrap_or_default()),
-            state: word(serde_json::to_value(s.state).unwrap_or_default()),
-            participants: s.participants.map(|n| n.min(i32::MAX as u32) as i32),
-            started_at: s.started_at,
-            expires_at: s.expires_at,
-        }
-    }
-}
-
-/// Live rows as columns, for `unnest`.
-#[derive(Default)]
-struct LiveColumns {
-    share_id: Vec<Uuid>,
-    principal: Vec<String>,
-    terminal: Vec<String>,
-    backend: Vec<String>,
-    access: Vec<String>,
-    state: Vec<String>,
-    participants: Vec<Option<i32>>,
-    started_at: Vec<SystemTime>,
-    expires_at: Vec<SystemTime>,
-}
-
-impl LiveColumns {
-    fn push(&mut self, id: ShareId, row: &LiveRow) {
-        self.share_id.push(id.into());
-        self.principal.push(row.principal.clone());
-        self.terminal.push(row.terminal.clone());
-        self.backend.push(row.backend.clone());
-        self.access.push(row.access.clone());
-        self.state.push(row.state.clone());
-        self.participants.push(row.participants);
-        self.started_at.push(row.started_at);
-        self.expires_at.push(row.expires_at);
-    }
-}
-
-/// A bounded set of order ids, oldest forgotten first.
-#[derive(Default)]
-struct Remembered {
-    set: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
-}
-
-impl Remembered {
-    fn contains(&self, id: &Uuid) -> bool {
-        self.set.contains(id)
-    }
-
-    fn forget(&mut self, id: &Uuid) {
-        if self.set.remove(id) {
-            self.order.retain(|o| o != id);
-        }
-    }
-
-    /// False if it was there already.
-    fn insert(&mut self, id: Uuid) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > REMEMBERED_ORDERS {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
     }
 }

@@ -16,6 +16,8 @@
 mod agent;
 mod connect;
 mod libpq;
+mod live;
+mod orders;
 pub mod read;
 mod schema;
 mod shipper;
