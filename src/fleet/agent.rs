@@ -22,7 +22,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::connect::{Db, Target};
-use super::live::{LiveColumns, LiveRow};
+use super::live::LiveRow;
 use super::orders::{carry_out, write_result, Order, OrderDone, OrderResult, Remembered};
 use super::shipper::Shipper;
 use super::status::FleetStatus;
@@ -430,87 +430,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Rewrite the live view: rows that changed, rows that are gone (`full`: every
-    /// row of this host not live now, whoever wrote it).
+    /// Rewrite the live view ([`super::live::sync`]).
     async fn sync_live(&mut self, client: &mut Client, full: bool) -> Result<(), FleetError> {
-        let shares = match self.host.live_shares().await {
-            Ok(s) => s,
-            Err(ShareError::ShuttingDown) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list shares for the fleet view");
-                return Ok(());
-            }
-        };
-        let now: HashMap<ShareId, LiveRow> = shares
-            .iter()
-            .map(|s| (s.share_id, LiveRow::of(s)))
-            .collect();
-        let changed: Vec<(&ShareId, &LiveRow)> = now
-            .iter()
-            .filter(|(id, row)| self.synced.get(id) != Some(row))
-            .collect();
-        let gone: Vec<Uuid> = self
-            .synced
-            .keys()
-            .filter(|id| !now.contains_key(id))
-            .map(|id| Uuid::from(*id))
-            .collect();
-        if changed.is_empty() && gone.is_empty() && !full {
-            return Ok(());
-        }
         let host_id = self.status.host_id().to_owned();
-        let mut cols = LiveColumns::default();
-        for (id, row) in &changed {
-            cols.push(**id, row);
-        }
-        let keep: Vec<Uuid> = now.keys().map(|id| Uuid::from(*id)).collect();
-        let statements = async {
-            let tx = client.transaction().await?;
-            if !changed.is_empty() {
-                tx
-                    .execute(
-                        "INSERT INTO termshare.live_shares AS l (host_id, share_id, principal, terminal, \
-                           backend, access, state, participants, started_at, expires_at, updated_at) \
-                         SELECT $1, *, now() FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], \
-                           $6::text[], $7::text[], $8::int4[], $9::timestamptz[], $10::timestamptz[]) \
-                         ON CONFLICT (host_id, share_id) DO UPDATE SET principal = EXCLUDED.principal, \
-                           terminal = EXCLUDED.terminal, backend = EXCLUDED.backend, access = EXCLUDED.access, \
-                           state = EXCLUDED.state, participants = EXCLUDED.participants, \
-                           started_at = EXCLUDED.started_at, expires_at = EXCLUDED.expires_at, \
-                           updated_at = now()",
-                        &[
-                            &host_id,
-                            &cols.share_id,
-                            &cols.principal,
-                            &cols.terminal,
-                            &cols.backend,
-                            &cols.access,
-                            &cols.state,
-                            &cols.participants,
-                            &cols.started_at,
-                            &cols.expires_at,
-                        ],
-                    )
-                    .await?;
-            }
-            if full {
-                tx.execute(
-                    "DELETE FROM termshare.live_shares WHERE host_id = $1 AND NOT (share_id = ANY($2))",
-                    &[&host_id, &keep],
-                )
-                .await?;
-            } else if !gone.is_empty() {
-                tx.execute(
-                    "DELETE FROM termshare.live_shares WHERE host_id = $1 AND share_id = ANY($2)",
-                    &[&host_id, &gone],
-                )
-                .await?;
-            }
-            tx.commit().await
-        };
-        bounded("writing the live shares", self.step, statements).await?;
-        self.synced = now;
-        Ok(())
+        super::live::sync(
+            client,
+            &*self.host,
+            &host_id,
+            &mut self.synced,
+            full,
+            self.step,
+        )
+        .await
     }
 
     /// Orders this run has not acknowledged, oldest first (`only`: that one, if so).
