@@ -459,13 +459,18 @@ fn panel_open_gives_the_browser_a_private_page_never_the_secret_on_a_command_lin
     use std::os::unix::fs::PermissionsExt;
     let host = Tmux::new("S");
     let daemon = Daemon::start(&host, "[panel]\nlisten = \"127.0.0.1:0\"\n");
-    // A stand-in xdg-open that writes down what it was given.
+    // A stand-in xdg-open that writes down what it was given: to a side file first,
+    // then renamed, so the file exists only once it is whole (`>` creates it empty
+    // before printf writes, and a CI run read it in between).
     let bin = host.dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let argv = host.dir.path().join("xdg-open.argv");
     std::fs::write(
         bin.join("xdg-open"),
-        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n", argv.display()),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {0}.part && mv {0}.part {0}\n",
+            argv.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(bin.join("xdg-open"), std::fs::Permissions::from_mode(0o755)).unwrap();
