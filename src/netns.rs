@@ -51,6 +51,9 @@ pub struct Connector {
     /// timeout) is recognised by its number and thrown away, socket and all, so it
     /// can never answer a later request.
     next: parking_lot::Mutex<u32>,
+    /// A connection has succeeded once: the worker listens (from then on a refusal
+    /// means it stopped, and is not waited out).
+    listened: std::sync::atomic::AtomicBool,
 }
 
 /// Make the socket pair: the connector (ours) and the helper's end (to be passed to
@@ -80,6 +83,7 @@ pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
         Arc::new(Connector {
             fd: ours,
             next: parking_lot::Mutex::new(0),
+            listened: Default::default(),
         }),
         theirs,
         plan,
@@ -94,7 +98,34 @@ impl Connector {
             .await
             .map_err(io::Error::other)??;
         std_stream.set_nonblocking(true)?;
+        self.listened
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::net::TcpStream::from_std(std_stream)
+    }
+
+    /// A connection to the worker's port, waiting up to `limit` for the worker to
+    /// listen the first time (it may have given its link a moment before it listens);
+    /// once it has, a refusal is an answer.
+    pub async fn connect_when_listening(
+        self: &Arc<Self>,
+        limit: Duration,
+    ) -> io::Result<tokio::net::TcpStream> {
+        if self.listened.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.connect().await;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.connect().await {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ECONNREFUSED)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    // No event tells when a socket starts listening: look again shortly.
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     fn connect_blocking(&self) -> io::Result<std::net::TcpStream> {
@@ -150,22 +181,13 @@ impl Connector {
     /// Wait until something listens on the port inside the namespace (only the worker
     /// can: nothing else is in there), or `limit` passes.
     pub async fn wait_listening(self: &Arc<Self>, limit: Duration) -> io::Result<()> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match self.connect().await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
-                Err(e) => return Err(e),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "nothing listens in the worker's namespace",
-                ));
-            }
-            // No event tells when a socket starts listening: look again shortly (a try
-            // costs a few tens of microseconds).
-            tokio::time::sleep(Duration::from_micros(200)).await;
+        match self.connect_when_listening(limit).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "nothing listens in the worker's namespace",
+            )),
+            Err(e) => Err(e),
         }
     }
 }

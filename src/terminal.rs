@@ -9,6 +9,7 @@
 //! namespace where the default socket path would differ: `-S` keeps it on the same
 //! server as the check.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,14 @@ pub struct TmuxHost {
     recordings: Option<PathBuf>,
     /// The most one recording may grow to (`[recording] max_bytes`).
     recording_limit: u64,
+    /// Each terminal's size as its last check found it (at most MAX_SIZE_HINTS): a
+    /// share's worker starts at it while the terminal is checked again.
+    sizes: Arc<parking_lot::Mutex<HashMap<TerminalName, (u16, u16)>>>,
 }
+
+/// Terminals whose last-seen size is remembered; past it the memory starts afresh
+/// (a forgotten size only means a start that waits for its check).
+const MAX_SIZE_HINTS: usize = 4096;
 
 impl TmuxHost {
     /// A host on the tmux server at `socket` (see [`TmuxHost::default_socket`]),
@@ -53,6 +61,23 @@ impl TmuxHost {
             env,
             recordings: None,
             recording_limit: crate::recording::DEFAULT_MAX_BYTES,
+            sizes: Default::default(),
+        }
+    }
+
+    /// Remember what a check found about `terminal`.
+    fn remember(&self, terminal: &TerminalName, checked: &Result<Option<(u16, u16)>, String>) {
+        let mut sizes = self.sizes.lock();
+        match checked {
+            Ok(Some(size)) => {
+                if sizes.len() >= MAX_SIZE_HINTS && !sizes.contains_key(terminal) {
+                    sizes.clear();
+                }
+                sizes.insert(terminal.clone(), *size);
+            }
+            _ => {
+                sizes.remove(terminal);
+            }
         }
     }
 
@@ -238,7 +263,7 @@ impl TerminalHost for TmuxHost {
         // missing target.)
         let session = format!("={terminal}");
         let window = format!("={terminal}:");
-        let out = self
+        let checked = self
             .run(&[
                 "has-session",
                 "-t",
@@ -257,8 +282,14 @@ impl TerminalHost for TmuxHost {
                 } else {
                     e
                 }
-            })?;
-        Ok(client_size(&out))
+            })
+            .map(|out| client_size(&out));
+        self.remember(terminal, &checked);
+        checked
+    }
+
+    fn size_hint(&self, terminal: &TerminalName) -> Option<(u16, u16)> {
+        self.sizes.lock().get(terminal).copied()
     }
 
     fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String> {

@@ -513,3 +513,46 @@ async fn tmate_with_a_wrong_relay_fingerprint_says_the_relay_could_not_be_authen
     assert!(cause.contains("could not be authenticated"), "{cause}");
     ts.shutdown().await;
 }
+
+/// In its namespace, tty-share's printed URL is the sign of life its link is given on
+/// (nobody else can hold its port there); that it then listens is confirmed beside the
+/// announcement. A stand-in that prints the URL and never listens: its share ends,
+/// failed, saying so, and its process group is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tty_share_that_prints_its_url_but_never_listens_ends_its_share_failed() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Tmux::new("S");
+    let program = host.dir.path().join("mute-tty-share");
+    std::fs::write(
+        &program,
+        "#!/bin/sh\necho 'local session: http://127.0.0.1:8000/s/local/'\nexec sleep 60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ts = start(
+        &host,
+        &format!(
+            "link_timeout = \"1s\"\n[backends.tty_share]\nprogram = \"{}\"\n",
+            program.display()
+        ),
+    )
+    .await;
+    let mut events = ts.subscribe();
+    let info = ts
+        .share(request("S", "tty-share", AccessMode::ReadWrite))
+        .await
+        .expect("the link is given on the printed URL");
+    let pgid = ts.live_process_groups()[0];
+    let end = end_event(&mut events, info.share_id)
+        .await
+        .expect("no end event for a tty-share that never listened");
+    assert_eq!(end.kind.as_str(), "share.failed", "{end:?}");
+    let cause = end.details["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("never served its link") && cause.contains("did not listen"),
+        "{cause}"
+    );
+    assert!(!termshare::process::group_alive(pgid));
+    assert!(ts.list().await.unwrap().is_empty());
+    ts.shutdown().await;
+}

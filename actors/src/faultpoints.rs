@@ -8,11 +8,12 @@
 //! | `session.handle` | every ShareSession message | panic (a session crash) |
 //! | `worker.start` | before a backend starts | return: the start fails |
 //! | `backend.slow_link` | before a backend starts | return(MS): the link is late |
-//! | `audit.append` | before a batch is written | return: the write fails |
+//! | `terminal.check` | before a share's terminal is checked | return(MS): the check answers that late |
+//! | `audit.append` | before a batch is written | return: the write fails (return(MS): after MS ms) |
 //! | `process.drop_guard` | a worker's process-group guard | return: the guard does not kill (a deliberately broken build) |
 //! | `session.stall` | every ShareSession message | return(MS): the session is busy that long |
 //! | `ttl.late` | a share's expiry timer | return(MS): the expiry comes that late (the TTL invariant must catch it) |
-//! | `spawn.before_fork`, `spawn.handover` (spawner thread), `spawn.after_fork`, `tty_share.after_spawn`, `tty_share.after_url`, `tty_share.after_listen` | each step of a worker's spawn path | return(MS): wait there, so a test can cancel the start at that step |
+//! | `spawn.before_fork`, `spawn.handover` (spawner thread), `spawn.after_fork`, `tty_share.after_spawn`, `tty_share.after_url`, `tty_share.after_front` | each step of a worker's spawn path | return(MS): wait there, so a test can cancel the start at that step |
 
 /// `None` when the point is off; `Some(arg)` when configured to `return(arg)`. A point
 /// configured to `panic` panics here.

@@ -49,10 +49,10 @@ pub use handoff::{
 pub use service::{ServiceDeps, ShareService};
 pub use settings::Settings;
 pub use traits::{
-    AuditSink, Backend, Grant, HandoffGrant, JoinRefusal, ParticipantEvent, PolicyDecision,
-    PolicyGate, PolicyQuery, Probe, ReceiverShare, Recording, RecordingInfo, ServingProbe,
-    StartedWorker, TerminalContext, TerminalHost, TerminateOutcome, Worker, WorkerExit, WorkerSpec,
-    PARTICIPANT_EVENTS_QUEUE, SERVING_PROBE_TIMEOUT,
+    AuditSink, Backend, Grant, HandoffGrant, JoinRefusal, ParticipantEvent, PendingProof,
+    PolicyDecision, PolicyGate, PolicyQuery, Probe, ReceiverShare, Recording, RecordingInfo,
+    ServingProbe, StartedWorker, TerminalContext, TerminalHost, TerminateOutcome, Worker,
+    WorkerExit, WorkerSpec, PARTICIPANT_EVENTS_QUEUE, SERVING_PROBE_TIMEOUT,
 };
 pub use types::{
     duration_ms, glob_match, AccessMode, BackendName, EndReason, FingerprintKey, HandoffId,

@@ -49,6 +49,8 @@ pub struct FakeWorld {
     pub rotate_delay: Mutex<Duration>,
     /// Rotations done so far, ever (each gives the link a new `/rN` suffix).
     pub rotations: AtomicU64,
+    /// The terminal size each start was given, in order.
+    pub start_sizes: Mutex<Vec<Option<(u16, u16)>>>,
 }
 
 impl FakeWorld {
@@ -239,6 +241,7 @@ impl Backend for FakeBackend {
 
     async fn start(&self, spec: WorkerSpec) -> Result<StartedWorker, BackendError> {
         let start = self.world.starts.fetch_add(1, Ordering::SeqCst);
+        self.world.start_sizes.lock().push(spec.size);
         if let Some(e) = self.world.fail_next_start.lock().take() {
             return Err(e);
         }
@@ -297,6 +300,12 @@ pub struct FakeHost {
     pub notify_delay: Mutex<Duration>,
     /// What the terminals' screens hold, for handoff captures.
     pub screen: Mutex<String>,
+    /// The size a check finds (80x24 unless set).
+    pub size: Mutex<Option<(u16, u16)>>,
+    /// The size it says it last saw, for every terminal (none unless set).
+    pub size_hint: Mutex<Option<(u16, u16)>>,
+    /// Each check takes this long (a slow tmux).
+    pub check_delay: Mutex<Duration>,
 }
 
 impl FakeHost {
@@ -308,6 +317,9 @@ impl FakeHost {
             panic_on_notify: Mutex::new(false),
             notify_delay: Mutex::new(Duration::ZERO),
             screen: Mutex::new(String::new()),
+            size: Mutex::new(Some((80, 24))),
+            size_hint: Mutex::new(None),
+            check_delay: Mutex::new(Duration::ZERO),
         }
     }
 }
@@ -315,11 +327,17 @@ impl FakeHost {
 #[async_trait]
 impl TerminalHost for FakeHost {
     async fn check(&self, terminal: &TerminalName) -> Result<Option<(u16, u16)>, String> {
+        let delay = *self.check_delay.lock();
+        tokio::time::sleep(delay).await;
         if self.terminals.lock().contains(terminal.as_str()) {
-            Ok(Some((80, 24)))
+            Ok(*self.size.lock())
         } else {
             Err(format!("no terminal named {terminal}"))
         }
+    }
+
+    fn size_hint(&self, _terminal: &TerminalName) -> Option<(u16, u16)> {
+        *self.size_hint.lock()
     }
 
     fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String> {

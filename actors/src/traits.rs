@@ -176,6 +176,11 @@ pub type ServingProbe = Arc<
         + Sync,
 >;
 
+/// A check, still running, that a worker serves the link it gave: see
+/// [`Worker::pending_proof`]. `Err` says what was seen instead.
+pub type PendingProof =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
 /// The longest a [`ServingProbe`] may take before it counts as not answering.
 pub const SERVING_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -217,6 +222,15 @@ pub trait Worker: Send + 'static {
     /// that runs but has not served for the heartbeat timeout is hung, like a stopped
     /// one.
     fn serving_probe(&self) -> Option<ServingProbe> {
+        None
+    }
+
+    /// The rest of the proof of life, when the backend gave its link on a cheaper
+    /// sign that cannot be faked (tty-share in its own network namespace: the URL it
+    /// printed, where nobody else can hold its port) and the rest runs beside the
+    /// announcement (it listens there a moment later). Taken once; the share ends,
+    /// failed, if it says no.
+    fn pending_proof(&mut self) -> Option<PendingProof> {
         None
     }
 
@@ -388,6 +402,13 @@ pub trait TerminalHost: Send + Sync + 'static {
     /// Is there such a terminal? `Ok` carries its size (cols, rows) when known, so that
     /// one round trip serves both; the error says why there is none.
     async fn check(&self, terminal: &TerminalName) -> Result<Option<(u16, u16)>, String>;
+
+    /// The terminal's size as last seen, without asking (a share's worker starts with
+    /// it while the terminal is checked; a check that finds another size starts the
+    /// worker again). `None` makes the worker wait for the check.
+    fn size_hint(&self, _terminal: &TerminalName) -> Option<(u16, u16)> {
+        None
+    }
 
     /// The argv that attaches a new client to the terminal.
     fn attach_command(&self, terminal: &TerminalName, access: AccessMode) -> Vec<String>;

@@ -72,27 +72,34 @@ async fn a_ttl_above_the_policy_maximum_is_refused_with_both_values() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unknown_terminal_is_denied_at_admission_with_no_badge_ever_shown() {
+async fn an_unknown_terminal_fails_its_start_with_no_badge_or_listing_ever_shown() {
     let h = harness(allow(), Settings::default()).await;
     let mut badges = h.svc.badges();
     badges.borrow_and_update();
     let err = h.svc.share(req("nosuch")).await.unwrap_err();
     assert!(matches!(err, ShareError::UnknownTerminal { .. }), "{err}");
+    // The fake host knows no size for it, so the worker waited for the check.
     assert_eq!(h.world.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
-    // Not registered, so never on the board (not even `starting` for a moment).
+    // Never shown: not on the board (not even `starting` for a moment), not listed.
     assert!(!badges.has_changed().unwrap(), "a badge was published");
     assert!(badges.borrow().is_empty());
+    assert!(h.svc.list().await.unwrap().is_empty());
     let svc = h.svc;
     svc.shutdown().await;
-    let kinds: Vec<AuditKind> = h
-        .audit
-        .events
-        .lock()
+    let events = h.audit.events.lock().clone();
+    let kinds: Vec<AuditKind> = events
         .iter()
         .map(|e| e.kind)
         .filter(|k| k.as_str().starts_with("share."))
         .collect();
-    assert_eq!(kinds, [AuditKind::ShareRequested, AuditKind::ShareDenied]);
+    // Admitted, then failed at the gate: the terminal check runs beside the start.
+    assert_eq!(kinds, [AuditKind::ShareRequested, AuditKind::ShareFailed]);
+    let failed = &events[1];
+    let cause = failed.details["cause"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(cause.contains("nosuch"), "{cause}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -20,7 +20,8 @@ const STEPS: [(&str, bool); 6] = [
     ("spawn.after_fork", true),
     ("tty_share.after_spawn", true),
     ("tty_share.after_url", true),
-    ("tty_share.after_listen", true),
+    // The link front is open and the link known (tty-share may not listen yet).
+    ("tty_share.after_front", true),
 ];
 
 const PAUSE_MS: u64 = 1000;

@@ -57,6 +57,8 @@ const MAX_UNVERIFIED_PER_USER: usize = 4;
 const MAX_PAGE: usize = 1 << 20;
 /// A participant that sends no request head within this is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a participant's request waits for tty-share to listen the first time.
+const FIRST_LISTEN: Duration = Duration::from_secs(2);
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -302,7 +304,9 @@ async fn handle(
         return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
     };
     *req.uri_mut() = uri;
-    let upstream = match ctx.connector.connect().await {
+    // tty-share may give its link a moment before it listens (its proof of life
+    // finishes beside the announcement): the first participant waits it out.
+    let upstream = match ctx.connector.connect_when_listening(FIRST_LISTEN).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "the share's worker did not answer");

@@ -11,9 +11,14 @@
 //!
 //! Two traps handled here: tty-share splits `--args` on spaces (so an attach argument
 //! with whitespace is refused), and when its port is taken it still prints the URL and
-//! exits a moment later, so a printed URL is not proof of life: something must answer
-//! on the port (in the namespace, only tty-share can), or (without the namespace) the
-//! listening socket must belong to our process.
+//! exits a moment later, so on a shared loopback a printed URL is not proof of life:
+//! without the namespace, the listening socket must belong to our process before the
+//! link is given. In its own namespace nobody else can hold the port, so the printed
+//! URL is the sign of life the link is given on; tty-share listens about 1.5 ms later
+//! (it prints before it builds its HTTP server), and that is confirmed beside the
+//! announcement ([`ProcessWorker::with_pending_proof`]): a tty-share that never
+//! listens ends its share, failed. The link front waits out that moment for a
+//! participant who comes at once.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::Arc;
@@ -161,19 +166,17 @@ impl TtyShareBackend {
         }
         read_url(&mut process, spec, deadline).await?;
         termshare_actors::faultpoints::pause("tty_share.after_url").await;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if let Err(e) = connector.wait_listening(left).await {
-            return Err(if process.has_exited() {
-                Self::err_start(format!("tty-share exited: {}", process.stderr_tail()))
-            } else {
-                BackendError::LinkTimeout {
-                    backend: NAME.into(),
-                    after: spec.link_timeout,
-                    detail: format!("tty-share printed its URL but did not listen: {e}"),
-                }
-            });
-        }
-        termshare_actors::faultpoints::pause("tty_share.after_listen").await;
+        // The rest of the proof of life: it listens in its namespace, within what is
+        // left of the start's time (or the link timeout, whichever is longer: the
+        // announcement no longer waits for it).
+        let listened = {
+            let (connector, limit) = (connector.clone(), spec.link_timeout);
+            Box::pin(async move {
+                connector.wait_listening(limit).await.map_err(|e| {
+                    format!("tty-share printed its URL but did not listen within {limit:?}: {e}")
+                })
+            })
+        };
         let serving = serving::http_through(connector.clone());
         let (front, participants) =
             LinkFront::start(self.listen, connector, redraw, spec.max_participants)
@@ -184,10 +187,12 @@ impl TtyShareBackend {
                         self.listen
                     ))
                 })?;
+        termshare_actors::faultpoints::pause("tty_share.after_front").await;
         Ok(StartedWorker {
             links: Links::new(front.link()),
             worker: Box::new(
                 ProcessWorker::new(process, GracefulStop::SigTerm, vec![Box::new(front)])
+                    .with_pending_proof(listened)
                     .with_serving_probe(serving)
                     .with_participant_feed(participants.events, participants.connected),
             ),

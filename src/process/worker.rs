@@ -51,6 +51,9 @@ pub struct ProcessWorker {
     /// The events start from an empty share (the count is live from 0); not so for a
     /// backend that tells of participants only once it knows (tmate, upterm's log).
     counts_from_start: bool,
+    /// The rest of the proof of life, run beside the announcement (taken once).
+    /// (Behind a lock only so the worker is `Sync`.)
+    pending_proof: parking_lot::Mutex<Option<termshare_actors::PendingProof>>,
 }
 
 /// How long a stop waits for the participants' connections to close once the worker
@@ -73,7 +76,15 @@ impl ProcessWorker {
             participant_events: None,
             connected: None,
             counts_from_start: true,
+            pending_proof: Default::default(),
         }
+    }
+
+    /// Finish the proof of life with `proof` while the share is announced: the link
+    /// was given on a sign that cannot be faked, and `proof` confirms it serves.
+    pub fn with_pending_proof(mut self, proof: termshare_actors::PendingProof) -> Self {
+        self.pending_proof = parking_lot::Mutex::new(Some(proof));
+        self
     }
 
     /// Report each join and leave from `events`, and count from `connected` (the
@@ -152,6 +163,10 @@ impl Worker for ProcessWorker {
 
     fn link_updates(&self) -> Option<watch::Receiver<termshare_actors::Links>> {
         self.link_updates.clone()
+    }
+
+    fn pending_proof(&mut self) -> Option<termshare_actors::PendingProof> {
+        self.pending_proof.get_mut().take()
     }
 
     fn tells_participants(&self) -> bool {

@@ -68,7 +68,11 @@ pub(crate) async fn run(
         }
         let result = if events.is_empty() {
             Ok(())
-        } else if crate::faultpoints::check("audit.append").is_some() {
+        } else if let Some(after) = crate::faultpoints::check("audit.append") {
+            // `return(MS)`: a disk that takes that long to fail.
+            if let Some(ms) = after.and_then(|a| a.parse().ok()) {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             Err("injected audit failure (fail point audit.append)".to_string())
         } else {
             // File I/O and fsync block: keep them off the runtime's workers. While

@@ -203,7 +203,7 @@ pub(super) async fn complete(
                 record: false,
             };
             let start_deadline = tokio::time::Instant::now() + share_timeout;
-            let terminal = crate::root::check_terminal(host.as_ref(), &view.terminal).await;
+            let terminal = crate::root::TerminalCheck::start(host.clone(), view.terminal.clone());
             let started = match root
                 .call(
                     |reply| RootMsg::Share {

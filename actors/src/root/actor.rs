@@ -76,8 +76,12 @@ impl Actor for RootSupervisor {
                 reply,
             } => state.switch(share_id, backend, caller, reply),
             RootMsg::List(reply) => {
-                let mut list: Vec<ShareInfo> =
-                    state.shares.values().map(|e| e.info.clone()).collect();
+                let mut list: Vec<ShareInfo> = state
+                    .shares
+                    .values()
+                    .filter(|e| e.shown)
+                    .map(|e| e.info.clone())
+                    .collect();
                 list.sort_by_key(|i| i.share_id);
                 let _ = reply.send(Ok(list));
             }
@@ -85,6 +89,7 @@ impl Actor for RootSupervisor {
                 if let Some(entry) = state.shares.get_mut(&info.share_id) {
                     let terminal = info.terminal.clone();
                     entry.info = info;
+                    entry.shown = true;
                     state.publish_badge(&terminal);
                 }
             }

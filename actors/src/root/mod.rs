@@ -45,9 +45,10 @@ pub enum RootMsg {
     Share {
         request: ShareRequest,
         start_deadline: Instant,
-        /// The terminal, as checked before the request came here ([`check_terminal`]):
-        /// its size, or why it is not there (then the share is denied at admission).
-        terminal: Result<Option<(u16, u16)>, String>,
+        /// The terminal's check, started when the request arrived: it runs beside
+        /// the request's record and the worker's spawn, and the share's session holds
+        /// the link until it says the terminal is there.
+        terminal: TerminalCheck,
         reply: ShareReply,
     },
     Extend {
@@ -145,6 +146,10 @@ struct Entry {
     /// Whether the share is recorded (a switch cannot add a recording).
     record: bool,
     ended: Arc<OnceLock<EndReason>>,
+    /// Its terminal is known to exist (its session said so, with its first update):
+    /// until then the share is on no badge and in no listing, since a share of a
+    /// terminal that turns out missing must never have been shown.
+    shown: bool,
 }
 
 pub struct RootState {
@@ -170,9 +175,35 @@ pub struct RootState {
     shutting_down: bool,
 }
 
-/// Is `terminal` there, and how big is it? Asked before a share reaches the root (a
-/// tmux round trip must not hold up the root's mailbox), so that admission can deny a
-/// share of a terminal that does not exist before anything is registered.
+/// A terminal check under way (a task running [`check_terminal`]), started when a
+/// share request arrives so that the tmux round trip overlaps the rest of the start.
+/// Dropping it stops the check.
+pub(crate) struct TerminalCheck(tokio::task::JoinHandle<Result<Option<(u16, u16)>, String>>);
+
+impl TerminalCheck {
+    pub(crate) fn start(host: Arc<dyn TerminalHost>, terminal: TerminalName) -> Self {
+        TerminalCheck(tokio::spawn(async move {
+            crate::faultpoints::pause("terminal.check").await;
+            check_terminal(host.as_ref(), &terminal).await
+        }))
+    }
+
+    /// The terminal's size (when known), or why it is not there.
+    pub(crate) async fn outcome(mut self) -> Result<Option<(u16, u16)>, String> {
+        (&mut self.0)
+            .await
+            .unwrap_or_else(|e| Err(format!("the terminal check did not finish: {e}")))
+    }
+}
+
+impl Drop for TerminalCheck {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Is `terminal` there, and how big is it? Asked off the root's mailbox (a tmux round
+/// trip must not hold up other requests), bounded by TERMINAL_CHECK.
 pub(crate) async fn check_terminal(
     host: &dyn TerminalHost,
     terminal: &TerminalName,

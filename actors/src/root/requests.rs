@@ -11,7 +11,7 @@ impl RootState {
         myself: &ActorRef<RootMsg>,
         req: ShareRequest,
         start_deadline: Instant,
-        terminal: Result<Option<(u16, u16)>, String>,
+        terminal: TerminalCheck,
         reply: ShareReply,
     ) {
         let id = ShareId::new();
@@ -27,7 +27,6 @@ impl RootState {
                 serde_json::json!(req.ttl.map(|t| t.as_millis() as u64)),
             );
         let ttl = req.ttl.unwrap_or(self.ctx.settings.default_ttl);
-        let size = terminal.as_ref().ok().copied().flatten();
         let admitted = req
             .caller
             .check_claim()
@@ -39,17 +38,6 @@ impl RootState {
                     },
                     None,
                 )
-            })
-            // A terminal that is not there is denied here: nothing is registered, no
-            // badge is shown.
-            .and_then(|()| {
-                terminal.map(|_| ()).map_err(|detail| {
-                    let err = ShareError::UnknownTerminal {
-                        terminal: req.terminal.clone(),
-                        detail,
-                    };
-                    (err, None)
-                })
             })
             .and_then(|()| {
                 self.admit(&AdmissionQuery {
@@ -133,7 +121,7 @@ impl RootState {
             requested,
             caller: req.caller.clone(),
             start_deadline,
-            size,
+            terminal,
             join,
             // A rule that requires recording records the share, asked or not.
             record: recorded,
@@ -155,9 +143,10 @@ impl RootState {
                         ended,
                         join: admitted_join,
                         record: recorded,
+                        // Shown once its session knows the terminal is there.
+                        shown: false,
                     },
                 );
-                self.publish_badge(&req.terminal);
             }
             Err(e) => {
                 // The reply port went down with the failed spawn: the caller

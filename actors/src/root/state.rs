@@ -12,6 +12,7 @@ impl RootState {
             .into_iter()
             .flatten()
             .filter_map(|id| self.shares.get(id))
+            .filter(|e| e.shown)
             .map(|e| BadgeShare::from(&e.info))
             .collect();
         self.board.set_shares(terminal, shares);
@@ -56,7 +57,9 @@ impl RootState {
                     self.per_terminal.remove(&terminal);
                 }
             }
-            self.publish_badge(&terminal);
+            if entry.shown {
+                self.publish_badge(&terminal);
+            }
         }
         if self.ended.insert(id, end).is_none() {
             self.ended_order.push_back(id);

@@ -268,9 +268,10 @@ impl ShareService {
         let start_deadline = tokio::time::Instant::now() + budget;
         // The start's budget, then the stop and record of a start that ran out of it.
         let t = budget + self.settings.revoke_deadline + self.settings.audit_timeout + CALL_SLACK;
-        // The terminal first, off the root's mailbox: one that is not there is denied
-        // at admission, before anything is registered or shown.
-        let terminal = crate::root::check_terminal(self.host.as_ref(), &request.terminal).await;
+        // The terminal's check starts now and runs beside admission, the request's
+        // record and the worker's spawn; the link is held until it answers.
+        let terminal =
+            crate::root::TerminalCheck::start(self.host.clone(), request.terminal.clone());
         self.ask(t, |reply| RootMsg::Share {
             request,
             start_deadline,

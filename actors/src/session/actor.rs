@@ -44,7 +44,9 @@ impl Actor for ShareSession {
             requested: Some(args.requested),
             requested_by: args.caller,
             start_deadline: args.start_deadline,
-            size: args.size,
+            terminal_check: Some(args.terminal),
+            size: None,
+            gate: Default::default(),
             tasks: Vec::new(),
             extensions: extend::Extensions::default(),
             switch_reply: None,
@@ -73,8 +75,9 @@ impl Actor for ShareSession {
         }
         crate::faultpoints::check("session.handle");
         match msg {
-            SessionMsg::Begin => state.begin(&myself),
-            SessionMsg::Prepared(result) => state.prepared(&myself, result).await,
+            SessionMsg::Begin => state.begin(&myself).await,
+            SessionMsg::RequestKept(result) => state.request_kept(&myself, result).await,
+            SessionMsg::TerminalChecked(result) => state.terminal_checked(&myself, result).await,
             SessionMsg::StartDeadline => state.start_deadline_passed(&myself).await,
             SessionMsg::Rotate { caller, reply } => state.rotate(caller, reply),
             SessionMsg::RotateAnswered { result, reply } => state.rotate_answered(result, reply),
@@ -131,6 +134,11 @@ impl Actor for ShareSession {
                         );
                         state.end_now(&myself, EndReason::Failed(cause)).await;
                     }
+                    WorkerEvent::NeverServed(why) => {
+                        metrics::counter!("termshare_worker_crashes_total").increment(1);
+                        let cause = format!("the worker never served its link: {why}");
+                        state.end_now(&myself, EndReason::Failed(cause)).await;
+                    }
                     WorkerEvent::Exited(status) => state.worker_exited(&myself, status),
                     WorkerEvent::Relinked(links) => state.relinked(links),
                     WorkerEvent::Rotated(links) => state.rotated(generation, links),
@@ -142,7 +150,21 @@ impl Actor for ShareSession {
                 status,
                 terminal_closed,
             } => {
-                if generation == state.worker_generation && !matches!(state.phase, Phase::Ended) {
+                let starting = matches!(
+                    state.phase,
+                    Phase::Preparing { .. } | Phase::Starting { .. }
+                );
+                if generation == state.worker_generation && starting && terminal_closed {
+                    // Its attach client found no terminal (one that closed since its
+                    // size was seen): the start fails as one of an unknown terminal.
+                    let err = ShareError::UnknownTerminal {
+                        terminal: state.info.terminal.clone(),
+                        detail: "it is not there: the worker's attach client exited".into(),
+                    };
+                    state.fail_start(&myself, err).await;
+                } else if generation == state.worker_generation
+                    && !matches!(state.phase, Phase::Ended)
+                {
                     let reason = if terminal_closed {
                         EndReason::TerminalClosed
                     } else {

@@ -47,10 +47,13 @@ pub type ShareReply = RpcReplyPort<Result<ShareInfo, ShareError>>;
 pub type EndReply = RpcReplyPort<Result<RevokeReport, ShareError>>;
 
 pub enum SessionMsg {
-    /// Sent to itself once spawned: record the request, check the terminal.
+    /// Sent to itself once spawned: record the request, wait for the terminal's
+    /// check, and spawn the worker if the terminal's size is already known.
     Begin,
-    /// The request is on the record and the terminal checked (its size), or why not.
-    Prepared(Result<Option<(u16, u16)>, ShareError>),
+    /// `share.requested` is kept, or why not.
+    RequestKept(Result<(), ShareError>),
+    /// The terminal is there (its size, when known), or why not.
+    TerminalChecked(Result<Option<(u16, u16)>, ShareError>),
     Worker {
         generation: u64,
         event: WorkerEvent,
@@ -158,8 +161,8 @@ pub struct SessionArgs {
     /// When the whole start must be done (from the request's arrival): a start still
     /// going then fails, unannounced.
     pub start_deadline: Instant,
-    /// The terminal's size, as checked before admission.
-    pub size: Option<(u16, u16)>,
+    /// The terminal's check, under way since the request arrived.
+    pub terminal: crate::root::TerminalCheck,
     /// The join timeout and participant limit asked for.
     pub join: crate::types::JoinRules,
     /// Record what the terminal shows.
@@ -167,7 +170,7 @@ pub struct SessionArgs {
 }
 
 enum Phase {
-    /// The request's record and the terminal check are under way.
+    /// The terminal's size is not known yet: the worker waits for its check.
     Preparing {
         reply: Option<ShareReply>,
     },
@@ -243,8 +246,12 @@ pub struct SessionState {
     /// Who asked for the share.
     requested_by: Caller,
     start_deadline: Instant,
-    /// The terminal's size, as checked before admission (a worker is sized to it).
+    /// The terminal's check, taken by `Begin`.
+    terminal_check: Option<crate::root::TerminalCheck>,
+    /// The terminal size the current worker was started with.
     size: Option<(u16, u16)>,
+    /// What the start's link waits for.
+    gate: start::StartGate,
     /// Tasks working for this session (the start's timer, a notice, a check): aborted
     /// when it ends. Finished ones are dropped as new ones come.
     tasks: Vec<JoinHandle<()>>,

@@ -214,7 +214,12 @@ impl SessionState {
         }
     }
 
+    /// Tell the root (badges, listings) how the share is now. Not before its terminal
+    /// is known: a share of a terminal that turns out missing is never shown.
     pub(super) fn publish(&self) {
+        if !self.gate.terminal_known() {
+            return;
+        }
         let _ = self.ctx.root.cast(RootMsg::Updated(self.info.clone()));
     }
 

@@ -1,18 +1,21 @@
 //! From the request to the announced link, under one deadline.
 //!
-//! 1. `Begin`: the request's event goes to the audit log first (a share that cannot be
-//!    put on the record does not start), and the terminal is checked, both off the
-//!    mailbox; a timer is set for the whole start's deadline (stamped when the request
-//!    reached termshare).
-//! 2. `Prepared`: the worker is spawned, with what is left of the deadline as its link
-//!    timeout. From the fork on, its process belongs to a guard in the worker actor.
-//! 3. `Ready`: the link is there. If the caller has given up meanwhile, the share ends
-//!    without ever being announced. Otherwise `share.started` goes to the log.
-//! 4. `Announced`: once it is kept, the caller is answered, if still waiting; a
-//!    caller who left in that moment gets its share stopped rather than left running
-//!    with a link nobody holds.
+//! Three things run together from the request's arrival, since none depends on
+//! another: the terminal's check (started by the service, a tmux round trip), the
+//! `share.requested` record (an fsync), and the worker's spawn. The spawn needs the
+//! terminal's size: with the host's last-seen size it starts at once, and a check that
+//! finds another size starts it again; with none, it waits for the check.
 //!
-//! The deadline ends a start still going at any of these steps, unannounced.
+//! The link is held by [`StartGate`] until all three are done: the request is on the
+//! record (a share that cannot be put on the record does not start), the terminal is
+//! known to exist, and the worker has its link. A start failing any of them ends
+//! unannounced: its worker's process group is killed, no link leaves termshare, and
+//! (for a missing terminal) no badge or listing ever showed it.
+//!
+//! Then `share.started` goes to the log; once it is kept (`Announced`), the caller is
+//! answered, if still waiting; a caller who left in that moment gets its share stopped
+//! rather than left running with a link nobody holds. The deadline ends a start still
+//! going at any step, unannounced.
 
 use ractor::ActorRef;
 use serde_json::json;
@@ -25,8 +28,25 @@ use crate::types::{EndReason, Links, ShareState};
 /// How long starting a recording may take before the share fails closed.
 const RECORDING_START: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What a new share's link waits for before it may leave termshare.
+#[derive(Default)]
+pub(super) struct StartGate {
+    /// `share.requested` is kept.
+    requested_kept: bool,
+    /// The terminal is there, and the worker was started at its size.
+    terminal_known: bool,
+    /// The worker's link, held until both of the above.
+    links: Option<Links>,
+}
+
+impl StartGate {
+    pub(super) fn terminal_known(&self) -> bool {
+        self.terminal_known
+    }
+}
+
 impl SessionState {
-    pub(super) fn begin(&mut self, myself: &ActorRef<SessionMsg>) {
+    pub(super) async fn begin(&mut self, myself: &ActorRef<SessionMsg>) {
         if !matches!(self.phase, Phase::Preparing { .. }) {
             return;
         }
@@ -36,55 +56,60 @@ impl SessionState {
         };
         let ack = audit::send(&self.ctx.audit, requested);
         let timeout = self.ctx.settings.audit_timeout;
-        let (size, me) = (self.size, myself.clone());
+        let me = myself.clone();
         self.run(async move {
-            let prepared = match ack.wait(timeout).await {
-                // Fail closed: a share whose request is not on the record does not
-                // start. (This write is also how a recovered log is noticed.)
-                Err(e) => Err(ShareError::AuditUnavailable(format!(
+            // Fail closed: a share whose request is not on the record does not start.
+            // (This write is also how a recovered log is noticed.)
+            let kept = ack.wait(timeout).await.map_err(|e| {
+                ShareError::AuditUnavailable(format!(
                     "{e}; new shares are refused until the audit log keeps events again"
-                ))),
-                // The terminal was checked before admission.
-                Ok(()) => Ok(size),
-            };
-            let _ = me.cast(SessionMsg::Prepared(prepared));
+                ))
+            });
+            let _ = me.cast(SessionMsg::RequestKept(kept));
         });
+        if let Some(check) = self.terminal_check.take() {
+            let (me, terminal) = (myself.clone(), self.info.terminal.clone());
+            self.run(async move {
+                let checked = check
+                    .outcome()
+                    .await
+                    .map_err(|detail| ShareError::UnknownTerminal { terminal, detail });
+                let _ = me.cast(SessionMsg::TerminalChecked(checked));
+            });
+        }
         let (me, at) = (myself.clone(), self.start_deadline);
         self.run(async move {
             tokio::time::sleep_until(at).await;
             let _ = me.cast(SessionMsg::StartDeadline);
         });
+        if let Some(size) = self.ctx.host.size_hint(&self.info.terminal) {
+            self.start_worker(myself, Some(size)).await;
+        }
     }
 
-    pub(super) async fn prepared(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        result: Result<Option<(u16, u16)>, ShareError>,
-    ) {
-        let Phase::Preparing { reply } = &mut self.phase else {
-            return;
-        };
-        let size = match result {
-            Ok(size) => size,
-            Err(e) => {
-                if matches!(e, ShareError::AuditUnavailable(_)) {
-                    metrics::counter!("termshare_shares_denied_total").increment(1);
-                }
-                self.fail_start(myself, e).await;
-                return;
-            }
+    /// Spawn the start's worker at `size` (a new generation: a worker started before
+    /// at another size is stopped, and its events are ignored from now on).
+    async fn start_worker(&mut self, myself: &ActorRef<SessionMsg>, size: Option<(u16, u16)>) {
+        let reply = match &mut self.phase {
+            Phase::Preparing { reply } | Phase::Starting { reply } => reply.take(),
+            _ => return,
         };
         if reply.as_ref().is_none_or(|r| r.is_closed()) {
             self.caller_left(myself).await;
             return;
         }
-        let reply = reply.take();
         self.phase = Phase::Starting { reply };
+        if let Some(old) = self.worker.take() {
+            // Killed, not stopped: it never had a link, and its guard kills its group.
+            old.kill();
+        }
+        self.gate.links = None;
         let generation = next_generation(&mut self.generations);
         self.worker_generation = generation;
         self.worker_ready = false;
         self.worker_pid = None;
         self.info.worker_pid = None;
+        self.size = size;
         match self
             .spawn_worker(
                 myself,
@@ -97,6 +122,56 @@ impl SessionState {
         {
             Ok(worker) => self.worker = Some(worker),
             Err(e) => self.fail_start(myself, e).await,
+        }
+    }
+
+    pub(super) async fn request_kept(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        result: Result<(), ShareError>,
+    ) {
+        if !matches!(self.phase, Phase::Preparing { .. } | Phase::Starting { .. }) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.gate.requested_kept = true;
+                self.release_link(myself).await;
+            }
+            Err(e) => {
+                metrics::counter!("termshare_shares_denied_total").increment(1);
+                self.fail_start(myself, e).await;
+            }
+        }
+    }
+
+    pub(super) async fn terminal_checked(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        result: Result<Option<(u16, u16)>, ShareError>,
+    ) {
+        if !matches!(self.phase, Phase::Preparing { .. } | Phase::Starting { .. }) {
+            return;
+        }
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                self.fail_start(myself, e).await;
+                return;
+            }
+        };
+        self.gate.terminal_known = true;
+        // Now it may be shown (starting) on the terminal's badge and in listings.
+        self.publish();
+        let started_at = match self.phase {
+            Phase::Starting { .. } => Some(self.size),
+            _ => None,
+        };
+        match started_at {
+            // Started at the size the terminal has (or the check cannot tell).
+            Some(at) if size.is_none() || size == at => self.release_link(myself).await,
+            // Not started yet, or at a size the terminal no longer has.
+            _ => self.start_worker(myself, size).await,
         }
     }
 
@@ -119,17 +194,30 @@ impl SessionState {
         }
     }
 
-    /// The worker has its link: announce the share, unless its caller has left.
+    /// The worker has its link: it is held until the request is on the record and the
+    /// terminal known.
     pub(super) async fn ready(&mut self, myself: &ActorRef<SessionMsg>, links: Links) {
+        if !matches!(self.phase, Phase::Starting { .. }) {
+            return;
+        }
+        self.gate.links = Some(links);
+        self.release_link(myself).await;
+    }
+
+    /// Announce the share once its gate is open, unless its caller has left.
+    async fn release_link(&mut self, myself: &ActorRef<SessionMsg>) {
         let Phase::Starting { reply } = &mut self.phase else {
             return;
         };
+        if !(self.gate.requested_kept && self.gate.terminal_known && self.gate.links.is_some()) {
+            return;
+        }
         if reply.as_ref().is_none_or(|r| r.is_closed()) {
             self.caller_left(myself).await;
             return;
         }
         let reply = reply.take();
-        self.info.links = links;
+        self.info.links = self.gate.links.take().unwrap_or_default();
         let fingerprints = self.ctx.fingerprints.clone();
         let mut event = self
             .event(AuditKind::ShareStarted)

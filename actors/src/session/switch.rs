@@ -211,7 +211,7 @@ impl SessionState {
                 }
                 // Nobody has the new worker's link before the switch completes.
                 WorkerEvent::Participant(_) => {}
-                WorkerEvent::Exited(_) | WorkerEvent::Hung { .. } => {
+                WorkerEvent::Exited(_) | WorkerEvent::Hung { .. } | WorkerEvent::NeverServed(_) => {
                     let cause = "the new worker stopped during a switch".to_string();
                     self.end_now(myself, EndReason::Failed(cause)).await;
                 }
@@ -219,7 +219,10 @@ impl SessionState {
             return true;
         }
         if generation == self.worker_generation
-            && matches!(event, WorkerEvent::Exited(_) | WorkerEvent::Hung { .. })
+            && matches!(
+                event,
+                WorkerEvent::Exited(_) | WorkerEvent::Hung { .. } | WorkerEvent::NeverServed(_)
+            )
         {
             // The worker being switched away from is gone: the switch carries on; if it
             // fails, the share fails with it.

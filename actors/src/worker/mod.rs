@@ -41,6 +41,9 @@ pub enum WorkerEvent {
     Rotated(Links),
     /// A participant joined or left.
     Participant(crate::traits::ParticipantEvent),
+    /// It gave its link on a cheap sign of life, and the rest of the proof failed
+    /// ([`crate::traits::Worker::pending_proof`]): it never served. The text says why.
+    NeverServed(String),
     /// Unresponsive (stopped, or not serving) for longer than the heartbeat timeout;
     /// the text says what was seen.
     Hung {
@@ -66,6 +69,8 @@ pub enum WorkerMsg {
     Exited(WorkerExit),
     /// Heartbeat tick: probe the worker.
     Probe,
+    /// From the pending proof's task: the worker never served its link (why).
+    Unproven(String),
     /// From the stop watcher: the worker has been stopped this long (at least the
     /// heartbeat timeout).
     StoppedFor(Duration),
@@ -97,6 +102,8 @@ pub struct WorkerState {
     serving_task: Option<JoinHandle<()>>,
     /// Forwards the backend's new links to the session, when it hands any out.
     relink_task: Option<JoinHandle<()>>,
+    /// Runs the rest of the proof of life, when the backend left one to run.
+    proof_task: Option<JoinHandle<()>>,
     /// Forwards each participant's join and leave to the session, when the backend
     /// tells them.
     participant_task: Option<JoinHandle<()>>,
@@ -117,6 +124,7 @@ impl Drop for WorkerState {
             self.heartbeat.take(),
             self.serving_task.take(),
             self.relink_task.take(),
+            self.proof_task.take(),
             self.participant_task.take(),
         ]
         .into_iter()
@@ -156,6 +164,7 @@ impl Actor for BackendWorker {
             unresponsive_since: None,
             serving_task: None,
             relink_task: None,
+            proof_task: None,
             participant_task: None,
             last_served: None,
             serving_error: None,
@@ -272,6 +281,7 @@ impl Actor for BackendWorker {
                                 state.args.heartbeat_timeout / 3,
                             )));
                         }
+                        let proof = started.worker.pending_proof();
                         state.worker = Some(started.worker);
                         state.report(WorkerEvent::Ready {
                             links: started.links,
@@ -279,6 +289,14 @@ impl Actor for BackendWorker {
                             tells_participants,
                             counts_participants,
                         });
+                        if let Some(proof) = proof {
+                            let me = myself.clone();
+                            state.proof_task = Some(tokio::spawn(async move {
+                                if let Err(why) = proof.await {
+                                    let _ = me.cast(WorkerMsg::Unproven(why));
+                                }
+                            }));
+                        }
                     }
                     Err(e) => {
                         state.report(WorkerEvent::StartFailed(e));
@@ -362,6 +380,13 @@ impl Actor for BackendWorker {
                         success: false,
                     }));
                     myself.stop(Some("worker gone".into()));
+                }
+            }
+            WorkerMsg::Unproven(why) => {
+                if !state.stopping {
+                    // The session stops it, as a hung one.
+                    state.stopping = true;
+                    state.report(WorkerEvent::NeverServed(why));
                 }
             }
             WorkerMsg::StoppedFor(silent) => {

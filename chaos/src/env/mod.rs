@@ -289,6 +289,19 @@ impl Env {
         }
     }
 
+    /// Close `terminal` for good (its tmux session killed; with the fake host, gone
+    /// from it).
+    pub fn close_terminal(&self, terminal: &TerminalName) {
+        match &self.fake_host {
+            Some(host) => {
+                host.terminals.lock().remove(terminal.as_str());
+            }
+            None => {
+                let _ = self.tmux(&["kill-session", "-t", &format!("={terminal}")]);
+            }
+        }
+    }
+
     fn tmux(&self, args: &[&str]) -> bool {
         Command::new("tmux")
             .arg("-S")
