@@ -102,6 +102,9 @@ impl FakeWorld {
                 let _ = tx.send(Some(WorkerExit {
                     description: "killed by SIGKILL (fake)".into(),
                     success: false,
+                    // Stands for any exit (a closed terminal's too): the terminal is
+                    // asked, as for a worker that ended by itself.
+                    by_signal: false,
                 }));
             }
         }
@@ -213,6 +216,7 @@ impl Worker for FakeWorker {
                 let _ = tx.send(Some(WorkerExit {
                     description: "terminated".into(),
                     success: true,
+                    by_signal: false,
                 }));
                 TerminateOutcome::default()
             }

@@ -87,6 +87,11 @@ pub struct WorkerExit {
     pub description: String,
     /// Whether it exited with status 0.
     pub success: bool,
+    /// Killed by a signal, not ended by itself: not because its terminal closed
+    /// (that makes the attach client, and then the worker, exit on their own), so
+    /// the terminal need not be asked.
+    #[serde(default)]
+    pub by_signal: bool,
 }
 
 /// How a stop went.

@@ -75,13 +75,20 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
                 .into_iter()
                 .map(|pid| (pid, pgid_of(pid)))
                 .collect();
-            let starting = svc
-                .list()
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|s| s.state == ShareState::Starting)
-                .expect("the share is starting");
+            // Listed once its terminal's check is back: with the terminal's size known
+            // from the step before, the spawn starts beside the check, not after it.
+            let listed_by = tokio::time::Instant::now() + Duration::from_millis(PAUSE_MS / 2);
+            let starting = loop {
+                let listed = svc.list().await.unwrap();
+                if let Some(s) = listed.iter().find(|s| s.state == ShareState::Starting) {
+                    break s.clone();
+                }
+                assert!(
+                    tokio::time::Instant::now() < listed_by,
+                    "{step}: the share is not listed as starting: {listed:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
             let revoked = svc.revoke(starting.share_id, owner.clone()).await;
             (seen, revoked)
         };

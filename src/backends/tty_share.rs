@@ -37,6 +37,10 @@ use crate::process::{
     GracefulStop, LinkWait, ProcessSpawner, ProcessWorker, SpawnedProcess, WorkerCommand,
 };
 
+/// A proof of life that failed waits this long for the process's exit, which (if it
+/// comes) is the failure to report rather than the proof's.
+const EXIT_SPEAKS: Duration = Duration::from_millis(200);
+
 /// The backend's name in configs, policies and requests.
 pub const NAME: &str = super::TTY_SHARE;
 
@@ -171,10 +175,20 @@ impl TtyShareBackend {
         // announcement no longer waits for it).
         let listened = {
             let (connector, limit) = (connector.clone(), spec.link_timeout);
+            let mut exit = process.exit.clone();
             Box::pin(async move {
-                connector.wait_listening(limit).await.map_err(|e| {
-                    format!("tty-share printed its URL but did not listen within {limit:?}: {e}")
-                })
+                let Err(e) = connector.wait_listening(limit).await else {
+                    return Ok(());
+                };
+                // A tty-share killed meanwhile takes its helper with it: the proof
+                // fails because of the exit, and the exit is what to report.
+                let exited = exit.wait_for(|e| e.is_some());
+                if let Ok(Ok(_)) = tokio::time::timeout(EXIT_SPEAKS, exited).await {
+                    return Ok(());
+                }
+                Err(format!(
+                    "tty-share printed its URL but did not listen within {limit:?}: {e}"
+                ))
             })
         };
         let serving = serving::http_through(connector.clone());

@@ -218,10 +218,12 @@ fn describe_exit(status: io::Result<ExitStatus>) -> WorkerExit {
                 _ => "ended".into(),
             },
             success: s.success(),
+            by_signal: s.signal().is_some(),
         },
         Err(e) => WorkerExit {
             description: format!("could not be waited for: {e}"),
             success: false,
+            by_signal: false,
         },
     }
 }

@@ -276,6 +276,17 @@ impl SessionState {
     pub(super) fn worker_exited(&mut self, myself: &ActorRef<SessionMsg>, status: WorkerExit) {
         self.worker = None;
         metrics::counter!("termshare_worker_crashes_total").increment(1);
+        if status.by_signal {
+            // Killed, not ended by itself: its terminal closing is not why, and the
+            // share fails now, without a tmux round trip.
+            let generation = self.worker_generation;
+            let _ = myself.cast(SessionMsg::WorkerGone {
+                generation,
+                status,
+                terminal_closed: false,
+            });
+            return;
+        }
         let (check, me, generation) = (
             self.check_terminal(),
             myself.clone(),

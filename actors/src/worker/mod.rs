@@ -378,6 +378,7 @@ impl Actor for BackendWorker {
                     state.report(WorkerEvent::Exited(WorkerExit {
                         description: "is gone (heartbeat)".into(),
                         success: false,
+                        by_signal: false,
                     }));
                     myself.stop(Some("worker gone".into()));
                 }
