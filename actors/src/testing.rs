@@ -37,10 +37,11 @@ pub struct FakeWorld {
     pub link_delay: Mutex<Option<Duration>>,
     /// Terminate does not finish (a hung worker): only a kill ends it.
     pub hang_on_terminate: Mutex<bool>,
-    /// The next heartbeat probe panics inside the BackendWorker actor.
-    pub panic_on_probe: Mutex<bool>,
-    /// Workers that stopped answering (the fake SIGSTOP).
-    pub hung: Mutex<HashSet<ShareId>>,
+    /// The next rotation panics inside the BackendWorker actor.
+    pub panic_on_rotate: Mutex<bool>,
+    /// Each live worker's stopped state (the fake SIGSTOP / SIGCONT), which the
+    /// heartbeat waits on as it waits on the kernel's word for a real process.
+    stops: Mutex<HashMap<(ShareId, u64), watch::Sender<bool>>>,
     /// Each live worker's channel for new links (a relay that reconnected).
     relinks: Mutex<HashMap<(ShareId, u64), watch::Sender<Links>>>,
     /// Each live worker's participant channel, for a backend that counts them.
@@ -91,6 +92,28 @@ impl FakeWorld {
         };
         let sender = self.participants.lock().get(&share).cloned();
         sender.is_some_and(|tx| tx.try_send(event).is_ok())
+    }
+
+    /// The workers of `share` stop answering (the fake SIGSTOP); `false` when it has
+    /// none.
+    pub fn stop(&self, share: ShareId) -> bool {
+        self.set_stopped(share, true)
+    }
+
+    /// The stopped workers of `share` run again (the fake SIGCONT); `false` when it
+    /// has none.
+    pub fn cont(&self, share: ShareId) -> bool {
+        self.set_stopped(share, false)
+    }
+
+    fn set_stopped(&self, share: ShareId, stopped: bool) -> bool {
+        let stops = self.stops.lock();
+        let mut any = false;
+        for (_, tx) in stops.iter().filter(|((s, _), _)| *s == share) {
+            tx.send_replace(stopped);
+            any = true;
+        }
+        any
     }
 
     /// The workers of `share` exit by themselves, as crashed processes would.
@@ -159,6 +182,8 @@ struct FakeWorker {
     world: Arc<FakeWorld>,
     exit: watch::Receiver<Option<WorkerExit>>,
     links: watch::Receiver<Links>,
+    /// Whether it is stopped (driven by [`FakeWorld::stop`] and [`FakeWorld::cont`]).
+    stopped: watch::Receiver<bool>,
     participants: Option<mpsc::Receiver<crate::traits::ParticipantEvent>>,
 }
 
@@ -167,23 +192,15 @@ impl Drop for FakeWorker {
         // The Drop guard of a real worker kills its process group; here it goes away.
         self.world.live.lock().remove(&(self.share, self.start));
         self.world.relinks.lock().remove(&(self.share, self.start));
+        self.world.stops.lock().remove(&(self.share, self.start));
         self.world.participants.lock().remove(&self.share);
     }
 }
 
 #[async_trait]
 impl Worker for FakeWorker {
-    async fn probe(&mut self) -> crate::traits::Probe {
-        if std::mem::take(&mut *self.world.panic_on_probe.lock()) {
-            panic!("injected: worker probe panicked");
-        }
-        if self.exit.borrow().is_some() {
-            crate::traits::Probe::Gone
-        } else if self.world.hung.lock().contains(&self.share) {
-            crate::traits::Probe::Unresponsive
-        } else {
-            crate::traits::Probe::Alive
-        }
+    fn stopped_watch(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.stopped.clone())
     }
 
     fn exit_watch(&self) -> watch::Receiver<Option<WorkerExit>> {
@@ -199,6 +216,9 @@ impl Worker for FakeWorker {
     }
 
     async fn rotate(&mut self) -> Result<Links, String> {
+        if std::mem::take(&mut *self.world.panic_on_rotate.lock()) {
+            panic!("injected: worker rotation panicked");
+        }
         let delay = *self.world.rotate_delay.lock();
         tokio::time::sleep(delay).await;
         let n = self.world.rotations.fetch_add(1, Ordering::SeqCst) + 1;
@@ -260,6 +280,8 @@ impl Backend for FakeBackend {
             .relinks
             .lock()
             .insert((spec.share_id, start), relink);
+        let (stop, stopped) = watch::channel(false);
+        self.world.stops.lock().insert((spec.share_id, start), stop);
         let participants = self.counts_participants.then(|| {
             let (tx, rx) = mpsc::channel(crate::traits::PARTICIPANT_EVENTS_QUEUE);
             self.world.participants.lock().insert(spec.share_id, tx);
@@ -272,6 +294,7 @@ impl Backend for FakeBackend {
             world: self.world.clone(),
             exit: rx,
             links,
+            stopped,
             participants,
         };
         if *self.world.never_link.lock() {

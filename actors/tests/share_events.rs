@@ -131,6 +131,7 @@ async fn a_subscriber_that_falls_a_whole_queue_behind_is_cut_off_and_told_so() {
     let info = h.svc.share(r).await.unwrap();
     let mut idle = h.svc.events(info.share_id).unwrap();
     // Each extension past max_ttl is refused, and on the record as share.refused.
+    let mut recorded = h.svc.subscribe();
     let n = termshare_actors::audit::FEED_QUEUE + 5;
     for _ in 0..n {
         let refused = h
@@ -138,6 +139,21 @@ async fn a_subscriber_that_falls_a_whole_queue_behind_is_cut_off_and_told_so() {
             .extend(info.share_id, Duration::from_secs(3600), p("human:alice"))
             .await;
         assert!(refused.is_err());
+    }
+    // The refusals are answered before they are written: the subscriber reads once
+    // they are all on the record (and in its queue).
+    let refusals = || {
+        let events = h.audit.events.lock();
+        events
+            .iter()
+            .filter(|e| e.kind == AuditKind::ShareRefused)
+            .count()
+    };
+    while refusals() < n {
+        // Each record wakes this; one that fell behind is only a wakeup too.
+        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = recorded.recv().await {
+            panic!("the audit writer stopped");
+        }
     }
     let (seen, _, error) = drain(&mut idle).await;
     assert_eq!(error, Some(ShareEventsError::Lagged));

@@ -343,7 +343,10 @@ async fn a_panicking_worker_actor_is_contained() {
     let mut rx = h.svc.subscribe();
     let a = h.svc.share(req("dev")).await.unwrap();
     let b = h.svc.share(req("ops")).await.unwrap();
-    *h.world.panic_on_probe.lock() = true; // the next heartbeat panics in one worker
+    *h.world.panic_on_rotate.lock() = true; // a's worker panics as it rotates
+    let who: termshare_actors::Principal = "human:alice".parse().unwrap();
+    let rotated = h.svc.rotate(a.share_id, who).await;
+    assert!(rotated.is_err(), "{rotated:?}");
     let failed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let e = rx.recv().await.unwrap();
@@ -359,15 +362,10 @@ async fn a_panicking_worker_actor_is_contained() {
         cause.contains("worker crashed") && cause.contains("injected"),
         "{cause}"
     );
-    let dead = failed.correlation_id;
-    let alive = if dead == a.share_id {
-        b.share_id
-    } else {
-        a.share_id
-    };
+    assert_eq!(failed.correlation_id, a.share_id);
     assert_eq!(
         h.world.live(),
-        [alive].into_iter().collect(),
+        [b.share_id].into_iter().collect(),
         "the crashed worker is gone"
     );
     assert_eq!(h.svc.list().await.unwrap().len(), 1);
@@ -661,7 +659,7 @@ async fn a_worker_that_stops_answering_fails_its_share_after_the_heartbeat_timeo
     let h = harness(allow(), Settings::default()).await;
     let mut rx = h.svc.subscribe();
     let info = h.svc.share(req("dev")).await.unwrap();
-    h.world.hung.lock().insert(info.share_id);
+    h.world.stop(info.share_id);
     let t0 = Instant::now();
     let failed = wait_for(&mut rx, info.share_id, AuditKind::ShareFailed).await;
     let took = t0.elapsed();

@@ -209,7 +209,7 @@ impl Env {
     /// SIGSTOP: the worker stops answering (a hang).
     pub fn stop_worker(&self, share: &ShareInfo) -> bool {
         match &self.world {
-            Some(w) => w.hung.lock().insert(share.share_id),
+            Some(w) => w.stop(share.share_id),
             None => Self::signal(share.worker_pid, libc::SIGSTOP),
         }
     }
@@ -217,7 +217,7 @@ impl Env {
     /// SIGCONT: a stopped worker runs again.
     pub fn cont_worker(&self, share: &ShareInfo) -> bool {
         match &self.world {
-            Some(w) => w.hung.lock().remove(&share.share_id),
+            Some(w) => w.cont(share.share_id),
             None => Self::signal(share.worker_pid, libc::SIGCONT),
         }
     }

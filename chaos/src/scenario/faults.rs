@@ -74,11 +74,17 @@ impl Runner {
                 format!("FAULT session panic ({}) -> {r:?}", s.share_id)
             }
             FaultKind::WorkerPanic => {
+                // The next worker message panics: the rotation asked of the target's
+                // worker (or a heartbeat report of another that came first).
+                let s = target.unwrap();
                 fail::cfg("worker.handle", "1*panic").unwrap();
-                // The next worker message (a heartbeat probe) panics.
-                tokio::time::sleep(self.env.settings.probe_interval * 3).await;
+                let who: termshare_actors::Principal = "human:alice".parse().unwrap();
+                let r = self.env.svc().rotate(s.share_id, who).await;
                 fail::remove("worker.handle");
-                "FAULT worker actor panic".into()
+                if r.is_ok() {
+                    self.ack(s.share_id, AuditKind::ShareRotated);
+                }
+                format!("FAULT worker actor panic ({}) -> {r:?}", s.share_id)
             }
             FaultKind::StartError => {
                 fail::cfg("worker.start", "1*return").unwrap();

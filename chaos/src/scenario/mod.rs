@@ -84,6 +84,7 @@ impl FaultKind {
                 | FaultKind::WorkerSigcont
                 | FaultKind::WorkerChildrenKilled
                 | FaultKind::SessionPanic
+                | FaultKind::WorkerPanic
                 | FaultKind::ExitDuringRevoke
                 | FaultKind::TerminalKilled
         )
