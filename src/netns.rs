@@ -25,8 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{
-    recvmsg, send, setsockopt, socketpair, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, send, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 
 /// The port tty-share listens on inside its namespace. Any port is free in a fresh
@@ -45,19 +44,29 @@ pub struct Plan {
 }
 
 /// termshare's end of the socket pair: asks the helper for connections.
+///
+/// Asynchronous (non-blocking, on the runtime's reactor): a request costs a send and a
+/// receive, with no thread hop. The serving probe of every idle share and each proof
+/// of life go through here, so a blocking-pool round trip per request was most of
+/// what an idle share cost.
 pub struct Connector {
-    fd: OwnedFd,
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
     /// One request at a time, each numbered: a reply that comes late (after a
     /// timeout) is recognised by its number and thrown away, socket and all, so it
     /// can never answer a later request.
-    next: parking_lot::Mutex<u32>,
+    next: tokio::sync::Mutex<u32>,
     /// A connection has succeeded once: the worker listens (from then on a refusal
     /// means it stopped, and is not waited out).
     listened: std::sync::atomic::AtomicBool,
 }
 
+/// How long a request waits for the helper's answer: a helper that stopped answering
+/// (SIGSTOP) must not hold a request forever.
+const REPLY_WAIT: Duration = Duration::from_secs(2);
+
 /// Make the socket pair: the connector (ours) and the helper's end (to be passed to
-/// [`enter`] in the child, and dropped in the parent after the spawn).
+/// [`enter`] in the child, and dropped in the parent after the spawn). Must be called
+/// inside a tokio runtime (the connector is registered with its reactor).
 pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -65,11 +74,13 @@ pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
         None,
         SockFlag::SOCK_CLOEXEC,
     )?;
-    // A helper that stopped answering (SIGSTOP) must not hold a request forever.
-    setsockopt(
+    // Ours only: the helper's end is a separate open file and stays blocking.
+    let flags = nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GETFL)?;
+    nix::fcntl::fcntl(
         &ours,
-        sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(2, 0),
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
     )?;
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
@@ -81,8 +92,11 @@ pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
     };
     Ok((
         Arc::new(Connector {
-            fd: ours,
-            next: parking_lot::Mutex::new(0),
+            // SAFETY: `ours` is an OwnedFd moved in: it stays open for as long as
+            // the AsyncFd holds it, and nothing else closes it.
+            fd: unsafe { tokio::io::unix::AsyncFd::register(ours) }
+                .map_err(|e| e.into_parts().1)?,
+            next: tokio::sync::Mutex::new(0),
             listened: Default::default(),
         }),
         theirs,
@@ -93,10 +107,15 @@ pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
 impl Connector {
     /// A connection to the worker's port inside its namespace.
     pub async fn connect(self: &Arc<Self>) -> io::Result<tokio::net::TcpStream> {
-        let me = self.clone();
-        let std_stream = tokio::task::spawn_blocking(move || me.connect_blocking())
-            .await
-            .map_err(io::Error::other)??;
+        let std_stream = match tokio::time::timeout(REPLY_WAIT, self.request()).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the worker's namespace helper did not answer",
+                ))
+            }
+        };
         std_stream.set_nonblocking(true)?;
         self.listened
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -128,48 +147,30 @@ impl Connector {
         }
     }
 
-    fn connect_blocking(&self) -> io::Result<std::net::TcpStream> {
-        let mut next = self.next.lock();
+    /// Ask the helper for a connection and wait for its answer (cancel-safe: a late
+    /// answer is recognised by its number and dropped by the next request).
+    async fn request(&self) -> io::Result<std::net::TcpStream> {
+        let mut next = self.next.lock().await;
         *next = next.wrapping_add(1);
         let number = *next;
-        send(
-            self.fd.as_raw_fd(),
-            &number.to_ne_bytes(),
-            MsgFlags::MSG_NOSIGNAL,
-        )?;
+        self.fd
+            .async_io(tokio::io::Interest::WRITABLE, |fd| {
+                send(
+                    fd.as_raw_fd(),
+                    &number.to_ne_bytes(),
+                    MsgFlags::MSG_NOSIGNAL,
+                )
+                .map_err(io::Error::from)
+            })
+            .await?;
         loop {
-            // A reply: the request's number, an errno (0: success), and the socket.
-            let mut head = [0u8; 8];
-            let mut iov = [io::IoSliceMut::new(&mut head)];
-            let mut space = nix::cmsg_space!(RawFd);
-            let msg = recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )?;
-            if msg.bytes == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the worker's namespace is gone",
-                ));
-            }
-            let mut received = None;
-            for cmsg in msg.cmsgs()? {
-                if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                    for fd in fds {
-                        // SAFETY: the kernel just gave us this descriptor; nobody else
-                        // owns it. Any but the first is closed here.
-                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                        received.get_or_insert(owned);
-                    }
-                }
-            }
-            let answered = u32::from_ne_bytes(head[..4].try_into().unwrap());
+            let (answered, code, received) = self
+                .fd
+                .async_io(tokio::io::Interest::READABLE, |fd| receive(fd.as_raw_fd()))
+                .await?;
             if answered != number {
                 continue; // a late reply to an earlier request: dropped with its socket
             }
-            let code = i32::from_ne_bytes(head[4..].try_into().unwrap());
             return match (code, received) {
                 (0, Some(fd)) => Ok(std::net::TcpStream::from(fd)),
                 (0, None) => Err(io::Error::other("the namespace helper sent no socket")),
@@ -192,9 +193,38 @@ impl Connector {
     }
 }
 
+/// One reply from the helper, without blocking: the request's number, an errno (0:
+/// success) and the socket it passed, if any. `WouldBlock` when none is there yet.
+fn receive(fd: RawFd) -> io::Result<(u32, i32, Option<OwnedFd>)> {
+    let mut head = [0u8; 8];
+    let mut iov = [io::IoSliceMut::new(&mut head)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    if msg.bytes == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the worker's namespace is gone",
+        ));
+    }
+    let mut received = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just gave us this descriptor; nobody else owns
+                // it. Any but the first is closed here.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                received.get_or_insert(owned);
+            }
+        }
+    }
+    let answered = u32::from_ne_bytes(head[..4].try_into().expect("4 bytes"));
+    let code = i32::from_ne_bytes(head[4..].try_into().expect("4 bytes"));
+    Ok((answered, code, received))
+}
+
 impl AsFd for Connector {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.fd.get_ref().as_fd()
     }
 }
 
@@ -412,4 +442,91 @@ unsafe fn reply(end: RawFd, number: [u8; 4], code: i32, fd: RawFd) {
         );
     }
     libc::sendmsg(end, &msg, libc::MSG_NOSIGNAL);
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connector against a helper played by a thread (no namespace needed): the
+    //! wire is the same socket pair and the same `reply`.
+    use super::*;
+    use std::io::Write;
+
+    fn request_number(end: RawFd) -> [u8; 4] {
+        let mut number = [0u8; 4];
+        // SAFETY: a plain recv into a local buffer of its size.
+        let n = unsafe { libc::recv(end, number.as_mut_ptr().cast(), number.len(), 0) };
+        assert_eq!(n, 4, "a request is one 4-byte number");
+        number
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_never_answers_a_later_request() {
+        let (connector, helper_end, _plan) = pair(INNER_PORT).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (right_tx, right_rx) = std::sync::mpsc::channel();
+        let helper = std::thread::spawn(move || {
+            let end = helper_end.as_raw_fd();
+            let first = request_number(end);
+            // Silent until the second request: the first has timed out by then.
+            let second = request_number(end);
+            let mut late = std::net::TcpStream::connect(addr).unwrap();
+            late.write_all(b"late").unwrap();
+            let right = std::net::TcpStream::connect(addr).unwrap();
+            right_tx.send(right.local_addr().unwrap()).unwrap();
+            // SAFETY: both descriptors are open for the duration of the calls.
+            unsafe {
+                reply(end, first, 0, late.as_raw_fd());
+                reply(end, second, 0, right.as_raw_fd());
+            }
+            helper_end // kept open until the test has its answer
+        });
+        let started = std::time::Instant::now();
+        let first = connector.connect().await;
+        assert_eq!(
+            first.unwrap_err().kind(),
+            io::ErrorKind::TimedOut,
+            "a helper that does not answer fails the request"
+        );
+        assert!(started.elapsed() >= REPLY_WAIT);
+        let second = connector.connect().await.expect("the second request's answer");
+        let right = right_rx.recv().unwrap();
+        assert_eq!(
+            second.local_addr().unwrap(),
+            right,
+            "the answer to the second request, not the late one to the first"
+        );
+        drop(helper.join().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_helper_that_is_gone_is_an_error_not_a_wait() {
+        let (connector, helper_end, _plan) = pair(INNER_PORT).unwrap();
+        drop(helper_end);
+        let started = std::time::Instant::now();
+        let e = connector.connect().await.unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+        assert!(started.elapsed() < REPLY_WAIT, "answered at once");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_in_the_namespace_comes_back_as_its_errno() {
+        let (connector, helper_end, _plan) = pair(INNER_PORT).unwrap();
+        let helper = std::thread::spawn(move || {
+            let end = helper_end.as_raw_fd();
+            let number = request_number(end);
+            // SAFETY: no descriptor is passed.
+            unsafe { reply(end, number, libc::ECONNREFUSED, -1) };
+            helper_end
+        });
+        let e = connector.connect().await.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+        drop(helper.join().unwrap());
+    }
 }
