@@ -1,5 +1,10 @@
 //! `termshare-chaos run --seed N --steps K --shares M [--backend fake|tty-share]`
 
+/// The daemon's allocator (see the `termshare` binary): the benchmarks stand in for
+/// the daemon, so they measure it with the allocator it runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,9 +48,10 @@ enum Command {
         /// Also write the rows as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
-        /// Only this group: start, revoke, keystroke, scale, ttl, audit, failure, tmate, idle.
-        #[arg(long)]
-        only: Option<String>,
+        /// Only these groups, comma-separated and run in the usual order: start,
+        /// revoke, keystroke, scale, ttl, audit, failure, tmate, idle.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(termshare_chaos::bench::GROUPS))]
+        only: Option<Vec<String>>,
     },
 }
 
@@ -92,7 +98,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(quick: bool, json: Option<std::path::PathBuf>, only: Option<String>) -> ExitCode {
+fn bench(quick: bool, json: Option<std::path::PathBuf>, only: Option<Vec<String>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -114,9 +114,23 @@ pub(super) fn value_row(
     }
 }
 
-/// Run every benchmark (smaller with `quick`), or one group of them (`only`).
-pub async fn bench(quick: bool, only: Option<&str>) -> Vec<Row> {
-    let want = |group: &str| only.is_none_or(|o| o == group);
+/// The benchmark groups, in the order they run.
+pub const GROUPS: [&str; 9] = [
+    "start",
+    "revoke",
+    "keystroke",
+    "scale",
+    "ttl",
+    "audit",
+    "failure",
+    "tmate",
+    "idle",
+];
+
+/// Run every benchmark (smaller with `quick`), or only the groups in `only` (names
+/// from [`GROUPS`]; they still run in the usual order).
+pub async fn bench(quick: bool, only: Option<&[String]>) -> Vec<Row> {
+    let want = |group: &str| only.is_none_or(|o| o.iter().any(|g| g == group));
     let mut rows = Vec::new();
     let (n_real, n_scale, n_audit) = if quick {
         (5, 1_000, 20_000)
