@@ -489,7 +489,10 @@ mod tests {
             "a helper that does not answer fails the request"
         );
         assert!(started.elapsed() >= REPLY_WAIT);
-        let second = connector.connect().await.expect("the second request's answer");
+        let second = connector
+            .connect()
+            .await
+            .expect("the second request's answer");
         let right = right_rx.recv().unwrap();
         assert_eq!(
             second.local_addr().unwrap(),
