@@ -1,10 +1,5 @@
 //! `termshare-chaos run --seed N --steps K --shares M [--backend fake|tty-share]`
 
-/// The daemon's allocator (see the `termshare` binary): the benchmarks stand in for
-/// the daemon, so they measure it with the allocator it runs with.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};

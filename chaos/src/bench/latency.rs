@@ -47,7 +47,8 @@ pub(super) async fn start_to_link(n: usize, rows: &mut Vec<Row>) {
         Some(pct(&direct, 99.0)),
         None,
     ));
-    rows.push(ratio_row("start_to_link_ratio", p50 / b50, 1.10));
+    // Issue 18's goal (the first goal, 1.10, is in BENCHMARKS.md's history).
+    rows.push(ratio_row("start_to_link_ratio", p50 / b50, 1.5));
 }
 
 /// 2. Revoke to every participant gone: termshare's revoke vs killing tty-share.
@@ -158,7 +159,7 @@ pub(super) async fn failure_detection(n: usize, rows: &mut Vec<Row>) {
         pct(&ours, 99.0),
         "ms",
         Some(pct(&base, 99.0)),
-        Some((50.0, true)),
+        Some((10.0, true)), // issue 18 (it was 50 ms before)
     ));
 }
 

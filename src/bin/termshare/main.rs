@@ -9,15 +9,6 @@
 //! - [`replay`]: playing a recording;
 //! - [`output`]: how results are printed, and the exit on a closed stdout.
 
-/// mimalloc, not glibc's malloc. Measured with 10,000 shares (BENCHMARKS.md): half
-/// the memory per share (21 KiB, was 37) and revoking them all in about half the time
-/// (glibc's arena locks were the hot spot). And the daemon forks every worker: a fork
-/// copies the page tables of all the daemon holds, and glibc kept all of what those
-/// shares freed (578 MB) for good, where mimalloc gave most of it back within a
-/// second or two (470 MB down to 177 MB, measured).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[macro_use]
 mod output;
 mod args;
