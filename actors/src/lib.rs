@@ -27,6 +27,7 @@ mod caller;
 pub mod error;
 pub mod faultpoints;
 mod handoff;
+mod memory;
 mod root;
 mod service;
 mod session;

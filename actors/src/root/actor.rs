@@ -32,6 +32,7 @@ impl Actor for RootSupervisor {
             ended_order: VecDeque::new(),
             end_waiters: HashMap::new(),
             shutting_down: false,
+            bursts: Default::default(),
         })
     }
 

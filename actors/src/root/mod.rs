@@ -173,6 +173,8 @@ pub struct RootState {
     /// MAX_END_WAITERS per share.
     end_waiters: HashMap<ShareId, Vec<tokio::sync::oneshot::Sender<ShareEnd>>>,
     shutting_down: bool,
+    /// The live count's peak, to give memory back once a burst has ended.
+    bursts: crate::memory::BurstWatch,
 }
 
 /// A terminal check under way (a task running [`check_terminal`]), started when a

@@ -60,6 +60,9 @@ impl RootState {
             if entry.shown {
                 self.publish_badge(&terminal);
             }
+            if self.bursts.ended_burst(self.shares.len()) {
+                crate::memory::give_back_soon();
+            }
         }
         if self.ended.insert(id, end).is_none() {
             self.ended_order.push_back(id);

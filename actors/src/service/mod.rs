@@ -442,6 +442,8 @@ impl ShareService {
             .await;
         self.audit.stop(None);
         let _ = self.audit_task.await;
+        // What the shares held is free now: give it back (crate::memory).
+        crate::memory::give_back().await;
         reports
     }
 }
