@@ -140,19 +140,34 @@ async fn a_subscriber_that_falls_a_whole_queue_behind_is_cut_off_and_told_so() {
             .await;
         assert!(refused.is_err());
     }
-    // The refusals are answered before they are written: the subscriber reads once
-    // they are all on the record (and in its queue).
-    let refusals = || {
+    // The refusals are answered before they are written, and the writer hands each
+    // event to the share's feed after the sink has it and just before the audit
+    // subscribers get it: read once the last refusal has reached a subscriber.
+    let last_refusal = || {
         let events = h.audit.events.lock();
-        events
+        let refused: Vec<u64> = events
             .iter()
             .filter(|e| e.kind == AuditKind::ShareRefused)
-            .count()
+            .map(|e| e.seq)
+            .collect();
+        (refused.len() == n)
+            .then(|| refused.into_iter().max())
+            .flatten()
     };
-    while refusals() < n {
-        // Each record wakes this; one that fell behind is only a wakeup too.
-        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = recorded.recv().await {
-            panic!("the audit writer stopped");
+    let mut newest_seen = None;
+    loop {
+        match recorded.recv().await {
+            Ok(e) => newest_seen = newest_seen.max(Some(e.seq)),
+            // Fell behind: only the oldest were skipped, the newest are still queued.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                panic!("the audit writer stopped")
+            }
+        }
+        if let (Some(last), Some(seen)) = (last_refusal(), newest_seen) {
+            if seen >= last {
+                break;
+            }
         }
     }
     let (seen, _, error) = drain(&mut idle).await;
