@@ -831,6 +831,7 @@ async fn a_switch_whose_new_backend_gives_no_link_leaves_the_share_on_the_old_on
         backend: "fake-b".into(),
         detail: "no relay".into(),
     });
+    let mut events = h.svc.subscribe();
     let err = h
         .svc
         .switch(info.share_id, BackendName::new("fake-b"), p("human:alice"))
@@ -838,9 +839,11 @@ async fn a_switch_whose_new_backend_gives_no_link_leaves_the_share_on_the_old_on
         .unwrap_err();
     assert!(matches!(err, ShareError::Backend(_)), "{err}");
     assert_unchanged(&h, &info).await;
+    // The failure is written as it happened, right after the answer: wait for it.
+    let failed = wait_for(&mut events, info.share_id, AuditKind::ShareSwitchFailed).await;
+    assert_eq!(failed.details["still_on"], "fake");
     let last = h.audit.events.lock().last().unwrap().clone();
-    assert_eq!(last.kind, AuditKind::ShareSwitchFailed);
-    assert_eq!(last.details["still_on"], "fake");
+    assert_eq!(last.kind, AuditKind::ShareSwitchFailed, "nothing after it");
     // The share still works: it can be revoked, and its one worker goes.
     let report = h.svc.revoke(info.share_id, p("human:alice")).await.unwrap();
     assert!(report.deadline_met);
