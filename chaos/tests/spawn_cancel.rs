@@ -4,6 +4,8 @@
 //! it waits. Then a caller that gives up mid-start: never `share.started`, no process.
 //! The only test in its binary: fail points are process-wide.
 
+mod common;
+use common::{alive, pgid_of};
 use std::time::Duration;
 
 use termshare::actors::{AccessMode, BackendName, Principal, ShareRequest, ShareState};
@@ -25,24 +27,6 @@ const STEPS: [(&str, bool); 6] = [
 ];
 
 const PAUSE_MS: u64 = 1000;
-
-/// The process group of `pid`, from /proc.
-fn pgid_of(pid: u32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
-fn alive(pid: u32) -> bool {
-    !matches!(
-        termshare::process::process_state(pid),
-        None | Some('Z') | Some('X')
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {

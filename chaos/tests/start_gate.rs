@@ -5,6 +5,8 @@
 //! tty-share runs, and a start revoked while tty-share runs but before its link left.
 //! The only test in its binary: fail points are process-wide.
 
+mod common;
+use common::{alive, pgid_of};
 use std::time::Duration;
 
 use termshare::actors::{
@@ -37,24 +39,6 @@ fn owner() -> Principal {
 async fn learn_size(svc: &ShareService, terminal: &TerminalName) {
     let info = svc.share(request(terminal)).await.expect("a first share");
     svc.revoke(info.share_id, owner()).await.unwrap();
-}
-
-/// The process group of `pid`, from /proc.
-fn pgid_of(pid: u32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
-fn alive(pid: u32) -> bool {
-    !matches!(
-        termshare::process::process_state(pid),
-        None | Some('Z') | Some('X')
-    )
 }
 
 /// The pids (and their groups) of the workers running now.
