@@ -155,21 +155,27 @@ async fn a_subscriber_that_falls_a_whole_queue_behind_is_cut_off_and_told_so() {
             .flatten()
     };
     let mut newest_seen = None;
-    loop {
-        match recorded.recv().await {
-            Ok(e) => newest_seen = newest_seen.max(Some(e.seq)),
-            // Fell behind: only the oldest were skipped, the newest are still queued.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                panic!("the audit writer stopped")
+    // Bounded (of the paused clock): a refusal that never reaches the record fails
+    // the test rather than hanging it.
+    tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            match recorded.recv().await {
+                Ok(e) => newest_seen = newest_seen.max(Some(e.seq)),
+                // Fell behind: only the oldest were skipped, the newest are still queued.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    panic!("the audit writer stopped")
+                }
+            }
+            if let (Some(last), Some(seen)) = (last_refusal(), newest_seen) {
+                if seen >= last {
+                    break;
+                }
             }
         }
-        if let (Some(last), Some(seen)) = (last_refusal(), newest_seen) {
-            if seen >= last {
-                break;
-            }
-        }
-    }
+    })
+    .await
+    .expect("every refusal reaches the record and the subscribers");
     let (seen, _, error) = drain(&mut idle).await;
     assert_eq!(error, Some(ShareEventsError::Lagged));
     assert_eq!(seen.len(), termshare_actors::audit::FEED_QUEUE);
