@@ -266,12 +266,14 @@ impl Agent {
             write_result(&mut client, self.status.host_id(), result, self.step).await?;
             self.unwritten.pop_front();
         }
+        // Watch for changes before the full sync reads the shares: a change during
+        // the sync wakes the loop below instead of falling between the two.
+        let mut changes = self.host.changes();
+        changes.borrow_and_update();
         self.synced.clear();
         self.sync_live(&mut client, true).await?;
         self.status.agent_failed(None);
 
-        let mut changes = self.host.changes();
-        changes.borrow_and_update();
         let mut renew = tokio::time::interval(self.lease / 3);
         let mut catch_up = tokio::time::interval(self.lease);
         // After a slow step, the next tick comes a period later, not in a burst.

@@ -35,7 +35,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use termshare_actors::{Identity, TerminalName};
+use termshare_actors::{Badges, Identity, TerminalName};
 use tokio::sync::watch;
 
 pub use auth::PanelAuth;
@@ -177,8 +177,8 @@ async fn keep_lanes(
 /// What the page shows `identity`: its principal, the lanes it may see with their
 /// badges, and the audit log's health. The operator sees every terminal of the tmux
 /// server; anyone else the terminals where they have a share or a handoff.
-fn view(shared: &Shared, identity: &Identity, lanes: &[TerminalName]) -> Value {
-    let board = super::peers::visible_board(&shared.ts.badges().borrow(), identity);
+fn view(shared: &Shared, identity: &Identity, board: &Badges, lanes: &[TerminalName]) -> Value {
+    let board = super::peers::visible_board(board, identity);
     let mut terminals: Vec<TerminalName> = board.keys().cloned().collect();
     if identity.is_operator() {
         terminals.extend(lanes.iter().cloned());

@@ -241,7 +241,8 @@ async fn state_now(State(state): State<Shared>, headers: HeaderMap) -> Response 
     let Some(shared) = state.shared.upgrade() else {
         return refused(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     };
-    Json(view(&shared, &identity, &state.lanes.borrow())).into_response()
+    let board = shared.ts.badges().borrow().clone();
+    Json(view(&shared, &identity, &board, &state.lanes.borrow())).into_response()
 }
 
 #[derive(Deserialize)]
@@ -278,8 +279,11 @@ async fn events(
                 }
             }
             let shared = state.shared.upgrade()?;
-            let v = view(&shared, &identity, &lanes.borrow_and_update());
-            badges.borrow_and_update();
+            // The board shown is the version marked seen, read in one step: a change
+            // published while the view is built wakes the next turn instead of being
+            // marked seen unsent (a badge once stayed "starting" that way).
+            let board = badges.borrow_and_update().clone();
+            let v = view(&shared, &identity, &board, &lanes.borrow_and_update());
             drop(shared);
             let event = Event::default().event("view").data(v.to_string());
             Some((
