@@ -64,10 +64,11 @@ pub struct Connector {
 /// (SIGSTOP) must not hold a request forever.
 const REPLY_WAIT: Duration = Duration::from_secs(2);
 
-/// Make the socket pair: the connector (ours) and the helper's end (to be passed to
-/// [`enter`] in the child, and dropped in the parent after the spawn). Must be called
-/// inside a tokio runtime (the connector is registered with its reactor).
-pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
+/// Make the socket pair: the connector (ours) and the helper's end (handed to the
+/// process that enters the namespace, see [`Plan::new`], and dropped here once it has
+/// its copy). Must be called inside a tokio runtime (the connector is registered with
+/// its reactor).
+pub fn pair() -> io::Result<(Arc<Connector>, OwnedFd)> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -82,14 +83,6 @@ pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
             nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK,
         ),
     )?;
-    let uid = nix::unistd::geteuid().as_raw();
-    let gid = nix::unistd::getegid().as_raw();
-    let plan = Plan {
-        uid_map: format!("{uid} {uid} 1\n").into_bytes(),
-        gid_map: format!("{gid} {gid} 1\n").into_bytes(),
-        helper_end: theirs.as_raw_fd(),
-        port,
-    };
     Ok((
         Arc::new(Connector {
             // SAFETY: `ours` is an OwnedFd moved in: it stays open for as long as
@@ -100,8 +93,22 @@ pub fn pair(port: u16) -> io::Result<(Arc<Connector>, OwnedFd, Plan)> {
             listened: Default::default(),
         }),
         theirs,
-        plan,
     ))
+}
+
+impl Plan {
+    /// The plan for a namespace where the current user keeps its own uid and gid, with
+    /// its helper serving on `helper_end` and connecting to `port`.
+    pub fn new(helper_end: RawFd, port: u16) -> Plan {
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        Plan {
+            uid_map: format!("{uid} {uid} 1\n").into_bytes(),
+            gid_map: format!("{gid} {gid} 1\n").into_bytes(),
+            helper_end,
+            port,
+        }
+    }
 }
 
 impl Connector {
@@ -404,9 +411,10 @@ unsafe fn wipe_environ() -> bool {
             }
         }
     }
-    if start == 0 || end <= start {
+    if start == 0 || end < start {
         return false;
     }
+    // An empty block (a zygote's helper: the zygote runs with no environment).
     std::ptr::write_bytes(start as *mut u8, 0, (end - start) as usize);
     true
 }
@@ -461,7 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_answer_never_answers_a_later_request() {
-        let (connector, helper_end, _plan) = pair(INNER_PORT).unwrap();
+        let (connector, helper_end) = pair().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (right_tx, right_rx) = std::sync::mpsc::channel();
@@ -504,7 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_helper_that_is_gone_is_an_error_not_a_wait() {
-        let (connector, helper_end, _plan) = pair(INNER_PORT).unwrap();
+        let (connector, helper_end) = pair().unwrap();
         drop(helper_end);
         let started = std::time::Instant::now();
         let e = connector.connect().await.unwrap_err();
@@ -520,7 +528,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_in_the_namespace_comes_back_as_its_errno() {
-        let (connector, helper_end, _plan) = pair(INNER_PORT).unwrap();
+        let (connector, helper_end) = pair().unwrap();
         let helper = std::thread::spawn(move || {
             let end = helper_end.as_raw_fd();
             let number = request_number(end);

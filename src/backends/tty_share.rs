@@ -151,13 +151,10 @@ impl TtyShareBackend {
     async fn start_isolated(&self, spec: &WorkerSpec) -> Result<StartedWorker, BackendError> {
         let deadline = Instant::now() + spec.link_timeout;
         let cmd = self.command(spec, "127.0.0.1", netns::INNER_PORT)?;
-        let (connector, helper_end, plan) = netns::pair(netns::INNER_PORT)
-            .map_err(|e| Self::err_start(format!("no socket pair: {e}")))?;
         let redraw = Redraw::for_attach(&spec.attach, self.spawner.env().clone());
-        let spawned = self.spawner.spawn_in(&cmd, Some(plan)).await;
-        drop(helper_end); // the helper has its own copy now
+        let spawned = self.spawner.spawn_isolated(&cmd).await;
         termshare_actors::faultpoints::pause("tty_share.after_spawn").await;
-        let mut process = spawned.map_err(|e| BackendError::Unavailable {
+        let (mut process, connector) = spawned.map_err(|e| BackendError::Unavailable {
             backend: NAME.into(),
             reason: format!(
                 "cannot start tty-share in a private network namespace ({e}). Without one, \

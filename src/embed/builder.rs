@@ -72,6 +72,8 @@ pub struct Builder<'a> {
     supervisor: Option<ractor::ActorCell>,
     /// A harness's hook over the real backends.
     wrap: Option<WrapBackends>,
+    /// `None`: resolved when `start` runs.
+    programs: Option<Programs>,
 }
 
 impl Termshare {
@@ -88,6 +90,7 @@ impl Termshare {
             policy: None,
             supervisor: None,
             wrap: None,
+            programs: None,
         }
     }
 }
@@ -97,6 +100,14 @@ impl<'a> Builder<'a> {
     /// one, or one parsed by the embedder).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Run these programs, resolved earlier. A daemon resolves them before its socket
+    /// answers: "a binary planted in `PATH` after termshare started never runs" must
+    /// hold from the first moment anyone can reach it, not from a moment later.
+    pub fn programs(mut self, programs: Programs) -> Self {
+        self.programs = Some(programs);
         self
     }
 
@@ -131,6 +142,7 @@ impl<'a> Builder<'a> {
             policy,
             supervisor,
             wrap,
+            programs,
         } = self;
         let settings = config.settings()?;
         let policy = match policy {
@@ -140,7 +152,7 @@ impl<'a> Builder<'a> {
         let spawner = ProcessSpawner::new().map_err(StartError::Spawner)?;
         let instance =
             Arc::new(InstanceDir::create(&config.runtime_dir()?).map_err(StartError::Runtime)?);
-        let programs = Programs::resolve(config);
+        let programs = programs.unwrap_or_else(|| Programs::resolve(config));
         let backends: Vec<Arc<dyn Backend>> = vec![
             tty_share_backend(config, &spawner, programs.tty_share),
             Arc::new(TmateBackend::new(

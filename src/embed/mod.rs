@@ -104,7 +104,7 @@ impl Termshare {
             return Vec::new();
         };
         let reports = service.shutdown().await;
-        self.spawner.registry().kill_all();
+        self.spawner.close();
         reports
     }
 }
@@ -279,12 +279,12 @@ impl Drop for Termshare {
                 tracing::warn!("termshare dropped without shutdown(): stopping its shares");
                 runtime.spawn(async move {
                     service.shutdown().await;
-                    spawner.registry().kill_all();
+                    spawner.close();
                     drop(instance);
                 });
             }
             // No runtime to run the stop on: kill what runs, now.
-            Err(_) => spawner.registry().kill_all(),
+            Err(_) => spawner.close(),
         }
     }
 }

@@ -54,6 +54,14 @@ impl ProcessGroupGuard {
         self.pgid
     }
 
+    /// Be registered in `registry` from now on (a zygote that became a worker leaves
+    /// the zygotes' registry for the workers').
+    pub(super) fn move_to(&mut self, registry: &Arc<GroupRegistry>) {
+        self.registry.groups.lock().remove(&self.pgid);
+        registry.groups.lock().insert(self.pgid);
+        self.registry = registry.clone();
+    }
+
     /// The group was killed and its leader reaped: forget it, so that a later drop
     /// cannot signal a new group that reuses the id.
     pub(super) fn release(&mut self) {

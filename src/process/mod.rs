@@ -24,6 +24,7 @@ mod spawned;
 mod spawner;
 mod stops;
 mod worker;
+mod zygote;
 
 pub use group::{group_alive, kill_group, process_state, GroupRegistry, ProcessGroupGuard};
 pub use spawned::{AbortOnDrop, LinkWait, SpawnedProcess};

@@ -1,6 +1,8 @@
 //! The spawner: every fork on one long-lived thread (PR_SET_PDEATHSIG is tied to the
-//! forking thread), each child in a group of its own and guarded from the fork.
+//! forking thread), each child in a group of its own and guarded from the fork. A
+//! worker is a zygote made ahead of time ([`super::zygote`]) that is told what to run.
 
+use super::zygote::{Became, Kind, Zygote};
 use super::*;
 
 /// A command line for a worker. It runs with the spawner's clean environment plus
@@ -43,9 +45,34 @@ impl WorkerCommand {
     }
 }
 
-/// A spawned child and the guard that owns its group from the instant of the fork.
-type Spawned = (Child, ProcessGroupGuard);
-type Job = (Command, oneshot::Sender<io::Result<Spawned>>);
+/// A job for the spawner thread.
+enum Job {
+    /// Fork a zygote now: a start is waiting for it.
+    Fork(Kind, oneshot::Sender<io::Result<Zygote>>),
+    /// A zygote of this kind was taken: make the next one once starts pause.
+    Refill(Kind),
+}
+
+/// The zygotes ready to become workers: at most one of each kind, made once that kind
+/// has been asked for (a daemon that never shares with tty-share keeps no namespace).
+#[derive(Default)]
+struct Ready {
+    plain: Option<Zygote>,
+    isolated: Option<Zygote>,
+}
+
+impl Ready {
+    fn slot(&mut self, kind: Kind) -> &mut Option<Zygote> {
+        match kind {
+            Kind::Plain => &mut self.plain,
+            Kind::Isolated => &mut self.isolated,
+        }
+    }
+}
+
+/// How long after the last zygote was taken the next is made: a refill forks and
+/// execs, and should not compete for the CPU with the start that took the last one.
+const REFILL_AFTER: Duration = Duration::from_millis(0);
 
 /// Forks every worker from one long-lived thread (see the module docs for why).
 pub struct ProcessSpawner {
@@ -55,6 +82,13 @@ pub struct ProcessSpawner {
     env: Arc<CleanEnv>,
     /// Which workers are stopped, from SIGCHLD (the heartbeat's source).
     stops: Arc<super::Stops>,
+    /// Zygotes made ahead of time (see [`super::zygote`]).
+    ready: Arc<Mutex<Ready>>,
+    /// The groups of zygotes not yet told what to run (not workers: `registry` does
+    /// not list them).
+    zygotes: Arc<GroupRegistry>,
+    /// Set by [`ProcessSpawner::close`]: no zygote is made ahead of time any more.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ProcessSpawner {
@@ -74,26 +108,57 @@ impl ProcessSpawner {
         };
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let registry = Arc::new(GroupRegistry::default());
-        let groups = registry.clone();
+        let ready = Arc::new(Mutex::new(Ready::default()));
+        let zygotes = Arc::new(GroupRegistry::default());
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (groups, pool, stop) = (zygotes.clone(), ready.clone(), closed.clone());
         std::thread::Builder::new()
             .name("termshare-spawner".into())
             .spawn(move || {
                 let _runtime = handle.enter();
                 // Ends when the last ProcessSpawner handle is dropped; the kernel then
-                // sends PDEATHSIG to any child still alive.
-                while let Ok((mut cmd, reply)) = rx.recv() {
-                    // The guard owns the group from the instant of the fork: if the
-                    // caller is gone by the time the child is handed over (a revoke
-                    // during the start), the unsent pair is dropped, and the guard
-                    // kills the group.
-                    let spawned = cmd.spawn().and_then(|child| {
-                        let pid = child
-                            .id()
-                            .ok_or_else(|| io::Error::other("child has no pid"))?;
-                        Ok((child, ProcessGroupGuard::new(pid as i32, groups.clone())))
-                    });
-                    termshare_actors::faultpoints::pause_thread("spawn.handover");
-                    let _ = reply.send(spawned);
+                // sends PDEATHSIG to any child still alive, zygotes included.
+                let mut refill: Vec<Kind> = Vec::new();
+                let mut due: Option<std::time::Instant> = None;
+                loop {
+                    let job = match due {
+                        None => rx.recv().ok(),
+                        Some(at) => {
+                            let wait = at.saturating_duration_since(std::time::Instant::now());
+                            match rx.recv_timeout(wait) {
+                                Ok(job) => Some(job),
+                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                    for kind in refill.drain(..) {
+                                        let closed = stop.load(std::sync::atomic::Ordering::SeqCst);
+                                        if !closed && pool.lock().slot(kind).is_none() {
+                                            // A failed fork is tried again by the next start.
+                                            if let Ok(z) = Zygote::fork(kind, &groups) {
+                                                *pool.lock().slot(kind) = Some(z);
+                                            }
+                                        }
+                                    }
+                                    due = None;
+                                    continue;
+                                }
+                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                            }
+                        }
+                    };
+                    match job {
+                        None => break,
+                        Some(Job::Fork(kind, reply)) => {
+                            // The guard owns the group from the instant of the fork:
+                            // if the start that asked is gone by the handover, the
+                            // unsent zygote is dropped, and the guard kills it.
+                            let _ = reply.send(Zygote::fork(kind, &groups));
+                        }
+                        Some(Job::Refill(kind)) => {
+                            if !refill.contains(&kind) {
+                                refill.push(kind);
+                            }
+                            due = due.or(Some(std::time::Instant::now() + REFILL_AFTER));
+                        }
+                    }
                 }
             })?;
         Ok(Arc::new(ProcessSpawner {
@@ -101,7 +166,20 @@ impl ProcessSpawner {
             registry,
             env: Arc::new(env),
             stops,
+            ready,
+            zygotes,
+            closed,
         }))
+    }
+
+    /// Kill every worker group and every zygote, and make no more zygotes ahead of
+    /// time (shutdown's backstop: nothing termshare started outlives it).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pooled = std::mem::take(&mut *self.ready.lock());
+        drop(pooled); // their guards kill them
+        self.zygotes.kill_all();
+        self.registry.kill_all();
     }
 
     /// The live worker groups, for the shutdown backstop.
@@ -116,52 +194,59 @@ impl ProcessSpawner {
 
     /// Start `wc` in a new process group with stdin closed and stdout/stderr piped.
     pub async fn spawn(&self, wc: &WorkerCommand) -> io::Result<SpawnedProcess> {
-        self.spawn_in(wc, None).await
+        let (process, _) = self.spawn_as(Kind::Plain, wc).await?;
+        Ok(process)
     }
 
-    /// Like [`ProcessSpawner::spawn`]; with a `netns` plan the worker runs in a
-    /// private network namespace with a connector helper ([`crate::netns`]).
-    pub async fn spawn_in(
+    /// Like [`ProcessSpawner::spawn`], in a private network namespace, with the
+    /// connector that reaches into it ([`crate::netns`]).
+    pub async fn spawn_isolated(
         &self,
         wc: &WorkerCommand,
-        netns: Option<crate::netns::Plan>,
-    ) -> io::Result<SpawnedProcess> {
-        let mut cmd = Command::new(&wc.program);
-        cmd.args(&wc.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        self.env.apply(&mut cmd);
-        for (k, v) in &wc.env {
-            cmd.env(k, v);
-        }
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-                // The parent died before prctl took effect: do not run orphaned.
-                if nix::unistd::getppid().as_raw() != parent {
-                    // (No allocation between fork and exec: a plain errno.)
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-            if let Some(plan) = netns {
-                // SAFETY: runs in the child before exec; see crate::netns::enter.
-                cmd.pre_exec(move || crate::netns::enter(&plan, parent));
+    ) -> io::Result<(SpawnedProcess, Arc<crate::netns::Connector>)> {
+        let (process, connector) = self.spawn_as(Kind::Isolated, wc).await?;
+        let connector =
+            connector.ok_or_else(|| io::Error::other("an isolated worker has no connector"))?;
+        Ok((process, connector))
+    }
+
+    /// A zygote of `kind`: the one made ahead of time if it still waits, else a new
+    /// one.
+    async fn zygote(&self, kind: Kind) -> io::Result<Zygote> {
+        let pooled = self.ready.lock().slot(kind).take();
+        // Refilled once starts pause (a failure to ask only costs the next start a fork).
+        let _ = self.jobs.send(Job::Refill(kind));
+        if let Some(mut z) = pooled {
+            if z.alive() {
+                return Ok(z);
             }
         }
-        termshare_actors::faultpoints::pause("spawn.before_fork").await;
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send((cmd, tx))
+            .send(Job::Fork(kind, tx))
             .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-        let (mut child, guard) = rx
-            .await
-            .map_err(|_| io::Error::other("the spawner thread is gone"))??;
+        rx.await
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?
+    }
+
+    async fn spawn_as(
+        &self,
+        kind: Kind,
+        wc: &WorkerCommand,
+    ) -> io::Result<(SpawnedProcess, Option<Arc<crate::netns::Connector>>)> {
+        termshare_actors::faultpoints::pause("spawn.before_fork").await;
+        let env = super::zygote::worker_env(&self.env, &wc.env);
+        let zygote = self.zygote(kind).await?;
+        debug_assert_eq!(zygote.kind(), kind);
+        let Became {
+            mut child,
+            mut guard,
+            connector,
+        } = zygote.exec(&wc.program, &wc.args, &env).await?;
+        guard.move_to(&self.registry);
+        // The worker runs; the start that asked may be gone before the handover (the
+        // guard then kills it).
+        termshare_actors::faultpoints::pause("spawn.handover").await;
         let pid = guard.pgid() as u32;
         let stopped = self.stops.watch(pid as i32);
         termshare_actors::faultpoints::pause("spawn.after_fork").await;
@@ -191,7 +276,7 @@ impl ProcessSpawner {
                 t.push(line);
             }
         });
-        Ok(SpawnedProcess {
+        let process = SpawnedProcess {
             pid,
             stdout: Some(BufReader::new(stdout).lines()),
             exit,
@@ -202,7 +287,8 @@ impl ProcessSpawner {
             env: self.env.clone(),
             stopped,
             _reaper: reaper,
-        })
+        };
+        Ok((process, connector))
     }
 }
 

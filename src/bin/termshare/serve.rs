@@ -140,6 +140,9 @@ pub async fn serve(
         Err(code) => return code,
     };
     raise_open_file_limit();
+    // Before the socket answers: a binary planted in PATH once anyone can reach the
+    // daemon must never run (a client that connects finds them resolved already).
+    let programs = termshare::Programs::resolve(&config);
     let listener = match daemon::bind(socket, &access).await {
         Ok(l) => l,
         Err(e @ daemon::DaemonError::AlreadyRunning(_)) => return fail(exit::INTERNAL, e),
@@ -170,7 +173,12 @@ pub async fn serve(
             }
         }
     };
-    let ts = match Termshare::builder(&config).policy(policy).start().await {
+    let ts = match Termshare::builder(&config)
+        .policy(policy)
+        .programs(programs)
+        .start()
+        .await
+    {
         Ok(t) => t,
         Err(e) => {
             let _ = std::fs::remove_file(socket);
