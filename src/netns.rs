@@ -8,16 +8,17 @@
 //! there, and other users cannot enter it (`setns` needs privileges they lack).
 //!
 //! termshare reaches tty-share through a *connector*: before tty-share is executed,
-//! its process (already inside the namespace) forks a tiny helper that stays in the
-//! namespace. On request over a socket pair, the helper connects to `127.0.0.1:PORT`
+//! its process (a zygote, see `process/zygote.rs`, already inside the namespace)
+//! forks a tiny helper that stays in the namespace. On request over a socket pair, the helper connects to `127.0.0.1:PORT`
 //! inside the namespace and passes the connected socket back (SCM_RIGHTS). termshare's
 //! link front then talks to tty-share over that socket, after checking the
 //! participant's secret. The helper is in the worker's process group and dies with
 //! tty-share (PR_SET_PDEATHSIG), so revoke and the group guard reach it too.
 //!
-//! The code that runs between `fork` and `exec` may only make async-signal-safe calls
-//! (no allocation, no locks): [`enter`] and the helper's loop use raw system calls on
-//! data prepared before the fork ([`Plan`]).
+//! [`enter`] and the helper's loop use raw system calls on data prepared before the
+//! helper's fork ([`Plan`]), no allocation and no locks: they were written to run
+//! between `fork` and `exec` of the multi-threaded daemon, and stay safe to run there,
+//! although the zygote that runs them now is single-threaded.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -309,6 +310,7 @@ unsafe fn loopback_up() -> io::Result<()> {
 /// dies. Never returns.
 unsafe fn helper(end: RawFd, port: u16, worker: libc::pid_t) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    libc::prctl(libc::PR_SET_NAME, c"ts-connector".as_ptr());
     if libc::getppid() != worker {
         libc::_exit(0);
     }

@@ -516,13 +516,34 @@ fn tmates_scratch_is_private_and_gone_after_kill_9_and_a_restart() {
     assert_ne!(code, Some(0), "another uid reached tmate: {out}");
 
     // kill -9: tmate dies with termshare, the directory stays; the next start removes it.
+    // The zygote made ahead of time for the next worker dies with it too.
     let mut daemon = daemon;
+    let daemon_pid = daemon.cli.child.id() as i32;
+    let zygotes = |parent: i32| -> Vec<i32> {
+        descendants(parent)
+            .into_iter()
+            .filter(|&p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"termshare-zygote\0"))
+            })
+            .collect()
+    };
+    let mut waiting = Vec::new();
+    let made = wait_until(Duration::from_secs(5), || {
+        waiting = zygotes(daemon_pid);
+        !waiting.is_empty()
+    });
+    assert!(made.is_some(), "no zygote waits for the next worker");
     daemon.cli.signal(libc::SIGKILL);
     let _ = daemon.cli.child.wait();
     let gone = wait_until(Duration::from_secs(2), || {
         processes_mentioning("tmate", &runtime.to_string_lossy()).is_empty()
+            && !waiting.iter().any(|&p| pid_alive(p))
     });
-    assert!(gone.is_some(), "tmate outlived termshare");
+    assert!(
+        gone.is_some(),
+        "tmate or a zygote ({waiting:?}) outlived termshare"
+    );
     assert!(
         scratch.exists(),
         "the test needs the stale directory to exist"
@@ -792,6 +813,23 @@ fn workers_never_see_the_daemons_secrets_nor_a_binary_planted_in_path_later() {
         }
     }
     assert!(checked >= 3, "only {checked} processes could be checked");
+    // The zygotes waiting to become the next workers run with no environment at all.
+    let daemon_pid = daemon.cli.child.id() as i32;
+    let mut zygotes = Vec::new();
+    let made = wait_until(Duration::from_secs(5), || {
+        zygotes = descendants(daemon_pid)
+            .into_iter()
+            .filter(|&p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"termshare-zygote\0"))
+            })
+            .collect();
+        !zygotes.is_empty()
+    });
+    assert!(made.is_some(), "no zygote waits for the next worker");
+    for pid in zygotes {
+        assert_eq!(environ_of(pid), Some(vec![]), "zygote {pid}");
+    }
     daemon.stop();
 }
 

@@ -14,10 +14,13 @@ use termshare_chaos::env::Env;
 use termshare_chaos::Mode;
 
 /// Each step, in the order a start passes them, and whether a process exists there.
-const STEPS: [(&str, bool); 6] = [
+const STEPS: [(&str, bool); 7] = [
     ("spawn.before_fork", false),
-    // The spawner thread has forked and holds the child and its guard; the start that
-    // asked for it may be gone before the handover.
+    // A zygote is taken (or forked) and not yet told what to run: no tty-share yet,
+    // and the zygote's guard is the start's.
+    ("spawn.exec", false),
+    // The zygote has become tty-share; the start that asked for it may be gone
+    // before the handover.
     ("spawn.handover", true),
     ("spawn.after_fork", true),
     ("tty_share.after_spawn", true),

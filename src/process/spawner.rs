@@ -2,7 +2,7 @@
 //! forking thread), each child in a group of its own and guarded from the fork. A
 //! worker is a zygote made ahead of time ([`super::zygote`]) that is told what to run.
 
-use super::zygote::{Became, Kind, Zygote};
+use super::zygote::{Became, ExecError, Kind, Zygote};
 use super::*;
 
 /// A command line for a worker. It runs with the spawner's clean environment plus
@@ -70,9 +70,10 @@ impl Ready {
     }
 }
 
-/// How long after the last zygote was taken the next is made: a refill forks and
-/// execs, and should not compete for the CPU with the start that took the last one.
-const REFILL_AFTER: Duration = Duration::from_millis(0);
+/// How long after a zygote was taken the next is made: a refill forks and execs, and
+/// should not compete for the CPU with the start that took the last one (about 8 ms
+/// here). Starts closer together than this find the pool empty and wait for a fork.
+const REFILL_AFTER: Duration = Duration::from_millis(10);
 
 /// Forks every worker from one long-lived thread (see the module docs for why).
 pub struct ProcessSpawner {
@@ -210,17 +211,16 @@ impl ProcessSpawner {
         Ok((process, connector))
     }
 
-    /// A zygote of `kind`: the one made ahead of time if it still waits, else a new
-    /// one.
-    async fn zygote(&self, kind: Kind) -> io::Result<Zygote> {
+    /// The zygote made ahead of time, if one of `kind` still waits.
+    fn pooled(&self, kind: Kind) -> Option<Zygote> {
         let pooled = self.ready.lock().slot(kind).take();
-        // Refilled once starts pause (a failure to ask only costs the next start a fork).
+        // Refilled shortly (a failure to ask only costs a later start a fork).
         let _ = self.jobs.send(Job::Refill(kind));
-        if let Some(mut z) = pooled {
-            if z.alive() {
-                return Ok(z);
-            }
-        }
+        pooled.and_then(|mut z| z.alive().then_some(z))
+    }
+
+    /// A new zygote of `kind`, forked now.
+    async fn fork_zygote(&self, kind: Kind) -> io::Result<Zygote> {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Job::Fork(kind, tx))
@@ -236,13 +236,28 @@ impl ProcessSpawner {
     ) -> io::Result<(SpawnedProcess, Option<Arc<crate::netns::Connector>>)> {
         termshare_actors::faultpoints::pause("spawn.before_fork").await;
         let env = super::zygote::worker_env(&self.env, &wc.env);
-        let zygote = self.zygote(kind).await?;
-        debug_assert_eq!(zygote.kind(), kind);
+        let exec = |z: Zygote| {
+            debug_assert_eq!(z.kind(), kind);
+            z.exec(&wc.program, &wc.args, &env)
+        };
+        let became = match self.pooled(kind) {
+            // One that died while it waited (killed, or its socket broke) is never
+            // handed out: a fresh one does the job.
+            Some(z) => match exec(z).await {
+                Err(ExecError::Gone(_)) => None,
+                other => Some(other),
+            },
+            None => None,
+        };
+        let became = match became {
+            Some(done) => done,
+            None => exec(self.fork_zygote(kind).await?).await,
+        };
         let Became {
             mut child,
             mut guard,
             connector,
-        } = zygote.exec(&wc.program, &wc.args, &env).await?;
+        } = became.map_err(|(ExecError::Refused(e) | ExecError::Gone(e))| e)?;
         guard.move_to(&self.registry);
         // The worker runs; the start that asked may be gone before the handover (the
         // guard then kills it).

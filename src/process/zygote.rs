@@ -36,7 +36,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-/// `argv[0]` of a zygote: what the constructor looks for, and what `ps` shows.
+/// `argv[0]` of a zygote: what the constructor looks for, and what `ps` shows (its
+/// `comm`, what `top` shows, is `ts-zygote`).
 const ARGV0: &str = "termshare-zygote";
 /// The largest command a zygote accepts (program, arguments and environment).
 const MAX_COMMAND: usize = 1 << 20;
@@ -62,6 +63,17 @@ pub(super) struct Zygote {
     command: tokio::net::UnixStream,
     /// For an isolated zygote: termshare's way into its namespace.
     connector: Option<Arc<crate::netns::Connector>>,
+}
+
+/// Why a zygote did not become its worker.
+#[derive(Debug)]
+pub(super) enum ExecError {
+    /// It answered (the setup or the exec failed with this errno), or the command was
+    /// refused before it was sent.
+    Refused(io::Error),
+    /// It is gone, or its socket broke, without an answer (killed while it waited in
+    /// the pool): another zygote may do.
+    Gone(io::Error),
 }
 
 /// A worker a zygote became.
@@ -147,30 +159,39 @@ impl Zygote {
         program: &str,
         args: &[String],
         env: &[(Vec<u8>, Vec<u8>)],
-    ) -> io::Result<Became> {
-        let message = encode(program, args, env)?;
+    ) -> Result<Became, ExecError> {
+        let message = encode(program, args, env).map_err(ExecError::Refused)?;
+        termshare_actors::faultpoints::pause("spawn.exec").await;
         let answer = tokio::time::timeout(EXEC_WAIT, async {
-            // A zygote that failed its setup may be gone already: its errno is
-            // still there to read.
-            let sent = self.command.write_all(&message).await;
+            self.command
+                .write_all(&message)
+                .await
+                .map_err(ExecError::Gone)?;
             let mut errno = [0u8; 4];
             let mut got = 0;
             while got < errno.len() {
-                match self.command.read(&mut errno[got..]).await? {
-                    0 => break,
-                    n => got += n,
+                match self.command.read(&mut errno[got..]).await {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) => return Err(ExecError::Gone(e)),
                 }
             }
-            match (got, sent) {
-                (4, _) => Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
-                (0, Ok(())) => Ok(()),
-                (0, Err(e)) => Err(e),
-                _ => Err(io::Error::other("the zygote sent a broken answer")),
+            match got {
+                // Closed by the exec (close-on-exec), with nothing said: it runs.
+                0 => Ok(()),
+                4 => Err(ExecError::Refused(io::Error::from_raw_os_error(
+                    i32::from_ne_bytes(errno),
+                ))),
+                _ => Err(ExecError::Gone(io::Error::other(
+                    "the zygote sent a broken answer",
+                ))),
             }
         })
         .await
         .map_err(|_| {
-            io::Error::other(format!("the zygote did not start it within {EXEC_WAIT:?}"))
+            ExecError::Gone(io::Error::other(format!(
+                "the zygote did not start it within {EXEC_WAIT:?}"
+            )))
         })?;
         answer?;
         Ok(Became {
@@ -261,6 +282,9 @@ extern "C" fn entry(
     if arg(0) != ARGV0.as_bytes() {
         return;
     }
+    // What `top` and `ps -o comm` show (the exec of the worker replaces it).
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"ts-zygote".as_ptr()) };
     let number = |i: usize| -> Option<i32> { std::str::from_utf8(arg(i)).ok()?.parse().ok() };
     let code = match (number(1), number(2), number(3)) {
         // SAFETY: this process is a zygote from here on, single-threaded, before main.
@@ -279,14 +303,10 @@ extern "C" fn entry(
 /// # Safety
 /// Only in a zygote, before `main`, single-threaded.
 unsafe fn run(parent: libc::pid_t, command: RawFd, helper: Option<RawFd>) -> i32 {
-    if let Err(e) = keep_only(command, helper) {
-        send_errno(command, &e);
-        return 126;
-    }
-    if let Err(e) = prepare(parent, helper) {
-        send_errno(command, &e);
-        return 126;
-    }
+    let prepared = keep_only(command, helper).and_then(|()| prepare(parent, helper));
+    // A failed setup is answered like a failed exec, once the command is read: a
+    // zygote that closed its socket with the command unread would reset the
+    // connection, and its errno would be lost.
     let message = match read_command(command) {
         Ok(Some(m)) => m,
         // termshare closed the socket: the zygote is not wanted.
@@ -296,6 +316,10 @@ unsafe fn run(parent: libc::pid_t, command: RawFd, helper: Option<RawFd>) -> i32
             return 126;
         }
     };
+    if let Err(e) = prepared {
+        send_errno(command, &e);
+        return 126;
+    }
     let e = match decode(&message) {
         Ok((program, argv, envp)) => {
             let argv_ptrs = pointers(&argv);

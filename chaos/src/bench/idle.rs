@@ -43,6 +43,7 @@ pub(super) async fn idle_cpu(n: usize, window: Duration, rows: &mut Vec<Row>) {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ours = cpu_pct_over(window).await;
+    let (connector, tty_share) = isolation_memory(&ts.live_process_groups());
     // Still all there: an idle window in which shares failed would measure nothing.
     assert_eq!(ts.live_process_groups().len(), n, "shares ended while idle");
     ts.shutdown().await;
@@ -53,4 +54,57 @@ pub(super) async fn idle_cpu(n: usize, window: Duration, rows: &mut Vec<Row>) {
         Some(baseline),
         Some((1.0, true)),
     ));
+    rows.push(value_row(
+        "isolation_pss_kib_per_share",
+        connector,
+        "KiB",
+        Some(tty_share),
+        Some((1024.0, true)),
+    ));
+}
+
+/// The mean proportional set size (KiB) of each share's connector helper (what the
+/// namespace isolation costs) and of its tty-share (what the share itself costs).
+/// Panics if a worker has no helper: the row would measure nothing.
+fn isolation_memory(groups: &[i32]) -> (f64, f64) {
+    let pss = |pid: i32| -> f64 {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Pss for {pid}"))
+    };
+    let parent_and_comm = |pid: i32| -> Option<(i32, String)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let ppid = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some((ppid, comm.trim().to_owned()))
+    };
+    let helpers: std::collections::HashMap<i32, i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| match parent_and_comm(pid)? {
+            (ppid, comm) if comm == "ts-connector" => Some((ppid, pid)),
+            _ => None,
+        })
+        .collect();
+    let (mut connector, mut tty_share) = (0.0, 0.0);
+    for &worker in groups {
+        let helper = helpers
+            .get(&worker)
+            .unwrap_or_else(|| panic!("worker {worker} has no connector helper"));
+        connector += pss(*helper);
+        tty_share += pss(worker);
+    }
+    let n = groups.len().max(1) as f64;
+    (connector / n, tty_share / n)
 }

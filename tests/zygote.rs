@@ -1,0 +1,192 @@
+//! Workers are zygotes told what to run (`src/process/zygote.rs`): what a zygote holds
+//! while it waits, what the worker it becomes holds, and that a zygote that cannot
+//! become its worker, or is no longer wanted, leaves nothing behind. Real processes,
+//! checked by pid, process group, descriptors and environment in /proc.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use termshare::launch::CleanEnv;
+use termshare::process::{ProcessSpawner, WorkerCommand};
+
+/// Zygotes wait in the pool; the first of a kind is made when that kind is asked for,
+/// the next shortly after one is taken. There is no event for "made": ask /proc.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+fn clean_env() -> CleanEnv {
+    CleanEnv::from_vars([
+        ("PATH".into(), "/usr/bin:/bin".into()),
+        ("TERM".into(), "xterm".into()),
+    ])
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn pgid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+fn fds(pid: i32) -> BTreeSet<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// This process's zygotes waiting in the pool.
+fn pooled() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    descendants(me)
+        .into_iter()
+        .filter(|&p| parent(p) == Some(me) && comm(p) == "ts-zygote")
+        .collect()
+}
+
+/// Wait until `n` zygotes wait in the pool.
+fn wait_for_pooled(n: usize) -> Vec<i32> {
+    let mut found = Vec::new();
+    let seen = tokio::task::block_in_place(|| {
+        wait_until(POOL_WAIT, || {
+            found = pooled();
+            found.len() >= n
+        })
+    });
+    assert!(
+        seen.is_some(),
+        "not {n} zygotes made ahead of time: {found:?}"
+    );
+    found
+}
+
+fn sleeper() -> WorkerCommand {
+    WorkerCommand::new("/bin/sleep").arg("60")
+}
+
+// One test function: the pool is per spawner, but "this process's zygotes" is per
+// process, and tests in one binary run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
+    let spawner = ProcessSpawner::with_env(clean_env()).unwrap();
+
+    // A worker: run by a zygote, so its own group, only stdio, only the clean
+    // environment plus what the command adds.
+    let first = spawner
+        .spawn(&sleeper().env("EXTRA", "1"))
+        .await
+        .expect("a worker");
+    let worker = first.pid as i32;
+    assert_eq!(comm(worker), "sleep");
+    assert_eq!(pgid(worker), Some(worker), "a group of its own");
+    assert_eq!(parent(worker), Some(std::process::id() as i32));
+    assert_eq!(fds(worker), BTreeSet::from([0, 1, 2]), "only stdio");
+    let mut env = environ_of(worker).unwrap();
+    env.sort();
+    assert_eq!(env, ["EXTRA=1", "PATH=/usr/bin:/bin", "TERM=xterm"]);
+
+    // The next zygote waits: this binary run anew (not a fork of this process),
+    // with no environment, holding only stdio and its command socket.
+    let zygotes = wait_for_pooled(1);
+    assert_eq!(zygotes.len(), 1, "one plain zygote: {zygotes:?}");
+    let zygote = zygotes[0];
+    let cmdline = std::fs::read(format!("/proc/{zygote}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"termshare-zygote\0"), "{cmdline:?}");
+    assert_eq!(environ_of(zygote), Some(vec![]));
+    assert_eq!(pgid(zygote), Some(zygote), "its group is its worker's");
+    assert_eq!(fds(zygote).len(), 4, "stdio and the command socket");
+    assert!(
+        !spawner.registry().live().contains(&zygote),
+        "a zygote is not a worker yet"
+    );
+
+    // Killed while it waited: never handed out; the start gets a new one.
+    // SAFETY: a plain kill of our own child.
+    unsafe { libc::kill(zygote, libc::SIGKILL) };
+    let second = spawner.spawn(&sleeper()).await.expect("a worker");
+    assert_ne!(second.pid as i32, zygote);
+    assert_eq!(comm(second.pid as i32), "sleep");
+
+    // An exec that fails: its errno, and nothing left of the zygote that tried.
+    let before = wait_for_pooled(1);
+    let missing = spawner
+        .spawn(&WorkerCommand::new("/nonexistent/program"))
+        .await
+        .err()
+        .expect("no such program");
+    assert_eq!(missing.raw_os_error(), Some(libc::ENOENT), "{missing}");
+    let gone = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(2), || {
+            !before.iter().any(|&p| pid_alive(p))
+        })
+    });
+    assert!(gone.is_some(), "the zygote that failed is still there");
+    assert_eq!(spawner.registry().live().len(), 2, "the two sleepers only");
+
+    // An isolated worker: its connector helper was forked from the small zygote, not
+    // from this process, and holds only its socket.
+    let (isolated, _connector) = spawner.spawn_isolated(&sleeper()).await.expect("isolated");
+    let worker = isolated.pid as i32;
+    let helper = descendants(worker)
+        .into_iter()
+        .find(|&p| comm(p) == "ts-connector")
+        .expect("the connector helper");
+    assert_eq!(parent(helper), Some(worker));
+    assert_eq!(pgid(helper), Some(worker), "in its worker's group");
+    assert_eq!(fds(helper), BTreeSet::from([0, 1, 2, 3]));
+    assert_eq!(environ_of(helper), Some(vec![]));
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_eq!(
+        ns(helper),
+        ns(worker),
+        "the helper is in its worker's namespace"
+    );
+    assert_ne!(
+        ns(worker),
+        ns(std::process::id() as i32),
+        "a namespace of its own"
+    );
+
+    // Closed: every worker and every zygote is killed, and none is made again.
+    let zygotes = wait_for_pooled(2);
+    assert_eq!(zygotes.len(), 2, "one of each kind: {zygotes:?}");
+    let workers = [first.pid as i32, second.pid as i32, worker, helper];
+    spawner.close();
+    let all_gone = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(2), || {
+            !zygotes.iter().chain(&workers).any(|&p| pid_alive(p))
+        })
+    });
+    assert!(all_gone.is_some(), "something outlived close()");
+    drop((first, second, isolated));
+    // No event says "nothing was made": wait out several refill delays.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        pooled(),
+        Vec::<i32>::new(),
+        "a zygote was made after close()"
+    );
+}
