@@ -12,10 +12,6 @@ use common::*;
 use termshare::launch::CleanEnv;
 use termshare::process::{ProcessSpawner, WorkerCommand};
 
-/// Zygotes wait in the pool; the first of a kind is made when that kind is asked for,
-/// the next shortly after one is taken. There is no event for "made": ask /proc.
-const POOL_WAIT: Duration = Duration::from_secs(5);
-
 fn clean_env() -> CleanEnv {
     CleanEnv::from_vars([
         ("PATH".into(), "/usr/bin:/bin".into()),
@@ -58,28 +54,25 @@ fn fds(pid: i32) -> BTreeSet<i32> {
         .collect()
 }
 
-/// This process's zygotes waiting in the pool.
+/// This process's zygotes waiting in the pool (by `argv[0]`, set at their exec; their
+/// `comm` becomes `ts-zygote` a moment later, when their constructor runs).
 fn pooled() -> Vec<i32> {
     let me = std::process::id() as i32;
     descendants(me)
         .into_iter()
-        .filter(|&p| parent(p) == Some(me) && comm(p) == "ts-zygote")
+        .filter(|&p| {
+            parent(p) == Some(me)
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"termshare-zygote\0"))
+        })
         .collect()
 }
 
-/// Wait until `n` zygotes wait in the pool.
-fn wait_for_pooled(n: usize) -> Vec<i32> {
-    let mut found = Vec::new();
-    let seen = tokio::task::block_in_place(|| {
-        wait_until(POOL_WAIT, || {
-            found = pooled();
-            found.len() >= n
-        })
-    });
-    assert!(
-        seen.is_some(),
-        "not {n} zygotes made ahead of time: {found:?}"
-    );
+/// Once the spawner has settled (no refill pending), the zygotes in its pool.
+async fn settled_pool(spawner: &ProcessSpawner, n: usize) -> Vec<i32> {
+    spawner.settled().await;
+    let found = pooled();
+    assert_eq!(found.len(), n, "zygotes waiting: {found:?}");
     found
 }
 
@@ -110,9 +103,7 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
 
     // The next zygote waits: this binary run anew (not a fork of this process),
     // with no environment, holding only stdio and its command socket.
-    let zygotes = wait_for_pooled(1);
-    assert_eq!(zygotes.len(), 1, "one plain zygote: {zygotes:?}");
-    let zygote = zygotes[0];
+    let zygote = settled_pool(&spawner, 1).await[0];
     let cmdline = std::fs::read(format!("/proc/{zygote}/cmdline")).unwrap();
     assert!(cmdline.starts_with(b"termshare-zygote\0"), "{cmdline:?}");
     assert_eq!(environ_of(zygote), Some(vec![]));
@@ -131,7 +122,7 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
     assert_eq!(comm(second.pid as i32), "sleep");
 
     // An exec that fails: its errno, and nothing left of the zygote that tried.
-    let before = wait_for_pooled(1);
+    let before = settled_pool(&spawner, 1).await;
     let missing = spawner
         .spawn(&WorkerCommand::new("/nonexistent/program"))
         .await
@@ -171,8 +162,7 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
     );
 
     // Closed: every worker and every zygote is killed, and none is made again.
-    let zygotes = wait_for_pooled(2);
-    assert_eq!(zygotes.len(), 2, "one of each kind: {zygotes:?}");
+    let zygotes = settled_pool(&spawner, 2).await;
     let workers = [first.pid as i32, second.pid as i32, worker, helper];
     spawner.close();
     let all_gone = tokio::task::block_in_place(|| {

@@ -91,6 +91,13 @@ impl Termshare {
         self.spawner.registry().live()
     }
 
+    /// Returns once no worker process is being prepared in the background (zygotes
+    /// are made ahead of time after each start): for benchmarks, so that what they
+    /// time does not share the CPU with it.
+    pub async fn zygotes_ready(&self) {
+        self.spawner.settled().await;
+    }
+
     /// SIGKILL every live worker process group now (a last resort: no audit, no
     /// graceful stop).
     pub fn kill_workers(&self) {

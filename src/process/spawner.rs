@@ -90,6 +90,8 @@ pub struct ProcessSpawner {
     zygotes: Arc<GroupRegistry>,
     /// Set by [`ProcessSpawner::close`]: no zygote is made ahead of time any more.
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Refills asked for and not yet done (see [`ProcessSpawner::settled`]).
+    refills: watch::Sender<usize>,
 }
 
 impl ProcessSpawner {
@@ -112,7 +114,14 @@ impl ProcessSpawner {
         let ready = Arc::new(Mutex::new(Ready::default()));
         let zygotes = Arc::new(GroupRegistry::default());
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (groups, pool, stop) = (zygotes.clone(), ready.clone(), closed.clone());
+        let (refills, pending) = watch::channel(0usize);
+        drop(pending);
+        let (groups, pool, stop, pending) = (
+            zygotes.clone(),
+            ready.clone(),
+            closed.clone(),
+            refills.clone(),
+        );
         std::thread::Builder::new()
             .name("termshare-spawner".into())
             .spawn(move || {
@@ -120,6 +129,7 @@ impl ProcessSpawner {
                 // Ends when the last ProcessSpawner handle is dropped; the kernel then
                 // sends PDEATHSIG to any child still alive, zygotes included.
                 let mut refill: Vec<Kind> = Vec::new();
+                let mut asked = 0usize;
                 let mut due: Option<std::time::Instant> = None;
                 loop {
                     let job = match due {
@@ -139,6 +149,8 @@ impl ProcessSpawner {
                                         }
                                     }
                                     due = None;
+                                    pending.send_modify(|n| *n = n.saturating_sub(asked));
+                                    asked = 0;
                                     continue;
                                 }
                                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
@@ -154,6 +166,7 @@ impl ProcessSpawner {
                             let _ = reply.send(Zygote::fork(kind, &groups));
                         }
                         Some(Job::Refill(kind)) => {
+                            asked += 1;
                             if !refill.contains(&kind) {
                                 refill.push(kind);
                             }
@@ -170,7 +183,16 @@ impl ProcessSpawner {
             ready,
             zygotes,
             closed,
+            refills,
         }))
+    }
+
+    /// Returns once no zygote is being made ahead of time: the spawner's background
+    /// work is done. For a benchmark, so that a measurement (termshare's or its
+    /// baseline's) is not shared with a refill of the pool.
+    pub async fn settled(&self) {
+        let mut pending = self.refills.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
     }
 
     /// Kill every worker group and every zygote, and make no more zygotes ahead of
@@ -215,7 +237,11 @@ impl ProcessSpawner {
     fn pooled(&self, kind: Kind) -> Option<Zygote> {
         let pooled = self.ready.lock().slot(kind).take();
         // Refilled shortly (a failure to ask only costs a later start a fork).
-        let _ = self.jobs.send(Job::Refill(kind));
+        // Counted before it is sent: the thread may be done with it at once.
+        self.refills.send_modify(|n| *n += 1);
+        if self.jobs.send(Job::Refill(kind)).is_err() {
+            self.refills.send_modify(|n| *n = n.saturating_sub(1));
+        }
         pooled.and_then(|mut z| z.alive().then_some(z))
     }
 

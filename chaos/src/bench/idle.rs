@@ -41,6 +41,7 @@ pub(super) async fn idle_cpu(n: usize, window: Duration, rows: &mut Vec<Row>) {
         n,
         "every share has its worker"
     );
+    ts.zygotes_ready().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ours = cpu_pct_over(window).await;
     let (connector, tty_share) = isolation_memory(&ts.live_process_groups());

@@ -9,6 +9,9 @@ pub(super) async fn start_to_link(n: usize, rows: &mut Vec<Row>) {
     let ts = real_termshare(&host).await;
     let (mut ours, mut direct) = (Vec::new(), Vec::new());
     for i in 0..n + 2 {
+        // Each side is timed on a settled process: no zygote being made for the next
+        // start (termshare makes one after each start) shares the CPU with it.
+        ts.zygotes_ready().await;
         let t0 = Instant::now();
         let info = ts
             .share(request("b", "tty-share", Duration::from_secs(600)))
@@ -23,6 +26,7 @@ pub(super) async fn start_to_link(n: usize, rows: &mut Vec<Row>) {
         )
         .await
         .unwrap();
+        ts.zygotes_ready().await;
         let (mut child, _, d) = direct_tty_share(&host).await;
         let _ = child.kill().await;
         if i >= 2 {
@@ -62,6 +66,7 @@ pub(super) async fn revoke_to_gone(n: usize, rows: &mut Vec<Row>) {
             .await
             .expect("share");
         let p = Participant::join(&info.links.link);
+        ts.zygotes_ready().await;
         // Watch the participant while the revoke runs: the revoke answers only after
         // the reap and the audit write, which come after the participant is gone.
         let t0 = Instant::now();
@@ -125,6 +130,7 @@ pub(super) async fn failure_detection(n: usize, rows: &mut Vec<Row>) {
             .await
             .expect("share");
         let pgid = ts.live_process_groups()[0];
+        ts.zygotes_ready().await;
         let t0 = Instant::now();
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
@@ -175,6 +181,7 @@ pub(super) async fn keystroke_round_trip(n: usize, rows: &mut Vec<Row>) {
         .share(request("b", "tty-share", Duration::from_secs(600)))
         .await
         .expect("share");
+    ts.zygotes_ready().await;
     let (mut plain, plain_link, _) = direct_tty_share(&host).await;
     let (mut ours, mut direct) = (Vec::new(), Vec::new());
     let keys = |k: &mut Vec<f64>, took: Duration| k.push(ms(took));

@@ -38,12 +38,14 @@ pub(super) async fn tmate_first_attempt(n: usize, rows: &mut Vec<Row>) {
     .unwrap();
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for round in 0..n {
+        ts.zygotes_ready().await;
         let t0 = Instant::now();
         let share = ts.share(request("b", "tmate", Duration::from_secs(600)));
         let (took, result) = tokio::join!(first_attempt(&relay, t0), share);
         assert!(result.is_err(), "a share over an unreachable relay started");
         ours.push(ms(took));
         // Baseline: the same tmate, by hand.
+        ts.zygotes_ready().await;
         let sock = dir.path().join(format!("plain-{round}.sock"));
         let t0 = Instant::now();
         let mut plain = tokio::process::Command::new("tmate")
