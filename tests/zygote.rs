@@ -84,6 +84,11 @@ fn sleeper() -> WorkerCommand {
 // process, and tests in one binary run in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
+    // A descriptor this process leaves inheritable (no close-on-exec): neither a
+    // zygote nor its worker may hold it.
+    // SAFETY: dup of stderr; the copy is closed at the end.
+    let leaked = unsafe { libc::dup(2) };
+    assert!(leaked > 2);
     let spawner = ProcessSpawner::with_env(clean_env()).unwrap();
 
     // A worker: run by a zygote, so its own group, only stdio, only the clean
@@ -114,9 +119,13 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
         "a zygote is not a worker yet"
     );
 
+    assert!(!fds(zygote).contains(&leaked), "the zygote kept {leaked}");
     // Killed while it waited: never handed out; the start gets a new one.
     // SAFETY: a plain kill of our own child.
     unsafe { libc::kill(zygote, libc::SIGKILL) };
+    let dead =
+        tokio::task::block_in_place(|| wait_until(Duration::from_secs(2), || !pid_alive(zygote)));
+    assert!(dead.is_some(), "SIGKILL did not end the zygote");
     let second = spawner.spawn(&sleeper()).await.expect("a worker");
     assert_ne!(second.pid as i32, zygote);
     assert_eq!(comm(second.pid as i32), "sleep");
@@ -179,4 +188,6 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
         Vec::<i32>::new(),
         "a zygote was made after close()"
     );
+    // SAFETY: our own copy, made above.
+    unsafe { libc::close(leaked) };
 }

@@ -5,7 +5,7 @@
 //! The only test in its binary: fail points are process-wide.
 
 mod common;
-use common::{alive, pgid_of};
+use common::{alive, isolated_zygotes, pgid_of};
 use std::time::Duration;
 
 use termshare::actors::{AccessMode, BackendName, Principal, ShareRequest, ShareState};
@@ -109,6 +109,10 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
             );
         }
         assert!(env.processes().is_empty(), "{step}: {:?}", env.processes());
+        // The zygote a cancelled start had taken is gone with it; only the pool's own
+        // may wait.
+        let zygotes = isolated_zygotes();
+        assert!(zygotes.len() <= 1, "{step}: zygotes left: {zygotes:?}");
     }
 
     // A caller that gives up while tty-share is starting (its link is on the way): the

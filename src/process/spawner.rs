@@ -70,6 +70,31 @@ impl Ready {
     }
 }
 
+/// Make a zygote of each kind in `kinds` whose slot is empty, unless the spawner is
+/// closed. `closed` is read under the pool's lock, as [`ProcessSpawner::close`] sets
+/// it: a zygote made while `close` runs is dropped (its guard kills it), never left
+/// in the pool. A fork that fails is tried again by a later start.
+fn refill_pool(
+    kinds: &mut Vec<Kind>,
+    pool: &Mutex<Ready>,
+    groups: &Arc<GroupRegistry>,
+    closed: &std::sync::atomic::AtomicBool,
+) {
+    let is_closed = || closed.load(std::sync::atomic::Ordering::SeqCst);
+    for kind in kinds.drain(..) {
+        if is_closed() || pool.lock().slot(kind).is_some() {
+            continue;
+        }
+        let Ok(zygote) = Zygote::fork(kind, groups) else {
+            continue;
+        };
+        let mut ready = pool.lock();
+        if !is_closed() {
+            *ready.slot(kind) = Some(zygote);
+        }
+    }
+}
+
 /// How long after a zygote was taken the next is made: a refill forks and execs, and
 /// should not compete for the CPU with the start that took the last one (about 8 ms
 /// here). Starts closer together than this find the pool empty and wait for a fork.
@@ -139,15 +164,7 @@ impl ProcessSpawner {
                             match rx.recv_timeout(wait) {
                                 Ok(job) => Some(job),
                                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                                    for kind in refill.drain(..) {
-                                        let closed = stop.load(std::sync::atomic::Ordering::SeqCst);
-                                        if !closed && pool.lock().slot(kind).is_none() {
-                                            // A failed fork is tried again by the next start.
-                                            if let Ok(z) = Zygote::fork(kind, &groups) {
-                                                *pool.lock().slot(kind) = Some(z);
-                                            }
-                                        }
-                                    }
+                                    refill_pool(&mut refill, &pool, &groups, &stop);
                                     due = None;
                                     pending.send_modify(|n| *n = n.saturating_sub(asked));
                                     asked = 0;
@@ -198,8 +215,12 @@ impl ProcessSpawner {
     /// Kill every worker group and every zygote, and make no more zygotes ahead of
     /// time (shutdown's backstop: nothing termshare started outlives it).
     pub fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        let pooled = std::mem::take(&mut *self.ready.lock());
+        let pooled = {
+            // Set under the pool's lock, where a refill reads it before it stores.
+            let mut ready = self.ready.lock();
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::mem::take(&mut *ready)
+        };
         drop(pooled); // their guards kill them
         self.zygotes.kill_all();
         self.registry.kill_all();
@@ -242,7 +263,7 @@ impl ProcessSpawner {
         if self.jobs.send(Job::Refill(kind)).is_err() {
             self.refills.send_modify(|n| *n = n.saturating_sub(1));
         }
-        pooled.and_then(|mut z| z.alive().then_some(z))
+        pooled.filter(Zygote::alive)
     }
 
     /// A new zygote of `kind`, forked now.
@@ -267,8 +288,9 @@ impl ProcessSpawner {
             z.exec(&wc.program, &wc.args, &env)
         };
         let became = match self.pooled(kind) {
-            // One that died while it waited (killed, or its socket broke) is never
-            // handed out: a fresh one does the job.
+            // One found dead, or whose setup failed, or whose socket broke is not
+            // handed out: a fresh one does the job. (One killed after it took the
+            // command is a worker killed at birth: its exit says so.)
             Some(z) => match exec(z).await {
                 Err(ExecError::Gone(_)) => None,
                 other => Some(other),

@@ -32,7 +32,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::*;
 
@@ -57,8 +57,10 @@ pub enum Kind {
 /// A zygote waiting for its command. Dropping it kills it (its group guard).
 pub(super) struct Zygote {
     kind: Kind,
-    child: Child,
+    /// Before `child`: fields drop in order, so the group is killed while its leader
+    /// is unreaped and its id cannot have been reused yet.
     guard: ProcessGroupGuard,
+    child: Child,
     /// Our end of the command socket.
     command: tokio::net::UnixStream,
     /// For an isolated zygote: termshare's way into its namespace.
@@ -68,18 +70,17 @@ pub(super) struct Zygote {
 /// Why a zygote did not become its worker.
 #[derive(Debug)]
 pub(super) enum ExecError {
-    /// It answered (the setup or the exec failed with this errno), or the command was
-    /// refused before it was sent.
+    /// The exec failed with this errno, or the command was refused before it was sent.
     Refused(io::Error),
-    /// It is gone, or its socket broke, without an answer (killed while it waited in
-    /// the pool): another zygote may do.
+    /// It never became ready (its setup failed, or it died, or it is not a zygote at
+    /// all), or its socket broke: another zygote may do.
     Gone(io::Error),
 }
 
 /// A worker a zygote became.
 pub(super) struct Became {
-    pub child: Child,
     pub guard: ProcessGroupGuard,
+    pub child: Child,
     pub connector: Option<Arc<crate::netns::Connector>>,
 }
 
@@ -96,7 +97,10 @@ impl Zygote {
                 (Some(connector), Some(end))
             }
         };
-        let theirs = OwnedFd::from(theirs);
+        // Both above stdio: the child's stdio is set up before `pre_exec` runs, and
+        // would replace a descriptor numbered 0-2 (a daemon started with one closed).
+        let theirs = above_stdio(OwnedFd::from(theirs))?;
+        let helper_end = helper_end.map(above_stdio).transpose()?;
         let command_fd = theirs.as_raw_fd();
         let helper_fd = helper_end.as_ref().map_or(-1, |e| e.as_raw_fd());
         let parent = std::process::id() as libc::pid_t;
@@ -147,9 +151,25 @@ impl Zygote {
         self.kind
     }
 
-    /// Still waiting (not exited, nor killed while it waited in the pool).
-    pub(super) fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// Still waiting (not exited, nor killed while it waited in the pool). Asks
+    /// without reaping (`WNOWAIT`): a dead zygote's group is killed by its guard while
+    /// the id is still its own.
+    pub(super) fn alive(&self) -> bool {
+        let Some(pid) = self.child.id() else {
+            return false;
+        };
+        // SAFETY: waitid fills the siginfo it is given; zeroed is a valid siginfo_t.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // No state change to report: si_pid stays 0.
+        rc == 0 && unsafe { info.si_pid() } == 0
     }
 
     /// Become `program args` with exactly `env`. Dropping the future kills the
@@ -163,28 +183,24 @@ impl Zygote {
         let message = encode(program, args, env).map_err(ExecError::Refused)?;
         termshare_actors::faultpoints::pause("spawn.exec").await;
         let answer = tokio::time::timeout(EXEC_WAIT, async {
-            self.command
-                .write_all(&message)
-                .await
-                .map_err(ExecError::Gone)?;
-            let mut errno = [0u8; 4];
-            let mut got = 0;
-            while got < errno.len() {
-                match self.command.read(&mut errno[got..]).await {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) => return Err(ExecError::Gone(e)),
+            // First its word that the setup is done (long there for a pooled one).
+            match self.answer().await.map_err(ExecError::Gone)? {
+                Some(0) => {}
+                Some(errno) => {
+                    return Err(ExecError::Gone(io::Error::from_raw_os_error(errno)));
+                }
+                None => {
+                    return Err(ExecError::Gone(io::Error::other(
+                        "the zygote ended before it was ready (is this binary linked \
+                         with termshare, whose constructor runs it?)",
+                    )))
                 }
             }
-            match got {
-                // Closed by the exec (close-on-exec), with nothing said: it runs.
-                0 => Ok(()),
-                4 => Err(ExecError::Refused(io::Error::from_raw_os_error(
-                    i32::from_ne_bytes(errno),
-                ))),
-                _ => Err(ExecError::Gone(io::Error::other(
-                    "the zygote sent a broken answer",
-                ))),
+            self.send(&message).await.map_err(ExecError::Gone)?;
+            // Then nothing: closed by the exec (close-on-exec); or the exec's errno.
+            match self.answer().await.map_err(ExecError::Gone)? {
+                None => Ok(()),
+                Some(errno) => Err(ExecError::Refused(io::Error::from_raw_os_error(errno))),
             }
         })
         .await
@@ -200,6 +216,61 @@ impl Zygote {
             connector: self.connector,
         })
     }
+}
+
+impl Zygote {
+    /// Write all of `bytes` (MSG_NOSIGNAL: a zygote that is gone is an error, never a
+    /// SIGPIPE, also in an embedding program that does not ignore it).
+    async fn send(&self, mut bytes: &[u8]) -> io::Result<()> {
+        let fd = self.command.as_raw_fd();
+        while !bytes.is_empty() {
+            let n = self
+                .command
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    // SAFETY: a send from a live buffer of its length.
+                    let n = unsafe {
+                        libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL)
+                    };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                })
+                .await?;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// The zygote's next word (an errno, 0 for "ready"), or `None` at the end of the
+    /// stream.
+    async fn answer(&mut self) -> io::Result<Option<i32>> {
+        let mut word = [0u8; 4];
+        let mut got = 0;
+        while got < word.len() {
+            match self.command.read(&mut word[got..]).await? {
+                0 if got == 0 => return Ok(None),
+                0 => return Err(io::Error::other("the zygote sent a broken answer")),
+                n => got += n,
+            }
+        }
+        Ok(Some(i32::from_ne_bytes(word)))
+    }
+}
+
+/// `fd` itself if it is numbered 3 or more, else a close-on-exec copy that is.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, owned by the OwnedFd below.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if copy == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `copy` is a fresh descriptor nobody else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) })
 }
 
 /// The command as the zygote reads it: its length, the number of arguments and of
@@ -264,6 +335,7 @@ pub(super) fn worker_env(clean: &CleanEnv, extra: &[(String, String)]) -> Vec<(V
 /// The constructor: in a zygote, runs it and never returns; in any other process,
 /// returns at once. glibc calls `.init_array` functions with `argc`, `argv` and
 /// `envp` (Rust's std reads its arguments the same way).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[used]
 #[link_section = ".init_array"]
 static ENTRY: extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char) =
@@ -277,6 +349,12 @@ extern "C" fn entry(
     if argc != 4 || argv.is_null() {
         return;
     }
+    // Never in a set-user-ID or file-capability program: there, whoever runs it could
+    // have it exec anything with its privileges.
+    // SAFETY: getauxval reads the auxiliary vector, always present on Linux.
+    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        return;
+    }
     // SAFETY: glibc passes `argc` valid NUL-terminated strings.
     let arg = |i: usize| unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes();
     if arg(0) != ARGV0.as_bytes() {
@@ -288,9 +366,12 @@ extern "C" fn entry(
     let number = |i: usize| -> Option<i32> { std::str::from_utf8(arg(i)).ok()?.parse().ok() };
     let code = match (number(1), number(2), number(3)) {
         // SAFETY: this process is a zygote from here on, single-threaded, before main.
-        (Some(parent), Some(command), Some(helper)) if command >= 3 => unsafe {
-            run(parent, command, (helper >= 3).then_some(helper))
-        },
+        // The helper's end is -1 (a plain worker) or above stdio; anything else is
+        // refused, never taken for "plain" (that would run tty-share outside its
+        // namespace).
+        (Some(parent), Some(command), Some(helper))
+            if command >= 3 && (helper == -1 || helper >= 3) =>
+        unsafe { run(parent, command, (helper >= 3).then_some(helper)) },
         _ => 2,
     };
     // SAFETY: ends the process; nothing of main runs.
@@ -303,10 +384,14 @@ extern "C" fn entry(
 /// # Safety
 /// Only in a zygote, before `main`, single-threaded.
 unsafe fn run(parent: libc::pid_t, command: RawFd, helper: Option<RawFd>) -> i32 {
+    // The setup's word first: 0 when ready, else its errno (termshare reads it before
+    // it sends anything, so nothing is left unread here to reset the connection).
     let prepared = keep_only(command, helper).and_then(|()| prepare(parent, helper));
-    // A failed setup is answered like a failed exec, once the command is read: a
-    // zygote that closed its socket with the command unread would reset the
-    // connection, and its errno would be lost.
+    if let Err(e) = prepared {
+        send_errno(command, &e);
+        return 126;
+    }
+    send_word(command, 0);
     let message = match read_command(command) {
         Ok(Some(m)) => m,
         // termshare closed the socket: the zygote is not wanted.
@@ -316,10 +401,6 @@ unsafe fn run(parent: libc::pid_t, command: RawFd, helper: Option<RawFd>) -> i32
             return 126;
         }
     };
-    if let Err(e) = prepared {
-        send_errno(command, &e);
-        return 126;
-    }
     let e = match decode(&message) {
         Ok((program, argv, envp)) => {
             let argv_ptrs = pointers(&argv);
@@ -353,9 +434,19 @@ unsafe fn keep_only(command: RawFd, helper: Option<RawFd>) -> io::Result<()> {
     Ok(())
 }
 
+/// Close `first..=last`: `close_range(2)` (Linux 5.9), else each open descriptor
+/// listed in /proc/self/fd (an older kernel, or a seccomp filter that refuses it).
 unsafe fn close_range(first: u32, last: u32) -> io::Result<()> {
-    if libc::syscall(libc::SYS_close_range, first, last, 0u32) == -1 {
-        return Err(io::Error::last_os_error());
+    if libc::syscall(libc::SYS_close_range, first, last, 0u32) == 0 {
+        return Ok(());
+    }
+    let open: Vec<u32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| (first..=last).contains(fd))
+        .collect();
+    for fd in open {
+        libc::close(fd as i32);
     }
     Ok(())
 }
@@ -453,8 +544,12 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
 }
 
 unsafe fn send_errno(fd: RawFd, e: &io::Error) {
-    let errno = e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
-    libc::send(fd, errno.as_ptr().cast(), errno.len(), libc::MSG_NOSIGNAL);
+    send_word(fd, e.raw_os_error().unwrap_or(libc::EIO));
+}
+
+unsafe fn send_word(fd: RawFd, word: i32) {
+    let word = word.to_ne_bytes();
+    libc::send(fd, word.as_ptr().cast(), word.len(), libc::MSG_NOSIGNAL);
 }
 
 #[cfg(test)]
