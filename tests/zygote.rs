@@ -26,26 +26,6 @@ fn comm(pid: i32) -> String {
         .to_owned()
 }
 
-fn parent(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn pgid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
 fn fds(pid: i32) -> BTreeSet<i32> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -61,7 +41,7 @@ fn pooled() -> Vec<i32> {
     descendants(me)
         .into_iter()
         .filter(|&p| {
-            parent(p) == Some(me)
+            parent_of(p) == Some(me)
                 && std::fs::read(format!("/proc/{p}/cmdline"))
                     .is_ok_and(|c| c.starts_with(b"termshare-zygote\0"))
         })
@@ -99,9 +79,15 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
         .expect("a worker");
     let worker = first.pid as i32;
     assert_eq!(comm(worker), "sleep");
-    assert_eq!(pgid(worker), Some(worker), "a group of its own");
-    assert_eq!(parent(worker), Some(std::process::id() as i32));
-    assert_eq!(fds(worker), BTreeSet::from([0, 1, 2]), "only stdio");
+    assert_eq!(pgid_of(worker), Some(worker), "a group of its own");
+    assert_eq!(parent_of(worker), Some(std::process::id() as i32));
+    // Once its dynamic loader has closed the libraries it opened: only stdio.
+    let only_stdio = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(2), || {
+            fds(worker) == BTreeSet::from([0, 1, 2])
+        })
+    });
+    assert!(only_stdio.is_some(), "the worker holds {:?}", fds(worker));
     let mut env = environ_of(worker).unwrap();
     env.sort();
     assert_eq!(env, ["EXTRA=1", "PATH=/usr/bin:/bin", "TERM=xterm"]);
@@ -112,7 +98,7 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
     let cmdline = std::fs::read(format!("/proc/{zygote}/cmdline")).unwrap();
     assert!(cmdline.starts_with(b"termshare-zygote\0"), "{cmdline:?}");
     assert_eq!(environ_of(zygote), Some(vec![]));
-    assert_eq!(pgid(zygote), Some(zygote), "its group is its worker's");
+    assert_eq!(pgid_of(zygote), Some(zygote), "its group is its worker's");
     assert_eq!(fds(zygote).len(), 4, "stdio and the command socket");
     assert!(
         !spawner.registry().live().contains(&zygote),
@@ -154,8 +140,8 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
         .into_iter()
         .find(|&p| comm(p) == "ts-connector")
         .expect("the connector helper");
-    assert_eq!(parent(helper), Some(worker));
-    assert_eq!(pgid(helper), Some(worker), "in its worker's group");
+    assert_eq!(parent_of(helper), Some(worker));
+    assert_eq!(pgid_of(helper), Some(worker), "in its worker's group");
     assert_eq!(fds(helper), BTreeSet::from([0, 1, 2, 3]));
     assert_eq!(environ_of(helper), Some(vec![]));
     let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();

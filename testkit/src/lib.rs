@@ -14,7 +14,8 @@ pub use participant::Participant;
 pub use policies::{allow_all, handoff_chain, policy, NO_AGENT_WRITES};
 pub use postgres::{Postgres, TlsFiles};
 pub use procs::{
-    descendants, environ_of, pid_alive, processes_mentioning, processes_where, wait_until,
+    descendants, environ_of, parent_of, pgid_of, pid_alive, processes_mentioning, processes_where,
+    wait_until,
 };
 pub use tmux::Tmux;
 

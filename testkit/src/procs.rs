@@ -4,6 +4,29 @@
 
 use std::time::{Duration, Instant};
 
+/// Field `n` of `/proc/PID/stat` after the command name (0 is the state, 1 the
+/// parent, 2 the process group); the name may hold anything, so fields are counted
+/// after its last ')'.
+fn stat_field(pid: i32, n: usize) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(n)?
+        .parse()
+        .ok()
+}
+
+/// The parent of `pid`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 1)
+}
+
+/// The process group of `pid`.
+pub fn pgid_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 2)
+}
+
 /// Is `pid` a live (non-zombie) process?
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -2,24 +2,7 @@
 
 /// The process group of `pid`, from /proc.
 pub fn pgid_of(pid: u32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
-/// The parent of `pid`, from /proc.
-pub fn parent_of(pid: u32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    termshare_testkit::pgid_of(pid as i32)
 }
 
 /// `pid` is a process that runs (not gone, not a zombie).
@@ -51,7 +34,7 @@ pub fn isolated_zygotes() -> Vec<u32> {
             args.len() >= 4
                 && args[0] == b"termshare-zygote"
                 && args[3] != b"-1"
-                && parent_of(pid).is_some_and(|p| p.to_string() == me)
+                && termshare_testkit::parent_of(pid as i32).is_some_and(|p| p.to_string() == me)
                 && alive(pid)
         })
         .collect()
