@@ -13,6 +13,9 @@ use termshare_actors::{
 };
 use tokio::sync::watch;
 
+/// How long after its link a `LinkThenExit` worker dies.
+const LINK_THEN_EXIT_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What the next start does instead of its normal job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartFault {
@@ -20,7 +23,7 @@ pub enum StartFault {
     Garbage,
     /// The relay never answers: no link ever.
     NoLink,
-    /// The link arrives, then the worker exits at once.
+    /// The link arrives, then the worker exits ([`LINK_THEN_EXIT_AFTER`] later).
     LinkThenExit,
 }
 
@@ -86,7 +89,16 @@ impl Backend for FaultyBackend {
             },
             Some(StartFault::LinkThenExit) => {
                 let started = self.inner.start(spec).await?;
-                (self.crash)(share, started.worker.pid());
+                // Dies just after its link, on a timer: under the paused clock a timer
+                // fires only once nothing else can run (a blocking audit write
+                // included), so the share is announced first in every run of a seed.
+                // Killed at once, the death raced the announcement's audit write on
+                // its blocking thread, and a seed's replay differed about 1 run in 6.
+                let (crash, pid) = (self.crash.clone(), started.worker.pid());
+                tokio::spawn(async move {
+                    tokio::time::sleep(LINK_THEN_EXIT_AFTER).await;
+                    crash(share, pid);
+                });
                 Ok(started)
             }
             None => {
