@@ -1,4 +1,4 @@
-//! Workers are zygotes told what to run (`src/process/zygote.rs`): what a zygote holds
+//! Workers are zygotes told what to run (`src/process/zygote/`): what a zygote holds
 //! while it waits, what the worker it becomes holds, and that a zygote that cannot
 //! become its worker, or is no longer wanted, leaves nothing behind. Real processes,
 //! checked by pid, process group, descriptors and environment in /proc.

@@ -8,7 +8,7 @@
 //!    `kill -9`. The signal fires when the *thread* that forked exits, so all forks
 //!    happen on one dedicated spawner thread that lives as long as the
 //!    [`ProcessSpawner`] (never on `spawn_blocking` threads, which tokio retires).
-//!    What it forks is a *zygote* (`zygote.rs`): this executable run anew, which
+//!    What it forks is a *zygote* (`zygote/`): this executable run anew, which
 //!    prepares everything but the command and then `execve`s the worker in place,
 //!    so the worker keeps the zygote's pid, group, parent and parent-death signal.
 //!    One zygote of each kind is made ahead of time; a start only sends it the

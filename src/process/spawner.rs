@@ -59,6 +59,9 @@ enum Job {
 struct Ready {
     plain: Option<Zygote>,
     isolated: Option<Zygote>,
+    /// Set by [`ProcessSpawner::close`]: no zygote is made ahead of time any more.
+    /// Here, under the pool's lock, so that a refill and `close` agree.
+    closed: bool,
 }
 
 impl Ready {
@@ -71,26 +74,67 @@ impl Ready {
 }
 
 /// Make a zygote of each kind in `kinds` whose slot is empty, unless the spawner is
-/// closed. `closed` is read under the pool's lock, as [`ProcessSpawner::close`] sets
-/// it: a zygote made while `close` runs is dropped (its guard kills it), never left
-/// in the pool. A fork that fails is tried again by a later start.
-fn refill_pool(
-    kinds: &mut Vec<Kind>,
-    pool: &Mutex<Ready>,
-    groups: &Arc<GroupRegistry>,
-    closed: &std::sync::atomic::AtomicBool,
-) {
-    let is_closed = || closed.load(std::sync::atomic::Ordering::SeqCst);
+/// closed: a zygote made while `close` runs is dropped (its guard kills it), never
+/// left in the pool. A fork that fails is tried again by a later start.
+fn refill_pool(kinds: &mut Vec<Kind>, pool: &Mutex<Ready>, groups: &Arc<GroupRegistry>) {
     for kind in kinds.drain(..) {
-        if is_closed() || pool.lock().slot(kind).is_some() {
-            continue;
+        {
+            let mut ready = pool.lock();
+            if ready.closed || ready.slot(kind).is_some() {
+                continue;
+            }
         }
         let Ok(zygote) = Zygote::fork(kind, groups) else {
             continue;
         };
         let mut ready = pool.lock();
-        if !is_closed() {
+        if !ready.closed {
             *ready.slot(kind) = Some(zygote);
+        }
+    }
+}
+
+/// The spawner thread: forks a zygote when a start asks for one, and refills the pool
+/// [`REFILL_AFTER`] the first take of a burst. Ends when the last [`ProcessSpawner`]
+/// handle is dropped; the kernel then sends PDEATHSIG to any child still alive,
+/// zygotes included.
+fn spawner_thread(
+    jobs: std::sync::mpsc::Receiver<Job>,
+    pool: Arc<Mutex<Ready>>,
+    groups: Arc<GroupRegistry>,
+    pending: watch::Sender<usize>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut refill: Vec<Kind> = Vec::new();
+    // Refill requests counted in `pending` and not yet carried out.
+    let mut asked = 0usize;
+    let mut due: Option<std::time::Instant> = None;
+    loop {
+        let job = match due {
+            None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => jobs.recv_timeout(at.saturating_duration_since(std::time::Instant::now())),
+        };
+        match job {
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                refill_pool(&mut refill, &pool, &groups);
+                due = None;
+                let done = std::mem::take(&mut asked);
+                pending.send_modify(|n| *n = n.saturating_sub(done));
+            }
+            Ok(Job::Fork(kind, reply)) => {
+                // The guard owns the group from the instant of the fork: if the start
+                // that asked is gone by the handover, the unsent zygote is dropped,
+                // and the guard kills it.
+                let _ = reply.send(Zygote::fork(kind, &groups));
+            }
+            Ok(Job::Refill(kind)) => {
+                asked += 1;
+                if !refill.contains(&kind) {
+                    refill.push(kind);
+                }
+                due = due.or(Some(std::time::Instant::now() + REFILL_AFTER));
+            }
         }
     }
 }
@@ -113,8 +157,6 @@ pub struct ProcessSpawner {
     /// The groups of zygotes not yet told what to run (not workers: `registry` does
     /// not list them).
     zygotes: Arc<GroupRegistry>,
-    /// Set by [`ProcessSpawner::close`]: no zygote is made ahead of time any more.
-    closed: Arc<std::sync::atomic::AtomicBool>,
     /// Refills asked for and not yet done (see [`ProcessSpawner::settled`]).
     refills: watch::Sender<usize>,
 }
@@ -138,59 +180,14 @@ impl ProcessSpawner {
         let registry = Arc::new(GroupRegistry::default());
         let ready = Arc::new(Mutex::new(Ready::default()));
         let zygotes = Arc::new(GroupRegistry::default());
-        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (refills, pending) = watch::channel(0usize);
         drop(pending);
-        let (groups, pool, stop, pending) = (
-            zygotes.clone(),
-            ready.clone(),
-            closed.clone(),
-            refills.clone(),
-        );
+        let (groups, pool, pending) = (zygotes.clone(), ready.clone(), refills.clone());
         std::thread::Builder::new()
             .name("termshare-spawner".into())
             .spawn(move || {
                 let _runtime = handle.enter();
-                // Ends when the last ProcessSpawner handle is dropped; the kernel then
-                // sends PDEATHSIG to any child still alive, zygotes included.
-                let mut refill: Vec<Kind> = Vec::new();
-                let mut asked = 0usize;
-                let mut due: Option<std::time::Instant> = None;
-                loop {
-                    let job = match due {
-                        None => rx.recv().ok(),
-                        Some(at) => {
-                            let wait = at.saturating_duration_since(std::time::Instant::now());
-                            match rx.recv_timeout(wait) {
-                                Ok(job) => Some(job),
-                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                                    refill_pool(&mut refill, &pool, &groups, &stop);
-                                    due = None;
-                                    pending.send_modify(|n| *n = n.saturating_sub(asked));
-                                    asked = 0;
-                                    continue;
-                                }
-                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
-                            }
-                        }
-                    };
-                    match job {
-                        None => break,
-                        Some(Job::Fork(kind, reply)) => {
-                            // The guard owns the group from the instant of the fork:
-                            // if the start that asked is gone by the handover, the
-                            // unsent zygote is dropped, and the guard kills it.
-                            let _ = reply.send(Zygote::fork(kind, &groups));
-                        }
-                        Some(Job::Refill(kind)) => {
-                            asked += 1;
-                            if !refill.contains(&kind) {
-                                refill.push(kind);
-                            }
-                            due = due.or(Some(std::time::Instant::now() + REFILL_AFTER));
-                        }
-                    }
-                }
+                spawner_thread(rx, pool, groups, pending);
             })?;
         Ok(Arc::new(ProcessSpawner {
             jobs,
@@ -199,7 +196,6 @@ impl ProcessSpawner {
             stops,
             ready,
             zygotes,
-            closed,
             refills,
         }))
     }
@@ -216,10 +212,9 @@ impl ProcessSpawner {
     /// time (shutdown's backstop: nothing termshare started outlives it).
     pub fn close(&self) {
         let pooled = {
-            // Set under the pool's lock, where a refill reads it before it stores.
             let mut ready = self.ready.lock();
-            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-            std::mem::take(&mut *ready)
+            ready.closed = true;
+            (ready.plain.take(), ready.isolated.take())
         };
         drop(pooled); // their guards kill them
         self.zygotes.kill_all();

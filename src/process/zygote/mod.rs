@@ -28,8 +28,11 @@
 //! owns it from then on), so a zygote dropped from the pool, or taken by a start that
 //! is cancelled, is killed like any worker.
 
-use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+mod entry;
+mod wire;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use tokio::io::AsyncReadExt;
@@ -39,8 +42,6 @@ use super::*;
 /// `argv[0]` of a zygote: what the constructor looks for, and what `ps` shows (its
 /// `comm`, what `top` shows, is `ts-zygote`).
 const ARGV0: &str = "termshare-zygote";
-/// The largest command a zygote accepts (program, arguments and environment).
-const MAX_COMMAND: usize = 1 << 20;
 /// How long a zygote may take to answer a command: it only has to `execve`.
 const EXEC_WAIT: Duration = Duration::from_secs(10);
 
@@ -180,7 +181,7 @@ impl Zygote {
         args: &[String],
         env: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<Became, ExecError> {
-        let message = encode(program, args, env).map_err(ExecError::Refused)?;
+        let message = wire::encode(program, args, env).map_err(ExecError::Refused)?;
         termshare_actors::faultpoints::pause("spawn.exec").await;
         let answer = tokio::time::timeout(EXEC_WAIT, async {
             // First its word that the setup is done (long there for a pooled one).
@@ -273,50 +274,6 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) })
 }
 
-/// The command as the zygote reads it: its length, the number of arguments and of
-/// variables (each a little-endian u32), then the program, the arguments and the
-/// `NAME=value` variables, each ending in a NUL.
-fn encode(program: &str, args: &[String], env: &[(Vec<u8>, Vec<u8>)]) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&(args.len() as u32).to_le_bytes());
-    body.extend_from_slice(&(env.len() as u32).to_le_bytes());
-    let mut push = |bytes: &[&[u8]]| -> io::Result<()> {
-        for b in bytes {
-            if b.contains(&0) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a command or variable contains a NUL byte",
-                ));
-            }
-            body.extend_from_slice(b);
-        }
-        body.push(0);
-        Ok(())
-    };
-    push(&[program.as_bytes()])?;
-    for a in args {
-        push(&[a.as_bytes()])?;
-    }
-    for (k, v) in env {
-        if k.is_empty() || k.contains(&b'=') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a variable name is empty or contains '='",
-            ));
-        }
-        push(&[k, b"=", v])?;
-    }
-    if body.len() > MAX_COMMAND {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("the command is longer than {MAX_COMMAND} bytes"),
-        ));
-    }
-    let mut message = (body.len() as u32).to_le_bytes().to_vec();
-    message.extend_from_slice(&body);
-    Ok(message)
-}
-
 /// The environment a worker gets: the clean one, then `extra` (a later value of the
 /// same name replaces an earlier one, as with `Command::env`).
 pub(super) fn worker_env(clean: &CleanEnv, extra: &[(String, String)]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -332,259 +289,9 @@ pub(super) fn worker_env(clean: &CleanEnv, extra: &[(String, String)]) -> Vec<(V
     env
 }
 
-/// The constructor: in a zygote, runs it and never returns; in any other process,
-/// returns at once. glibc calls `.init_array` functions with `argc`, `argv` and
-/// `envp` (Rust's std reads its arguments the same way).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[used]
-#[link_section = ".init_array"]
-static ENTRY: extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char) =
-    entry;
-
-extern "C" fn entry(
-    argc: libc::c_int,
-    argv: *const *const libc::c_char,
-    _envp: *const *const libc::c_char,
-) {
-    if argc != 4 || argv.is_null() {
-        return;
-    }
-    // Never in a set-user-ID or file-capability program: there, whoever runs it could
-    // have it exec anything with its privileges.
-    // SAFETY: getauxval reads the auxiliary vector, always present on Linux.
-    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
-        return;
-    }
-    // SAFETY: glibc passes `argc` valid NUL-terminated strings.
-    let arg = |i: usize| unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes();
-    if arg(0) != ARGV0.as_bytes() {
-        return;
-    }
-    // What `top` and `ps -o comm` show (the exec of the worker replaces it).
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"ts-zygote".as_ptr()) };
-    let number = |i: usize| -> Option<i32> { std::str::from_utf8(arg(i)).ok()?.parse().ok() };
-    let code = match (number(1), number(2), number(3)) {
-        // SAFETY: this process is a zygote from here on, single-threaded, before main.
-        // The helper's end is -1 (a plain worker) or above stdio; anything else is
-        // refused, never taken for "plain" (that would run tty-share outside its
-        // namespace).
-        (Some(parent), Some(command), Some(helper))
-            if command >= 3 && (helper == -1 || helper >= 3) =>
-        unsafe { run(parent, command, (helper >= 3).then_some(helper)) },
-        _ => 2,
-    };
-    // SAFETY: ends the process; nothing of main runs.
-    unsafe { libc::_exit(code) }
-}
-
-/// The zygote's life: prepare, wait for the command, exec it. Returns only on failure
-/// (the exit code); the errno has been sent to termshare by then.
-///
-/// # Safety
-/// Only in a zygote, before `main`, single-threaded.
-unsafe fn run(parent: libc::pid_t, command: RawFd, helper: Option<RawFd>) -> i32 {
-    // The setup's word first: 0 when ready, else its errno (termshare reads it before
-    // it sends anything, so nothing is left unread here to reset the connection).
-    let prepared = keep_only(command, helper).and_then(|()| prepare(parent, helper));
-    if let Err(e) = prepared {
-        send_errno(command, &e);
-        return 126;
-    }
-    send_word(command, 0);
-    let message = match read_command(command) {
-        Ok(Some(m)) => m,
-        // termshare closed the socket: the zygote is not wanted.
-        Ok(None) => return 0,
-        Err(e) => {
-            send_errno(command, &e);
-            return 126;
-        }
-    };
-    let e = match decode(&message) {
-        Ok((program, argv, envp)) => {
-            let argv_ptrs = pointers(&argv);
-            let envp_ptrs = pointers(&envp);
-            libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
-            io::Error::last_os_error()
-        }
-        Err(e) => e,
-    };
-    send_errno(command, &e);
-    127
-}
-
-/// Close every descriptor but stdio, the command socket (close-on-exec from now: a
-/// successful exec closes it) and the helper's end.
-unsafe fn keep_only(command: RawFd, helper: Option<RawFd>) -> io::Result<()> {
-    let mut keep = [command, helper.unwrap_or(command)];
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for fd in keep {
-        let fd = fd as u32;
-        if fd > from {
-            close_range(from, fd - 1)?;
-        }
-        from = from.max(fd + 1);
-    }
-    close_range(from, u32::MAX)?;
-    if libc::fcntl(command, libc::F_SETFD, libc::FD_CLOEXEC) == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Close `first..=last`: `close_range(2)` (Linux 5.9), else each open descriptor
-/// listed in /proc/self/fd (an older kernel, or a seccomp filter that refuses it).
-unsafe fn close_range(first: u32, last: u32) -> io::Result<()> {
-    if libc::syscall(libc::SYS_close_range, first, last, 0u32) == 0 {
-        return Ok(());
-    }
-    let open: Vec<u32> = std::fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| (first..=last).contains(fd))
-        .collect();
-    for fd in open {
-        libc::close(fd as i32);
-    }
-    Ok(())
-}
-
-/// Everything that does not depend on the command.
-unsafe fn prepare(parent: libc::pid_t, helper: Option<RawFd>) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    if libc::getppid() != parent {
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    if let Some(end) = helper {
-        let plan = crate::netns::Plan::new(end, crate::netns::INNER_PORT);
-        crate::netns::enter(&plan, parent)?;
-    }
-    Ok(())
-}
-
-/// One command, or `None` if termshare closed the socket first.
-unsafe fn read_command(fd: RawFd) -> io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    if !read_exact(fd, &mut len)? {
-        return Ok(None);
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_COMMAND {
-        return Err(io::Error::from_raw_os_error(libc::E2BIG));
-    }
-    let mut body = vec![0u8; len];
-    if !read_exact(fd, &mut body)? {
-        return Err(io::Error::from_raw_os_error(libc::EPIPE));
-    }
-    Ok(Some(body))
-}
-
-/// Fill `buf`; false on an end of file before the first byte.
-unsafe fn read_exact(fd: RawFd, buf: &mut [u8]) -> io::Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got);
-        match n {
-            0 if got == 0 => return Ok(false),
-            0 => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => got += n as usize,
-        }
-    }
-    Ok(true)
-}
-
-type Decoded = (CString, Vec<CString>, Vec<CString>);
-
-/// The program, its `argv` (the program first, as `Command` does) and its `envp`.
-fn decode(body: &[u8]) -> io::Result<Decoded> {
-    let bad = || io::Error::from_raw_os_error(libc::EINVAL);
-    let count = |at: usize| -> io::Result<usize> {
-        let b = body.get(at..at + 4).ok_or_else(bad)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    let (nargs, nenv) = (count(0)?, count(4)?);
-    let mut strings = body
-        .get(8..)
-        .ok_or_else(bad)?
-        .split_inclusive(|&b| b == 0)
-        .map(|s| {
-            CStr::from_bytes_with_nul(s)
-                .map(CStr::to_owned)
-                .map_err(|_| bad())
-        });
-    let program = strings.next().ok_or_else(bad)??;
-    let mut argv = vec![program.clone()];
-    for _ in 0..nargs {
-        argv.push(strings.next().ok_or_else(bad)??);
-    }
-    let mut envp = Vec::with_capacity(nenv);
-    for _ in 0..nenv {
-        envp.push(strings.next().ok_or_else(bad)??);
-    }
-    if strings.next().is_some() {
-        return Err(bad());
-    }
-    Ok((program, argv, envp))
-}
-
-fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
-}
-
-unsafe fn send_errno(fd: RawFd, e: &io::Error) {
-    send_word(fd, e.raw_os_error().unwrap_or(libc::EIO));
-}
-
-unsafe fn send_word(fd: RawFd, word: i32) {
-    let word = word.to_ne_bytes();
-    libc::send(fd, word.as_ptr().cast(), word.len(), libc::MSG_NOSIGNAL);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_command_goes_through_the_wire_as_it_was() {
-        let env = vec![(b"TERM".to_vec(), b"xterm".to_vec())];
-        let args = vec!["-a".to_string(), String::new(), "x y".to_string()];
-        let message = encode("/bin/prog", &args, &env).unwrap();
-        let (program, argv, envp) = decode(&message[4..]).unwrap();
-        assert_eq!(program.to_bytes(), b"/bin/prog");
-        let argv: Vec<&[u8]> = argv.iter().map(|a| a.to_bytes()).collect();
-        assert_eq!(argv, [&b"/bin/prog"[..], b"-a", b"", b"x y"]);
-        assert_eq!(envp[0].to_bytes(), b"TERM=xterm");
-    }
-
-    #[test]
-    fn a_nul_or_a_broken_name_is_refused_before_anything_is_sent() {
-        assert!(encode("/bin/p", &["a\0b".into()], &[]).is_err());
-        assert!(encode("/bin/p", &[], &[(b"A=B".to_vec(), b"c".to_vec())]).is_err());
-        assert!(encode("/bin/p", &[], &[(Vec::new(), b"c".to_vec())]).is_err());
-    }
-
-    #[test]
-    fn a_short_or_padded_message_does_not_decode() {
-        let message = encode("/bin/p", &["a".into()], &[]).unwrap();
-        let body = &message[4..];
-        assert!(decode(&body[..body.len() - 1]).is_err());
-        let mut padded = body.to_vec();
-        padded.extend_from_slice(b"extra\0");
-        assert!(decode(&padded).is_err());
-        assert!(decode(&[1, 0]).is_err());
-    }
 
     #[test]
     fn later_variables_replace_earlier_ones() {
