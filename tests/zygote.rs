@@ -156,9 +156,17 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
         "a namespace of its own"
     );
 
-    // Closed: every worker and every zygote is killed, and none is made again.
+    // Closed: every worker and every zygote is killed, and none is made again, not
+    // even the refill a start asked for just before.
     let zygotes = settled_pool(&spawner, 2).await;
-    let workers = [first.pid as i32, second.pid as i32, worker, helper];
+    let last = spawner.spawn(&sleeper()).await.expect("a worker");
+    let workers = [
+        first.pid as i32,
+        second.pid as i32,
+        worker,
+        helper,
+        last.pid as i32,
+    ];
     spawner.close();
     let all_gone = tokio::task::block_in_place(|| {
         wait_until(Duration::from_secs(2), || {
@@ -166,9 +174,9 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
         })
     });
     assert!(all_gone.is_some(), "something outlived close()");
-    drop((first, second, isolated));
-    // No event says "nothing was made": wait out several refill delays.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop((first, second, isolated, last));
+    // The pending refill has been carried out (skipped) by now.
+    spawner.settled().await;
     assert_eq!(
         pooled(),
         Vec::<i32>::new(),

@@ -77,26 +77,13 @@ fn isolation_memory(groups: &[i32]) -> (f64, f64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("no Pss for {pid}"))
     };
-    let parent_and_comm = |pid: i32| -> Option<(i32, String)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        let ppid = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some((ppid, comm.trim().to_owned()))
-    };
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
     let helpers: std::collections::HashMap<i32, i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| match parent_and_comm(pid)? {
-            (ppid, comm) if comm == "ts-connector" => Some((ppid, pid)),
-            _ => None,
-        })
+        .filter(|&pid| comm(pid).is_some_and(|c| c.trim() == "ts-connector"))
+        .filter_map(|pid| Some((termshare_testkit::parent_of(pid)?, pid)))
         .collect();
     let (mut connector, mut tty_share) = (0.0, 0.0);
     for &worker in groups {
