@@ -26,6 +26,7 @@
 //! Built on axum, on the daemon's own runtime; the page's HTML, script and style are
 //! embedded in the binary (no build step).
 
+mod actions;
 mod auth;
 mod listener;
 mod routes;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use termshare_actors::Identity;
 
 use super::auth::{Session, COOKIE};
-use super::{act, view, PanelState};
+use super::{act, actions, view, PanelState};
 use crate::protocol::Command;
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -29,7 +29,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
-type Shared = Arc<PanelState>;
+pub(super) type Shared = Arc<PanelState>;
 
 pub(super) fn router(state: Shared) -> Router {
     Router::new()
@@ -45,12 +45,12 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/state", get(state_now))
         .route("/api/events", get(events))
         .route("/api/link/{share}", get(link))
-        .route("/api/share", post(share))
-        .route("/api/extend", post(extend))
-        .route("/api/revoke", post(revoke))
-        .route("/api/rotate", post(rotate))
-        .route("/api/handoff/approve", post(approve))
-        .route("/api/handoff/deny", post(deny))
+        .route("/api/share", post(actions::share))
+        .route("/api/extend", post(actions::extend))
+        .route("/api/revoke", post(actions::revoke))
+        .route("/api/rotate", post(actions::rotate))
+        .route("/api/handoff/approve", post(actions::approve))
+        .route("/api/handoff/deny", post(actions::deny))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(harden))
         .with_state(state)
@@ -76,7 +76,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// Why a request is turned away: its status, and words for the person.
-struct Refusal(StatusCode, String);
+pub(super) struct Refusal(StatusCode, String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -89,7 +89,7 @@ fn refusal(status: StatusCode, why: &str) -> Refusal {
     Refusal(status, why.to_owned())
 }
 
-fn refused(status: StatusCode, why: &str) -> Response {
+pub(super) fn refused(status: StatusCode, why: &str) -> Response {
     refusal(status, why).into_response()
 }
 
@@ -151,7 +151,7 @@ fn with_token(
 
 /// A signed-in request that may change something: it carries the page token, a JSON
 /// body, and nothing that says another site sent it.
-fn may_act(state: &PanelState, headers: &HeaderMap) -> Result<Identity, Refusal> {
+pub(super) fn may_act(state: &PanelState, headers: &HeaderMap) -> Result<Identity, Refusal> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let cross_site = || refusal(StatusCode::FORBIDDEN, "a cross-site request is refused");
     if let Some(origin) = header("origin") {
@@ -318,135 +318,6 @@ async fn link(
             None => refused(StatusCode::NOT_FOUND, "no such share of yours"),
         },
         Ok(_) => refused(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),
-        Err(e) => answer(Err(e)),
+        Err(e) => actions::answer(Err(e)),
     }
-}
-
-/// An action's answer: the result, or the error as the protocol gives it.
-fn answer(result: Result<Value, termshare_actors::ShareError>) -> Response {
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => {
-            let (code, _) = crate::exit::classify(&e);
-            let status = match code {
-                "denied" | "not_approver" => StatusCode::FORBIDDEN,
-                "not_found" => StatusCode::NOT_FOUND,
-                "invalid" => StatusCode::BAD_REQUEST,
-                _ => StatusCode::CONFLICT,
-            };
-            (
-                status,
-                Json(json!({"error": {"code": code, "message": e.to_string()}})),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// Run the command `to_command` makes of the JSON `body`, for a request that may act.
-/// Who is asking is checked before the body is even parsed.
-async fn run<T: serde::de::DeserializeOwned>(
-    state: &PanelState,
-    headers: &HeaderMap,
-    body: &[u8],
-    to_command: impl FnOnce(T) -> Command,
-) -> Response {
-    let identity = match may_act(state, headers) {
-        Ok(identity) => identity,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let form: T = match serde_json::from_slice(body) {
-        Ok(f) => f,
-        Err(e) => return refused(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")),
-    };
-    let Some(shared) = state.shared.upgrade() else {
-        return refused(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
-    };
-    answer(act(&shared, &identity, to_command(form)).await)
-}
-
-type Body = axum::body::Bytes;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShareForm {
-    terminal: String,
-    backend: String,
-    access: Option<String>,
-    ttl: Option<String>,
-}
-
-async fn share(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    run(&state, &headers, &body, |f: ShareForm| Command::Share {
-        terminal: f.terminal,
-        backend: f.backend,
-        ttl: f.ttl,
-        grace: None,
-        access: f.access,
-        principal: None,
-        join_timeout: None,
-        max_participants: None,
-        record: false,
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShareAction {
-    share_id: String,
-    by: Option<String>,
-}
-
-async fn extend(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    run(&state, &headers, &body, |a: ShareAction| Command::Extend {
-        share_id: a.share_id,
-        by: a.by.unwrap_or_else(|| "5m".into()),
-        principal: None,
-    })
-    .await
-}
-
-async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    run(&state, &headers, &body, |a: ShareAction| Command::Revoke {
-        share_id: a.share_id,
-        principal: None,
-    })
-    .await
-}
-
-async fn rotate(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    run(&state, &headers, &body, |a: ShareAction| Command::Rotate {
-        share_id: a.share_id,
-        principal: None,
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HandoffAction {
-    handoff_id: String,
-    reason: Option<String>,
-}
-
-async fn approve(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    run(&state, &headers, &body, |a: HandoffAction| {
-        Command::HandoffApprove {
-            handoff_id: a.handoff_id,
-            principal: None,
-        }
-    })
-    .await
-}
-
-async fn deny(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    run(&state, &headers, &body, |a: HandoffAction| {
-        Command::HandoffDeny {
-            handoff_id: a.handoff_id,
-            principal: None,
-            reason: a.reason,
-        }
-    })
-    .await
 }
