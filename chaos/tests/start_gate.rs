@@ -101,14 +101,24 @@ where
         } => running(env),
     };
     fail::remove(step);
-    let id = svc
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.state == termshare::actors::ShareState::Starting)
-        .expect("the share is starting")
-        .share_id;
+    // Listed once its terminal's check is back, which runs beside the step held here
+    // and may not be back yet: wait for the badge (well within the 1 s hold).
+    let mut badges = svc.badges();
+    let starting = |b: &termshare::actors::Badges| {
+        b.values()
+            .flat_map(|badge| &badge.shares)
+            .find(|s| s.state == termshare::actors::ShareState::Starting)
+            .map(|s| s.share_id)
+    };
+    let id = tokio::time::timeout(
+        Duration::from_millis(500),
+        badges.wait_for(|b| starting(b).is_some()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{step}: the share is not shown as starting"))
+    .map(|b| starting(&b))
+    .expect("the badge board is gone")
+    .expect("a starting share");
     during(id).await;
     (share.await, id, seen)
 }
