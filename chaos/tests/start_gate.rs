@@ -50,7 +50,15 @@ fn running(env: &Env) -> Vec<(u32, Option<i32>)> {
 }
 
 /// Every process in `seen` is gone, with its group, and nothing else runs.
+/// Waits up to 2 s: a start held inside the backend (a 1 s fail point) keeps its
+/// process until the held step resumes and finds the start gone.
 fn assert_all_gone(env: &Env, seen: &[(u32, Option<i32>)], case: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline
+        && (seen.iter().any(|(pid, _)| alive(*pid)) || !env.processes().is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for (pid, pgid) in seen {
         assert!(!alive(*pid), "{case}: pid {pid} outlived its failed start");
         let pgid = pgid.expect("a process group");
