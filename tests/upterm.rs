@@ -101,9 +101,10 @@ impl Wrapper {
             .unwrap_or_default()
     }
 
-    /// When the stand-in had flushed its SSH command line. It writes the time just
-    /// after the flush, so termshare may have the link before the file has it: wait
-    /// for the file (a clean-clone CI run once read it empty).
+    /// When the stand-in began to write its SSH command line. The time is taken
+    /// before the write, so the link can never precede it (a clean-clone CI run once
+    /// had the link 80 µs before a time taken after the flush), but the file is
+    /// written after the flush: wait for it (another run once read it empty).
     fn printed_at(&self) -> SystemTime {
         let mut ns = None;
         wait_until(Duration::from_secs(5), || {
