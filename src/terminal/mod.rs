@@ -21,6 +21,8 @@ use tokio::process::Command;
 use crate::launch::CleanEnv;
 use crate::secure_fs::{self, Trust};
 
+mod wire;
+
 /// The [`TerminalHost`] over one tmux server: checks, attaches to, messages and
 /// captures its sessions.
 #[derive(Clone)]
@@ -41,6 +43,10 @@ pub struct TmuxHost {
     /// Each terminal's size as its last check found it (at most MAX_SIZE_HINTS): a
     /// share's worker starts at it while the terminal is checked again.
     sizes: Arc<parking_lot::Mutex<HashMap<TerminalName, (u16, u16)>>>,
+    /// Whether the tmux server with this pid may be queried over tmux's own protocol
+    /// ([`wire`]): its `#{version}` was asked once with the tmux binary. A new server
+    /// (another pid) is asked again.
+    wire: Arc<parking_lot::Mutex<Option<(i32, bool)>>>,
 }
 
 /// Terminals whose last-seen size is remembered; past it the memory starts afresh
@@ -62,6 +68,7 @@ impl TmuxHost {
             recordings: None,
             recording_limit: crate::recording::DEFAULT_MAX_BYTES,
             sizes: Default::default(),
+            wire: Default::default(),
         }
     }
 
@@ -140,24 +147,75 @@ impl TmuxHost {
     /// run as the user (the kernel's word). Otherwise a server of someone else's could
     /// be handed our attach client, and through it our shell.
     async fn verify_server(&self) -> Result<(), String> {
+        self.connect_verified().await.map(drop)
+    }
+
+    /// A connection to the tmux server, proven to be the user's own (see
+    /// [`TmuxHost::verify_server`]), and the server's pid.
+    async fn connect_verified(&self) -> Result<(tokio::net::UnixStream, Option<i32>), String> {
         let dir = self.socket.parent().unwrap_or(Path::new("/"));
         secure_fs::open_dir(dir, false, Trust::default())
             .map_err(|e| format!("the tmux socket's directory is refused: {e}"))?;
         let server = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| format!("no tmux server at {}: {e}", self.socket.display()))?;
-        let uid = server
+        let cred = server
             .peer_cred()
-            .map_err(|e| format!("cannot tell who runs the tmux server: {e}"))?
-            .uid();
+            .map_err(|e| format!("cannot tell who runs the tmux server: {e}"))?;
         let me = nix::unistd::geteuid().as_raw();
-        if uid != me {
+        if cred.uid() != me {
             return Err(format!(
-                "the tmux server at {} runs as uid {uid}, not as you (uid {me}): refused",
-                self.socket.display()
+                "the tmux server at {} runs as uid {}, not as you (uid {me}): refused",
+                self.socket.display(),
+                cred.uid()
             ));
         }
-        Ok(())
+        Ok((server, cred.pid()))
+    }
+
+    /// Run a read-only query: over tmux's own protocol on the verified connection
+    /// when the server's version is one [`wire`] knows, else (or if that exchange
+    /// fails in any way) with the tmux binary. The answer is the binary's: stdout
+    /// when every command succeeded, else stderr.
+    async fn query(&self, args: &[&str]) -> Result<String, String> {
+        let (server, pid) = self.connect_verified().await?;
+        if let Some(pid) = pid {
+            if self.wire_allowed(pid).await {
+                match tokio::time::timeout(Duration::from_secs(3), wire::query(server, args)).await
+                {
+                    Err(_) => return Err("tmux did not answer within 3s".into()),
+                    Ok(Ok(answer)) => {
+                        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+                        return if answer.status == 0 {
+                            Ok(text(&answer.stdout))
+                        } else {
+                            Err(text(&answer.stderr))
+                        };
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, server_pid = pid,
+                            "tmux's protocol failed; asking this server with the tmux binary from now on");
+                        *self.wire.lock() = Some((pid, false));
+                    }
+                }
+            }
+        }
+        self.run(args).await
+    }
+
+    /// May the server with this pid be queried over [`wire`]? Asked once per server.
+    async fn wire_allowed(&self, pid: i32) -> bool {
+        if let Some((known, allowed)) = *self.wire.lock() {
+            if known == pid {
+                return allowed;
+            }
+        }
+        let allowed = match self.run(&["display-message", "-p", "#{version}"]).await {
+            Ok(version) => wire::version_is_known(&version),
+            Err(_) => false,
+        };
+        *self.wire.lock() = Some((pid, allowed));
+        allowed
     }
 
     /// The terminals this host knows: every session of its tmux server, by name
@@ -264,7 +322,7 @@ impl TerminalHost for TmuxHost {
         let session = format!("={terminal}");
         let window = format!("={terminal}:");
         let checked = self
-            .run(&[
+            .query(&[
                 "has-session",
                 "-t",
                 &session,
