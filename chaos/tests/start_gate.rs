@@ -70,6 +70,48 @@ fn assert_all_gone(env: &Env, seen: &[(u32, Option<i32>)], case: &str) {
     assert!(env.processes().is_empty(), "{case}: {:?}", env.processes());
 }
 
+/// TCP sockets this process listens on (a link front is one): the LISTEN rows of
+/// /proc/net/tcp{,6} whose inode is one of our descriptors.
+fn own_listeners() -> usize {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            fields.get(3) == Some(&"0A") && fields.get(9).is_some_and(|i| ours.contains(*i))
+        })
+        .count()
+}
+
+/// The process listens on `expected` sockets again, within 2 s (a failed start's link
+/// front closes as its start is dropped).
+fn assert_listeners(expected: usize, case: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while own_listeners() != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        own_listeners(),
+        expected,
+        "{case}: a link front outlived its start"
+    );
+}
+
 /// Events of share `id` in the audit file, by kind.
 fn kinds_of(env: &Env, id: ShareId) -> Vec<String> {
     env.audit_events()
@@ -140,6 +182,8 @@ async fn each_failure_of_an_overlapped_start_leaves_no_process_and_announces_no_
         learn_size(env.svc(), t).await;
     }
 
+    let listening = own_listeners();
+
     // 1. A terminal that closed since its size was seen: tty-share is started at the
     // old size while the check (held 300 ms) runs; the check says the terminal is
     // gone, and tty-share is killed.
@@ -173,14 +217,22 @@ async fn each_failure_of_an_overlapped_start_leaves_no_process_and_announces_no_
         (id, seen)
     };
     assert_all_gone(&env, &seen, "closed terminal");
+    assert_listeners(listening, "closed terminal");
     assert_eq!(kinds_of(&env, id), ["share.requested", "share.failed"]);
     assert!(env.svc().list().await.unwrap().is_empty());
 
     // 2. The request's record fails (after 300 ms) while tty-share has printed its URL
     // and waits at the fail point: it is killed, and the caller hears why.
     fail::cfg("audit.append", "return(300)").unwrap();
-    let (outcome, id, seen) =
-        held_start(&env, &terminals[1], "tty_share.after_url", |_| async {}).await;
+    let (outcome, id, seen) = held_start(&env, &terminals[1], "tty_share.after_url", |_| async {
+        // The link front opens beside tty-share's start: it is there now.
+        assert_eq!(
+            own_listeners(),
+            listening + 1,
+            "no link front at the held step"
+        );
+    })
+    .await;
     fail::remove("audit.append");
     assert!(
         !seen.is_empty(),
@@ -189,6 +241,7 @@ async fn each_failure_of_an_overlapped_start_leaves_no_process_and_announces_no_
     let err = outcome.expect_err("a start whose request was not kept");
     assert!(matches!(err, ShareError::AuditUnavailable(_)), "{err}");
     assert_all_gone(&env, &seen, "failed record");
+    assert_listeners(listening, "failed record");
     // The log took nothing while it failed; what it holds of this share says nothing
     // started.
     assert!(!kinds_of(&env, id).contains(&"share.started".to_owned()));
@@ -212,6 +265,7 @@ async fn each_failure_of_an_overlapped_start_leaves_no_process_and_announces_no_
     );
     assert!(outcome.is_err(), "a revoked start handed out its link");
     assert_all_gone(&env, &seen, "revoked start");
+    assert_listeners(listening, "revoked start");
     assert_eq!(kinds_of(&env, id), ["share.requested", "share.revoked"]);
 
     env.shutdown().await;

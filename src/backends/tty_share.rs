@@ -165,7 +165,24 @@ impl TtyShareBackend {
         if let Some(redraw) = &redraw {
             redraw.set_worker(process.pid);
         }
-        read_url(&mut process, spec, deadline).await?;
+        // The link front needs only the connector: it opens while tty-share starts
+        // (a front whose start then fails is dropped with it, closing its listener).
+        let (url, front) = tokio::join!(
+            read_url(&mut process, spec, deadline),
+            LinkFront::start(
+                self.listen,
+                connector.clone(),
+                redraw,
+                spec.max_participants
+            )
+        );
+        url?;
+        let (front, participants) = front.map_err(|e| {
+            Self::err_start(format!(
+                "cannot open the link front on {}: {e}",
+                self.listen
+            ))
+        })?;
         termshare_actors::faultpoints::pause("tty_share.after_url").await;
         // The rest of the proof of life: it listens in its namespace, within what is
         // left of the start's time (or the link timeout, whichever is longer: the
@@ -188,16 +205,7 @@ impl TtyShareBackend {
                 ))
             })
         };
-        let serving = serving::http_through(connector.clone());
-        let (front, participants) =
-            LinkFront::start(self.listen, connector, redraw, spec.max_participants)
-                .await
-                .map_err(|e| {
-                    Self::err_start(format!(
-                        "cannot open the link front on {}: {e}",
-                        self.listen
-                    ))
-                })?;
+        let serving = serving::http_through(connector);
         termshare_actors::faultpoints::pause("tty_share.after_front").await;
         Ok(StartedWorker {
             links: Links::new(front.link()),

@@ -78,11 +78,30 @@ pub(crate) async fn run(
             // File I/O and fsync block: keep them off the runtime's workers. While
             // the write runs, the health knows since when (a stalled disk shows).
             *health.writing_since.lock() = Some(std::time::Instant::now());
-            let written = tokio::task::spawn_blocking(move || {
-                let r = sink.append(&events);
-                (sink, events, r)
-            })
-            .await;
+            let written = if tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread
+            {
+                // In place: this thread gives its other tasks to another worker and
+                // writes itself. A hop to a blocking-pool thread and back took
+                // 0.03-1.6 ms on a busy 2-core machine, on every share's start
+                // (BENCHMARKS.md, issue 18). A panic is caught as the pool would.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tokio::task::block_in_place(|| {
+                        let r = sink.append(&events);
+                        (sink, events, r)
+                    })
+                }))
+                .map_err(|_| "the sink panicked".to_string())
+            } else {
+                // A current-thread runtime (tests under the paused clock) cannot
+                // write in place.
+                tokio::task::spawn_blocking(move || {
+                    let r = sink.append(&events);
+                    (sink, events, r)
+                })
+                .await
+                .map_err(|e| e.to_string())
+            };
             *health.writing_since.lock() = None;
             match written {
                 Ok((back, events_back, result)) => {
