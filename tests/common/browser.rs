@@ -97,6 +97,17 @@ impl Browser {
 
     /// Call `method` with `params` on the page; its `result`.
     pub async fn call(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.try_call(method, params)
+            .await
+            .unwrap_or_else(|reply| panic!("{method}: {reply}"))
+    }
+
+    /// [`Browser::call`], with DevTools' error reply as the error.
+    async fn try_call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, serde_json::Value> {
         let url = self.page_socket();
         let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         let request = serde_json::json!({"id": 1, "method": method, "params": params});
@@ -107,8 +118,10 @@ impl Browser {
             };
             let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == 1 {
-                assert!(reply["error"].is_null(), "{method}: {reply}");
-                return reply["result"].clone();
+                return match reply["error"].is_null() {
+                    true => Ok(reply["result"].clone()),
+                    false => Err(reply),
+                };
             }
         }
         panic!("DevTools closed before answering {method}");
@@ -130,9 +143,21 @@ impl Browser {
     pub async fn until(&self, expression: &str) -> Duration {
         let t0 = std::time::Instant::now();
         while t0.elapsed() < Duration::from_secs(20) {
-            let v = self.eval(&format!("!!({expression})")).await;
-            if v == true {
-                return t0.elapsed();
+            let asked = self
+                .try_call(
+                    "Runtime.evaluate",
+                    serde_json::json!({"expression": format!("!!({expression})"), "returnByValue": true}),
+                )
+                .await;
+            match asked {
+                Ok(v) if v["result"]["value"] == true => return t0.elapsed(),
+                Ok(_) => {}
+                // Asked while the page reloads (a clean-clone CI run once hit it right
+                // after `location.reload()`): not true yet, ask again.
+                Err(e)
+                    if e.to_string()
+                        .contains("Inspected target navigated or closed") => {}
+                Err(e) => panic!("Runtime.evaluate: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
