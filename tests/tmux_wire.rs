@@ -100,6 +100,10 @@ async fn a_check_answers_as_the_binary_would_without_running_it() {
     for _ in 0..200 {
         assert!(host.check(&name("Sx")).await.unwrap().is_some());
     }
+    // The session list goes the same way.
+    let mut listed = host.sessions().await.unwrap();
+    listed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(listed, vec![name("Sx")]);
     assert_eq!(runs(&log).len(), 1, "{:?}", runs(&log));
     assert_eq!(server_pid(&tmux), pid);
     assert!(tmux

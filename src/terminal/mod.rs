@@ -173,9 +173,9 @@ impl TmuxHost {
         Ok((server, cred.pid()))
     }
 
-    /// Run a read-only query: over tmux's own protocol on the verified connection
-    /// when the server's version is one [`wire`] knows, else (or if that exchange
-    /// fails in any way) with the tmux binary. The answer is the binary's: stdout
+    /// Run a read-only query (the terminal check, the session list): over tmux's own
+    /// protocol on the verified connection when the server's version is one [`wire`]
+    /// knows, else (or if that exchange fails in any way) with the tmux binary. The answer is the binary's: stdout
     /// when every command succeeded, else stderr.
     async fn query(&self, args: &[&str]) -> Result<String, String> {
         let (server, pid) = self.connect_verified().await?;
@@ -192,6 +192,8 @@ impl TmuxHost {
                             Err(text(&answer.stderr))
                         };
                     }
+                    // More than a query may bring back: the binary has no such bound.
+                    Ok(Err(wire::WireError::TooMuchOutput)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, server_pid = pid,
                             "tmux's protocol failed; asking this server with the tmux binary from now on");
@@ -225,7 +227,11 @@ impl TmuxHost {
         if !self.socket.exists() {
             return Ok(Vec::new());
         }
-        match self.run(&["list-sessions", "-F", "#{session_name}"]).await {
+        // Asked every 2 s while the panel runs: over tmux's protocol, no process.
+        match self
+            .query(&["list-sessions", "-F", "#{session_name}"])
+            .await
+        {
             Ok(out) => Ok(out.lines().filter_map(|l| l.parse().ok()).collect()),
             Err(e) if e.contains("no server running") || e.contains("No such file") => {
                 Ok(Vec::new())
