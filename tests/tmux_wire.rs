@@ -100,10 +100,24 @@ async fn a_check_answers_as_the_binary_would_without_running_it() {
     for _ in 0..200 {
         assert!(host.check(&name("Sx")).await.unwrap().is_some());
     }
-    // The session list goes the same way.
-    let mut listed = host.sessions().await.unwrap();
-    listed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    assert_eq!(listed, vec![name("Sx")]);
+    // The session list goes the same way, names outside ASCII as they are: without
+    // tmux's UTF-8 flag the server would print `café` as `caf_`, a name that is not
+    // the session's.
+    tmux.run(&["new-session", "-d", "-s", "café"]);
+    let listed: Vec<String> = host
+        .sessions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().to_owned())
+        .collect();
+    assert!(listed.contains(&"Sx".to_owned()), "{listed:?}");
+    assert!(!listed.iter().any(|n| n.contains('_')), "{listed:?}");
+    assert_eq!(
+        listed.contains(&"café".to_owned()),
+        "café".parse::<TerminalName>().is_ok(),
+        "{listed:?}"
+    );
     assert_eq!(runs(&log).len(), 1, "{:?}", runs(&log));
     assert_eq!(server_pid(&tmux), pid);
     assert!(tmux

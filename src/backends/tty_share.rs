@@ -166,23 +166,25 @@ impl TtyShareBackend {
             redraw.set_worker(process.pid);
         }
         // The link front needs only the connector: it opens while tty-share starts
-        // (a front whose start then fails is dropped with it, closing its listener).
-        let (url, front) = tokio::join!(
-            read_url(&mut process, spec, deadline),
+        // (a front whose start then fails is dropped with it, closing its listener;
+        // a front that cannot open fails the start without waiting for the URL).
+        let front = async {
             LinkFront::start(
                 self.listen,
                 connector.clone(),
                 redraw,
-                spec.max_participants
+                spec.max_participants,
             )
-        );
-        url?;
-        let (front, participants) = front.map_err(|e| {
-            Self::err_start(format!(
-                "cannot open the link front on {}: {e}",
-                self.listen
-            ))
-        })?;
+            .await
+            .map_err(|e| {
+                Self::err_start(format!(
+                    "cannot open the link front on {}: {e}",
+                    self.listen
+                ))
+            })
+        };
+        let (_url, (front, participants)) =
+            tokio::try_join!(read_url(&mut process, spec, deadline), front)?;
         termshare_actors::faultpoints::pause("tty_share.after_url").await;
         // The rest of the proof of life: it listens in its namespace, within what is
         // left of the start's time (or the link timeout, whichever is longer: the

@@ -49,6 +49,10 @@ pub struct TmuxHost {
     wire: Arc<parking_lot::Mutex<Option<(i32, bool)>>>,
 }
 
+/// How long a query over tmux's protocol may take before the binary is asked
+/// instead (and from then on, for that server).
+const WIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Terminals whose last-seen size is remembered; past it the memory starts afresh
 /// (a forgotten size only means a start that waits for its check).
 const MAX_SIZE_HINTS: usize = 4096;
@@ -179,28 +183,30 @@ impl TmuxHost {
     /// when every command succeeded, else stderr.
     async fn query(&self, args: &[&str]) -> Result<String, String> {
         let (server, pid) = self.connect_verified().await?;
-        if let Some(pid) = pid {
-            if self.wire_allowed(pid).await {
-                match tokio::time::timeout(Duration::from_secs(3), wire::query(server, args)).await
-                {
-                    Err(_) => return Err("tmux did not answer within 3s".into()),
-                    Ok(Ok(answer)) => {
-                        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
-                        return if answer.status == 0 {
-                            Ok(text(&answer.stdout))
-                        } else {
-                            Err(text(&answer.stderr))
-                        };
-                    }
-                    // More than a query may bring back: the binary has no such bound.
-                    Ok(Err(wire::WireError::TooMuchOutput)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, server_pid = pid,
-                            "tmux's protocol failed; asking this server with the tmux binary from now on");
-                        *self.wire.lock() = Some((pid, false));
-                    }
+        match pid {
+            Some(pid) if self.wire_allowed(pid).await => {
+                let failed =
+                    match tokio::time::timeout(WIRE_TIMEOUT, wire::query(server, args)).await {
+                        Ok(Ok(answer)) => {
+                            let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+                            return if answer.status == 0 {
+                                Ok(text(&answer.stdout))
+                            } else {
+                                Err(text(&answer.stderr))
+                            };
+                        }
+                        // More than a query may bring back: the binary has no such bound.
+                        Ok(Err(wire::WireError::TooMuchOutput)) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some(format!("no answer within {WIRE_TIMEOUT:?}")),
+                    };
+                if let Some(why) = failed {
+                    tracing::warn!(error = %why, server_pid = pid,
+                        "tmux's protocol failed; asking this server with the tmux binary from now on");
+                    *self.wire.lock() = Some((pid, false));
                 }
             }
+            _ => drop(server),
         }
         self.run(args).await
     }
@@ -216,8 +222,15 @@ impl TmuxHost {
             Ok(version) => wire::version_is_known(&version),
             Err(_) => false,
         };
-        *self.wire.lock() = Some((pid, allowed));
-        allowed
+        // A query that failed on this server meanwhile has the last word.
+        let mut known = self.wire.lock();
+        match *known {
+            Some((p, decided)) if p == pid => decided,
+            _ => {
+                *known = Some((pid, allowed));
+                allowed
+            }
+        }
     }
 
     /// The terminals this host knows: every session of its tmux server, by name

@@ -61,6 +61,13 @@ const MSG_SHUTDOWN: u32 = 210;
 const MSG_WRITE_OPEN: u32 = 303;
 const MSG_WRITE: u32 = 304;
 const MSG_WRITE_READY: u32 = 305;
+const MSG_WRITE_CLOSE: u32 = 306;
+const MSG_FLAGS: u32 = 218;
+
+/// tmux's `CLIENT_UTF8` (0x10000 in 3.2-3.6): without it the server replaces every
+/// byte outside ASCII in what it prints with `_`, and a session `café` would be
+/// listed as `caf_`, the name of another session or of none.
+const CLIENT_UTF8: u64 = 0x10000;
 
 /// What a query printed and how it ended, as the `tmux` binary would have.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -144,28 +151,36 @@ pub(super) async fn query(mut stream: UnixStream, argv: &[&str]) -> Result<Answe
                 }
             }
             MSG_EXIT => {
-                // An int, then maybe a message (3.3+); an empty body means 0 (3.2).
-                answer.status = if data.body.is_empty() {
-                    0
-                } else {
-                    int_at(&data.body, 0)?
-                };
+                // The status, then maybe a message.
+                answer.status = int_at(&data.body, 0)?;
                 return Ok(answer);
             }
             MSG_SHUTDOWN => return Err(WireError::Closed),
-            // MSG_WRITE_CLOSE, MSG_FLAGS and anything newer: nothing to do.
-            _ => {}
+            // Nothing to answer: a stream closed, the client's flags changed.
+            MSG_WRITE_CLOSE | MSG_FLAGS => {}
+            // Anything else (a read of stdin, a detach, an exec…) wants an answer a
+            // query cannot give: waiting would only hang.
+            _ => return Err(WireError::Malformed("a message a query does not expect")),
         }
     }
 }
 
 /// The identify messages and the command, in one buffer.
 fn request(argv: &[&str]) -> Result<Vec<u8>, WireError> {
+    if argv.is_empty() {
+        // argc 0 makes the server run `new-session` (or default-client-command).
+        return Err(WireError::Malformed("an empty command"));
+    }
     let mut out = Vec::with_capacity(256);
-    out.extend(message(MSG_IDENTIFY_FLAGS, &0i32.to_ne_bytes())?);
-    out.extend(message(MSG_IDENTIFY_LONGFLAGS, &0u64.to_ne_bytes())?);
+    out.extend(message(
+        MSG_IDENTIFY_FLAGS,
+        &(CLIENT_UTF8 as i32).to_ne_bytes(),
+    )?);
+    out.extend(message(MSG_IDENTIFY_LONGFLAGS, &CLIENT_UTF8.to_ne_bytes())?);
     out.extend(message(MSG_IDENTIFY_TERM, b"\0")?);
     out.extend(message(MSG_IDENTIFY_FEATURES, &0i32.to_ne_bytes())?);
+    // Mandatory: every version reads the client's tty name when identification is
+    // done, and a server never sent one dereferences a null pointer.
     out.extend(message(MSG_IDENTIFY_TTYNAME, b"\0")?);
     out.extend(message(MSG_IDENTIFY_CWD, b"/\0")?);
     out.extend(message(
@@ -221,10 +236,11 @@ async fn read_message(stream: &mut UnixStream) -> Result<(u32, Received), WireEr
     }
     let word = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().unwrap_or_default());
     let kind = word(0);
-    // Old layout: u16 length then u16 flags; 3.6: u32 length with a top-bit mark.
-    // A message is at most 16 KiB, so the low 16 bits are the length in both.
+    // Old layout: u16 length then u16 flags (1: a descriptor came); 3.6: u32 length
+    // whose top bit marks a descriptor. A message is at most 16 KiB, so the low 16
+    // bits are the length in both, and the high 16 can only be one of those marks.
     let len = (word(4) & 0xffff) as usize;
-    if !(HEADER..=MAX_MESSAGE).contains(&len) {
+    if !matches!(word(4) >> 16, 0 | 1 | 0x8000) || !(HEADER..=MAX_MESSAGE).contains(&len) {
         return Err(WireError::Malformed("a message length out of range"));
     }
     let mut body = vec![0u8; len - HEADER];
@@ -343,6 +359,21 @@ mod tests {
             against([open(3), exit(0)].concat()).await,
             Err(WireError::Malformed(_))
         ));
+        // MSG_READ_OPEN: the server would wait for stdin; a query gives up at once.
+        let read_open = message(300, &[1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat()).unwrap();
+        assert!(matches!(
+            against([read_open, exit(0)].concat()).await,
+            Err(WireError::Malformed(_))
+        ));
+        let mut odd_flags = exit(0);
+        odd_flags[6] = 2; // neither the old descriptor flag nor 3.6's mark
+        assert!(matches!(
+            against(odd_flags).await,
+            Err(WireError::Malformed(_))
+        ));
+        let mut marked = exit(0);
+        marked[7] = 0x80; // 3.6's descriptor mark (little-endian): still read
+        assert!(against(marked).await.is_ok());
         let flood: Vec<u8> = std::iter::once(open(1))
             .chain(std::iter::repeat_with(|| write(1, &[b'x'; 16000])).take(5))
             .flatten()
@@ -351,6 +382,51 @@ mod tests {
             against(flood).await,
             Err(WireError::TooMuchOutput)
         ));
+    }
+
+    /// The request byte by byte, against sizes read from tmux's server-client.c (not
+    /// from this file's own constants): a wrong size would make tmux 3.2-3.5 exit.
+    #[test]
+    fn the_request_is_what_tmux_reads_byte_for_byte() {
+        let bytes = request(&["has-session", "-t", "=S"]).unwrap();
+        let mut at = 0;
+        let mut seen = Vec::new();
+        while at < bytes.len() {
+            let kind = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+            let len = u16::from_ne_bytes(bytes[at + 4..at + 6].try_into().unwrap()) as usize;
+            assert_eq!(&bytes[at + 6..at + 8], &[0, 0], "flags");
+            assert_eq!(
+                u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap()),
+                8
+            );
+            seen.push((kind, len - 16, bytes[at + 16..at + len].to_vec()));
+            at += len;
+        }
+        let mut command = 3i32.to_ne_bytes().to_vec();
+        command.extend_from_slice(b"has-session\0-t\0=S\0");
+        let pid = (std::process::id() as i32).to_ne_bytes().to_vec();
+        let expected: Vec<(u32, usize, Vec<u8>)> = vec![
+            // IDENTIFY_FLAGS, sizeof (int): CLIENT_UTF8
+            (100, 4, 0x10000i32.to_ne_bytes().to_vec()),
+            // IDENTIFY_LONGFLAGS, sizeof (uint64_t)
+            (111, 8, 0x10000u64.to_ne_bytes().to_vec()),
+            // IDENTIFY_TERM, NUL-terminated
+            (101, 1, b"\0".to_vec()),
+            // IDENTIFY_FEATURES, sizeof (int)
+            (109, 4, vec![0; 4]),
+            // IDENTIFY_TTYNAME, NUL-terminated
+            (102, 1, b"\0".to_vec()),
+            // IDENTIFY_CWD, NUL-terminated
+            (108, 2, b"/\0".to_vec()),
+            // IDENTIFY_CLIENTPID, sizeof (pid_t)
+            (107, 4, pid),
+            // IDENTIFY_DONE, empty
+            (106, 0, vec![]),
+            // COMMAND: argc, then each word NUL-terminated
+            (200, command.len(), command),
+        ];
+        assert_eq!(seen, expected);
+        assert!(matches!(request(&[]), Err(WireError::Malformed(_))));
     }
 
     #[test]

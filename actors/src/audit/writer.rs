@@ -91,7 +91,7 @@ pub(crate) async fn run(
                         (sink, events, r)
                     })
                 }))
-                .map_err(|_| "the sink panicked".to_string())
+                .map_err(|_| "the sink panicked while writing in place".to_string())
             } else {
                 // A current-thread runtime (tests under the paused clock) cannot
                 // write in place.
