@@ -179,8 +179,8 @@ impl TmuxHost {
 
     /// Run a read-only query (the terminal check, the session list): over tmux's own
     /// protocol on the verified connection when the server's version is one [`wire`]
-    /// knows, else (or if that exchange fails in any way) with the tmux binary. The answer is the binary's: stdout
-    /// when every command succeeded, else stderr.
+    /// knows, else (or if that exchange fails in any way) with the tmux binary. The
+    /// answer is the binary's: stdout when every command succeeded, else stderr.
     async fn query(&self, args: &[&str]) -> Result<String, String> {
         let (server, pid) = self.connect_verified().await?;
         match pid {
