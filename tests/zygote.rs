@@ -182,6 +182,12 @@ async fn zygotes_hold_nothing_of_the_daemon_and_leave_nothing_behind() {
         Vec::<i32>::new(),
         "a zygote was made after close()"
     );
+    // A start after close() is refused, and leaves nothing: the registry close()
+    // killed would not know a worker started now.
+    let refused = spawner.spawn(&sleeper()).await.map(|p| p.pid);
+    let err = refused.expect_err("a worker started after close()");
+    assert!(err.to_string().contains("shutting down"), "{err}");
+    assert_eq!(pooled(), Vec::<i32>::new(), "a zygote was made for it");
     // SAFETY: our own copy, made above.
     unsafe { libc::close(leaked) };
 }

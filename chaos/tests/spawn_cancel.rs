@@ -110,7 +110,9 @@ async fn a_start_cancelled_at_every_step_of_the_spawn_path_leaves_no_process() {
         }
         assert!(env.processes().is_empty(), "{step}: {:?}", env.processes());
         // The zygote a cancelled start had taken is gone with it; only the pool's own
-        // may wait.
+        // may wait. Counted once the pool's refill is done: before it, a leaked
+        // zygote and a pool not yet refilled would count one too.
+        env.zygotes_ready().await;
         let zygotes = isolated_zygotes();
         assert!(zygotes.len() <= 1, "{step}: zygotes left: {zygotes:?}");
     }

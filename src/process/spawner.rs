@@ -84,8 +84,13 @@ fn refill_pool(kinds: &mut Vec<Kind>, pool: &Mutex<Ready>, groups: &Arc<GroupReg
                 continue;
             }
         }
-        let Ok(zygote) = Zygote::fork(kind, groups) else {
-            continue;
+        let zygote = match Zygote::fork(kind, groups) {
+            Ok(zygote) => zygote,
+            Err(e) => {
+                // The next start of this kind forks its own, and says why if it fails.
+                tracing::warn!(error = %e, ?kind, "cannot make a zygote ahead of time");
+                continue;
+            }
         };
         let mut ready = pool.lock();
         if !ready.closed {
@@ -123,6 +128,13 @@ fn spawner_thread(
                 pending.send_modify(|n| *n = n.saturating_sub(done));
             }
             Ok(Job::Fork(kind, reply)) => {
+                if reply.is_closed() {
+                    continue; // the start that asked is gone: fork nothing for it
+                }
+                if pool.lock().closed {
+                    let _ = reply.send(Err(closed()));
+                    continue;
+                }
                 // The guard owns the group from the instant of the fork: if the start
                 // that asked is gone by the handover, the unsent zygote is dropped,
                 // and the guard kills it.
@@ -137,6 +149,11 @@ fn spawner_thread(
             }
         }
     }
+}
+
+/// The error of a start after [`ProcessSpawner::close`].
+fn closed() -> io::Error {
+    io::Error::other("termshare is shutting down: no new worker is started")
 }
 
 /// How long after a zygote was taken the next is made: a refill forks and execs, and
@@ -301,7 +318,16 @@ impl ProcessSpawner {
             mut guard,
             connector,
         } = became.map_err(|(ExecError::Refused(e) | ExecError::Gone(e))| e)?;
-        guard.move_to(&self.registry);
+        {
+            // Under the pool's lock, as `close` sets `closed`: either `close` finds
+            // this group in the registry, or this start finds the spawner closed and
+            // its guard, dropped, kills the worker.
+            let ready = self.ready.lock();
+            if ready.closed {
+                return Err(closed());
+            }
+            guard.move_to(&self.registry);
+        }
         // The worker runs; the start that asked may be gone before the handover (the
         // guard then kills it).
         termshare_actors::faultpoints::pause("spawn.handover").await;

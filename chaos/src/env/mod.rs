@@ -128,6 +128,14 @@ impl Env {
         }
     }
 
+    /// Returns once no zygote is being made ahead of time (real runs; a fake run
+    /// makes none).
+    pub async fn zygotes_ready(&self) {
+        if let Some(Service::Real(t)) = &self.service {
+            t.zygotes_ready().await;
+        }
+    }
+
     pub fn svc(&self) -> &ShareService {
         match self.service.as_ref().expect("running") {
             Service::Fake(s) => s,

@@ -79,7 +79,9 @@ pub(super) fn decode(body: &[u8]) -> io::Result<Decoded> {
     for _ in 0..nargs {
         argv.push(strings.next().ok_or_else(bad)??);
     }
-    let mut envp = Vec::with_capacity(nenv);
+    // Not `with_capacity(nenv)`: the count is read from the socket, and an absurd one
+    // must end in `bad()`, not in an allocation that aborts.
+    let mut envp = Vec::new();
     for _ in 0..nenv {
         envp.push(strings.next().ok_or_else(bad)??);
     }
