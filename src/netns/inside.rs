@@ -31,13 +31,14 @@ impl Plan {
     }
 }
 
-/// In the forked child, before `exec`: enter a new user and network namespace, bring
-/// its loopback up, and fork the helper. `parent` is termshare's pid (the child must
-/// not run on if termshare died meanwhile).
+/// In a zygote, before it waits for its command: enter a new user and network
+/// namespace, bring its loopback up, and fork the helper. `parent` is termshare's pid
+/// (the zygote must not run on if termshare died meanwhile).
 ///
 /// # Safety
-/// Call only in the child between `fork` and `exec` (from a `pre_exec` closure): it
-/// forks, and the helper never returns.
+/// Call only in a single-threaded process that will `exec` or exit (the zygote's
+/// constructor, before `main`; or a child between `fork` and `exec`): it forks, and
+/// the helper never returns.
 pub unsafe fn enter(plan: &Plan, parent: libc::pid_t) -> io::Result<()> {
     if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == -1 {
         return Err(io::Error::last_os_error());
