@@ -89,6 +89,14 @@ impl Zygote {
     /// Fork a zygote of `kind`. Call on the spawner thread (the parent-death signal is
     /// tied to the thread that forks), inside the runtime (the child is reaped by it).
     pub(super) fn fork(kind: Kind, registry: &Arc<GroupRegistry>) -> io::Result<Zygote> {
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+            // No constructor is linked in (entry.rs): an exec of this binary would run
+            // its `main` instead of a zygote.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "termshare starts workers only on Linux with glibc (the zygote's constructor)",
+            ));
+        }
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let (connector, helper_end) = match kind {
